@@ -1,0 +1,31 @@
+# wiregate: `make demo` runs the whole system on embedded defaults, `make test` runs the whole suite.
+# Each target creates .venv and installs what it needs (Debian packages only when root and missing).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEBS   := haproxy nginx libnginx-mod-stream wireguard-go wireguard-tools iperf3 wrk curl iproute2 openssl
+
+.PHONY: demo test bench venv debs clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+debs:
+	@sh scripts/install-debs.sh $(DEBS)
+
+demo: venv debs
+	$(BIN)/wiregate demo
+
+test: venv debs
+	$(BIN)/python -m pytest -q
+
+bench: venv debs
+	$(BIN)/wiregate bench all
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

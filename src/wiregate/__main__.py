@@ -1,0 +1,5 @@
+import sys
+
+from wiregate.cli.main import main
+
+sys.exit(main())

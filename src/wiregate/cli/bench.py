@@ -1,0 +1,39 @@
+"""`wiregate bench PART`: measure wiregate beside the real peer it replaces, in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go)"
+# part -> module with add_arguments(parser) and run(args) -> dict written under the part's section
+PARTS: dict[str, str] = {
+    "relay": "wiregate.bench.relay",
+    "ingress": "wiregate.bench.ingress",
+    "wireguard": "wiregate.bench.wireguard",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("part", choices=[*PARTS, "all"], help="which part to measure")
+    p.add_argument("--quick", action="store_true", help="short runs (a smoke check, not figures to quote)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
+    p.add_argument("--out", default=None, help="directory for <UTC date>.json (default bench/results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from wiregate.bench.results import write_section
+    from wiregate.errors import WiregateError
+
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    for part in parts:
+        try:
+            mod = importlib.import_module(PARTS[part])
+        except ModuleNotFoundError as exc:
+            raise WiregateError(f"bench {part}: not available yet ({exc.name})") from None
+        data = mod.run(args)
+        path = write_section(part, data, Path(args.out) if args.out else None)
+        print(f"bench {part}: results written to {path}")
+    return 0

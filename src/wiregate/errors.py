@@ -1,0 +1,9 @@
+"""The one base class for errors wiregate reports to users (the CLI prints them without a traceback)."""
+
+
+class WiregateError(Exception):
+    """An error with a message fit for a user: it says what was wrong and where."""
+
+
+class ConfigError(WiregateError):
+    """A configuration file or option is invalid; the message names the key path and the value at fault."""
