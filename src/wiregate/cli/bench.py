@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 HELP = "benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go)"
-# part -> module with add_arguments(parser) and run(args) -> dict written under the part's section
+# part -> module whose run(args) returns the dict written under the part's section of the results file
 PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
     "ingress": "wiregate.bench.ingress",
