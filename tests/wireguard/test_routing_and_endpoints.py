@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from wgcore_helpers import ADDR_A, ADDR_B, KEY_A, KEY_B, Pair, ip4, ip6, kinds, run_until
+from wgcore_helpers import ADDR_A, ADDR_B, KEY_A, KEY_B, Pair, ip4, ip6, run_until
 
 from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs
