@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 from cryptography.exceptions import InvalidTag
 
 from wiregate.errors import ConfigError
-from wiregate.wireguard.allowedips import AllowedIPs
+from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
     DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
     MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, PADDING_MULTIPLE, RATELIMIT_BURST,
@@ -310,17 +310,16 @@ class Device(TimerRules):
             peer.handshake.last_sent_handshake = _NEVER
             peer.t_retransmit_handshake = 0.0
 
-    def _check_prefixes(self, prefixes: Iterable[str]) -> tuple[str, ...]:
-        from wiregate.wireguard.allowedips import parse_prefix
+    @staticmethod
+    def _check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(str(parse_prefix(p)) for p in prefixes))
 
     def _set_allowed(self, peer: Peer, prefixes: tuple[str, ...]) -> None:
         self._allowed.remove_value(peer)
         for prefix in prefixes:
             # a prefix owned by another peer moves to this one (wg semantics): drop it from the old owner's list
-            net = ipaddress.ip_network(prefix)
-            owner = self._allowed.lookup(net.network_address.packed)
-            if owner is not None and owner is not peer and prefix in owner.allowed_ips:
+            owner = self._allowed.owner(prefix)
+            if owner is not None and owner is not peer:
                 owner.allowed_ips = tuple(p for p in owner.allowed_ips if p != prefix)
             self._allowed.insert(prefix, peer)
         peer.allowed_ips = prefixes
