@@ -1,0 +1,226 @@
+"""A real HAProxy and a header-catching listener, for PROXY protocol interop tests and `wiregate proxy-demo`.
+
+    with HAProxy(cfg, wait_for=[("127.0.0.1", port)]) as hap:   # haproxy -db -f cfg, ended by PID on exit
+        ...
+    with Catcher() as catcher:                                  # decodes what arrives with our Decoder
+        got = catcher.next(timeout=5)                           # -> Caught(raw, header, payload)
+
+Everything listens on loopback; ports come from free_port().
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wiregate.errors import WiregateError
+from wiregate.proxyproto import Decoder, ProxyError, ProxyHeader
+from wiregate.testing.peers import ensure, stop
+
+_TCP_LISTEN = "0A"
+
+
+def is_listening(port: int) -> bool:
+    """True when some socket on this host (this namespace) is in LISTEN on TCP `port`.
+
+    Read from /proc/net/tcp{,6} rather than by connecting: a probe connection would be relayed by HAProxy
+    to the listener under test and show up there as a stray connection.
+    """
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(want) and fields[3] == _TCP_LISTEN:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_listening(port: int, timeout: float, proc: subprocess.Popen) -> None:
+    """Wait until `port` is in LISTEN; raise WiregateError if `proc` exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not is_listening(port):
+        if proc.poll() is not None:
+            raise WiregateError(f"haproxy exited with status {proc.returncode} before listening on port {port}")
+        if time.monotonic() > deadline:
+            raise WiregateError(f"haproxy did not listen on port {port} within {timeout}s")
+        time.sleep(0.02)
+
+# Small, fixed limits: one thread, few connections, short timeouts so nothing lingers after a test.
+HAPROXY_PREAMBLE = """global
+    maxconn 64
+    nbthread 1
+    log stderr format short local0 info
+defaults
+    log global
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+"""
+
+
+class HAProxyMissing(WiregateError):
+    """haproxy is not installed (and could not be installed)."""
+
+
+class HAProxy:
+    """`haproxy -db -f <cfg>` in the foreground; waits until every `wait_for` address accepts, stops by PID."""
+
+    def __init__(self, config: str, wait_for: list[tuple[str, int]] = (), *, timeout: float = 10.0) -> None:
+        self.config = HAPROXY_PREAMBLE + config
+        self.wait_for = list(wait_for)
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self._dir: Path | None = None
+
+    def __enter__(self) -> "HAProxy":
+        exe = ensure("haproxy")
+        if not exe:
+            raise HAProxyMissing("haproxy is not installed (apt-get install haproxy)")
+        self._dir = Path(tempfile.mkdtemp(prefix="wgt-haproxy-"))
+        cfg = self._dir / "haproxy.cfg"
+        cfg.write_text(self.config)
+        self._log = open(self._dir / "haproxy.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        try:
+            for _host, port in self.wait_for:
+                wait_listening(port, self.timeout, self.proc)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def log(self) -> str:
+        """What haproxy printed so far (its log goes to stderr)."""
+        assert self._dir is not None
+        return (self._dir / "haproxy.log").read_text(errors="replace")
+
+    def __exit__(self, *exc) -> None:
+        stop(self.proc)
+        if self._dir is not None:
+            self._log.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+@dataclass(frozen=True, slots=True)
+class Caught:
+    """One connection seen by a Catcher: the header bytes as they came, the decoded header, and the payload."""
+
+    raw: bytes
+    header: ProxyHeader | None
+    payload: bytes
+    peer: tuple
+    error: str | None = None
+
+
+class Catcher:
+    """A TCP listener on loopback that decodes a PROXY header on each connection with our Decoder.
+
+    Reads in small slices (so headers are reassembled across reads), then the payload until the sender
+    closes, `payload_len` bytes have come, or the read timeout passes. Optionally answers `reply`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", *, payload_len: int = 0, reply: bytes = b"",
+                 read_size: int = 7, timeout: float = 5.0, max_v2_length: int = 4096) -> None:
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.payload_len, self.reply, self.read_size = payload_len, reply, read_size
+        self.timeout, self.max_v2_length = timeout, max_v2_length
+        self.caught: queue.Queue[Caught] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"catcher:{self.port}", daemon=True)
+
+    def __enter__(self) -> "Catcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def next(self, timeout: float = 5.0) -> Caught:
+        """The next connection's result; raises TimeoutError when none came in time."""
+        try:
+            return self.caught.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no connection reached the listener on port {self.port} in {timeout}s") from None
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                self.caught.put(self._handle(conn, peer))
+
+    def _handle(self, conn: socket.socket, peer: tuple) -> Caught:
+        conn.settimeout(self.timeout)
+        dec = Decoder(max_v2_length=self.max_v2_length)
+        raw = bytearray()
+        header = None
+        try:
+            while header is None:
+                # small reads on purpose: the decoder must reassemble a header split over many reads
+                chunk = conn.recv(self.read_size)
+                if not chunk:
+                    return Caught(bytes(raw), None, b"", peer, "closed before a whole header")
+                raw += chunk
+                header = dec.feed(chunk)
+            payload = bytearray(dec.rest)
+            while len(payload) < self.payload_len:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                payload += chunk
+            if self.reply:
+                conn.sendall(self.reply)
+        except ProxyError as exc:
+            return Caught(bytes(raw), None, b"", peer, str(exc))
+        except OSError as exc:
+            if header is None:
+                return Caught(bytes(raw), None, b"", peer, f"socket: {exc}")
+        return Caught(bytes(raw[: header.length]), header, bytes(payload), peer)
+
+
+def http_get(host: str, port: int, prefix: bytes = b"", path: str = "/", timeout: float = 5.0,
+             source: str | None = None) -> tuple[int, bytes]:
+    """Send `prefix` (e.g. a PROXY header) then a one-shot HTTP/1.0 GET; return (status, body)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if source:
+            s.bind((source, 0))
+        s.connect((host, port))
+        s.sendall(prefix + f"GET {path} HTTP/1.0\r\nHost: wiregate.test\r\n\r\n".encode())
+        data = bytearray()
+        while len(data) < 65536:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1."):
+        raise ConnectionError(f"no HTTP answer from {host}:{port}: {bytes(data[:60])!r}")
+    return int(head.split(b" ", 2)[1]), body
