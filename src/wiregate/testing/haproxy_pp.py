@@ -224,3 +224,92 @@ def http_get(host: str, port: int, prefix: bytes = b"", path: str = "/", timeout
     if not head.startswith(b"HTTP/1."):
         raise ConnectionError(f"no HTTP answer from {host}:{port}: {bytes(data[:60])!r}")
     return int(head.split(b" ", 2)[1]), body
+
+
+@dataclass(frozen=True, slots=True)
+class TestPKI:
+    """Throw-away certificates for a TLS frontend: a CA, a server cert (EC P-256) and a client cert."""
+
+    ca: Path           # CA certificate (PEM)
+    server: Path       # server certificate + key (PEM, as HAProxy's `crt` wants)
+    client_cert: Path  # client certificate (PEM)
+    client_key: Path   # client key (PEM, 0600)
+    server_name: str
+    client_cn: str
+
+
+def make_test_pki(directory: Path, server_name: str = "gw.wiregate.test",
+                  client_cn: str = "client.wiregate.test") -> TestPKI:
+    """Write a CA, a server and a client certificate under `directory` (keys 0600); valid for one day."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject: str, key, issuer: str, issuer_key, *, ca: bool = False, san: str | None = None):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def pem_key(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    def write(path: Path, data: bytes, secret: bool = False) -> Path:
+        path.write_bytes(data)
+        if secret:
+            path.chmod(0o600)
+        return path
+
+    pem = serialization.Encoding.PEM
+    ca_key, srv_key, cli_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca_cert = cert("wiregate test CA", ca_key, "wiregate test CA", ca_key, ca=True)
+    srv_cert = cert(server_name, srv_key, "wiregate test CA", ca_key, san=server_name)
+    cli_cert = cert(client_cn, cli_key, "wiregate test CA", ca_key)
+    directory.mkdir(parents=True, exist_ok=True)
+    return TestPKI(
+        ca=write(directory / "ca.pem", ca_cert.public_bytes(pem)),
+        server=write(directory / "server.pem", srv_cert.public_bytes(pem) + pem_key(srv_key), secret=True),
+        client_cert=write(directory / "client.pem", cli_cert.public_bytes(pem)),
+        client_key=write(directory / "client.key", pem_key(cli_key), secret=True),
+        server_name=server_name,
+        client_cn=client_cn,
+    )
+
+
+def tls_client(host: str, port: int, pki: TestPKI, *, alpn: list[str] | None = None, payload: bytes = b"",
+               timeout: float = 5.0) -> tuple[tuple, dict]:
+    """Connect over TLS (SNI = pki.server_name, client certificate), send `payload`, close.
+
+    Returns (our local address, facts about the session: version, cipher, alpn).
+    """
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as raw:
+        raw.settimeout(timeout)
+        raw.connect((host, port))
+        local = raw.getsockname()[:2]
+        with ctx.wrap_socket(raw, server_hostname=pki.server_name) as s:
+            facts = {"version": s.version(), "cipher": s.cipher()[0], "alpn": s.selected_alpn_protocol()}
+            s.sendall(payload)
+            try:
+                s.unwrap()
+            except (OSError, ValueError):
+                pass
+    return local, facts
