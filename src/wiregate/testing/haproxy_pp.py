@@ -10,6 +10,7 @@ Everything listens on loopback; ports come from free_port().
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import socket
@@ -74,10 +75,28 @@ class HAProxyMissing(WiregateError):
     """haproxy is not installed (and could not be installed)."""
 
 
+def find_haproxy(exe: str | None = None) -> str:
+    """Path of the haproxy program (`exe` if given); HAProxyMissing with a one-line reason when there is none."""
+    path = (exe if os.path.isfile(exe) and os.access(exe, os.X_OK) else None) if exe else ensure("haproxy")
+    if not path:
+        where = f" at {exe}" if exe else ""
+        raise HAProxyMissing(f"haproxy is not installed{where} (Debian: apt-get install haproxy)")
+    return path
+
+
+def haproxy_version(exe: str) -> str:
+    """`haproxy -v`'s version, e.g. "2.6.12-1+deb12u4"."""
+    out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10).stdout
+    parts = out.split()
+    return parts[2] if len(parts) > 2 and parts[0] == "HAProxy" else "unknown"
+
+
 class HAProxy:
     """`haproxy -db -f <cfg>` in the foreground; waits until every `wait_for` address accepts, stops by PID."""
 
-    def __init__(self, config: str, wait_for: list[tuple[str, int]] = (), *, timeout: float = 10.0) -> None:
+    def __init__(self, config: str, wait_for: list[tuple[str, int]] = (), *, timeout: float = 10.0,
+                 exe: str | None = None) -> None:
+        self.exe = exe
         self.config = HAPROXY_PREAMBLE + config
         self.wait_for = list(wait_for)
         self.timeout = timeout
@@ -85,9 +104,7 @@ class HAProxy:
         self._dir: Path | None = None
 
     def __enter__(self) -> "HAProxy":
-        exe = ensure("haproxy")
-        if not exe:
-            raise HAProxyMissing("haproxy is not installed (apt-get install haproxy)")
+        exe = find_haproxy(self.exe)
         self._dir = Path(tempfile.mkdtemp(prefix="wgt-haproxy-"))
         cfg = self._dir / "haproxy.cfg"
         cfg.write_text(self.config)
