@@ -10,6 +10,8 @@ address it believes in (`%[src]:%[src_port]`), and the authority/unique-id TLVs 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 from conftest import need
@@ -25,6 +27,7 @@ from wiregate.proxyproto import (
     PP2_SUBTYPE_SSL_VERSION,
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
+    PP2_TYPE_NETNS,
     PP2_TYPE_SSL,
     PP2_TYPE_UNIQUE_ID,
     TLV,
@@ -36,7 +39,7 @@ from wiregate.proxyproto import (
     encode_v2,
 )
 from wiregate.testing.haproxy_pp import Catcher, HAProxy, http_get, make_test_pki, tls_client
-from wiregate.testing.peers import free_port
+from wiregate.testing.peers import free_port, stop
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
@@ -274,3 +277,49 @@ backend be
                 got = catcher.next(timeout=5)
     assert got.header.source == src and got.header.authority == "shop.example.net" and got.payload == b"ping"
     assert got.raw == encode_v2(src, dst, tlvs=[TLV(PP2_TYPE_AUTHORITY, b"shop.example.net")], crc32c=True)
+
+
+NETNS_CLIENT = """
+import socket, sys, time
+deadline = time.monotonic() + 5
+while True:  # HAProxy may not listen yet; a refused connect never reaches it, so retrying leaves no stray
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+        break
+    except ConnectionRefusedError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+print("%s %d" % s.getsockname()[:2])
+s.sendall(b"hello")
+s.recv(1)
+"""
+
+
+@pytest.mark.netns
+def test_haproxy_v2_names_the_network_namespace_the_client_came_from(lab):
+    """A frontend bound inside a namespace: HAProxy adds PP2_TYPE_NETNS with its name; ours matches."""
+    ns = lab.netns("pp")
+    ns.run(["ip", "link", "set", "lo", "up"])
+    port = free_port()
+    with Catcher(payload_len=5) as catcher:
+        cfg = f"""
+frontend fe
+    mode tcp
+    bind 127.0.0.1:{port} namespace {ns.name}
+    default_backend be
+backend be
+    mode tcp
+    server s1 127.0.0.1:{catcher.port} send-proxy-v2
+"""
+        with HAProxy(cfg):
+            client = subprocess.Popen(ns.cmd([sys.executable, "-c", NETNS_CLIENT, str(port)]),
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                got = catcher.next(timeout=10)
+                host, cport = client.stdout.readline().split()
+            finally:
+                stop(client)
+    assert got.header.netns == ns.name and got.payload == b"hello"
+    ours = encode_v2((host, int(cport)), ("127.0.0.1", port), tlvs=[TLV(PP2_TYPE_NETNS, ns.name.encode())])
+    assert got.raw == ours
