@@ -120,6 +120,9 @@ def test_haproxy_v2_with_crc32c_and_unique_id_equals_our_encoder():
     assert got.raw == encode_v2(me, fe, tlvs=[TLV(PP2_TYPE_UNIQUE_ID, uid)], crc32c=True)
 
 
+TLS_OPTIONS = "ssl,cert-cn,ssl-cipher,cert-sig,cert-key,authority,crc32c,unique-id"
+
+
 def test_haproxy_v2_over_tls_sends_alpn_authority_and_ssl_tlvs_equal_to_ours(tmp_path):
     pki = make_test_pki(tmp_path)
     with Catcher(payload_len=5) as catcher:
@@ -132,7 +135,7 @@ frontend fe
     default_backend be
 backend be
     mode tcp
-    server s1 127.0.0.1:{catcher.port} send-proxy-v2 proxy-v2-options ssl,cert-cn,ssl-cipher,cert-sig,cert-key,authority,crc32c,unique-id
+    server s1 127.0.0.1:{catcher.port} send-proxy-v2 proxy-v2-options {TLS_OPTIONS}
 """
         with HAProxy(cfg, [("127.0.0.1", port)]):
             me, facts = tls_client("127.0.0.1", port, pki, alpn=["h2"], payload=b"hello")

@@ -14,7 +14,6 @@ from wiregate.proxyproto import (
     parse_v1_line,
 )
 
-
 # --- valid lines ------------------------------------------------------------------------------------------------
 
 def test_tcp4_line_from_the_spec_example_decodes_and_leaves_the_http_request():

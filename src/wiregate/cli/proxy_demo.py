@@ -14,6 +14,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+# every TLV HAProxy 2.6 can add to send-proxy-v2 over a TLS frontend
+V2_OPTIONS = "crc32c,authority,unique-id,ssl,cert-cn,ssl-cipher,cert-sig,cert-key"
 HELP = "show the PROXY protocol round trip with a real HAProxy (HAProxy -> us, us -> HAProxy), on loopback"
 
 
@@ -121,7 +123,7 @@ frontend tls_in
     default_backend to_wiregate_v2
 backend to_wiregate_v2
     mode tcp
-    server wiregate 127.0.0.1:{v2_catcher.port} send-proxy-v2 proxy-v2-options crc32c,authority,unique-id,ssl,cert-cn,ssl-cipher,cert-sig,cert-key
+    server wiregate 127.0.0.1:{v2_catcher.port} send-proxy-v2 proxy-v2-options {V2_OPTIONS}
 frontend tcp_in
     mode tcp
     bind 127.0.0.1:{tcp_port}

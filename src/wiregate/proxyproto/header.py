@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Union
 
 from wiregate.errors import WiregateError
 from wiregate.proxyproto.constants import (
@@ -32,7 +31,7 @@ class ProxyError(WiregateError, ValueError):
 
 
 # (host, port) for INET/INET6, the raw path bytes (NULs stripped from the end) for UNIX
-Address = Union[tuple[str, int], bytes]
+Address = tuple[str, int] | bytes
 
 
 @dataclass(frozen=True, slots=True)

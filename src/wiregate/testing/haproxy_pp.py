@@ -103,7 +103,7 @@ class HAProxy:
         self.proc: subprocess.Popen | None = None
         self._dir: Path | None = None
 
-    def __enter__(self) -> "HAProxy":
+    def __enter__(self) -> HAProxy:
         exe = find_haproxy(self.exe)
         self._dir = Path(tempfile.mkdtemp(prefix="wgt-haproxy-"))
         cfg = self._dir / "haproxy.cfg"
@@ -165,7 +165,7 @@ class Catcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"catcher:{self.port}", daemon=True)
 
-    def __enter__(self) -> "Catcher":
+    def __enter__(self) -> Catcher:
         self._thread.start()
         return self
 
@@ -265,7 +265,7 @@ def make_test_pki(directory: Path, server_name: str = "gw.wiregate.test",
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
