@@ -114,6 +114,10 @@ class HAProxy:
         try:
             for _host, port in self.wait_for:
                 wait_listening(port, self.timeout, self.proc)
+        except WiregateError as exc:
+            tail = self.log().strip().splitlines()[-3:]
+            self.__exit__(None, None, None)
+            raise WiregateError(f"{exc}: {' | '.join(tail) or 'no output'}") from None
         except BaseException:
             self.__exit__(None, None, None)
             raise
