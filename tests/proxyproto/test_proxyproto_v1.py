@@ -99,11 +99,17 @@ def test_encoder_writes_unknown_without_addresses_or_for_unix_paths():
     (("192.0.2.1", 65536), ("192.0.2.1", 2), "out of range"),
     (("192.0.2.1", -1), ("192.0.2.1", 2), "out of range"),
     (("192.0.2.1", "80"), ("192.0.2.1", 2), "out of range"),
-    (("fe80::1%eth0", 1), ("::1", 2), "not an IPv4 or IPv6 address"),
+    (("192.0.2.1",), ("192.0.2.1", 2), "must be \\(host, port\\) pairs"),
+    ((b"/a.sock", 1), ("192.0.2.1", 2), "not an IPv4 or IPv6 address"),
 ])
 def test_encoder_refuses_what_it_cannot_write(src, dst, msg):
     with pytest.raises(ProxyError, match=msg):
         encode_v1(src, dst)
+
+
+def test_encoder_takes_socket_addresses_as_python_gives_them():
+    # getpeername() on IPv6 gives (host, port, flowinfo, scope_id), with a zone for link-local peers
+    assert encode_v1(("fe80::1%eth0", 1, 0, 2), ("::1", 2, 0, 0)) == b"PROXY TCP6 fe80::1 ::1 1 2\r\n"
 
 
 def test_encode_of_a_decoded_v1_header_gives_the_same_line():

@@ -177,6 +177,10 @@ def test_encoder_writes_the_hand_made_vectors():
     assert encode_v2(None, None) == hdr(0x21, 0x00, b"")
 
 
+def test_encoder_takes_ipv6_socket_addresses_with_flowinfo_and_scope():
+    assert encode_v2(("2001:db8::1", 65535, 0, 0), ("2001:db8::2", 80, 0, 0)) == hdr(0x21, 0x21, V6_BLOCK)
+
+
 def test_encoder_maps_mixed_families_to_inet6():
     out = encode_v2(("2001:db8::7", 1), ("127.0.0.1", 2))
     assert out[13] == 0x21

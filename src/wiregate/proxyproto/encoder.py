@@ -35,9 +35,12 @@ _CRC_PLACEHOLDER = b"\x03\x00\x04\x00\x00\x00\x00"  # PP2_TYPE_CRC32C, length 4,
 
 
 def _pack_host(host: str) -> tuple[int, bytes]:
-    fam = AF_INET6 if ":" in host else AF_INET
     try:
-        return fam, inet_pton(fam, host)
+        if ":" in host:
+            # a zone ("fe80::1%eth0", as getpeername() gives for link-local peers) has no place in the header;
+            # HAProxy writes sin6_addr alone, so do we
+            return AF_INET6, inet_pton(AF_INET6, host.partition("%")[0])
+        return AF_INET, inet_pton(AF_INET, host)
     except (OSError, TypeError):
         raise ProxyError(f"encoder: {host!r} is not an IPv4 or IPv6 address") from None
 
@@ -50,9 +53,9 @@ def _check_port(port: object) -> int:
 
 def _inet_pair(source: tuple[str, int], destination: tuple[str, int]) -> tuple[int, bytes, bytes, int, int]:
     """Pack both addresses in one family; mixed IPv4/IPv6 becomes IPv6 with v4-mapped addresses (as HAProxy)."""
-    try:
-        (shost, sport), (dhost, dport) = source, destination
-    except (TypeError, ValueError):
+    try:  # socket addresses as Python gives them: (host, port), or (host, port, flowinfo, scope_id) for IPv6
+        shost, sport, dhost, dport = source[0], source[1], destination[0], destination[1]
+    except (TypeError, IndexError, KeyError):
         raise ProxyError(f"encoder: addresses must be (host, port) pairs, got {source!r} and {destination!r}") \
             from None
     sf, sa = _pack_host(shost)
