@@ -39,7 +39,7 @@ def test_header_and_payload_in_one_segment_leave_the_payload_untouched(header):
 
 
 def test_want_never_asks_past_a_v2_header():
-    dec = Decoder()
+    dec = Decoder(allow_v1=False)
     assert dec.want() == 16
     dec.feed(V2[:5])
     assert dec.want() == 11
@@ -49,9 +49,12 @@ def test_want_never_asks_past_a_v2_header():
     assert dec.want() == 0 and dec.rest == b""
 
 
-def test_want_reads_a_v1_line_one_byte_at_a_time():
+def test_want_starts_with_the_shortest_v1_line_then_reads_one_byte_at_a_time():
     dec = Decoder()
+    assert dec.want() == 15  # b"PROXY UNKNOWN\r\n"
     dec.feed(V1[:8])
+    assert dec.want() == 7
+    dec.feed(V1[8:15])
     assert dec.want() == 1
 
 

@@ -168,3 +168,24 @@ def test_any_single_corrupted_byte_in_a_crc32c_header_is_detected(hosts, tlv_lis
     except ProxyError:
         return
     raise AssertionError(f"corruption at byte {i} went unnoticed: {h}")
+
+
+@SETTINGS
+@given(st.one_of(
+    st.just(b"PROXY UNKNOWN\r\n"),
+    st.builds(encode_v1, st.tuples(ip, ports), st.tuples(ip, ports)),
+    st.builds(lambda s, d, t, c: encode_v2(s, d, tlvs=t, crc32c=c), st.tuples(ip, ports), st.tuples(ip, ports),
+              tlvs, st.booleans()),
+    st.just(encode_v2(command=Command.LOCAL)),
+), st.binary(min_size=1, max_size=50), st.booleans())
+def test_reading_exactly_want_bytes_never_reads_past_the_header(header, payload, v1_allowed):
+    if header.startswith(b"PROXY") and not v1_allowed:
+        v1_allowed = True
+    dec = Decoder(allow_v1=v1_allowed, max_v2_length=65535 + 16)
+    stream, pos, got = header + payload, 0, None
+    while got is None:
+        n = dec.want()
+        assert n >= 1
+        got = dec.feed(stream[pos:pos + n])
+        pos += n
+    assert pos == len(header) and dec.rest == b"" and dec.want() == 0

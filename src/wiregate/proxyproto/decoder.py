@@ -30,6 +30,7 @@ from wiregate.proxyproto.constants import (
     PP2_UNIQUE_ID_MAX,
     UNIX_PATH_LEN,
     V1_MAX_LENGTH,
+    V1_MIN_LENGTH,
     V1_PREFIX,
     V2_DEFAULT_MAX_LENGTH,
     V2_HEADER_LEN,
@@ -111,9 +112,12 @@ class Decoder:
         n = len(buf)
         if n >= V2_HEADER_LEN and buf[:_SIG_LEN] == V2_SIGNATURE:
             return V2_HEADER_LEN + ((buf[14] << 8) | buf[15]) - n
-        if n == 0 or buf[0] == 0x0D:  # may still become a v2 header: 16 bytes are always needed
+        if n == 0:  # the shortest header of an accepted version
+            return V1_MIN_LENGTH if self.allow_v1 else V2_HEADER_LEN
+        if buf[0] == 0x0D:  # can only be v2: its fixed part is 16 bytes
             return V2_HEADER_LEN - n
-        return 1  # a v1 line ends at its CRLF, which can only be found one byte at a time without peeking
+        # a v1 line is at least 15 bytes and ends at its CRLF, found one byte at a time without peeking
+        return max(V1_MIN_LENGTH - n, 1)
 
     def feed(self, data: Buffer) -> ProxyHeader | None:
         """Add `data`; return the header once complete (then `.rest` holds what followed it), else None."""
