@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import need
@@ -326,3 +327,36 @@ backend be
     assert got.header.netns == ns.name and got.payload == b"hello"
     ours = encode_v2((host, int(cport)), ("127.0.0.1", port), tlvs=[TLV(PP2_TYPE_NETNS, ns.name.encode())])
     assert got.raw == ours
+
+
+@pytest.mark.parametrize("opts", ["send-proxy", "send-proxy-v2"])
+def test_haproxy_with_a_unix_socket_client_sends_unknown_or_local_like_our_encoder(tmp_path, opts):
+    path = str(tmp_path / "fe.sock")
+    with Catcher(payload_len=5) as catcher:
+        cfg = f"""
+frontend fe
+    mode tcp
+    bind unix@{path}
+    default_backend be
+backend be
+    mode tcp
+    server s1 127.0.0.1:{catcher.port} {opts}
+"""
+        with HAProxy(cfg), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            deadline = time.monotonic() + 5
+            while True:  # a refused connect never reaches HAProxy, so retrying leaves no stray connection
+                try:
+                    c.connect(path)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    assert time.monotonic() < deadline, "haproxy did not listen on its UNIX socket"
+                    time.sleep(0.05)
+            c.sendall(b"hello")
+            got = catcher.next(timeout=5)
+    assert got.header.is_local and got.payload == b"hello"
+    # HAProxy 2.6 never writes the UNIX family: v1 says UNKNOWN, v2 says LOCAL (our encode_v2 given two paths
+    # writes the spec's UNIX family instead; given none, it matches)
+    if opts == "send-proxy":
+        assert got.raw == encode_v1(path.encode(), b"/unused") == b"PROXY UNKNOWN\r\n"
+    else:
+        assert got.raw == encode_v2(command=Command.LOCAL)
