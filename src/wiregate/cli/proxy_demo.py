@@ -13,6 +13,10 @@ import argparse
 import socket
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wiregate.proxyproto import Address, ProxyHeader
 
 # every TLV HAProxy 2.6 can add to send-proxy-v2 over a TLS frontend
 V2_OPTIONS = "crc32c,authority,unique-id,ssl,cert-cn,ssl-cipher,cert-sig,cert-key"
@@ -24,14 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the haproxy program to use (default: the one on this system, installed when root)")
 
 
-def _addr(a) -> str:
+def _addr(a: Address) -> str:
     if isinstance(a, bytes):
         return a.decode(errors="replace")
     host, port = a
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def describe(header) -> list[str]:
+def describe(header: ProxyHeader) -> list[str]:
     """Human lines for a decoded header: command, family, addresses, then one line per TLV."""
     from wiregate.proxyproto import (
         PP2_TYPE_ALPN,
