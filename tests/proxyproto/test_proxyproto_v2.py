@@ -209,6 +209,10 @@ def test_encode_ssl_round_trips():
     (dict(source=("192.0.2.1", 1), destination=("192.0.2.2", 2), tlvs=[TLV(1, b"x" * 65000)] * 2), "over 65535"),
     (dict(source=("192.0.2.1", 1), destination=("192.0.2.2", 2), tlvs=[TLV(1, "h2")]), "must be bytes"),
     (dict(command=7), "unknown command"),
+    (dict(tlvs=[TLV(PP2_TYPE_CRC32C, b"\0\0\0\0")]), "pass crc32c=True"),
+    (dict(tlvs=[TLV(PP2_TYPE_UNIQUE_ID, b"u" * 129)]), "UNIQUE_ID TLV is 129 bytes, at most 128"),
+    (dict(tlvs=[TLV(PP2_TYPE_AUTHORITY, b"a" * 256)]), "AUTHORITY TLV is 256 bytes, at most 255"),
+    (dict(tlvs=[TLV(PP2_TYPE_SSL, b"\x01")]), "encoder: v2 header: SSL TLV too short"),
 ])
 def test_encoder_refuses_headers_it_cannot_write(kwargs, msg):
     with pytest.raises(ProxyError, match=msg):

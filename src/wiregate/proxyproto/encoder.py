@@ -18,7 +18,12 @@ from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from crc32c import crc32c as _crc32c
 
 from wiregate.proxyproto.constants import (
+    PP2_AUTHORITY_MAX,
+    PP2_TYPE_AUTHORITY,
     PP2_TYPE_CRC32C,
+    PP2_TYPE_SSL,
+    PP2_TYPE_UNIQUE_ID,
+    PP2_UNIQUE_ID_MAX,
     UNIX_PATH_LEN,
     V2_SIGNATURE,
     V2_VERSION,
@@ -26,7 +31,7 @@ from wiregate.proxyproto.constants import (
     Family,
     Protocol,
 )
-from wiregate.proxyproto.header import TLV, Address, ProxyError, ProxyHeader
+from wiregate.proxyproto.header import TLV, Address, ProxyError, ProxyHeader, parse_ssl
 
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _TLV_HEAD = struct.Struct("!BH")
@@ -132,6 +137,8 @@ def encode_v2(
         fam, sa, da, sp, dp = _inet_pair(source, destination)  # type: ignore[arg-type]
         fam_byte = ((Family.INET if fam == AF_INET else Family.INET6) << 4) | protocol
         block = sa + da + _PORTS.pack(sp, dp)
+    tlvs = tuple(tlvs)
+    _check_tlvs(tlvs)
     rest = encode_tlvs(tlvs)
     crc_at = 16 + len(block) + 3
     length = len(block) + (len(_CRC_PLACEHOLDER) if crc32c else 0) + len(rest)
@@ -142,6 +149,22 @@ def encode_v2(
     if crc32c:
         out = out[:crc_at] + _crc32c(out).to_bytes(4, "big") + out[crc_at + 4:]
     return out
+
+
+def _check_tlvs(tlvs: tuple[TLV, ...]) -> None:
+    """Refuse TLVs a receiver following the spec (ours, HAProxy's) would refuse, so the mistake shows here."""
+    for t in tlvs:
+        if t.type == PP2_TYPE_CRC32C:
+            raise ProxyError("encoder: pass crc32c=True rather than a CRC32C TLV (its value is computed last)")
+        if t.type == PP2_TYPE_UNIQUE_ID and len(t.value) > PP2_UNIQUE_ID_MAX:
+            raise ProxyError(f"encoder: UNIQUE_ID TLV is {len(t.value)} bytes, at most {PP2_UNIQUE_ID_MAX}")
+        if t.type == PP2_TYPE_AUTHORITY and len(t.value) > PP2_AUTHORITY_MAX:
+            raise ProxyError(f"encoder: AUTHORITY TLV is {len(t.value)} bytes, at most {PP2_AUTHORITY_MAX}")
+        if t.type == PP2_TYPE_SSL:
+            try:
+                parse_ssl(bytes(t.value))
+            except ProxyError as exc:
+                raise ProxyError(f"encoder: {exc}") from None
 
 
 def encode(header: ProxyHeader, *, crc32c: bool = False) -> bytes:
