@@ -151,11 +151,11 @@ class Catcher:
     """A TCP listener on loopback that decodes a PROXY header on each connection with our Decoder.
 
     Reads in small slices (so headers are reassembled across reads), then the payload until the sender
-    closes, `payload_len` bytes have come, or the read timeout passes. Optionally answers `reply`.
+    closes, `payload_len` bytes have come, or the read timeout passes.
     """
 
-    def __init__(self, host: str = "127.0.0.1", *, payload_len: int = 0, reply: bytes = b"",
-                 read_size: int = 7, timeout: float = 5.0, max_v2_length: int = 4096) -> None:
+    def __init__(self, host: str = "127.0.0.1", *, payload_len: int = 0, read_size: int = 7, timeout: float = 5.0,
+                 max_v2_length: int = 4096) -> None:
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -163,7 +163,7 @@ class Catcher:
         self.sock.listen(16)
         self.sock.settimeout(0.2)
         self.host, self.port = host, self.sock.getsockname()[1]
-        self.payload_len, self.reply, self.read_size = payload_len, reply, read_size
+        self.payload_len, self.read_size = payload_len, read_size
         self.timeout, self.max_v2_length = timeout, max_v2_length
         self.caught: queue.Queue[Caught] = queue.Queue()
         self._stop = threading.Event()
@@ -215,8 +215,6 @@ class Catcher:
                 if not chunk:
                     break
                 payload += chunk
-            if self.reply:
-                conn.sendall(self.reply)
         except ProxyError as exc:
             return Caught(bytes(raw), None, b"", peer, str(exc))
         except OSError as exc:
