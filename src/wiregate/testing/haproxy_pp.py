@@ -15,6 +15,7 @@ import queue
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,35 +29,43 @@ from wiregate.testing.peers import ensure, stop
 _TCP_LISTEN = "0A"
 
 
-def is_listening(port: int) -> bool:
-    """True when some socket on this host (this namespace) is in LISTEN on TCP `port`.
+def _proc_net_addr(host: str) -> str:
+    """`host` as /proc/net/tcp{,6} print it: 32-bit words in host byte order, hex, upper case."""
+    packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    words = (packed[i:i + 4] for i in range(0, len(packed), 4))
+    return "".join((w[::-1] if sys.byteorder == "little" else w).hex().upper() for w in words)
+
+
+def is_listening(host: str, port: int) -> bool:
+    """True when a socket in this namespace is in LISTEN on `host`:`port` (or the wildcard address, same port).
 
     Read from /proc/net/tcp{,6} rather than by connecting: a probe connection would be relayed by HAProxy
     to the listener under test and show up there as a stray connection.
     """
-    want = f":{port:04X}"
+    wanted = {f"{_proc_net_addr(host)}:{port:04X}", f"{_proc_net_addr('::' if ':' in host else '0.0.0.0')}:{port:04X}"}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f, None)
                 for line in f:
                     fields = line.split()
-                    if fields[1].endswith(want) and fields[3] == _TCP_LISTEN:
+                    if fields[3] == _TCP_LISTEN and fields[1] in wanted:
                         return True
         except OSError:
             continue
     return False
 
 
-def wait_listening(port: int, timeout: float, proc: subprocess.Popen) -> None:
-    """Wait until `port` is in LISTEN; raise WiregateError if `proc` exits or the time runs out."""
+def wait_listening(host: str, port: int, timeout: float, proc: subprocess.Popen) -> None:
+    """Wait until `host`:`port` is in LISTEN; raise WiregateError if `proc` exits or the time runs out."""
     deadline = time.monotonic() + timeout
-    while not is_listening(port):
+    while not is_listening(host, port):
         if proc.poll() is not None:
             raise WiregateError(f"haproxy exited with status {proc.returncode} before listening on port {port}")
         if time.monotonic() > deadline:
-            raise WiregateError(f"haproxy did not listen on port {port} within {timeout}s")
+            raise WiregateError(f"haproxy did not listen on {host} port {port} within {timeout}s")
         time.sleep(0.02)
+
 
 # Small, fixed limits: one thread, few connections, short timeouts so nothing lingers after a test.
 HAPROXY_PREAMBLE = """global
@@ -112,8 +121,8 @@ class HAProxy:
         self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         try:
-            for _host, port in self.wait_for:
-                wait_listening(port, self.timeout, self.proc)
+            for host, port in self.wait_for:
+                wait_listening(host, port, self.timeout, self.proc)
         except WiregateError as exc:
             tail = self.log().strip().splitlines()[-3:]
             self.__exit__(None, None, None)
