@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import need
+from wiregate.testing.peers import need
 
 from wiregate.cli import proxy_demo
 from wiregate.proxyproto import TLV, Command, decode, encode_v2

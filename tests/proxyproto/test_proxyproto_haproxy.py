@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from conftest import need
+from wiregate.testing.peers import need
 
 from wiregate.proxyproto import (
     PP2_CLIENT_CERT_CONN,
