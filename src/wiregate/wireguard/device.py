@@ -220,6 +220,8 @@ class Device(TimerRules):
                 del table[k]
         entry = table.get(ip)
         if entry is None:
+            if len(table) > 4096:  # still full of live sources after the sweep: refuse newcomers, bound memory
+                return False
             table[ip] = [RATELIMIT_BURST - 1.0, now]
             return True
         tokens = min(float(RATELIMIT_BURST), entry[0] + (now - entry[1]) * RATELIMIT_PACKETS_PER_SECOND)
