@@ -196,3 +196,17 @@ def test_any_flipped_bit_in_a_handshake_or_data_message_is_rejected(which: str, 
     assert target.take_packets() == [] and target.take_events() == []
     assert sum(target.drops.values()) == before + 1
     assert [dg for dg, _ in target.take_datagrams()] == []
+
+
+def test_under_load_handshakes_from_one_address_are_rate_limited() -> None:
+    p = Pair()
+    p.b.under_load = True
+    p.a.send_packet(ip4("10.0.0.1", "10.0.0.2"), p.now)
+    p.pump()  # initiation -> cookie reply, which A keeps
+    p.advance(REKEY_TIMEOUT + 0.4)
+    (init, _), = p.a.take_datagrams()
+    for i in range(10):  # the same MAC2-valid initiation, replayed fast from one address
+        p.b.receive_datagram(init, ADDR_A, p.now + i * 0.001)
+    assert [dg[0] for dg, _ in p.b.take_datagrams()] == [2]  # one response
+    # burst of 5 passes the limiter (1 answered, 4 refused as replays), the other 5 are limited
+    assert p.b.drops["initiation_replay"] == 4 and p.b.drops["ratelimited"] == 5
