@@ -63,7 +63,7 @@ _NEVER = float("-inf")
 _DEFAULT_PORT = 51820
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PeerConfig:
     """A peer as configured (wg-quick [Peer] / UAPI): `endpoint_host` is a DNS name ("host", "host:port" or
     "[v6]:port") the Device asks the I/O layer to resolve (ResolveEndpoint) when there is no endpoint yet and
