@@ -63,3 +63,16 @@ def test_load_config_names_the_file_on_syntax_errors(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_health_send_proxy_needs_a_header_version():
+    with pytest.raises(ConfigError, match="services\\[0\\].health.send_proxy: True needs proxy_protocol"):
+        config_from_dict({"services": [svc(proxy_protocol="none", health={"send_proxy": True})]})
+
+
+def test_workers_share_the_limits():
+    from wiregate.relay.runner import per_worker
+    cfg = config_from_dict({"workers": 2, "services": [svc(max_connections=5, max_per_source=1),
+                                                       {**svc(), "name": "u", "protocol": "udp", "max_flows": 9}]})
+    tcp, udp = per_worker(cfg).services
+    assert (tcp.max_connections, tcp.max_per_source, udp.max_flows) == (3, 1, 5)

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService
 from wiregate.testing.peers import free_port, nginx_preamble, stop, wait_port, which
 
-from conftest import need
 from .conftest import running
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]

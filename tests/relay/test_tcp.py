@@ -250,7 +250,7 @@ async def test_a_slow_reader_does_not_stall_others_and_memory_stays_bounded(spli
         conn.setblocking(False)
         chunk = b"x" * 65536
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and stuck["sent"] < 256 << 20:
+        while time.monotonic() < deadline and stuck["sent"] < 256 << 20 and not stuck.get("done"):
             try:
                 stuck["sent"] += conn.send(chunk)
             except BlockingIOError:
@@ -272,13 +272,14 @@ async def test_a_slow_reader_does_not_stall_others_and_memory_stays_bounded(spli
         while not stuck["blocked"]:
             await asyncio.sleep(0.01)
         t0 = time.monotonic()
-        for i in range(20):
+        for _ in range(20):
             payload = os.urandom(100_000)
             assert await exchange(p_echo, payload) == payload
         assert time.monotonic() - t0 < 5
         await asyncio.sleep(0.5)
         # kernel socket buffers on both legs plus one pipe (or one chunk) at most: far below what was offered
         assert stuck["sent"] < 48 << 20
+        stuck["done"] = True
         slow.close()
         thread.join(5)
     lsock.close()

@@ -399,7 +399,7 @@ def print_table(r: dict[str, Any]) -> None:
                  *(format(r["idle_rss_mb"][t]["after_mb"], ".1f") for t in PROXIES)))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
     print(f"relay/haproxy+splice throughput {r['throughput_ratio_vs_haproxy']} (target >= 0.9), "
           f"relay/haproxy conn/s {r['conn_rate_ratio_vs_haproxy']} (>= 0.5), "
           f"relay/haproxy idle memory per conn {r['idle_memory_ratio_vs_haproxy']} (<= 2.0)")

@@ -22,7 +22,8 @@ PROXY_VERSIONS_UDP = ("none", "v2")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "source")
 # TLVs a byte relay can fill in (HAProxy's proxy-v2-options of the same names); TLS ones need decryption
 PROXY_TLVS = ("crc32c", "unique-id")
-_HOSTNAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?\Z")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
@@ -183,6 +184,8 @@ class TCPService:
             if not isinstance(self.health, HealthCheck):
                 _fail(f"{path}.health", self.health, "is not a HealthCheck (or None)")
             self.health.validate(f"{path}.health")
+            if self.health.send_proxy and self.proxy_protocol == "none":
+                _fail(f"{path}.health.send_proxy", True, "needs proxy_protocol 'v1' or 'v2' (the header's version)")
         _positive(f"{path}.connect_timeout", self.connect_timeout)
         if type(self.retries) is not int or not 0 <= self.retries <= 10:
             _fail(f"{path}.retries", self.retries, "must be an integer 0..10")

@@ -16,15 +16,34 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from wiregate.errors import WiregateError
-from wiregate.relay.config import RelayConfig, load_config
+from wiregate.relay.config import RelayConfig, TCPService, load_config
 from wiregate.relay.server import Relay
 
 log = logging.getLogger("wiregate.relay")
 RESTART_DELAY = 1.0  # a worker that dies is restarted after this pause (no tight crash loop)
 EARLY_EXIT = 3.0  # a worker that exits this soon after its start failed to start: give up instead of looping
+
+
+def per_worker(config: RelayConfig) -> RelayConfig:
+    """Share connection and flow limits among the workers (ceil), so that together they stay near the configured
+    figure. The kernel spreads connections by hashing addresses and ports, so one worker may refuse a little early;
+    never do the workers together admit more than workers x ceil(limit / workers)."""
+    n = config.workers
+    if n == 1:
+        return config
+
+    def share(v: int) -> int:
+        return max(1, -(-v // n))
+
+    services = tuple(
+        replace(s, max_connections=share(s.max_connections), max_per_source=share(s.max_per_source))
+        if isinstance(s, TCPService) else replace(s, max_flows=share(s.max_flows))
+        for s in config.services)
+    return replace(config, services=services)
 
 
 def _loop_factory():
@@ -35,25 +54,24 @@ def _loop_factory():
     return uvloop.new_event_loop
 
 
-async def serve(path: Path, config: RelayConfig, reuse_port: bool, ready: "asyncio.Future | None" = None) -> None:
-    """Run one Relay until SIGTERM/SIGINT; SIGHUP reloads `path`."""
+async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
+    """Run one Relay until SIGTERM/SIGINT; SIGHUP reloads `path`. As a worker (reuse_port) limits are shared."""
     loop = asyncio.get_running_loop()
-    relay = Relay(config, reuse_port=reuse_port)
+    prepare = per_worker if reuse_port else (lambda c: c)
+    relay = Relay(prepare(config), reuse_port=reuse_port)
     await relay.start()
     stop = asyncio.Event()
 
     async def reload() -> None:
         try:
             new = load_config(path)
-            await relay.reload(new)
+            await relay.reload(prepare(new))
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
 
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    if ready is not None:
-        ready.set_result(relay)
     await stop.wait()
     log.info("relay: stopping")
     await relay.close()

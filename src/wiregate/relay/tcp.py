@@ -66,7 +66,10 @@ class TCPListener:
         self.key = key
         self.service: TCPRuntime | None = None
         self.accepting = False
-        self.addr = format_addr(sock.getsockname())
+        name = sock.getsockname()
+        self.addr = format_addr(name)
+        # the PROXY destination: the listener's own address unless it is a wildcard (then ask each socket)
+        self.local: tuple[str, int] | None = None if key[1].is_unspecified else plain_addr(name)
 
     def resume(self) -> None:
         """Start (or restart) accepting."""
@@ -362,7 +365,8 @@ class TCPConnection:
         self.bstate = self.pool.states[self.backend]
         label = self.bstate.backend.label
         try:
-            header, uid = svc.header_for(self.client, plain_addr(csock.getsockname()))
+            local = self.listener.local or plain_addr(csock.getsockname())
+            header, uid = svc.header_for(self.client, local)
             if header and bsock.send(header) != len(header):
                 # a fresh socket's send buffer (>= 4 KiB) always takes a header of at most a few hundred bytes
                 raise OSError(errno.EAGAIN, "PROXY header did not fit the send buffer")
@@ -376,7 +380,8 @@ class TCPConnection:
         relay = svc.relay
         if relay.use_splice:
             pool = relay.pipes
-            self.halves = (SpliceHalf(self, svc.loop, csock, bsock, pool), SpliceHalf(self, svc.loop, bsock, csock, pool))
+            self.halves = (SpliceHalf(self, svc.loop, csock, bsock, pool),
+                           SpliceHalf(self, svc.loop, bsock, csock, pool))
         else:
             scratch = relay.scratch
             self.halves = (BufferedHalf(self, svc.loop, csock, bsock, scratch),

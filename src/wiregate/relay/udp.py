@@ -8,7 +8,6 @@ spec asks for datagram transports (section 2.2: one header per datagram). Replie
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 from typing import TYPE_CHECKING
@@ -227,4 +226,4 @@ class UDPRuntime:
         }
 
 
-__all__ = ["Flow", "UDPListener", "UDPRuntime", "errno"]
+__all__ = ["Flow", "UDPListener", "UDPRuntime"]
