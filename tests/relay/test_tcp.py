@@ -426,3 +426,16 @@ async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files,
         assert time.monotonic() - t0 < 45
     assert len(b.headers) == n
     await b.stop()
+
+
+async def test_server_first_protocols_get_the_header_without_delay(splice):
+    """The header is held back (MSG_MORE) to share a segment with the client's first bytes; a silent client must
+    not leave it stuck (Linux would release it only after 200 ms)."""
+    b = await EchoBackend("smtp", greet=True).start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)):
+        for _ in range(3):
+            t0 = time.monotonic()
+            assert await greeting(port) == "smtp"
+            assert time.monotonic() - t0 < 0.15
+    await b.stop()

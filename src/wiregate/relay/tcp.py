@@ -306,7 +306,9 @@ class TCPConnection:
         bsock.setsockopt(*_NODELAY)
         self.bsock = bsock
         err = bsock.connect_ex(addr)
-        if err not in (0, errno.EINPROGRESS):
+        if err == 0:  # loopback and local tunnels may complete the handshake inside connect()
+            return self._connected()
+        if err != errno.EINPROGRESS:
             return self._connect_failed(os.strerror(err))
         loop.add_writer(bsock.fileno(), self._on_connect)
         self.timer = loop.call_later(cfg.connect_timeout, self._on_connect_timeout)
@@ -367,7 +369,9 @@ class TCPConnection:
         try:
             local = self.listener.local or plain_addr(csock.getsockname())
             header, uid = svc.header_for(self.client, local)
-            if header and bsock.send(header) != len(header):
+            # MSG_MORE: hold the header back so it leaves in one segment with the client's first bytes (the
+            # backend then reads header and request at once); pushed explicitly below if the client is silent.
+            if header and bsock.send(header, socket.MSG_MORE) != len(header):
                 # a fresh socket's send buffer (>= 4 KiB) always takes a header of at most a few hundred bytes
                 raise OSError(errno.EAGAIN, "PROXY header did not fit the send buffer")
         except OSError as exc:
@@ -388,6 +392,10 @@ class TCPConnection:
                            BufferedHalf(self, svc.loop, bsock, csock, scratch))
         self.halves[0].start()
         self.halves[1].start()
+        # Clients usually speak first and their request is already queued: move it now instead of after another
+        # loop round (costs one EAGAIN when it is not there, e.g. for server-first protocols such as SMTP).
+        if self.halves[0].on_readable() == 0 and header and not self.closed:
+            bsock.setsockopt(*_NODELAY)  # setting TCP_NODELAY pushes the corked header out now
 
     # -- Owner protocol (called by the halves) -------------------------------------------------------------
     def half_done(self) -> None:
