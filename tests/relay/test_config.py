@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 
 from wiregate.errors import ConfigError
-from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService, UDPService, config_from_dict, config_to_dict
+from wiregate.relay import (
+    Backend,
+    HealthCheck,
+    RelayConfig,
+    TCPService,
+    UDPService,
+    config_from_dict,
+    config_to_dict,
+)
 from wiregate.relay.config import load_config
 
 B = (Backend("10.0.0.2", 443),)
