@@ -140,3 +140,32 @@ def test_run_reports_a_bind_failure_in_one_line(tmp_path):
     busy.close()
     assert r.returncode == 2 and "cannot listen on tcp 127.0.0.1:" in r.stderr and "Traceback" not in r.stderr
     assert os.path.exists(cfg)
+
+
+async def test_running_out_of_descriptors_drops_connections_not_the_relay(tmp_path):
+    import resource
+    b = await EchoBackend("fd", greet=True).start()
+    port = local_port()
+    cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
+    write(cfg, port, b.port)
+    proc = subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    try:
+        await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
+        held = []
+        for _ in range(60):  # far more than 64 descriptors allow at 2-4 per connection
+            try:
+                held.append(await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2))
+            except (OSError, asyncio.TimeoutError):
+                break
+        await asyncio.sleep(0.5)
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.5)
+        assert proc.poll() is None
+        assert [await greeting(port) for _ in range(3)] == ["fd"] * 3
+        assert "Traceback" not in log.read_text()
+    finally:
+        stop(proc)
+        await b.stop()

@@ -189,7 +189,11 @@ class SpliceHalf(Half):
         self.owner.active = True
         pipe = self.pipe
         if pipe is None:  # only connections with bytes in flight hold a pipe
-            pipe = self.pipe = self.pool.get()
+            try:
+                pipe = self.pipe = self.pool.get()
+            except OSError as exc:  # out of descriptors: drop this connection, not the relay
+                self.owner.fail(self, exc, True)
+                return 0
         pr, pw = pipe
         sfd, dfd, size = self.sfd, self.dfd, self.pool.size
         moved = 0

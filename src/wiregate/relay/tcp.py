@@ -301,7 +301,11 @@ class TCPConnection:
         self.pool = svc.pool
         self.tried.append(i)
         addr = svc.addrs[i]
-        bsock = socket.socket(socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            bsock = socket.socket(socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors or buffers: this client cannot be served now
+            self.tried.pop()
+            return self._give_up(f"cannot open a socket: {exc.strerror}")
         bsock.setblocking(False)
         bsock.setsockopt(*_NODELAY)
         self.bsock = bsock
@@ -374,13 +378,13 @@ class TCPConnection:
             if header and bsock.send(header, socket.MSG_MORE) != len(header):
                 # a fresh socket's send buffer (>= 4 KiB) always takes a header of at most a few hundred bytes
                 raise OSError(errno.EAGAIN, "PROXY header did not fit the send buffer")
+            csock.setsockopt(*_NODELAY)
         except OSError as exc:
             log.info("%s: %s -> %s: %s", svc.config.name, format_addr(self.client), label, exc)
             return self.close(reset_client=True)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s -> %s via %s%s", svc.config.name, format_addr(self.client), label,
                       self.listener.addr, f" id={uid}" if uid else "")
-        csock.setsockopt(*_NODELAY)
         relay = svc.relay
         if relay.use_splice:
             pool = relay.pipes
