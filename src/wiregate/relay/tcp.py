@@ -216,17 +216,19 @@ class TCPRuntime:
         assert hc is not None
         addr = self.addrs[i]
         ok = False
-        sock = socket.socket(socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock = None
         try:
+            sock = socket.socket(socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
             await asyncio.wait_for(self.loop.sock_connect(sock, addr), hc.timeout)
             if self._check_header:
                 await asyncio.wait_for(self.loop.sock_sendall(sock, self._check_header), hc.timeout)
             ok = True
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, asyncio.TimeoutError):  # a local failure (no descriptor) counts as failed too
             ok = False
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
         changed = self.pool.check_result(i, ok, self.loop.time())
         if changed is not None:
             b = self.config.backends[i]
