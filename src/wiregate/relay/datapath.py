@@ -127,14 +127,18 @@ class Half:
     def on_readable(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def stop(self) -> None:
-        """Unregister from the loop (before the sockets close); release what the half holds."""
+    def stop(self, unregister: bool = True) -> None:
+        """Unregister from the loop (before the sockets close); release what the half holds.
+
+        unregister=False: the caller has dropped both descriptors from the poller itself (Poller.forget)."""
         if self.reading:
             self.reading = False
-            self.loop.remove_reader(self.sfd)
+            if unregister:
+                self.loop.remove_reader(self.sfd)
         if self.writing:
             self.writing = False
-            self.loop.remove_writer(self.dfd)
+            if unregister:
+                self.loop.remove_writer(self.dfd)
 
     def _blocked(self) -> None:
         """Destination full: stop reading the source until it drains (this is the back-pressure)."""
@@ -158,7 +162,8 @@ class Half:
 
     def _finish(self) -> None:
         """Source ended and everything was delivered: pass the FIN on, keep the other direction open."""
-        if self.reading:
+        if self.reading and self.owner.open_halves > 1:
+            # (when this is the last half, the connection closes right away and drops the registration itself)
             self.reading = False
             self.loop.remove_reader(self.sfd)
         self.done = True
@@ -251,8 +256,8 @@ class SpliceHalf(Half):
         self.pipe = None
         self._unblocked()
 
-    def stop(self) -> None:
-        super().stop()
+    def stop(self, unregister: bool = True) -> None:
+        super().stop(unregister)
         if self.pipe is not None:
             if self.pending:
                 self.pool.discard(self.pipe)  # bytes still inside: never hand them to another connection
@@ -322,6 +327,6 @@ class BufferedHalf(Half):
         if not self.rest:
             self._unblocked()
 
-    def stop(self) -> None:
-        super().stop()
+    def stop(self, unregister: bool = True) -> None:
+        super().stop(unregister)
         self.rest = b""

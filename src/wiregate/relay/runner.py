@@ -47,6 +47,8 @@ def per_worker(config: RelayConfig) -> RelayConfig:
 
 
 def _loop_factory():
+    if os.environ.get("WIREGATE_RELAY_LOOP") == "asyncio":  # for comparisons
+        return asyncio.new_event_loop
     try:
         import uvloop
     except ImportError:  # uvloop is optional: the stock loop works, only slower per event

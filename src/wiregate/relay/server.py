@@ -12,6 +12,7 @@ from typing import Union
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.relay.config import RelayConfig, TCPService, UDPService, format_addr
 from wiregate.relay.datapath import CHUNK, HAVE_SPLICE, PipePool
+from wiregate.relay.poller import HAVE_EPOLL, Poller
 from wiregate.relay.tcp import TCPListener, TCPRuntime, bind_socket
 from wiregate.relay.udp import UDPListener, UDPRuntime
 
@@ -34,6 +35,7 @@ class Relay:
         self.config = config
         self.reuse_port = reuse_port
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
+        self.io: Poller | asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.services: dict[str, Runtime] = {}
         self.retired: list[TCPRuntime] = []  # services removed by a reload, kept until their connections end
         self.listeners: dict[tuple, Listener] = {}
@@ -43,6 +45,12 @@ class Relay:
         self.started = False
         self._drained: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+
+    def _make_io(self) -> "Poller | asyncio.AbstractEventLoop":
+        """Where connection sockets are watched: a private epoll set on Linux (see poller.py), else the loop."""
+        if HAVE_EPOLL and os.environ.get("WIREGATE_RELAY_POLLER", "epoll") != "loop":
+            return Poller(self.loop)
+        return self.loop
 
     @property
     def use_splice(self) -> bool:
@@ -55,6 +63,7 @@ class Relay:
         if self.started:
             raise WiregateError("relay: already started")
         self.loop = asyncio.get_running_loop()
+        self.io = self._make_io()
         self._drained = asyncio.Event()
         await self._apply(self.config)
         self.started = True
@@ -239,6 +248,8 @@ class Relay:
             self._sweeper.cancel()
             self._sweeper = None
         self.pipes.close()
+        if isinstance(self.io, Poller):
+            self.io.close()
 
     # -- status --------------------------------------------------------------------------------------------
     def status(self) -> dict:
