@@ -323,7 +323,7 @@ async def test_a_bad_reload_is_refused_and_the_running_config_stays():
         busy.listen()
         taken = busy.getsockname()[1]
         bad = RelayConfig((tcp_service(port, [b.backend]), tcp_service(taken, [b.backend], name="clash")))
-        with pytest.raises(WiregateError, match=f"cannot listen on tcp 127.0.0.1:{taken}"):
+        with pytest.raises(ConfigError, match=f"cannot listen on tcp 127.0.0.1:{taken}"):
             await relay.reload(bad)
         with pytest.raises(ConfigError, match="does not resolve"):
             await relay.reload(RelayConfig((tcp_service(port, [Backend("no-such-host.invalid", 80)]),)))

@@ -78,7 +78,7 @@ class Relay:
         if not self.started or self.closing:
             raise WiregateError("reload: relay is not running")
         config.validate()
-        await self._apply(config)
+        await self._apply(config, ConfigError)  # a listener we cannot bind makes the new config unusable here
         self.config = config
         self._arm_sweeper()
         log.info("relay: reloaded, %d service(s)", len(self.services))
@@ -104,7 +104,7 @@ class Relay:
             out[svc.name] = addrs
         return out
 
-    async def _apply(self, config: RelayConfig) -> None:
+    async def _apply(self, config: RelayConfig, bind_error: type[WiregateError] = WiregateError) -> None:
         """Resolve, bind what is new (all or nothing), then switch services and listeners over."""
         resolved = await self._resolve(config)
         wanted: dict[tuple, str] = {}
@@ -124,7 +124,7 @@ class Relay:
                         fresh[key] = bind_socket(socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM,
                                                  host, port, self.reuse_port)
                     except OSError as exc:
-                        raise WiregateError(f"services[{si}] {svc.name!r}: cannot listen on {kind} "
+                        raise bind_error(f"services[{si}] {svc.name!r}: cannot listen on {kind} "
                                             f"{format_addr((host, port))}: {exc.strerror or exc}") from None
         except BaseException:
             for sock in fresh.values():
