@@ -65,7 +65,12 @@ class Relay:
         self.loop = asyncio.get_running_loop()
         self.io = self._make_io()
         self._drained = asyncio.Event()
-        await self._apply(self.config)
+        try:
+            await self._apply(self.config)
+        except BaseException:
+            if isinstance(self.io, Poller):  # nothing else was set up: _apply binds all or nothing
+                self.io.close()
+            raise
         self.started = True
         self._arm_sweeper()
         log.info("relay: %d service(s), %s data path, pid %d", len(self.services),
