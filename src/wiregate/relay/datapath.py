@@ -34,6 +34,8 @@ CHUNK = 256 * 1024  # buffered path: bytes per recv
 # Rounds of read+write per readiness callback before yielding to other connections (fairness under bulk load).
 ROUNDS = 8
 SMALL_READ = 16 * 1024  # a read shorter than this ends the round without asking the source again
+HELD_BUDGET = 64 << 20  # bytes parked in pipes (all connections) before reads shrink to SMALL_PIPE_READ
+SMALL_PIPE_READ = 64 * 1024  # the kernel's default pipe size
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH}
 
@@ -60,6 +62,7 @@ class PipePool:
         self.keep = keep
         self._free: list[tuple[int, int]] = []
         self.created = 0
+        self.held = 0  # bytes waiting in pipes for a slow destination, across all connections
 
     def get(self) -> tuple[int, int]:
         """An empty pipe (read fd, write fd)."""
@@ -185,7 +188,11 @@ class SpliceHalf(Half):
         super().__init__(owner, loop, src, dst)
         self.pool = pool
         self.pipe: tuple[int, int] | None = None
-        self.pending = 0
+        self.pending = 0  # bytes in our pipe that the destination has not taken yet
+
+    def _set_pending(self, n: int) -> None:
+        self.pool.held += n - self.pending
+        self.pending = n
 
     def on_readable(self) -> int:
         """Source readable: move what is there through the pipe, until the source is empty or dst is full.
@@ -200,7 +207,11 @@ class SpliceHalf(Half):
                 self.owner.fail(self, exc, True)
                 return 0
         pr, pw = pipe
-        sfd, dfd, size = self.sfd, self.dfd, self.pool.size
+        pool = self.pool
+        # over the budget of bytes parked in pipes, read in pipe-default-sized steps (bounds kernel memory held
+        # by many slow readers at once, like HAProxy's maxpipes)
+        size = pool.size if pool.held < HELD_BUDGET else SMALL_PIPE_READ
+        sfd, dfd = self.sfd, self.dfd
         moved = 0
         for _ in range(ROUNDS):
             try:
@@ -219,11 +230,11 @@ class SpliceHalf(Half):
                 try:
                     pending -= _splice(pr, dfd, pending, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
-                    self.pending = pending
+                    self._set_pending(pending)
                     self._blocked()
                     return moved
                 except OSError as exc:
-                    self.pending = pending
+                    self._set_pending(pending)
                     self.owner.fail(self, exc, False)
                     return moved
             if n < SMALL_READ:
@@ -245,13 +256,13 @@ class SpliceHalf(Half):
             try:
                 pending -= _splice(pr, self.dfd, pending, flags=_SPLICE_FLAGS)
             except BlockingIOError:
-                self.pending = pending
+                self._set_pending(pending)
                 return
             except OSError as exc:
-                self.pending = pending
+                self._set_pending(pending)
                 self.owner.fail(self, exc, False)
                 return
-        self.pending = 0
+        self._set_pending(0)
         self.pool.put(self.pipe)  # type: ignore[arg-type]
         self.pipe = None
         self._unblocked()
@@ -264,7 +275,7 @@ class SpliceHalf(Half):
             else:
                 self.pool.put(self.pipe)
             self.pipe = None
-            self.pending = 0
+            self._set_pending(0)
 
 
 class BufferedHalf(Half):
