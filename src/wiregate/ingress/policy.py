@@ -37,12 +37,23 @@ Addr = tuple[str, int]
 class Trust:
     """A set of trusted networks (addresses and CIDRs); membership tests IPv4-mapped IPv6 as IPv4."""
 
-    __slots__ = ("nets",)
+    __slots__ = ("nets", "_cache")
+    CACHE_MAX = 4096  # answers kept per config; parsing an address costs ~15 us per connection otherwise
 
     def __init__(self, entries: tuple[str, ...], where: str = "trusted") -> None:
         self.nets = parse_networks(where, entries)
+        self._cache: dict[str, bool] = {}
 
     def __contains__(self, host: str) -> bool:
+        hit = self._cache.get(host)
+        if hit is None:
+            hit = self._lookup(host)
+            if len(self._cache) >= self.CACHE_MAX:
+                self._cache.clear()
+            self._cache[host] = hit
+        return hit
+
+    def _lookup(self, host: str) -> bool:
         try:
             ip = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:

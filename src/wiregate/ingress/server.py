@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import os
+import ipaddress
 import logging
 import socket
 import ssl
@@ -294,8 +297,11 @@ class Ingress:
             ev = phase.start(loop.time())
             while ev is None:
                 try:
-                    async with asyncio.timeout_at(phase.deadline):
-                        data = await loop.sock_recv(sock, RECV)
+                    try:  # the header usually came with the connection: no timer, no future, when it did
+                        data = sock.recv(RECV)
+                    except BlockingIOError:
+                        async with asyncio.timeout_at(phase.deadline):
+                            data = await loop.sock_recv(sock, RECV)
                 except TimeoutError:
                     ev = phase.handle_timer(max(loop.time(), phase.deadline))
                     continue
@@ -333,19 +339,18 @@ class Ingress:
         loop = self.loop
         assert loop is not None
         route = ev.route
-        how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
-        via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
-        log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
-                 route.name, how, fmt(route.target))
+        if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
+            how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
+            via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
+            log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
+                     route.name, how, fmt(route.target))
         try:
-            infos = await loop.getaddrinfo(*route.target, type=socket.SOCK_STREAM)
-            fam, kind, proto, _, addr = infos[0]
-            back = socket.socket(fam, kind, proto)
+            fam, addr = await _resolve(loop, route.target)
+            back = socket.socket(fam, socket.SOCK_STREAM)
             back.setblocking(False)
             back.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await loop.sock_connect(back, addr)
+                await _connect_socket(loop, back, addr)
             except BaseException:
                 back.close()
                 raise
@@ -379,9 +384,11 @@ class Ingress:
         else:
             first, reply = ev.data, None
         try:
-            if prefix or first:
+            out = prefix + first
+            sent = back.send(out) if out else 0  # a fresh socket's send buffer takes a header and a request
+            if sent < len(out):
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await loop.sock_sendall(back, prefix + first)
+                    await loop.sock_sendall(back, out[sent:])
         except (OSError, TimeoutError):
             back.close()
             return False
@@ -421,6 +428,50 @@ class Ingress:
                             rt.refused["idle_timeout"] += 1
                             link.close()
             self.detached = [rt for rt in self.detached if rt.open]
+
+
+async def _connect_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple) -> None:
+    """Non-blocking connect bounded by CONNECT_TIMEOUT; OSError/TimeoutError on failure.
+
+    Written out instead of sock_connect() under asyncio.timeout(): that pair costs ~70 us per connection in
+    futures and timer contexts, a fifth of the short-connection budget (profiled under wrk)."""
+    err = sock.connect_ex(addr)
+    if err == 0:
+        return
+    if err not in (errno.EINPROGRESS, errno.EAGAIN):
+        raise OSError(err, os.strerror(err))
+    fut = loop.create_future()
+    fd = sock.fileno()
+
+    def done() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_writer(fd, done)
+    timer = loop.call_later(CONNECT_TIMEOUT, done)
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
+        timer.cancel()
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+    try:
+        sock.getpeername()
+    except OSError:
+        raise TimeoutError from None
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, target: tuple[str, int]) -> tuple[int, tuple]:
+    """(family, sockaddr) for a target; IP literals without getaddrinfo (which runs in a thread: ~100 us)."""
+    host, port = target
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return infos[0][0], infos[0][4]
+    return (socket.AF_INET6, (host, port)) if ip.version == 6 else (socket.AF_INET, (host, port))
 
 
 def proxy_header(route: Route, ev: Accepted) -> bytes:

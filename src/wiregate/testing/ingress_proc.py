@@ -29,6 +29,7 @@ class IngressProcess:
         self.path = self.dir / "ingress.json"
         self.log_path = self.dir / "ingress.log"
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
     def __enter__(self) -> IngressProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -70,5 +71,5 @@ class IngressProcess:
 
     def __exit__(self, *exc) -> None:
         stop(self.proc)
-        if not self._log.closed:
+        if self._log is not None and not self._log.closed:
             self._log.close()
