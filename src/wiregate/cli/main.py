@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "demo": "wiregate.cli.demo",
     "proxy-demo": "wiregate.cli.proxy_demo",
     "bench": "wiregate.cli.bench",
+    "ingress": "wiregate.cli.ingress",
 }
 
 

@@ -1,0 +1,167 @@
+"""`wiregate bench ingress`: the ingress beside nginx's `stream` module (`listen ... proxy_protocol`), same run.
+
+Both proxies take a PROXY v2 header from a trusted HAProxy (`send-proxy-v2`) in front of them and relay to the same
+backend, so the load is identical and PROXY-sending:
+- throughput: iperf3 (one TCP stream) -> HAProxy -> {nginx | ingress} -> iperf3 server;
+- short-connection rate: wrk with `Connection: close` (a new connection per request) -> HAProxy ->
+  {nginx | ingress} -> an nginx HTTP server answering a small body.
+Targets alternate inside each run so machine drift hits both alike; medians over --repeat runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from wiregate.bench.results import median, ratio
+from wiregate.errors import WiregateError
+from wiregate.testing.haproxy_pp import wait_listening
+from wiregate.testing.peers import free_port, missing_reason, nginx_preamble, stop, which
+
+TARGETS = ("nginx", "ingress")
+
+
+def _nginx_conf(d: Path, ports: dict[str, int]) -> str:
+    return nginx_preamble(d) + f"""
+http {{
+    access_log off;
+    server {{ listen 127.0.0.1:{ports['http']}; location / {{ return 200 "ok\\n"; }} }}
+}}
+stream {{
+    server {{ listen 127.0.0.1:{ports['nginx_iperf']} proxy_protocol; proxy_pass 127.0.0.1:{ports['iperf']}; }}
+    server {{ listen 127.0.0.1:{ports['nginx_http']} proxy_protocol; proxy_pass 127.0.0.1:{ports['http']}; }}
+}}
+"""
+
+
+def _haproxy_conf(ports: dict[str, int], maxconn: int) -> str:
+    out = [f"global\n    maxconn {maxconn}\n    nbthread 1\n",
+           "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"]
+    for t in TARGETS:
+        for kind in ("iperf", "http"):
+            out.append(f"listen {t}_{kind}\n    bind 127.0.0.1:{ports[f'hap_{t}_{kind}']}\n"
+                       f"    server s 127.0.0.1:{ports[f'{t}_{kind}']} send-proxy-v2\n")
+    return "".join(out)
+
+
+def _ingress_conf(ports: dict[str, int]) -> dict:
+    def listener(kind: str, target: int) -> dict:
+        return {"name": kind, "listen": ["127.0.0.1", ports[f"ingress_{kind}"]], "trusted": ["127.0.0.1"],
+                "routes": [{"name": kind, "target": ["127.0.0.1", target]}], "default_route": kind}
+
+    return {"listeners": [listener("iperf", ports["iperf"]), listener("http", ports["http"])]}
+
+
+def iperf3(port: int, seconds: int) -> float:
+    """Gbit/s received by the server, one stream."""
+    argv = [which("iperf3"), "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J", "--connect-timeout", "3000"]
+    for attempt in range(2):  # iperf3 now and then stalls in its control exchange: one retry, then an error
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15)
+            break
+        except subprocess.TimeoutExpired:
+            if attempt:
+                raise WiregateError(f"bench ingress: iperf3 via port {port} did not finish in {seconds + 15}s") \
+                    from None
+    try:
+        return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+    except (ValueError, KeyError):
+        raise WiregateError(f"bench ingress: iperf3 via port {port} failed: {r.stdout[-300:]} "
+                            f"{r.stderr[-300:]}") from None
+
+
+def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
+    """Requests (= connections) per second with `Connection: close`, and the error count."""
+    r = subprocess.run([which("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "-H", "Connection: close",
+                        f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=seconds + 30)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+    if not m:
+        raise WiregateError(f"bench ingress: wrk via port {port} failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+    errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", r.stdout))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", r.stdout)
+    return {"rate": float(m.group(1)), "errors": errs + (int(non2xx.group(1)) if non2xx else 0)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure both targets; returns the `ingress` section of the results file."""
+    reason = missing_reason("haproxy", "nginx", "iperf3", "wrk")
+    if reason:
+        raise WiregateError(f"bench ingress: {reason}")
+    quick = bool(args.quick)
+    repeat = 1 if quick else max(1, args.repeat)
+    secs_iperf, secs_wrk, conns = (2, 2, 20) if quick else (5, 5, 50)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    maxconn = max(256, min(20000, (nofile - 200) // 3))
+    from wiregate.testing.ingress_proc import IngressProcess
+
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="wgt-bench-ingress-") as tmp:
+        d = Path(tmp)
+        ports = {k: free_port() for k in ("iperf", "http", "nginx_iperf", "nginx_http", "ingress_iperf",
+                                          "ingress_http", "hap_nginx_iperf", "hap_nginx_http", "hap_ingress_iperf",
+                                          "hap_ingress_http")}
+
+        def spawn(argv: list[str], name: str, wait: list[int]) -> None:
+            log = (d / f"{name}.log").open("w")
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            procs.append(p)
+            try:
+                for port in wait:
+                    wait_listening("127.0.0.1", port, 10, p)
+            except WiregateError as exc:
+                log.flush()
+                tail = (d / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise WiregateError(f"bench ingress: {exc}: {' | '.join(tail) or 'no output'}") from None
+
+        ing = IngressProcess(_ingress_conf(ports), d / "ingress", log_level="WARNING")
+        try:
+            (d / "nginx.conf").write_text(_nginx_conf(d, ports))
+            spawn([which("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])], "iperf3", [ports["iperf"]])
+            spawn([which("nginx"), "-c", str(d / "nginx.conf"), "-p", str(d)], "nginx",
+                  [ports["http"], ports["nginx_iperf"], ports["nginx_http"]])
+            ing.__enter__()
+            (d / "haproxy.cfg").write_text(_haproxy_conf(ports, maxconn))
+            spawn([which("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], "haproxy",
+                  [ports[f"hap_{t}_{k}"] for t in TARGETS for k in ("iperf", "http")])
+            tput: dict[str, list[float]] = {t: [] for t in TARGETS}
+            rate: dict[str, list[float]] = {t: [] for t in TARGETS}
+            errors: dict[str, int] = {t: 0 for t in TARGETS}
+            for t in TARGETS:  # warm-up (and a check that the path works) before measuring
+                wrk(ports[f"hap_{t}_http"], 1, 4)
+            for i in range(repeat):
+                order = TARGETS if i % 2 == 0 else TARGETS[::-1]
+                for t in order:
+                    tput[t].append(iperf3(ports[f"hap_{t}_iperf"], secs_iperf))
+                    time.sleep(0.2)
+                for t in order:
+                    w = wrk(ports[f"hap_{t}_http"], secs_wrk, conns)
+                    rate[t].append(w["rate"])
+                    errors[t] += int(w["errors"])
+                    time.sleep(0.2)
+            refusals = ing.log().count("refused")
+        finally:
+            ing.__exit__()
+            for p in reversed(procs):
+                stop(p)
+    med_t = {t: median(tput[t]) for t in TARGETS}
+    med_r = {t: median(rate[t]) for t in TARGETS}
+    return {
+        "throughput_ratio_vs_nginx": ratio(med_t["ingress"], med_t["nginx"]),
+        "conn_rate_ratio_vs_nginx": ratio(med_r["ingress"], med_r["nginx"]),
+        "throughput_gbit_s": {t: round(v, 3) for t, v in med_t.items()},
+        "conn_rate_per_s": {t: round(v, 1) for t, v in med_r.items()},
+        "targets": {"throughput_ratio_vs_nginx": 1.0, "conn_rate_ratio_vs_nginx": 0.5},
+        "wrk_errors": errors,
+        "ingress_refusals_logged": refusals,
+        "raw": {"throughput_gbit_s": tput, "conn_rate_per_s": rate},
+        "setup": {"quick": quick, "repeat": repeat, "iperf_seconds": secs_iperf, "wrk_seconds": secs_wrk,
+                  "wrk_connections": conns, "load": "HAProxy send-proxy-v2 in front of each",
+                  "nginx": "stream listen proxy_protocol; proxy_pass", "ingress": "stock asyncio loop, splice"},
+    }
