@@ -19,6 +19,10 @@ COMMANDS: dict[str, str] = {
     "demo": "wiregate.cli.demo",
     "proxy-demo": "wiregate.cli.proxy_demo",
     "bench": "wiregate.cli.bench",
+    "wg": "wiregate.cli.wg",
+    "genkey": "wiregate.cli.genkey",
+    "pubkey": "wiregate.cli.pubkey",
+    "genpsk": "wiregate.cli.genpsk",
 }
 
 

@@ -56,6 +56,7 @@ class Side:
     peers: list[PeerSection] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    profile: Path | None = None  # wiregate only: write a cProfile of the process here on exit
 
     @property
     def underlay_ip(self) -> str:
@@ -139,6 +140,8 @@ class WgNet:
         write(path, self.config(s))
         s.log = self.dir / f"{s.name}.log"
         argv = [sys.executable, "-m", "wiregate", "wg", "up", str(path), "--name", s.name]
+        if s.profile:
+            argv += ["--profile", str(s.profile)]
         with open(s.log, "wb") as log:
             s.proc = self.lab.spawn(s.ns, argv, stdout=log, stderr=subprocess.STDOUT)
         self._wait_sock(s, timeout)
@@ -184,3 +187,45 @@ class WgNet:
 def _b64(key: bytes) -> str:
     import base64
     return base64.b64encode(key).decode()
+
+
+_PING = r"""
+import os, socket, struct, sys, time
+addr, timeout = sys.argv[1], float(sys.argv[2])
+v6 = ":" in addr
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                  socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+ident, payload = os.getpid() & 0xFFFF, os.urandom(16)
+def csum(b):
+    n = int.from_bytes(b + b"\0" * (len(b) & 1), "big") % 0xFFFF  # ones' complement sum of 16-bit words
+    return (~n) & 0xFFFF
+start = time.monotonic()
+deadline = start + timeout
+seq = 0
+while time.monotonic() < deadline:
+    seq += 1
+    hdr = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, seq)
+    if not v6:
+        hdr = struct.pack("!BBHHH", 8, 0, csum(hdr + payload), ident, seq)
+    s.sendto(hdr + payload, (addr, 0))
+    until = min(deadline, time.monotonic() + 0.5)
+    while time.monotonic() < until:
+        s.settimeout(max(until - time.monotonic(), 0.001))
+        try:
+            data = s.recv(2048)
+        except socket.timeout:
+            break
+        if not v6:
+            data = data[(data[0] & 15) * 4:]
+        if data[0] == (129 if v6 else 0) and data[8:] == payload:
+            print(time.monotonic() - start)
+            sys.exit(0)
+sys.exit(1)
+"""
+
+
+def icmp_ping(ns: Netns, addr: str, timeout: float = 5.0) -> float | None:
+    """Send ICMP echo requests to `addr` from `ns` until one is answered; seconds from the first request to
+    that answer, or None when `timeout` passes."""
+    r = ns.run([sys.executable, "-c", _PING, addr, str(timeout)], check=False, timeout=timeout + 10)
+    return float(r.stdout) if r.returncode == 0 else None
