@@ -28,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     from wiregate.errors import ConfigError
     from wiregate.wireguard import config as wgconf
-    from wiregate.wireguard.interface import DEFAULT_MTU, WireGuardInterface
 
     log = logging.getLogger("wiregate.wg")
     cfg = wgconf.load(args.file)
@@ -37,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or Path(args.file).name.removesuffix(".conf")
     if not name or len(name) > 15:
         raise ConfigError(f"interface name {name!r}: 1..15 characters (use --name)")
+    from wiregate.wireguard.interface import DEFAULT_MTU, WireGuardInterface
 
     async def main() -> None:
         iface = WireGuardInterface(name, cfg, mtu=args.mtu or DEFAULT_MTU)

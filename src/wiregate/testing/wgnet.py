@@ -229,3 +229,67 @@ def icmp_ping(ns: Netns, addr: str, timeout: float = 5.0) -> float | None:
     that answer, or None when `timeout` passes."""
     r = ns.run([sys.executable, "-c", _PING, addr, str(timeout)], check=False, timeout=timeout + 10)
     return float(r.stdout) if r.returncode == 0 else None
+
+
+_ECHO_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(4)
+print("ready", flush=True)
+s.settimeout(60)
+while True:
+    c, _ = s.accept()
+    c.settimeout(30)
+    while True:
+        data = c.recv(65536)
+        if not data:
+            break
+        c.sendall(data)
+    c.close()
+"""
+
+_ECHO_CLIENT = r"""
+import hashlib, os, socket, sys, threading, time
+addr, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+payload = os.urandom(n)
+c = socket.create_connection((addr, port), timeout=timeout)
+c.settimeout(timeout)
+def send():
+    c.sendall(payload)
+    c.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send, daemon=True)
+t.start()
+got = hashlib.sha256()
+total = 0
+while total < n:
+    data = c.recv(65536)
+    if not data:
+        break
+    got.update(data)
+    total += len(data)
+ok = total == n and got.digest() == hashlib.sha256(payload).digest()
+print("ok" if ok else f"mismatch {total}/{n}")
+sys.exit(0 if ok else 1)
+"""
+
+
+def tcp_echo_server(lab: Lab, ns: Netns, addr: str, port: int) -> subprocess.Popen:
+    """Start a TCP echo server in `ns` on addr:port (ended by the lab) and wait until it listens."""
+    proc = lab.spawn(ns, [sys.executable, "-c", _ECHO_SERVER, addr, str(port)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        raise RuntimeError(f"echo server on {addr}:{port} did not start")
+    return proc
+
+
+def tcp_echo_check(ns: Netns, addr: str, port: int, nbytes: int, timeout: float = 15.0) -> str:
+    """Send `nbytes` random bytes to the echo server and check (sha256) that exactly they come back;
+    returns "ok" or what went wrong."""
+    r = ns.run([sys.executable, "-c", _ECHO_CLIENT, addr, str(port), str(nbytes), str(timeout)], check=False,
+               timeout=timeout + 10)
+    if r.returncode == 0:
+        return "ok"
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    return lines[-1] if lines else f"exit {r.returncode}"
