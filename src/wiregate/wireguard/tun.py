@@ -14,6 +14,7 @@ import struct
 import subprocess
 
 from wiregate.errors import WiregateError
+from wiregate.wireguard.offload import VNET_HDR_LEN, coalesce, strip_header
 
 TUN_PATH = "/dev/net/tun"
 # linux/if_tun.h
@@ -21,6 +22,8 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
 IFNAMSIZ = 16
 # the largest IP packet a TUN read can return (64 KiB) plus slack; reads are bounded by it
 MAX_PACKET = 65536
@@ -37,16 +40,19 @@ def _ip(*args: str) -> None:
 
 
 class Tun:
-    """An open TUN device. Close it to remove the interface (it is not persistent)."""
+    """An open TUN device. Close it to remove the interface (it is not persistent).
 
-    def __init__(self, name: str, *, multi_queue: bool = False) -> None:
+    With `vnet_hdr` (the default) frames carry virtio-net headers: reads are unchanged for the caller, and
+    `write_batch` joins TCP segments into large GSO packets (see offload.py)."""
+
+    def __init__(self, name: str, *, multi_queue: bool = False, vnet_hdr: bool = True) -> None:
         if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
             raise TunError(f"invalid interface name {name!r} (1..15 characters, no '/' or spaces)")
         try:
             fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise TunError(f"{TUN_PATH}: {exc.strerror} (needs root or CAP_NET_ADMIN)") from None
-        flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0) | (IFF_VNET_HDR if vnet_hdr else 0)
         ifr = struct.pack("16sH22x", name.encode(), flags)
         try:
             ifr = fcntl.ioctl(fd, TUNSETIFF, ifr)
@@ -55,35 +61,50 @@ class Tun:
             raise TunError(f"TUNSETIFF {name}: {exc.strerror}") from None
         self.fd = fd
         self.name = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
+        self.vnet_hdr = vnet_hdr
+        if vnet_hdr:
+            try:
+                # no transmit offloads: the kernel hands us complete, checksummed packets
+                fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+            except OSError as exc:
+                os.close(fd)
+                raise TunError(f"TUNSETOFFLOAD {name}: {exc.strerror}") from None
 
     def fileno(self) -> int:
         return self.fd
-
-    def read(self) -> bytes | None:
-        """One packet, or None when none is queued."""
-        try:
-            return os.read(self.fd, MAX_PACKET)
-        except BlockingIOError:
-            return None
 
     def read_batch(self, limit: int = 64) -> list[bytes]:
         """Up to `limit` queued packets (one read each; TUN has no multi-packet read)."""
         out: list[bytes] = []
         read, fd = os.read, self.fd
         try:
-            for _ in range(limit):
-                out.append(read(fd, MAX_PACKET))
+            if self.vnet_hdr:
+                for _ in range(limit):
+                    f = read(fd, MAX_PACKET + VNET_HDR_LEN)
+                    if f[0] == 0 and f[1] == 0:  # no checksum to finish, not GSO: the common case
+                        out.append(f[VNET_HDR_LEN:])
+                    elif (p := strip_header(f)) is not None:
+                        out.append(p)
+            else:
+                for _ in range(limit):
+                    out.append(read(fd, MAX_PACKET))
         except BlockingIOError:
             pass
         return out
 
+    def write_batch(self, packets: list[bytes]) -> None:
+        """Hand IP packets to the kernel in order (TCP runs joined when vnet_hdr); a full queue drops one."""
+        write, fd = os.write, self.fd
+        for frame in (coalesce(packets) if self.vnet_hdr else packets):
+            try:
+                write(fd, frame)
+            except OSError:
+                # EINVAL for a malformed packet, ENOBUFS/EAGAIN under pressure: drop this one only
+                pass
+
     def write(self, packet: bytes) -> None:
-        """Hand one IP packet to the kernel; a full queue drops it (like a full NIC ring)."""
-        try:
-            os.write(self.fd, packet)
-        except (BlockingIOError, OSError):
-            # EINVAL for a malformed packet, ENOBUFS/EAGAIN under pressure: drop this packet only
-            pass
+        """Hand one IP packet to the kernel."""
+        self.write_batch([packet])
 
     def set_mtu(self, mtu: int) -> None:
         _ip("link", "set", "dev", self.name, "mtu", str(mtu))
