@@ -83,15 +83,24 @@ def test_wrong_public_key_never_gets_a_session(lab, wrong_side):
 
 
 _FORWARDER = r"""
-import select, socket, sys
+# A UDP middlebox in b's namespace: a -> listen port -> wiregate's port, answers back to a. It can drop a share of
+# datagrams and delay the rest (what tc netem would do; this kernel has no netem), and replay a recorded data
+# message on command ("replay SIZE" on stdin).
+import heapq, random, select, socket, sys, time
 listen, target = ("192.0.2.2", int(sys.argv[1])), ("192.0.2.2", int(sys.argv[2]))
-s = socket.socket(); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(listen)
-peer, seen = None, {}
+loss, delay = float(sys.argv[3]), float(sys.argv[4])
+rng = random.Random(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(listen)
+peer, seen, queue, n = None, {}, [], 0
 print("ready", flush=True)
-while True:
-    r, _, _ = select.select([s, sys.stdin], [], [], 30)
-    if not r:
-        break
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else 1.0
+    r, _, _ = select.select([s, sys.stdin], [], [], timeout)
+    now = time.monotonic()
+    while queue and queue[0][0] <= now:
+        _, _, data, dst = heapq.heappop(queue)
+        s.sendto(data, dst)
     if sys.stdin in r:
         cmd = sys.stdin.readline().split()
         if not cmd:
@@ -100,17 +109,31 @@ while True:
         if data:
             s.sendto(data, target)
         print("replayed" if data else "nothing", flush=True)
+    if s not in r:
         continue
     data, addr = s.recvfrom(65536)
     if addr == target:
-        if peer:
-            s.sendto(data, peer)
+        dst = peer
     else:
-        peer = addr
+        peer, dst = addr, target
         if data[0] == 4:
             seen[len(data)] = data   # transport data message, keyed by its size
-        s.sendto(data, target)
+    if dst is None or rng.random() < loss:
+        continue
+    n += 1
+    heapq.heappush(queue, (now + delay, n, data, dst))
 """
+
+
+def forwarder(lab, b, a, loss: float = 0.0, delay: float = 0.0):
+    """Put the middlebox between a and b: a sends to it, b learns it as a's address (b knows no endpoint)."""
+    port = free_port("127.0.0.1", kind=2)
+    a.peers[0] = type(a.peers[0])(b.public_key, None, a.peers[0].allowed_ips, ("192.0.2.2", port), 0)
+    proc = lab.spawn(b.ns, [sys.executable, "-c", _FORWARDER, str(port), str(b.port), str(loss), str(delay)],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
 
 _UDP_SINK = r"""
 import socket, sys, time
@@ -133,13 +156,9 @@ def test_replayed_data_packet_is_dropped(lab):
     need("wg", "wireguard-go")
     net = WgNet(lab)
     a, b = net.side("a", "wireguard-go"), net.side("b", "wiregate")
-    fwd_port = free_port("127.0.0.1", kind=2)
-    net.connect(a, b)
-    a.peers[0] = type(a.peers[0])(b.public_key, None, a.peers[0].allowed_ips, ("192.0.2.2", fwd_port), 0)
+    net.connect(a, b, endpoint_a=False)
+    fwd = forwarder(lab, b, a)
     net.start()
-    fwd = lab.spawn(b.ns, [sys.executable, "-c", _FORWARDER, str(fwd_port), str(b.port)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert fwd.stdout.readline().strip() == "ready"
     sink_port = free_port("127.0.0.1", kind=2)
     sink = lab.spawn(b.ns, [sys.executable, "-c", _UDP_SINK, b.tunnel_ip, str(sink_port), "4"],
                      stdout=subprocess.PIPE, text=True)
@@ -170,30 +189,36 @@ def test_replayed_data_packet_is_dropped(lab):
 
 @pytest.mark.parametrize("roamer", ["wireguard-go", "wiregate"])
 def test_peer_that_moves_to_a_new_address_is_followed(lab, roamer):
-    """The roaming side changes its underlay address; the other side learns it from authenticated data."""
+    """The roamer switches to a second link (203.0.113.0/24) by pointing its endpoint there; the other side learns
+    the roamer's new address from authenticated packets and sends there from then on."""
     other = "wiregate" if roamer == "wireguard-go" else "wireguard-go"
     net, a, b = pair(lab, roamer, other)
     assert icmp_ping(a.ns, b.tunnel_ip) is not None
-    veth_a = net.veth[0]
-    a.ns.run(["ip", "addr", "add", "192.0.2.3/24", "dev", veth_a])
-    a.ns.run(["ip", "addr", "del", f"{a.underlay_ip}/24", "dev", veth_a])
+    assert dump(b)[1][2] == f"{a.underlay_ip}:{a.port}"
+    lab.link(a.ns, "203.0.113.1/24", b.ns, "203.0.113.2/24")
+    a.wg("set", a.name, "peer", b64(b.public_key), "endpoint", f"203.0.113.2:{b.port}")
     assert icmp_ping(a.ns, b.tunnel_ip) is not None
-    assert dump(b)[1][2] == f"192.0.2.3:{a.port}"
-    # and b can reach a at its new address on its own
-    assert icmp_ping(b.ns, a.tunnel_ip) is not None
+    assert dump(b)[1][2] == f"203.0.113.1:{a.port}"
+    # the old link goes away: b still reaches a, at its new address
+    a.ns.run(["ip", "link", "set", net.veth[0], "down"])
+    assert icmp_ping(b.ns, a.tunnel_ip6) is not None
 
 
-@pytest.mark.timeout(90)
 def test_transfer_completes_through_loss_and_delay(lab):
-    net, a, b = pair(lab, "wiregate", "wiregate")
-    assert icmp_ping(a.ns, b.tunnel_ip) is not None
-    for s, ifname in zip((a, b), net.veth):
-        s.ns.run(["tc", "qdisc", "add", "dev", ifname, "root", "netem", "delay", "50ms", "loss", "10%"])
+    """10% loss and 50 ms delay each way (a userspace middlebox, as this kernel lacks netem): 128 KiB each way
+    byte-exact."""
+    need("wg")
+    net = WgNet(lab)
+    a, b = net.side("a", "wiregate"), net.side("b", "wiregate")
+    net.connect(a, b, endpoint_a=False)
+    forwarder(lab, b, a, loss=0.10, delay=0.05)
+    net.start()
+    assert icmp_ping(a.ns, b.tunnel_ip, timeout=10) is not None
     port = free_port()
     tcp_echo_server(lab, b.ns, b.tunnel_ip, port)
     t0 = time.monotonic()
     assert tcp_echo_check(a.ns, b.tunnel_ip, port, 128 * 1024, timeout=30) == "ok"
-    assert time.monotonic() - t0 < 40
+    assert time.monotonic() - t0 < 30
 
 
 def test_wg_show_reads_and_wg_set_changes_a_wiregate_interface(lab, tmp_path):
@@ -219,10 +244,21 @@ def test_wg_show_reads_and_wg_set_changes_a_wiregate_interface(lab, tmp_path):
     a.wg("set", a.name, "peer", b64(b.public_key), "allowed-ips", f"{b.tunnel_ip}/32,{b.tunnel_ip6}/128",
          "endpoint", f"{b.underlay_ip}:{b.port}")
     assert icmp_ping(a.ns, b.tunnel_ip6) is not None
-    # a request wiregate cannot apply (a new private key needs a restart) is refused and changes nothing
-    other_key = tmp_path / "other.key"
-    other_key.write_text(b64(keypair()[0]) + "\n")
-    other_key.chmod(0o600)
-    bad = a.wg("set", a.name, "private-key", str(other_key), "listen-port", "40000", check=False)
-    assert bad.returncode != 0
-    assert dump(a)[0][:3] == [b64(a.private_key), b64(a.public_key), str(a.port)]
+    # a request that cannot be applied (its new port is taken) is refused and changes nothing
+    taken = free_port("127.0.0.1", kind=2)
+    holder = lab.spawn(a.ns, [sys.executable, "-c", "import socket,sys,time; s=socket.socket(socket.AF_INET6, "
+                              "socket.SOCK_DGRAM); s.bind(('::', int(sys.argv[1]))); print('ok', flush=True); "
+                              "time.sleep(30)", str(taken)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ok"
+    before = dump(a)
+    bad = a.wg("set", a.name, "listen-port", str(taken), "peer", b64(b.public_key), "allowed-ips",
+               "203.0.113.0/24", check=False)
+    assert bad.returncode != 0 and "in use" in bad.stderr
+    assert [row[:4] for row in dump(a)] == [row[:4] for row in before]
+    # a new private key is taken at once (sessions restart under it)
+    new_priv, new_pub = keypair()
+    key_file = tmp_path / "new.key"
+    key_file.write_text(b64(new_priv) + "\n")
+    key_file.chmod(0o600)
+    a.wg("set", a.name, "private-key", str(key_file))
+    assert dump(a)[0][:2] == [b64(new_priv), b64(new_pub)]

@@ -86,7 +86,7 @@ class WireGuardInterface:
     async def start(self) -> None:
         """Create the TUN device and UDP socket, configure the link, open the UAPI socket, start the loop hooks."""
         self._loop = asyncio.get_running_loop()
-        self.device = Device(self.config.private_key)
+        self.device = Device(self.config.private_key, mtu=self.mtu)
         for p in self.config.peers:
             self.device.add_peer(peer_config(p))
         try:
@@ -233,36 +233,33 @@ class WireGuardInterface:
         self._routes &= want  # routes of removed prefixes go when the interface goes; harmless meanwhile
 
     def update(self, config: WgQuickConfig) -> None:
-        """Apply a new config to the running interface: peers are added, removed or changed in place.
-
-        A changed private key or listen port needs a restart; that is refused here (nothing is changed)."""
-        if config.private_key != self.config.private_key:
-            raise ConfigError(f"{self.name}: PrivateKey changed; restart the interface to apply it")
+        """Apply a new config to the running interface: peers are added, removed or changed in place (sessions of
+        unchanged peers survive), the listen port is rebound, a new private key expires every session.
+        Addresses and MTU are set at start only. On error (e.g. the new port is taken) nothing is changed."""
+        dev = self.device
         if (config.listen_port or 0) not in (0, self.udp.port):
-            self._rebind(config.listen_port)
+            self._rebind(config.listen_port)  # first: the only step that can fail
+        if config.private_key != dev.private_key:
+            dev.set_private_key(config.private_key)
         new = {p.public_key: p for p in config.peers}
-        for key in list(self.device.peers):
+        for key in list(dev.peers):
             if key not in new:
-                self.device.remove_peer(key)
+                dev.remove_peer(key)
         for key, p in new.items():
-            if key in self.device.peers:
-                self._update_peer(key, peer_config(p), replace_allowed_ips=True)
+            cfg = peer_config(p)
+            if key in dev.peers:
+                dev.update_peer(key, preshared_key=cfg.preshared_key, allowed_ips=cfg.allowed_ips,
+                                endpoint=cfg.endpoint, endpoint_host=cfg.endpoint_host,
+                                persistent_keepalive=cfg.persistent_keepalive)
+                if cfg.endpoint is None and cfg.endpoint_host:
+                    peer = dev.peers[key]
+                    self._resolve(key, peer.endpoint_host, peer.endpoint_port)
             else:
-                self.device.add_peer(peer_config(p))
+                dev.add_peer(cfg)
         self.config = config
+        self.fwmark = config.fwmark
         self._sync_routes()
         self._after_io()
-
-    def _update_peer(self, key: bytes, cfg: PeerConfig, replace_allowed_ips: bool) -> None:
-        peer = self.device.peers[key]
-        allowed = cfg.allowed_ips if replace_allowed_ips else tuple(dict.fromkeys((*peer.allowed_ips,
-                                                                                   *cfg.allowed_ips)))
-        self.device.update_peer(key, preshared_key=cfg.preshared_key, allowed_ips=allowed,
-                                persistent_keepalive=cfg.persistent_keepalive,
-                                endpoint=cfg.endpoint)
-        if cfg.endpoint_host:
-            host, _, port = cfg.endpoint_host.rpartition(":")
-            self._resolve(key, host, int(port))
 
     def _rebind(self, port: int) -> None:
         try:
@@ -316,7 +313,7 @@ class WireGuardInterface:
                             last_handshake=p.last_handshake or None, rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes,
                             persistent_keepalive=p.persistent_keepalive, allowed_ips=tuple(p.allowed_ips))
             for key, p in self.device.peers.items())
-        return uapi.DeviceStatus(private_key=self.config.private_key, listen_port=self.udp.port,
+        return uapi.DeviceStatus(private_key=self.device.private_key, listen_port=self.udp.port,
                                  fwmark=self.fwmark, peers=peers)
 
     async def _uapi_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -346,51 +343,48 @@ class WireGuardInterface:
             writer.close()
 
     def apply_set(self, req: uapi.SetRequest) -> int:
-        """Apply a UAPI set request (as `wg set` sends it); returns the errno to answer (0 = done)."""
+        """Apply a UAPI set request (as `wg set` sends it); returns the errno to answer (0 = done).
+        The request was validated whole by the parser; the port rebind, the only step that can fail, goes first."""
         dev = self.device
-        if req.private_key is not None and req.private_key != self.config.private_key:
-            log.warning("%s: UAPI: changing the private key needs a restart", self.name)
-            return uapi.IPC_ERROR_INVALID
         if req.listen_port is not None and req.listen_port != self.udp.port:
             try:
                 self._rebind(req.listen_port)
             except WiregateError as exc:
                 log.warning("%s: UAPI: %s", self.name, exc)
                 return uapi.IPC_ERROR_PORT_IN_USE
+        if req.private_key is not None and req.private_key != dev.private_key:
+            dev.set_private_key(req.private_key)
         if req.fwmark is not None:
             self.fwmark = req.fwmark
-        own_public = None
         if req.replace_peers:
             for key in list(dev.peers):
                 dev.remove_peer(key)
         for p in req.peers:
-            if own_public is None:
-                from wiregate.wireguard.keys import public_key
-                own_public = public_key(self.config.private_key)
-            if p.public_key == own_public:  # wireguard-go ignores a peer that is this device itself
+            if p.public_key == dev.public_key:  # wireguard-go ignores a peer that is this device itself
                 continue
             if p.remove:
-                if p.public_key in dev.peers:
-                    dev.remove_peer(p.public_key)
+                dev.remove_peer(p.public_key)
                 continue
             psk = p.preshared_key
             if psk is not None and not any(psk):  # `wg set ... preshared-key /dev/null` sends zeros: none
                 psk = None
-            cfg = PeerConfig(public_key=p.public_key, preshared_key=psk,
-                             allowed_ips=p.allowed_ips, endpoint=p.endpoint,
-                             persistent_keepalive=p.persistent_keepalive or 0)
-            if p.public_key in dev.peers:
-                peer = dev.peers[p.public_key]
-                self._update_peer(p.public_key, PeerConfig(
-                    public_key=p.public_key,
-                    preshared_key=psk if p.preshared_key is not None else peer.preshared_key,
-                    allowed_ips=p.allowed_ips,
-                    endpoint=p.endpoint if p.endpoint is not None else peer.endpoint,
-                    persistent_keepalive=(p.persistent_keepalive if p.persistent_keepalive is not None
-                                          else peer.persistent_keepalive)),
-                    replace_allowed_ips=p.replace_allowed_ips)
-            elif not p.update_only:
-                dev.add_peer(cfg)
+            try:
+                if p.public_key in dev.peers:
+                    kw: dict[str, Any] = {}
+                    if p.preshared_key is not None:
+                        kw["preshared_key"] = psk
+                    if p.replace_allowed_ips:
+                        kw["allowed_ips"] = p.allowed_ips
+                    elif p.allowed_ips:
+                        kw["allowed_ips"] = (*dev.peers[p.public_key].allowed_ips, *p.allowed_ips)
+                    dev.update_peer(p.public_key, endpoint=p.endpoint,
+                                    persistent_keepalive=p.persistent_keepalive, **kw)
+                elif not p.update_only:
+                    dev.add_peer(PeerConfig(public_key=p.public_key, preshared_key=psk, allowed_ips=p.allowed_ips,
+                                            endpoint=p.endpoint, persistent_keepalive=p.persistent_keepalive or 0))
+            except ConfigError as exc:  # the parser checked every field, so this is unexpected; report it
+                log.warning("%s: UAPI: %s", self.name, exc)
+                return uapi.IPC_ERROR_INVALID
         self._sync_routes()
         self._after_io()
         return 0
