@@ -167,9 +167,7 @@ class WireGuardInterface:
             self.udp.send_batch(out)
         packets = dev.take_packets()
         if packets:
-            write = self.tun.write
-            for p in packets:
-                write(p)
+            self.tun.write_batch(packets)
         events = dev.take_events()
         if events:
             self._on_events(events)
