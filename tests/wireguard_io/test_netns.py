@@ -262,3 +262,83 @@ def test_wg_show_reads_and_wg_set_changes_a_wiregate_interface(lab, tmp_path):
     key_file.chmod(0o600)
     a.wg("set", a.name, "private-key", str(key_file))
     assert dump(a)[0][:2] == [b64(new_priv), b64(new_pub)]
+
+
+def wait_for(pred, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_sighup_applies_an_edited_file_and_keeps_the_running_config_when_it_is_bad(lab):
+    import signal
+
+    from wiregate.wireguard import config as wgconf
+
+    net, a, b = pair(lab, "wiregate", "wireguard-go")
+    assert icmp_ping(a.ns, b.tunnel_ip) is not None
+    cfg = wgconf.load(a.conf)
+    extra = keypair()[1]
+    narrowed = type(cfg.peers[0])(b.public_key, None, (f"{b.tunnel_ip}/32",), cfg.peers[0].endpoint, 0)
+    wgconf.write(a.conf, type(cfg)(cfg.private_key, cfg.listen_port, 0, cfg.addresses, cfg.mtu, (),
+                                   (narrowed, type(narrowed)(extra, None, ("203.0.113.7/32",)))))
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: len(dump(a)) == 3), dump(a)
+    rows = dump(a)
+    peers = {row[0]: row for row in rows[1:]}
+    assert peers[b64(b.public_key)][3] == f"{b.tunnel_ip}/32" and peers[b64(extra)][3] == "203.0.113.7/32"
+    # the session with b survived the reload
+    assert icmp_ping(a.ns, b.tunnel_ip, timeout=2) is not None
+    before = dump(a)
+    a.conf.write_text(a.conf.read_text() + "AllowedIPs = 10.0.0.0/33\n")
+    a.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload:" in a.log.read_text())
+    assert f"{a.conf}:" in a.log.read_text() and "AllowedIPs" in a.log.read_text()
+    assert [r[:4] for r in dump(a)] == [r[:4] for r in before] and a.proc.poll() is None
+
+
+_STATUS_SCRIPT = r"""
+import asyncio, json, sys
+from wiregate.wireguard import config as wgconf
+from wiregate.wireguard.interface import WireGuardInterface
+async def main():
+    iface = WireGuardInterface(sys.argv[2], wgconf.load(sys.argv[1]), uapi_socket=False)
+    await iface.start()
+    print("up", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)   # the test pings us meanwhile
+    print(json.dumps(iface.status()), flush=True)
+    await iface.close()
+asyncio.run(main())
+"""
+
+
+def test_interface_status_reports_peer_handshake_and_counters(lab):
+    """WireGuardInterface used as a library (as `wiregate run` does), without the UAPI socket."""
+    need("wg", "wireguard-go")
+    net = WgNet(lab)
+    a, b = net.side("a", "wiregate"), net.side("b", "wireguard-go")
+    net.connect(a, b)
+    net.start(b)
+    conf = net.dir / "lib.conf"
+    from wiregate.wireguard.config import write
+    write(conf, net.config(a))
+    proc = lab.spawn(a.ns, [sys.executable, "-c", _STATUS_SCRIPT, str(conf), a.name], stdin=subprocess.PIPE,
+                     stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    assert not a.sock.exists()
+    assert icmp_ping(b.ns, a.tunnel_ip) is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    import json
+    status = json.loads(proc.stdout.readline())
+    (peer,) = status["peers"]
+    assert status["name"] == a.name and status["listen_port"] == a.port and status["mtu"] == 1420
+    assert peer["public_key"] == b64(b.public_key) and peer["endpoint"] == f"{b.underlay_ip}:{b.port}"
+    assert peer["last_handshake"] > time.time() - 60 and peer["rx_bytes"] > 0 and peer["tx_bytes"] > 0
+    assert proc.wait(10) == 0
+    # close() removed the interface
+    assert a.ns.run(["ip", "link", "show", a.name], check=False).returncode != 0

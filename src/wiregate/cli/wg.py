@@ -1,7 +1,8 @@
 """`wiregate wg up FILE [--name NAME]`: bring up a WireGuard interface from a wg-quick file, in the foreground.
 
-SIGTERM or SIGINT tears it down (the interface and its UAPI socket are removed). While it runs, `wg show NAME`
-and `wg set NAME ...` work on it as on wireguard-go.
+SIGTERM or SIGINT tears it down (the interface and its UAPI socket are removed). SIGHUP re-reads the file and applies
+it in place (a file that does not load is logged and the running config stays). While it runs, `wg show NAME` and
+`wg set NAME ...` work on it as on wireguard-go.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from wiregate.errors import ConfigError
+    from wiregate.errors import ConfigError, WiregateError
     from wiregate.wireguard import config as wgconf
 
     log = logging.getLogger("wiregate.wg")
@@ -44,6 +45,17 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+
+        def reload() -> None:
+            try:
+                new = wgconf.load(args.file)
+                iface.update(new)
+            except WiregateError as exc:
+                log.error("reload: %s (the running configuration stays)", exc)
+                return
+            log.info("%s: reloaded %s", name, args.file)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await iface.start()
         try:
             await stop.wait()

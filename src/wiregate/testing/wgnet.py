@@ -57,6 +57,7 @@ class Side:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     profile: Path | None = None  # wiregate only: write a cProfile of the process here on exit
+    conf: Path | None = None  # wiregate only: its wg-quick file
 
     @property
     def underlay_ip(self) -> str:
@@ -136,7 +137,7 @@ class WgNet:
             time.sleep(0.02)
 
     def _start_wiregate(self, s: Side, timeout: float) -> None:
-        path = self.dir / f"{s.name}.conf"
+        path = s.conf = self.dir / f"{s.name}.conf"
         write(path, self.config(s))
         s.log = self.dir / f"{s.name}.log"
         argv = [sys.executable, "-m", "wiregate", "wg", "up", str(path), "--name", s.name]

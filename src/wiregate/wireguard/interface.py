@@ -235,6 +235,10 @@ class WireGuardInterface:
         unchanged peers survive), the listen port is rebound, a new private key expires every session.
         Addresses and MTU are set at start only. On error (e.g. the new port is taken) nothing is changed."""
         dev = self.device
+        from wiregate.wireguard.keys import public_key
+        own = public_key(config.private_key)
+        if any(p.public_key == own for p in config.peers):
+            raise ConfigError(f"{self.name}: a [Peer] has this interface's own public key")
         if (config.listen_port or 0) not in (0, self.udp.port):
             self._rebind(config.listen_port)  # first: the only step that can fail
         if config.private_key != dev.private_key:
