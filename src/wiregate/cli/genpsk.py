@@ -12,7 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from wiregate.cli.genkey import protect_stdout
     from wiregate.wireguard.keys import encode_key, generate_psk
 
+    protect_stdout()
     print(encode_key(generate_psk()))
     return 0

@@ -11,8 +11,6 @@ change the resolver, routing tables beyond the interface's own routes, or run ho
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import stat
@@ -20,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wiregate.errors import ConfigError
+from wiregate.wireguard.keys import decode_key, encode_key
 
-KEY_LEN = 32
+__all__ = ["PeerSection", "WgQuickConfig", "parse", "load", "write", "format_config", "check_secret_file",
+           "split_endpoint", "decode_key", "encode_key"]
 # keys that wg-quick understands but that wiregate does not act on (see module docstring)
 IGNORED_INTERFACE_KEYS = {"dns", "table", "preup", "postup", "predown", "postdown", "saveconfig"}
 
@@ -49,23 +49,6 @@ class WgQuickConfig:
     dns: tuple[str, ...] = ()
     peers: tuple[PeerSection, ...] = ()
     notes: tuple[str, ...] = field(default=(), compare=False)
-
-
-def decode_key(text: str, what: str = "key") -> bytes:
-    """WireGuard's base64 key form (44 characters ending in '=') -> 32 bytes; ConfigError naming `what`."""
-    text = text.strip()
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(f"{what}: not a base64 key") from None
-    if len(text) != 44 or len(raw) != KEY_LEN:
-        raise ConfigError(f"{what}: a key is 32 bytes in base64 (44 characters), got {len(text)} characters")
-    return raw
-
-
-def encode_key(key: bytes) -> str:
-    """32 bytes -> WireGuard's base64 form."""
-    return base64.b64encode(key).decode("ascii")
 
 
 def split_endpoint(value: str) -> tuple[str, int]:

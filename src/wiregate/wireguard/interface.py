@@ -22,7 +22,8 @@ from typing import Any
 
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.wireguard import uapi
-from wiregate.wireguard.config import PeerSection, WgQuickConfig, encode_key
+from wiregate.wireguard.config import PeerSection, WgQuickConfig
+from wiregate.wireguard.keys import encode_key, public_key
 from wiregate.wireguard.device import Device, PeerConfig
 from wiregate.wireguard.tun import Tun
 from wiregate.wireguard.udp import UdpSocket
@@ -235,7 +236,6 @@ class WireGuardInterface:
         unchanged peers survive), the listen port is rebound, a new private key expires every session.
         Addresses and MTU are set at start only. On error (e.g. the new port is taken) nothing is changed."""
         dev = self.device
-        from wiregate.wireguard.keys import public_key
         own = public_key(config.private_key)
         if any(p.public_key == own for p in config.peers):
             raise ConfigError(f"{self.name}: a [Peer] has this interface's own public key")
