@@ -342,3 +342,26 @@ def test_interface_status_reports_peer_handshake_and_counters(lab):
     assert proc.wait(10) == 0
     # close() removed the interface
     assert a.ns.run(["ip", "link", "show", a.name], check=False).returncode != 0
+
+
+def test_dns_name_endpoint_is_resolved_in_the_background(lab):
+    """Endpoint = a host name: the Device asks (ResolveEndpoint), the interface resolves it off the loop.
+    `ip netns exec` mounts /etc/netns/NS/hosts over /etc/hosts, which gives the namespace its own name."""
+    import shutil
+    from pathlib import Path
+
+    need("wg", "wireguard-go")
+    net = WgNet(lab)
+    a, b = net.side("a", "wiregate"), net.side("b", "wireguard-go")
+    net.connect(a, b, endpoint_a=False, endpoint_b=False)  # only the name can bring them together
+    host = f"peer-b-{a.name}.test"
+    a.peers[0] = type(a.peers[0])(b.public_key, None, a.peers[0].allowed_ips, (host, b.port), 0)
+    etc = Path("/etc/netns") / a.ns.name
+    etc.mkdir(parents=True, exist_ok=True)
+    try:
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{b.underlay_ip} {host}\n")
+        net.start()
+        assert icmp_ping(a.ns, b.tunnel_ip) is not None
+        assert dump(a)[1][2] == f"{b.underlay_ip}:{b.port}"
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
