@@ -365,3 +365,15 @@ def test_dns_name_endpoint_is_resolved_in_the_background(lab):
         assert dump(a)[1][2] == f"{b.underlay_ip}:{b.port}"
     finally:
         shutil.rmtree(etc, ignore_errors=True)
+
+
+def test_interface_deleted_under_a_running_wg_up_ends_it_cleanly(lab):
+    need("wg")
+    net = WgNet(lab)
+    a, b = net.side("a", "wiregate"), net.side("b", "wiregate")
+    net.connect(a, b)
+    net.start()
+    a.ns.run(["ip", "link", "del", a.name])
+    assert a.proc.wait(10) == 0
+    assert not a.sock.exists()
+    assert "TUN device failed" in a.log.read_text() and "Traceback" not in a.log.read_text()

@@ -3,8 +3,8 @@ tunnel between two network namespaces, in the same run.
 
 Reported per implementation: TCP throughput (Gbit/s, median of --repeat runs), time to the first packet through a
 fresh tunnel (handshake included), and CPU seconds per gigabyte carried (utime+stime of both tunnel processes from
-/proc over the transfer). A last short run profiles both wiregate processes with cProfile and reports the
-functions with the most own time.
+/proc over the transfer). A last short run profiles both wiregate processes with cProfile (CPU time) and
+reports the functions with the most own time.
 """
 
 from __future__ import annotations

@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload)
         await iface.start()
         try:
-            await stop.wait()
+            # stop on a signal, or when the TUN device fails (e.g. deleted under us)
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(iface.failed.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             await iface.close()
             log.info("%s: down", name)
@@ -66,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     profiler = None
     if args.profile:
         import cProfile
-        profiler = cProfile.Profile()
+        import time
+        # CPU time, not wall time: waiting in epoll is not where the time goes
+        profiler = cProfile.Profile(time.process_time)
         profiler.enable()
     try:
         try:

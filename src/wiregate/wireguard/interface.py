@@ -82,6 +82,7 @@ class WireGuardInterface:
         self._tasks: set[asyncio.Task] = set()
         self._routes: set[str] = set()
         self.fwmark = config.fwmark
+        self.failed = asyncio.Event()  # set when the TUN device stops working; the owner should close()
 
     # -- life cycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,7 +144,13 @@ class WireGuardInterface:
 
     # -- data path -----------------------------------------------------------------------------------------
     def _on_tun(self) -> None:
-        packets = self.tun.read_batch(TUN_BATCH)
+        try:
+            packets = self.tun.read_batch(TUN_BATCH)
+        except OSError as exc:  # EBADFD/EIO: the interface was deleted or broke; reading again would spin
+            log.error("%s: TUN device failed: %s", self.name, exc.strerror)
+            self._loop.remove_reader(self.tun.fd)
+            self.failed.set()
+            return
         if packets:
             self.device.send_packets(packets, self._loop.time())
             self._after_io()
