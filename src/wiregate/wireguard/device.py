@@ -480,6 +480,12 @@ class Device:
             peer.handshake_attempts = 0
         hs = peer.handshake
         if now - hs.last_sent_handshake < REKEY_TIMEOUT:
+            # Rate limited (we sent an initiation or a response moments ago). wireguard-go and the kernel just
+            # return here, which can leave queued packets without any pending retry (two peers whose
+            # initiations crossed answer each other and then both drop the other's response); we keep a
+            # retry armed for when the limit lifts.
+            if peer.t_retransmit_handshake is None and (retry or peer.staged):
+                peer.t_retransmit_handshake = hs.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
             return
         hs.last_sent_handshake = now
         self._hs_index.pop(hs.local_index, None)
