@@ -377,3 +377,17 @@ def test_interface_deleted_under_a_running_wg_up_ends_it_cleanly(lab):
     assert a.proc.wait(10) == 0
     assert not a.sock.exists()
     assert "TUN device failed" in a.log.read_text() and "Traceback" not in a.log.read_text()
+
+
+def test_wg_showconf_then_setconf_and_syncconf_round_trip(lab, tmp_path):
+    net, a, b = pair(lab, "wiregate", "wireguard-go")
+    assert icmp_ping(a.ns, b.tunnel_ip) is not None
+    conf = tmp_path / "a.conf"
+    conf.write_text(a.wg("showconf", a.name).stdout)
+    conf.chmod(0o600)
+    before = dump(a)
+    a.wg("setconf", a.name, str(conf))  # replace_peers=true, then every peer again
+    a.wg("syncconf", a.name, str(conf))  # a diff against get=1: nothing to change
+    after = dump(a)
+    assert [r[:4] for r in after] == [r[:4] for r in before]
+    assert icmp_ping(a.ns, b.tunnel_ip) is not None
