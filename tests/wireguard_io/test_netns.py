@@ -391,3 +391,11 @@ def test_wg_showconf_then_setconf_and_syncconf_round_trip(lab, tmp_path):
     after = dump(a)
     assert [r[:4] for r in after] == [r[:4] for r in before]
     assert icmp_ping(a.ns, b.tunnel_ip) is not None
+
+
+def test_second_wg_up_with_a_taken_name_is_refused_and_the_first_keeps_working(lab):
+    net, a, b = pair(lab, "wiregate", "wiregate")
+    r = a.ns.run([sys.executable, "-m", "wiregate", "wg", "up", str(a.conf), "--name", a.name], check=False,
+                 timeout=20)
+    assert r.returncode == 2 and "in use by another process" in r.stderr and "Traceback" not in r.stderr
+    assert a.sock.exists() and icmp_ping(a.ns, b.tunnel_ip) is not None

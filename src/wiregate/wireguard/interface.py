@@ -91,6 +91,8 @@ class WireGuardInterface:
         self.device = Device(self.config.private_key, mtu=self.mtu)
         for p in self.config.peers:
             self.device.add_peer(peer_config(p))
+        if self._want_uapi:
+            self._claim_uapi_path()  # before touching the system: a live socket means the name is taken
         try:
             self.udp = UdpSocket(self.config.listen_port or 0)
         except OSError as exc:
@@ -103,13 +105,13 @@ class WireGuardInterface:
                 self.tun.add_address(addr)
             self.tun.up()
             self._sync_routes()
+            self._loop.add_reader(self.tun.fd, self._on_tun)
+            self._loop.add_reader(self.udp.fileno(), self._on_udp)
+            if self._want_uapi:
+                await self._open_uapi()
         except BaseException:
             self._close_io()
             raise
-        self._loop.add_reader(self.tun.fd, self._on_tun)
-        self._loop.add_reader(self.udp.fileno(), self._on_udp)
-        if self._want_uapi:
-            await self._open_uapi()
         self._after_io()
         log.info("%s: up, listening on UDP port %d, %d peer(s)", self.name, self.udp.port, len(self.config.peers))
 
@@ -297,7 +299,7 @@ class WireGuardInterface:
                 "addresses": list(self.config.addresses), "peers": peers}
 
     # -- UAPI ----------------------------------------------------------------------------------------------
-    async def _open_uapi(self) -> None:
+    def _claim_uapi_path(self) -> None:
         self.uapi_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         if self.uapi_path.exists():
             # a socket nobody answers on is left over from a crash; a live one means the name is taken
@@ -309,6 +311,8 @@ class WireGuardInterface:
                 self.uapi_path.unlink(missing_ok=True)
             finally:
                 probe.close()
+
+    async def _open_uapi(self) -> None:
         old = os.umask(0o077)
         try:
             self._uapi_server = await asyncio.start_unix_server(self._uapi_client, str(self.uapi_path))
