@@ -102,3 +102,13 @@ def test_key_encoding_round_trips_and_rejects_wrong_length():
     assert wgconf.decode_key(wgconf.encode_key(key)) == key
     with pytest.raises(ConfigError, match="PublicKey"):
         wgconf.decode_key(base64.b64encode(bytes(31)).decode(), "PublicKey")
+
+
+def test_table_off_disables_routes_and_round_trips(tmp_path):
+    cfg = wgconf.parse(f"[Interface]\nPrivateKey = {PRIV}\nTable = off\n", "t.conf")
+    assert cfg.routes is False and cfg.notes == ()
+    path = tmp_path / "t.conf"
+    wgconf.write(path, cfg)
+    assert wgconf.load(path).routes is False
+    other = wgconf.parse(f"[Interface]\nPrivateKey = {PRIV}\nTable = 1234\nPostUp = iptables -A x\n", "t.conf")
+    assert other.routes is True and [n.split(":")[1] for n in other.notes] == ["3", "4"]

@@ -235,6 +235,8 @@ def test_wg_show_reads_and_wg_set_changes_a_wiregate_interface(lab, tmp_path):
     a.wg("set", a.name, "peer", b64(b.public_key), "allowed-ips", f"{b.tunnel_ip}/32",
          "persistent-keepalive", "7")
     assert dump(a)[1][3] == f"{b.tunnel_ip}/32" and dump(a)[1][7] == "7"
+    routes = a.ns.run(["ip", "-6", "route", "show", "dev", a.name]).stdout
+    assert f"{b.tunnel_ip6} " not in routes + " "  # the /128 route left with the prefix
     assert icmp_ping(a.ns, b.tunnel_ip6, timeout=1.5) is None
     assert icmp_ping(a.ns, b.tunnel_ip) is not None
     # remove the peer, then add it back with wg set alone

@@ -5,8 +5,9 @@ section names case-insensitive, whitespace around keys and values ignored, list 
 repeatable lines add to the list). Errors name the file, the line and the key.
 
 wiregate applies PrivateKey, ListenPort, FwMark (reported only), Address and MTU of the interface and every peer key.
-DNS, Table, PreUp/PostUp/PreDown/PostDown and SaveConfig are accepted and ignored, with a note: wiregate does not
-change the resolver, routing tables beyond the interface's own routes, or run hook commands.
+`Table = off` turns off the routes for AllowedIPs, as in wg-quick; another Table value is ignored with a note (routes
+go to the main table). DNS, PreUp/PostUp/PreDown/PostDown and SaveConfig are accepted and ignored, with a note:
+wiregate does not change the resolver or run hook commands.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from wiregate.wireguard.keys import decode_key, encode_key
 __all__ = ["PeerSection", "WgQuickConfig", "parse", "load", "write", "format_config", "check_secret_file",
            "split_endpoint", "decode_key", "encode_key"]
 # keys that wg-quick understands but that wiregate does not act on (see module docstring)
-IGNORED_INTERFACE_KEYS = {"dns", "table", "preup", "postup", "predown", "postdown", "saveconfig"}
+IGNORED_INTERFACE_KEYS = {"dns", "preup", "postup", "predown", "postdown", "saveconfig"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class WgQuickConfig:
     mtu: int | None = None
     dns: tuple[str, ...] = ()
     peers: tuple[PeerSection, ...] = ()
+    routes: bool = True  # False for `Table = off`: no routes for the peers' AllowedIPs
     notes: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -133,6 +135,10 @@ def parse(text: str, source: str = "<config>") -> WgQuickConfig:
                 elif lkey == "dns":
                     iface.setdefault("dns", []).extend(v.strip() for v in value.split(",") if v.strip())
                     notes.append(f"{where}: DNS is ignored (wiregate does not change the resolver)")
+                elif lkey == "table":
+                    iface["routes"] = value.lower() != "off"
+                    if value.lower() not in ("off", "auto", "main"):
+                        notes.append(f"{where}: Table = {value}: routes go to the main table")
                 elif lkey in IGNORED_INTERFACE_KEYS:
                     notes.append(f"{where}: {key} is ignored by wiregate")
                 else:
@@ -174,7 +180,7 @@ def parse(text: str, source: str = "<config>") -> WgQuickConfig:
     return WgQuickConfig(
         private_key=iface["private_key"], listen_port=iface.get("listen_port"), fwmark=iface.get("fwmark", 0),
         addresses=tuple(iface.get("addresses", ())), mtu=iface.get("mtu"), dns=tuple(iface.get("dns", ())),
-        peers=tuple(out_peers), notes=tuple(notes),
+        peers=tuple(out_peers), routes=iface.get("routes", True), notes=tuple(notes),
     )
 
 
@@ -220,6 +226,8 @@ def format_config(cfg: WgQuickConfig) -> str:
         lines.append(f"MTU = {cfg.mtu}")
     if cfg.dns:
         lines.append(f"DNS = {', '.join(cfg.dns)}")
+    if not cfg.routes:
+        lines.append("Table = off")
     for p in cfg.peers:
         lines += ["", "[Peer]", f"PublicKey = {encode_key(p.public_key)}"]
         if p.preshared_key is not None:

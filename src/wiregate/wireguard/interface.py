@@ -231,14 +231,19 @@ class WireGuardInterface:
         """Route every peer's AllowedIPs into the tunnel (default routes excepted: that is wg-quick's policy
         routing, which wiregate leaves to the system layer)."""
         want = {a for p in self.device.peers.values() for a in p.allowed_ips
-                if not a.endswith("/0")}
+                if not a.endswith("/0")} if self.config.routes else set()
         for prefix in sorted(want - self._routes):
             try:
                 self.tun.add_route(prefix)
                 self._routes.add(prefix)
             except WiregateError as exc:
                 log.warning("%s: %s", self.name, exc)
-        self._routes &= want  # routes of removed prefixes go when the interface goes; harmless meanwhile
+        for prefix in sorted(self._routes - want):
+            try:
+                self.tun.del_route(prefix)
+            except WiregateError as exc:  # already gone (e.g. removed by hand): nothing to undo
+                log.debug("%s: %s", self.name, exc)
+            self._routes.discard(prefix)
 
     def update(self, config: WgQuickConfig) -> None:
         """Apply a new config to the running interface: peers are added, removed or changed in place (sessions of

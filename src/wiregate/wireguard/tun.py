@@ -120,6 +120,11 @@ class Tun:
         net = ipaddress.ip_network(prefix, strict=False)
         _ip("-6" if net.version == 6 else "-4", "route", "replace", str(net), "dev", self.name)
 
+    def del_route(self, prefix: str) -> None:
+        """Remove a route this device holds (when a peer's AllowedIPs shrink)."""
+        net = ipaddress.ip_network(prefix, strict=False)
+        _ip("-6" if net.version == 6 else "-4", "route", "del", str(net), "dev", self.name)
+
     def up(self) -> None:
         _ip("link", "set", "dev", self.name, "up")
 

@@ -167,7 +167,8 @@ def parse_set(body: str) -> SetRequest:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise UapiError(IPC_ERROR_PROTOCOL, f"failed to parse line {line!r}")
+            # the line is not echoed: it could be key material sent without its name
+            raise UapiError(IPC_ERROR_PROTOCOL, f"failed to parse a line of {len(line)} characters (no '=')")
         if key == "public_key":
             close_peer()
             peer = {"public_key": _hex_key(value, "public_key"), "allowed_ips": []}
