@@ -1,5 +1,6 @@
 """`wiregate bench wireguard`: iperf3 through a wiregate<->wiregate tunnel and a wireguard-go<->wireguard-go
-tunnel between two network namespaces, in the same run.
+tunnel between two network namespaces each, in the same run: both tunnels are up side by side and the iperf3 runs
+alternate between them (--quick: 2 runs of 2 s each; else --repeat runs of 10 s).
 
 Reported per implementation: TCP throughput (Gbit/s, median of --repeat runs), time to the first packet through a
 fresh tunnel (handshake included), and CPU seconds per gigabyte carried (utime+stime of both tunnel processes from
@@ -55,28 +56,40 @@ def _iperf(net: WgNet, seconds: float) -> tuple[float, int, float]:
     return end["bits_per_second"] / 1e9, int(end["bytes"]), cpu1 - cpu0
 
 
-def _measure(kind: str, seconds: float, repeat: int, profile_dir: Path | None = None) -> dict[str, Any]:
-    with Lab("b") as lab:
-        net = WgNet(lab)
-        a, b = net.side("a", kind), net.side("b", kind)
-        net.connect(a, b)
-        if profile_dir is not None:
-            for s in (a, b):
-                s.profile = profile_dir / f"{s.name}.prof"
-        net.start()
-        first = icmp_ping(a.ns, b.tunnel_ip, timeout=5)  # the first echo waits for the handshake
-        if first is None:
-            raise WiregateError(f"bench wireguard: no ping through the {kind} tunnel")
-        first_packet_ms = first * 1e3
-        runs = [_iperf(net, seconds) for _ in range(repeat)]
-        if profile_dir is not None:
-            for s in (a, b):
-                net.stop(s)  # SIGTERM: `wg up` writes its profile on the way out
+def _tunnel(lab: Lab, kind: str, profile_dir: Path | None = None) -> tuple[WgNet, float]:
+    """Two namespaces joined by `kind`'s tunnel, up, with the time of the first ping through it (ms)."""
+    net = WgNet(lab)
+    a, b = net.side("a", kind), net.side("b", kind)
+    net.connect(a, b)
+    if profile_dir is not None:
+        for s in (a, b):
+            s.profile = profile_dir / f"{s.name}.prof"
+    net.start()
+    first = icmp_ping(a.ns, b.tunnel_ip, timeout=5)  # the first echo waits for the handshake
+    if first is None:
+        raise WiregateError(f"bench wireguard: no ping through the {kind} tunnel")
+    return net, first * 1e3
+
+
+def _summary(runs: list[tuple[float, int, float]], first_packet_ms: float) -> dict[str, Any]:
     gbps = [r[0] for r in runs]
     cpu_per_gb = [r[2] / (r[1] / 1e9) for r in runs if r[1]]
     return {"gbit_s": round(median(gbps), 3), "gbit_s_runs": [round(g, 3) for g in gbps],
             "first_packet_ms": round(first_packet_ms, 2),
             "cpu_s_per_gb": round(median(cpu_per_gb), 2)}
+
+
+def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
+    """Both tunnels up side by side; iperf3 runs alternate between them so a passing load on the shared machine
+    hits both alike."""
+    kinds = ("wireguard-go", "wiregate")
+    with Lab("b") as lab_go, Lab("b") as lab_ours:
+        nets = dict(zip(kinds, (_tunnel(lab_go, kinds[0]), _tunnel(lab_ours, kinds[1]))))
+        runs: dict[str, list] = {k: [] for k in kinds}
+        for i in range(repeat):
+            for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                runs[kind].append(_iperf(nets[kind][0], seconds))
+        return {kind: _summary(runs[kind], nets[kind][1]) for kind in kinds}
 
 
 def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], float]:
@@ -105,12 +118,15 @@ def run(args) -> dict[str, Any]:
     if reason:
         raise WiregateError(f"bench wireguard: {reason}")
     quick = bool(getattr(args, "quick", False))
-    seconds = 3 if quick else 10
-    repeat = 1 if quick else max(1, int(getattr(args, "repeat", 3) or 1))
-    wggo = _measure("wireguard-go", seconds, repeat)
-    ours = _measure("wiregate", seconds, repeat)
-    with tempfile.TemporaryDirectory(prefix="wgprof") as d:
-        _measure("wiregate", 2 if quick else 5, 1, profile_dir=Path(d))
+    seconds = 2 if quick else 10
+    repeat = 2 if quick else max(1, int(getattr(args, "repeat", 3) or 1))
+    both = _compare(seconds, repeat)
+    wggo, ours = both["wireguard-go"], both["wiregate"]
+    with tempfile.TemporaryDirectory(prefix="wgprof") as d, Lab("p") as lab:
+        net, _ = _tunnel(lab, "wiregate", profile_dir=Path(d))
+        _iperf(net, 2 if quick else 5)
+        for s in net.sides:
+            net.stop(s)  # SIGTERM: `wg up` writes its profile on the way out
         top, loop_pct = _profile_top(Path(d))
     return {
         "throughput_ratio_vs_wireguard_go": ratio(ours["gbit_s"], wggo["gbit_s"]),
