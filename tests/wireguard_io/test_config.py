@@ -74,6 +74,8 @@ def test_written_file_reads_back_equal(tmp_path):
     (f"[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {PUB}\nEndpoint = fd00::1:51820\n", "f.conf:5: Endpoint"),
     (f"[Interface]\nPrivateKey = {PRIV}\n[Peer]\nAllowedIPs = 198.51.100.2/32\n", "f.conf:3: [Peer] has no PublicKey"),
     (f"ListenPort = 1\n", "f.conf:1: ListenPort: outside"),
+    (f"[Interface]\nPrivateKey = {PRIV}\nFwMark = 0x1ffffffff\n", "f.conf:3: FwMark: out of range"),
+    (f"[Interface]\nPrivateKey = {PRIV}\nFwMark = lots\n", "f.conf:3: FwMark: expected a number"),
     (f"[Interface]\nListenPort = 1\n", "f.conf: [Interface] has no PrivateKey"),
     (f"[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {PUB}\nPersistentKeepalive = -1\n",
      "f.conf:5: PersistentKeepalive"),

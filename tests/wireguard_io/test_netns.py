@@ -232,8 +232,11 @@ def test_wg_show_reads_and_wg_set_changes_a_wiregate_interface(lab, tmp_path):
     pretty = a.wg("show", a.name).stdout
     assert f"interface: {a.name}" in pretty and "latest handshake" in pretty
     # narrow the peer's AllowedIPs: IPv6 through the tunnel stops, IPv4 goes on
-    a.wg("set", a.name, "peer", b64(b.public_key), "allowed-ips", f"{b.tunnel_ip}/32",
+    a.wg("set", a.name, "fwmark", "0x51", "peer", b64(b.public_key), "allowed-ips", f"{b.tunnel_ip}/32",
          "persistent-keepalive", "7")
+    assert dump(a)[0][3] == "0x51"
+    # the mark is on the UDP socket: `ss -e` lists it as fwmark
+    assert "fwmark:0x51" in a.ns.run(["ss", "-uanpe"]).stdout
     assert dump(a)[1][3] == f"{b.tunnel_ip}/32" and dump(a)[1][7] == "7"
     routes = a.ns.run(["ip", "-6", "route", "show", "dev", a.name]).stdout
     assert f"{b.tunnel_ip6} " not in routes + " "  # the /128 route left with the prefix

@@ -4,7 +4,8 @@ The format is wg-quick(8)'s INI: `[Interface]` and `[Peer]` sections, `Key = Val
 section names case-insensitive, whitespace around keys and values ignored, list values comma-separated (and
 repeatable lines add to the list). Errors name the file, the line and the key.
 
-wiregate applies PrivateKey, ListenPort, FwMark (reported only), Address and MTU of the interface and every peer key.
+wiregate applies PrivateKey, ListenPort, FwMark (SO_MARK on the UDP socket), Address and MTU of the interface and
+every peer key.
 `Table = off` turns off the routes for AllowedIPs, as in wg-quick; another Table value is ignored with a note (routes
 go to the main table). DNS, PreUp/PostUp/PreDown/PostDown and SaveConfig are accepted and ignored, with a note:
 wiregate does not change the resolver or run hook commands.
@@ -74,6 +75,16 @@ def _int(value: str, lo: int, hi: int) -> int:
     return int(value)
 
 
+def _mark(value: str) -> int:
+    try:
+        n = int(value, 0)  # decimal or 0x hex, as wg accepts
+    except ValueError:
+        raise ValueError(f"expected a number (decimal or 0x hex) or off, got {value!r}") from None
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise ValueError(f"out of range 0..0xffffffff: {value}")
+    return n
+
+
 def _prefixes(value: str, interface: bool) -> list[str]:
     out = []
     for item in (v.strip() for v in value.split(",")):
@@ -127,7 +138,7 @@ def parse(text: str, source: str = "<config>") -> WgQuickConfig:
                 elif lkey == "listenport":
                     iface["listen_port"] = _int(value, 0, 65535)
                 elif lkey == "fwmark":
-                    iface["fwmark"] = 0 if value == "off" else int(value, 0)
+                    iface["fwmark"] = 0 if value == "off" else _mark(value)
                 elif lkey == "address":
                     iface.setdefault("addresses", []).extend(_prefixes(value, interface=True))
                 elif lkey == "mtu":

@@ -99,6 +99,8 @@ class WireGuardInterface:
             raise WiregateError(f"{self.name}: cannot bind UDP port {self.config.listen_port}: {exc.strerror}") \
                 from None
         try:
+            if self.fwmark:
+                self.udp.set_mark(self.fwmark)
             self.tun = Tun(self.name)
             self.tun.set_mtu(self.mtu)
             for addr in self.config.addresses:
@@ -273,15 +275,26 @@ class WireGuardInterface:
             else:
                 dev.add_peer(cfg)
         self.config = config
-        self.fwmark = config.fwmark
+        if config.fwmark != self.fwmark:
+            self._set_fwmark(config.fwmark)
         self._sync_routes()
         self._after_io()
+
+    def _set_fwmark(self, mark: int) -> None:
+        try:
+            self.udp.set_mark(mark)
+        except OSError as exc:  # needs CAP_NET_ADMIN
+            log.warning("%s: cannot set fwmark %d: %s", self.name, mark, exc.strerror)
+            return
+        self.fwmark = mark
 
     def _rebind(self, port: int) -> None:
         try:
             new = UdpSocket(port)
         except OSError as exc:
             raise WiregateError(f"{self.name}: cannot bind UDP port {port}: {exc.strerror}") from None
+        if self.fwmark:
+            new.set_mark(self.fwmark)
         self._loop.remove_reader(self.udp.fileno())
         self.udp.close()
         self.udp = new
@@ -372,8 +385,8 @@ class WireGuardInterface:
                 return uapi.IPC_ERROR_PORT_IN_USE
         if req.private_key is not None and req.private_key != dev.private_key:
             dev.set_private_key(req.private_key)
-        if req.fwmark is not None:
-            self.fwmark = req.fwmark
+        if req.fwmark is not None and req.fwmark != self.fwmark:
+            self._set_fwmark(req.fwmark)
         if req.replace_peers:
             for key in list(dev.peers):
                 dev.remove_peer(key)

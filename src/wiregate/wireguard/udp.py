@@ -20,6 +20,7 @@ UDP_SEGMENT = 103  # linux/udp.h: send with GSO, value = segment size (u16)
 UDP_GRO = 104  # linux/udp.h: receive coalesced datagrams; cmsg value = segment size (int)
 UDP_MAX_SEGMENTS = 64  # linux/udp.h (128 on newer kernels; 64 works everywhere)
 MAX_GSO_BYTES = 65000  # a GSO send is one UDP datagram before it is cut: stay below 64 KiB
+SO_MARK = 36  # asm-generic/socket.h
 RECV_BUF = 65536 + 2048
 SOCKET_BUFFER = 8 << 20  # deep buffers: a burst from TCP's window must not be dropped between two loop turns
 
@@ -70,6 +71,10 @@ class UdpSocket:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def set_mark(self, mark: int) -> None:
+        """Mark outgoing datagrams (SO_MARK) for policy routing, as WireGuard's fwmark does; 0 clears it."""
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
 
     def _sockaddr(self, addr: tuple[str, int]) -> tuple:
         sa = self._peer_addr.get(addr)
