@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from wgcore_helpers import ADDR_A, ADDR_B, KEY_A, KEY_B, Pair, ip4, ip6, kinds, run_until
+from wgcore_helpers import ADDR_A, ADDR_B, KEY_A, KEY_B, Pair, ip4, ip6, run_until
 
 from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs
@@ -140,3 +140,22 @@ def test_keys_encode_and_decode_like_wg() -> None:
     for bad in ("", "abc", text[:-1] + "!", "A" * 44, encode_key(priv)[:-2] + "=="):
         with pytest.raises(ConfigError, match="PrivateKey"):
             decode_key(bad, "PrivateKey")
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("vpn.example.net", ("vpn.example.net", 51820)),
+    ("vpn.example.net:4500", ("vpn.example.net", 4500)),
+    ("[fd00::1]:51000", ("fd00::1", 51000)),
+])
+def test_endpoint_host_forms(text: str, expect: tuple[str, int]) -> None:
+    d = Device(KEY_A)
+    d.add_peer(PeerConfig(public_key(KEY_B), endpoint_host=text))
+    assert d.take_events() == [ResolveEndpoint(public_key(KEY_B), *expect)]
+
+
+@pytest.mark.parametrize("text", ["vpn.example.net:0", "vpn.example.net:99999", "[fd00::1]:x", ":51820"])
+def test_bad_endpoint_host_is_a_config_error(text: str) -> None:
+    d = Device(KEY_A)
+    with pytest.raises(ConfigError, match="Endpoint"):
+        d.add_peer(PeerConfig(public_key(KEY_B), endpoint_host=text))
+    assert not d.peers
