@@ -92,7 +92,7 @@ def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
         return {kind: _summary(runs[kind], nets[kind][1]) for kind in kinds}
 
 
-def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], float]:
+def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], float | None]:
     """Top functions by own time over both profiles, and the event loop's share (idle wait included)."""
     files = sorted(str(p) for p in profile_dir.glob("*.prof"))
     if not files:
@@ -109,7 +109,8 @@ def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], 
     busy = (total - loop_tt) or 1.0
     top = [{"function": name, "own_s": round(tt, 3), "own_pct_of_busy": round(100 * tt / busy, 1),
             "cumulative_s": round(ct, 3), "calls": calls} for tt, calls, ct, name in rows[:n]]
-    return top, round(100 * loop_tt / total, 1)
+    # the profile starts inside the running loop, so the loop's own entry (idle wait included) is usually absent
+    return top, round(100 * loop_tt / total, 1) if loop_tt else None
 
 
 def run(args) -> dict[str, Any]:

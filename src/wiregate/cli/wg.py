@@ -39,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"interface name {name!r}: 1..15 characters (use --name)")
     from wiregate.wireguard.interface import DEFAULT_MTU, WireGuardInterface
 
+    profiler = None
+    if args.profile:
+        import cProfile
+        # wall time (a CPU-time timer costs a system call per event and inflates small calls); the loop's own
+        # entry then holds the idle wait in epoll, which the benchmark reports apart
+        profiler = cProfile.Profile()
+
     async def main() -> None:
         iface = WireGuardInterface(name, cfg, mtu=args.mtu or DEFAULT_MTU)
         stop = asyncio.Event()
@@ -57,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
         loop.add_signal_handler(signal.SIGHUP, reload)
         await iface.start()
+        if profiler is not None:  # the data path only, not the start-up
+            profiler.enable()
         try:
             # stop on a signal, or when the TUN device fails (e.g. deleted under us)
             await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(iface.failed.wait())],
@@ -65,13 +74,6 @@ def run(args: argparse.Namespace) -> int:
             await iface.close()
             log.info("%s: down", name)
 
-    profiler = None
-    if args.profile:
-        import cProfile
-        # wall time (a CPU-time timer costs a system call per event and inflates small calls); the loop's own
-        # entry then holds the idle wait in epoll, which the benchmark reports apart
-        profiler = cProfile.Profile()
-        profiler.enable()
     try:
         try:
             import uvloop
