@@ -116,7 +116,7 @@ class Tun:
         _ip("address", "add", str(iface), "dev", self.name, *extra)
 
     def add_route(self, prefix: str) -> None:
-        """Route `prefix` into the tunnel (replacing an existing route to the same prefix)."""
+        """Route `prefix` into the tunnel (replacing an existing route to the same prefix); the link must be up."""
         net = ipaddress.ip_network(prefix, strict=False)
         _ip("-6" if net.version == 6 else "-4", "route", "replace", str(net), "dev", self.name)
 
