@@ -63,8 +63,11 @@ t.add_address("198.51.100.1/24")
 t.up()
 t.add_route("203.0.113.0/24")
 print("up", t.name, flush=True)
-pkt = b""
+import time
+pkt, end = b"", time.monotonic() + 10
 while not (pkt[:1] == b"\x45" and pkt[9] == 17):  # skip what else the kernel sends (IPv6 MLD and such)
+    if time.monotonic() > end:
+        sys.exit("no UDP packet came")
     select.select([t], [], [], 5)
     pkt = next(iter(p for p in t.read_batch() if p[:1] == b"\x45" and p[9] == 17), b"")
 # answer the UDP datagram: swap addresses and ports, valid IPv4 header checksum, UDP checksum 0 (allowed in v4)
