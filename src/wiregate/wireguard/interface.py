@@ -23,8 +23,9 @@ from typing import Any
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.wireguard import uapi
 from wiregate.wireguard.config import PeerSection, WgQuickConfig
-from wiregate.wireguard.keys import encode_key, public_key
 from wiregate.wireguard.device import Device, PeerConfig
+from wiregate.wireguard.events import HandshakeComplete, HandshakeGaveUp, PeerRoamed, ResolveEndpoint
+from wiregate.wireguard.keys import encode_key, public_key
 from wiregate.wireguard.tun import Tun
 from wiregate.wireguard.udp import UdpSocket
 
@@ -192,11 +193,16 @@ class WireGuardInterface:
 
     def _on_events(self, events: list) -> None:
         for ev in events:
-            kind = type(ev).__name__
-            if kind == "ResolveEndpoint":
+            if isinstance(ev, ResolveEndpoint):
                 self._resolve(ev.peer_key, ev.host, ev.port)
-            elif kind == "HandshakeComplete":
-                log.info("%s: handshake with peer %s", self.name, encode_key(ev.peer_key)[:8])
+            elif isinstance(ev, HandshakeComplete):
+                log.debug("%s: handshake with peer %s", self.name, encode_key(ev.peer_key)[:8])
+            elif isinstance(ev, HandshakeGaveUp):
+                log.info("%s: no handshake with peer %s; giving up until there is traffic for it", self.name,
+                         encode_key(ev.peer_key)[:8])
+            elif isinstance(ev, PeerRoamed):
+                log.info("%s: peer %s moved to %s", self.name, encode_key(ev.peer_key)[:8],
+                         uapi.format_endpoint(ev.new))
 
     # -- DNS endpoints -------------------------------------------------------------------------------------
     def _resolve(self, peer_key: bytes, host: str, port: int) -> None:
@@ -209,7 +215,7 @@ class WireGuardInterface:
 
     async def _resolve_task(self, peer_key: bytes, host: str, port: int) -> None:
         try:
-            while True:
+            while peer_key in self.device.peers:  # a removed peer needs no address
                 try:
                     infos = await self._loop.run_in_executor(
                         None, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM))
@@ -217,10 +223,13 @@ class WireGuardInterface:
                     log.warning("%s: cannot resolve endpoint %s: %s; retrying", self.name, host, exc)
                     await asyncio.sleep(RESOLVE_RETRY)
                     continue
-                # prefer IPv4 when our socket cannot reach IPv6, else take the resolver's first answer
-                fams = [socket.AF_INET] if self.udp.family == socket.AF_INET else [socket.AF_INET6, socket.AF_INET]
-                infos.sort(key=lambda i: fams.index(i[0]) if i[0] in fams else 9)
-                addr = infos[0][4]
+                # the resolver's order (RFC 6724), less what our socket cannot reach
+                usable = [i for i in infos if i[0] == socket.AF_INET or self.udp.family == socket.AF_INET6]
+                if not usable:
+                    log.warning("%s: endpoint %s has no address this host can reach; retrying", self.name, host)
+                    await asyncio.sleep(RESOLVE_RETRY)
+                    continue
+                addr = usable[0][4]
                 if peer_key in self.device.peers:
                     self.device.set_endpoint(peer_key, (addr[0], addr[1]))
                     self._after_io()
