@@ -229,6 +229,8 @@ def test_wg_show_reads_and_wg_set_changes_a_wiregate_interface(lab, tmp_path):
     assert peer[0] == b64(b.public_key) and peer[2] == f"{b.underlay_ip}:{b.port}"
     assert peer[3] == f"{b.tunnel_ip}/32,{b.tunnel_ip6}/128"
     assert int(peer[4]) > time.time() - 60 and int(peer[5]) > 0 and int(peer[6]) > 0
+    import stat
+    assert stat.S_ISSOCK(a.sock.stat().st_mode) and stat.S_IMODE(a.sock.stat().st_mode) == 0o600
     pretty = a.wg("show", a.name).stdout
     assert f"interface: {a.name}" in pretty and "latest handshake" in pretty
     # narrow the peer's AllowedIPs: IPv6 through the tunnel stops, IPv4 goes on
