@@ -99,7 +99,8 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
             h = t + ((p[t + 12] >> 4) << 2)
             flags = p[t + 13]
             plen = n - h
-            if plen <= 0 or flags & 0xE7:  # anything but ACK (0x10) and PSH (0x08), or no payload
+            # no payload, a TCP header shorter than 20 bytes, or flags beyond ACK (0x10) and PSH (0x08)
+            if plen <= 0 or h < t + 20 or flags & 0xE7:
                 t = 0
         if not t:
             if run:
