@@ -6,6 +6,8 @@ import base64
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wiregate.errors import ConfigError
 from wiregate.wireguard import config as wgconf
@@ -114,3 +116,15 @@ def test_table_off_disables_routes_and_round_trips(tmp_path):
     assert wgconf.load(path).routes is False
     other = wgconf.parse(f"[Interface]\nPrivateKey = {PRIV}\nTable = 1234\nPostUp = iptables -A x\n", "t.conf")
     assert other.routes is True and [n.split(":")[1] for n in other.notes] == ["3", "4"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["[Interface]", "[Peer]", f"PrivateKey = {PRIV}", f"PublicKey = {PUB}",
+                                           "AllowedIPs = 1.2.3.0/24,", "Endpoint = [::1]:1", "ListenPort = x",
+                                           "MTU = 9", "# c", "=", "Endpoint = :5"]),
+                          st.text(max_size=40)), max_size=15))
+def test_any_text_parses_or_gives_a_config_error(lines):
+    try:
+        wgconf.parse("\n".join(lines), "f.conf")
+    except ConfigError as exc:
+        assert str(exc).startswith("f.conf")

@@ -8,6 +8,8 @@ import os
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import need
 from wiregate.testing.peers import which
@@ -136,3 +138,17 @@ async def test_real_wg_tool_reads_and_writes_through_our_protocol():
         await server.wait_closed()
         if os.path.exists(path):
             os.unlink(path)
+
+_LINES = st.sampled_from(["set=1\n", "get=1\n", "\n", "public_key=" + K2.hex() + "\n", "allowed_ip=1.2.3.4/33\n",
+                          "endpoint=[::1]:5\n", "listen_port=99999\n", "remove=true\n", "x\n", "\xff\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_LINES, st.text(max_size=30)), max_size=30), st.integers(1, 50))
+def test_any_input_gives_requests_or_errors_never_an_exception(parts, chunk):
+    data = "".join(parts).encode("utf-8", "surrogatepass")
+    conn = UapiConnection(max_request=2000)
+    out = []
+    for i in range(0, len(data), chunk):
+        out += conn.feed(data[i:i + chunk])
+    assert all(isinstance(r, (GetRequest, SetRequest, UapiError)) for r in out)
