@@ -3,7 +3,7 @@ tunnel between two network namespaces each, in the same run: both tunnels are up
 alternate between them (--quick: 2 runs of 2 s each; else --repeat runs of 10 s).
 
 Reported per implementation: TCP throughput (Gbit/s, median of --repeat runs), time to the first packet through a
-fresh tunnel (handshake included), and CPU seconds per gigabyte carried (utime+stime of both tunnel processes from
+fresh tunnel and the handshake share of it (first echo minus a steady-state one), and CPU seconds per gigabyte carried (utime+stime of both tunnel processes from
 /proc over the transfer). A last short run profiles both wiregate processes with cProfile and reports the
 functions with the most own time; the event loop's own entry (which holds the idle wait in epoll) is reported apart.
 """
@@ -66,16 +66,19 @@ def _tunnel(lab: Lab, kind: str, profile_dir: Path | None = None) -> tuple[WgNet
             s.profile = profile_dir / f"{s.name}.prof"
     net.start()
     first = icmp_ping(a.ns, b.tunnel_ip, timeout=5)  # the first echo waits for the handshake
-    if first is None:
+    rtt = icmp_ping(a.ns, b.tunnel_ip, timeout=5)  # the next one does not
+    if first is None or rtt is None:
         raise WiregateError(f"bench wireguard: no ping through the {kind} tunnel")
-    return net, first * 1e3
+    return net, (first * 1e3, rtt * 1e3)
 
 
-def _summary(runs: list[tuple[float, int, float]], first_packet_ms: float) -> dict[str, Any]:
+def _summary(runs: list[tuple[float, int, float]], pings: tuple[float, float]) -> dict[str, Any]:
     gbps = [r[0] for r in runs]
     cpu_per_gb = [r[2] / (r[1] / 1e9) for r in runs if r[1]]
+    first, rtt = pings
     return {"gbit_s": round(median(gbps), 3), "gbit_s_runs": [round(g, 3) for g in gbps],
-            "first_packet_ms": round(first_packet_ms, 2),
+            "first_packet_ms": round(first, 2), "ping_rtt_ms": round(rtt, 2),
+            "handshake_ms": round(first - rtt, 2),  # the first echo minus a steady-state one
             "cpu_s_per_gb": round(median(cpu_per_gb), 2)}
 
 
