@@ -20,6 +20,10 @@ COMMANDS: dict[str, str] = {
     "proxy-demo": "wiregate.cli.proxy_demo",
     "bench": "wiregate.cli.bench",
     "ingress": "wiregate.cli.ingress",
+    "wg": "wiregate.cli.wg",
+    "genkey": "wiregate.cli.genkey",
+    "pubkey": "wiregate.cli.pubkey",
+    "genpsk": "wiregate.cli.genpsk",
 }
 
 
