@@ -19,6 +19,14 @@ COMMANDS: dict[str, str] = {
     "demo": "wiregate.cli.demo",
     "proxy-demo": "wiregate.cli.proxy_demo",
     "bench": "wiregate.cli.bench",
+    "check": "wiregate.cli.check",
+    "init": "wiregate.cli.init",
+    "site": "wiregate.cli.site",
+    "join": "wiregate.cli.join",
+    "run": "wiregate.cli.run",
+    "status": "wiregate.cli.status",
+    "export": "wiregate.cli.export",
+    "install-service": "wiregate.cli.install_service",
 }
 
 
