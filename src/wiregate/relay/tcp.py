@@ -1,0 +1,449 @@
+"""TCP services: listeners, the connect-with-retry state machine, PROXY header, then the data path.
+
+Everything here is callback driven (add_reader/add_writer/call_later) rather than one task per connection: a
+task, a transport and stream buffers would cost several KB per idle connection and a few microseconds per
+event. Decisions (which backend, is it up, may this client connect) are asked of the sans-I/O BackendPool and
+SourceLimits; this module only moves sockets and bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from wiregate.proxyproto import PP2_TYPE_UNIQUE_ID, TLV, Command, encode_v1, encode_v2
+from wiregate.relay.config import TCPService, format_addr
+from wiregate.relay.datapath import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
+from wiregate.relay.pool import BackendPool, SourceLimits
+
+if TYPE_CHECKING:
+    from wiregate.relay.server import Relay
+
+log = logging.getLogger("wiregate.relay")
+ACCEPT_BATCH = 64  # accepts per readiness callback: amortises the loop round trip under connection storms
+EMFILE_PAUSE = 0.1  # out of descriptors: stop accepting this long rather than spin
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def plain_addr(addr: tuple) -> tuple[str, int]:
+    """(host, port) with IPv4-mapped IPv6 turned back into IPv4 (what HAProxy reports as the source)."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
+
+
+def bind_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A bound non-blocking socket (listening when TCP); IPv6 listeners are v6-only so [::] and 0.0.0.0 coexist."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(fam, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if fam == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(4096)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class TCPListener:
+    """One listening socket; the service it feeds can be swapped on reload without closing it."""
+
+    def __init__(self, relay: "Relay", sock: socket.socket, key: tuple) -> None:
+        self.relay = relay
+        self.sock = sock
+        self.key = key
+        self.service: TCPRuntime | None = None
+        self.accepting = False
+        name = sock.getsockname()
+        self.addr = format_addr(name)
+        # the PROXY destination: the listener's own address unless it is a wildcard (then ask each socket)
+        self.local: tuple[str, int] | None = None if key[1].is_unspecified else plain_addr(name)
+
+    def resume(self) -> None:
+        """Start (or restart) accepting."""
+        if not self.accepting and self.sock.fileno() >= 0:
+            self.accepting = True
+            self.relay.loop.add_reader(self.sock.fileno(), self._on_accept)
+
+    def pause(self) -> None:
+        """Stop accepting; clients wait in the kernel's backlog (HAProxy's behaviour at maxconn)."""
+        if self.accepting:
+            self.accepting = False
+            self.relay.loop.remove_reader(self.sock.fileno())
+
+    def close(self) -> None:
+        """Stop accepting and close the socket (open connections are not affected)."""
+        self.pause()
+        self.sock.close()
+
+    def _on_accept(self) -> None:
+        svc = self.service
+        lsock = self.sock
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, addr = lsock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("%s: accept on %s: %s; pausing %.1fs", svc.config.name if svc else "-",
+                                self.addr, exc.strerror, EMFILE_PAUSE)
+                    self.pause()
+                    self.relay.loop.call_later(EMFILE_PAUSE, self._unpause)
+                    return
+                continue  # ECONNABORTED and friends: that client is gone, the next one may be fine
+            if svc is None:
+                sock.close()
+                continue
+            svc.accepted(sock, addr, self)
+            if not self.accepting:  # the service filled up
+                return
+
+    def _unpause(self) -> None:
+        if self.service is not None and not self.service.limits.full() and not self.relay.closing:
+            self.resume()
+
+
+class TCPRuntime:
+    """A running TCP service: its pool, limits, listeners and open connections."""
+
+    def __init__(self, relay: "Relay", config: TCPService, addrs: list[tuple]) -> None:
+        self.relay = relay
+        self.loop = relay.loop
+        self.limits = SourceLimits(config.max_connections, config.max_per_source)
+        self.connections: set[TCPConnection] = set()
+        self.totals = {"accepted": 0, "refused": 0, "failed": 0, "completed": 0}
+        self.listeners: list[TCPListener] = []
+        self.retired = False
+        self._health_task: asyncio.Task | None = None
+        self._check_tasks: set[asyncio.Task] = set()
+        self.pool: BackendPool | None = None
+        self.update(config, addrs)
+
+    def update(self, config: TCPService, addrs: list[tuple]) -> None:
+        """Take a new config for this service (reload): open connections, counts and backend health carry over."""
+        self.config = config
+        self.addrs = addrs  # resolved sockaddr per backend index
+        self.pool = BackendPool(config.backends, config.balance, config.health, self.loop.time(), self.pool)
+        self.limits.max_total, self.limits.max_per_source = config.max_connections, config.max_per_source
+        hc = config.health
+        self._check_header = b""
+        if hc is not None and hc.send_proxy:  # HAProxy's check-send-proxy: LOCAL, nothing about a client
+            self._check_header = (encode_v1(None, None) if config.proxy_protocol == "v1"
+                                  else encode_v2(command=Command.LOCAL, crc32c="crc32c" in config.proxy_tlvs))
+        self._tlv_unique = "unique-id" in config.proxy_tlvs
+        self._tlv_crc = "crc32c" in config.proxy_tlvs
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def start_health(self) -> None:
+        """Run active checks in the background (no-op without a health config)."""
+        if self.config.health is not None and self._health_task is None:
+            self._health_task = self.loop.create_task(self._health_loop(), name=f"health-{self.config.name}")
+
+    def stop_health(self) -> None:
+        """Cancel active checks."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        for t in self._check_tasks:
+            t.cancel()
+        self._check_tasks.clear()
+
+    def pause_all(self) -> None:
+        for lst in self.listeners:
+            lst.pause()
+
+    def resume_all(self) -> None:
+        if self.relay.closing or self.retired:
+            return
+        for lst in self.listeners:
+            lst.resume()
+
+    # -- accepting -----------------------------------------------------------------------------------------
+    def accepted(self, sock: socket.socket, addr: tuple, listener: TCPListener) -> None:
+        """A client connected: apply limits, then start connecting to a backend."""
+        client = plain_addr(addr)
+        why = self.limits.admit(client[0])
+        if why is not None:
+            self.totals["refused"] += 1
+            log.info("%s: refused %s on %s: %s", self.config.name, format_addr(client), listener.addr, why)
+            sock.close()
+            return
+        self.totals["accepted"] += 1
+        if self.limits.full():
+            self.pause_all()
+        sock.setblocking(False)
+        conn = TCPConnection(self, sock, client, listener)
+        self.connections.add(conn)
+        conn.connect()
+
+    def ended(self, conn: "TCPConnection") -> None:
+        """Bookkeeping when a connection closes (called once per connection)."""
+        self.connections.discard(conn)
+        was_full = self.limits.full()
+        self.limits.release(conn.client[0])
+        if was_full and not self.limits.full():
+            self.resume_all()
+        self.relay.connection_ended()
+
+    # -- health --------------------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        loop = self.loop
+        while True:
+            now = loop.time()
+            for i in self.pool.due_checks(now):
+                task = loop.create_task(self._check(i))
+                self._check_tasks.add(task)
+                task.add_done_callback(self._check_tasks.discard)
+            deadline = self.pool.next_deadline()
+            delay = 0.5 if deadline is None else min(max(deadline - loop.time(), 0.005), 0.5)
+            await asyncio.sleep(delay)
+
+    async def _check(self, i: int) -> None:
+        hc = self.config.health
+        assert hc is not None
+        addr = self.addrs[i]
+        ok = False
+        sock = socket.socket(socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(self.loop.sock_connect(sock, addr), hc.timeout)
+            if self._check_header:
+                await asyncio.wait_for(self.loop.sock_sendall(sock, self._check_header), hc.timeout)
+            ok = True
+        except (OSError, asyncio.TimeoutError):
+            ok = False
+        finally:
+            sock.close()
+        changed = self.pool.check_result(i, ok, self.loop.time())
+        if changed is not None:
+            b = self.config.backends[i]
+            log.warning("%s: backend %s is %s (health check)", self.config.name, b.label, "UP" if changed else "DOWN")
+
+    # -- per connection ------------------------------------------------------------------------------------
+    def header_for(self, client: tuple[str, int], local: tuple[str, int]) -> tuple[bytes, str]:
+        """The PROXY header for a connection (and its unique id, '' when not sent)."""
+        version = self.config.proxy_protocol
+        if version == "none":
+            return b"", ""
+        if version == "v1":
+            return encode_v1(client, local), ""
+        uid = ""
+        tlvs = ()
+        if self._tlv_unique:
+            uid = os.urandom(16).hex()
+            tlvs = (TLV(PP2_TYPE_UNIQUE_ID, uid.encode()),)
+        return encode_v2(client, local, tlvs=tlvs, crc32c=self._tlv_crc), uid
+
+    def status(self) -> dict:
+        """Listeners, backends with health, open connections, totals."""
+        return {
+            "kind": "tcp",
+            "listeners": [lst.addr for lst in self.listeners],
+            "backends": self.pool.status(),
+            "open": len(self.connections),
+            "totals": dict(self.totals),
+            "balance": self.config.balance,
+            "proxy_protocol": self.config.proxy_protocol,
+        }
+
+
+class TCPConnection:
+    """One client connection: connecting (with retries), then two Halves until both directions end."""
+
+    __slots__ = ("svc", "csock", "bsock", "client", "listener", "backend", "pool", "bstate", "tried", "timer",
+                 "halves", "open_halves", "active", "idle_since", "closed")
+
+    def __init__(self, svc: TCPRuntime, csock: socket.socket, client: tuple[str, int], listener: TCPListener) -> None:
+        self.svc = svc
+        self.csock = csock
+        self.bsock: socket.socket | None = None
+        self.client = client
+        self.listener = listener
+        self.backend = -1
+        self.pool: BackendPool | None = None  # the pool that chose `backend` (a reload may replace svc.pool)
+        self.bstate = None  # that backend's state, released into when the connection ends
+        self.tried: list[int] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.halves: tuple[Half, Half] | None = None
+        self.open_halves = 2
+        self.active = True  # set by the data path on every event; the idle sweeper clears it
+        self.idle_since = 0.0
+        self.closed = False
+
+    # -- connecting ----------------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Connect to the next backend the pool offers; refuse the client when none is left."""
+        svc = self.svc
+        loop = svc.loop
+        cfg = svc.config
+        if len(self.tried) > cfg.retries:
+            return self._give_up("no backend answered")
+        i = svc.pool.pick(self.client[0], loop.time(), self.tried)
+        if i is None:
+            if self.tried and len(self.tried) <= cfg.retries:  # every backend tried once: try them again
+                i = svc.pool.pick(self.client[0], loop.time())
+            if i is None:
+                return self._give_up("no backend is up")
+        self.backend = i
+        self.pool = svc.pool
+        self.tried.append(i)
+        addr = svc.addrs[i]
+        bsock = socket.socket(socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+        bsock.setblocking(False)
+        bsock.setsockopt(*_NODELAY)
+        self.bsock = bsock
+        err = bsock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            return self._connect_failed(os.strerror(err))
+        loop.add_writer(bsock.fileno(), self._on_connect)
+        self.timer = loop.call_later(cfg.connect_timeout, self._on_connect_timeout)
+
+    def _on_connect(self) -> None:
+        bsock = self.bsock
+        assert bsock is not None
+        self.svc.loop.remove_writer(bsock.fileno())
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        err = bsock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            return self._connect_failed(os.strerror(err))
+        self._connected()
+
+    def _on_connect_timeout(self) -> None:
+        self.timer = None
+        if self.bsock is not None:
+            self.svc.loop.remove_writer(self.bsock.fileno())
+        self._connect_failed(f"no answer within {self.svc.config.connect_timeout}s")
+
+    def _connect_failed(self, why: str) -> None:
+        svc = self.svc
+        if self.bsock is not None:
+            self.bsock.close()
+            self.bsock = None
+        pool = self.pool
+        assert pool is not None
+        st = pool.states[self.backend]
+        b = st.backend
+        was_up = st.up
+        pool.connect_failed(self.backend, svc.loop.time())
+        log.info("%s: connect to %s for %s failed: %s", svc.config.name, b.label, format_addr(self.client), why)
+        if was_up and not st.up:
+            log.warning("%s: backend %s is DOWN (%d failed connects)", svc.config.name, b.label, st.failed_connects)
+        self.backend = -1
+        if self.closed:
+            return
+        self.connect()
+
+    def _give_up(self, why: str) -> None:
+        svc = self.svc
+        svc.totals["failed"] += 1
+        log.info("%s: dropped %s: %s", svc.config.name, format_addr(self.client), why)
+        self.closed = True
+        self.csock.close()
+        svc.ended(self)
+
+    def _connected(self) -> None:
+        svc = self.svc
+        bsock = self.bsock
+        csock = self.csock
+        assert bsock is not None and self.pool is not None
+        self.pool.connect_ok(self.backend, svc.loop.time())
+        self.bstate = self.pool.states[self.backend]
+        label = self.bstate.backend.label
+        try:
+            local = self.listener.local or plain_addr(csock.getsockname())
+            header, uid = svc.header_for(self.client, local)
+            if header and bsock.send(header) != len(header):
+                # a fresh socket's send buffer (>= 4 KiB) always takes a header of at most a few hundred bytes
+                raise OSError(errno.EAGAIN, "PROXY header did not fit the send buffer")
+        except OSError as exc:
+            log.info("%s: %s -> %s: %s", svc.config.name, format_addr(self.client), label, exc)
+            return self.close(reset_client=True)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s -> %s via %s%s", svc.config.name, format_addr(self.client), label,
+                      self.listener.addr, f" id={uid}" if uid else "")
+        csock.setsockopt(*_NODELAY)
+        relay = svc.relay
+        if relay.use_splice:
+            pool = relay.pipes
+            self.halves = (SpliceHalf(self, svc.loop, csock, bsock, pool),
+                           SpliceHalf(self, svc.loop, bsock, csock, pool))
+        else:
+            scratch = relay.scratch
+            self.halves = (BufferedHalf(self, svc.loop, csock, bsock, scratch),
+                           BufferedHalf(self, svc.loop, bsock, csock, scratch))
+        self.halves[0].start()
+        self.halves[1].start()
+
+    # -- Owner protocol (called by the halves) -------------------------------------------------------------
+    def half_done(self) -> None:
+        """One direction delivered its FIN; close when both have."""
+        self.open_halves -= 1
+        if self.open_halves == 0:
+            self.close()
+
+    def fail(self, half: Half, exc: OSError, reading: bool) -> None:
+        """An error on one side: pass a reset on to the other side and close."""
+        src_is_client = half.src is self.csock
+        # reading error: the source side broke, reset the destination side; writing error: the reverse
+        broken_is_client = src_is_client if reading else not src_is_client
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s: %s side: %s", self.svc.config.name, format_addr(self.client),
+                      "client" if broken_is_client else "backend", exc.strerror)
+        if is_reset(exc):
+            self.close(reset_client=not broken_is_client, reset_backend=broken_is_client)
+        else:
+            self.close()
+
+    # -- ending --------------------------------------------------------------------------------------------
+    def close(self, reset_client: bool = False, reset_backend: bool = False) -> None:
+        """Unregister everything and close both sockets (optionally with a RST); idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.halves is not None:
+            self.halves[0].stop()
+            self.halves[1].stop()
+        svc = self.svc
+        if self.bsock is not None:
+            if self.halves is None:  # still connecting
+                try:
+                    svc.loop.remove_writer(self.bsock.fileno())
+                except (OSError, ValueError):
+                    pass
+            (reset if reset_backend else _close)(self.bsock)
+        (reset if reset_client else _close)(self.csock)
+        if self.bstate is not None:
+            BackendPool.release_state(self.bstate)
+            self.bstate = None
+        svc.totals["completed"] += 1
+        svc.ended(self)
+
+
+def _close(sock: socket.socket) -> None:
+    sock.close()
+
+
+def splice_available() -> bool:
+    """True when the zero-copy path can be used here."""
+    return HAVE_SPLICE
+
+
+__all__ = ["TCPConnection", "TCPListener", "TCPRuntime", "bind_socket", "plain_addr", "PipePool"]

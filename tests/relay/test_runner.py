@@ -1,0 +1,142 @@
+"""`python -m wiregate.relay`: SIGHUP reload (bad file refused), SIGTERM drain, SO_REUSEPORT workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wiregate.testing.peers import stop, wait_port
+
+from .conftest import EchoBackend, greeting, local_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def write(path: Path, port: int, backend_port: int, **extra) -> None:
+    svc = {"name": "web", "listen": [f"127.0.0.1:{port}"], "backends": [{"host": "127.0.0.1", "port": backend_port}],
+           "health": False}
+    path.write_text(json.dumps({"services": [svc], **extra}))
+
+
+def start(path: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+
+async def until(pred, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await pred():
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_sighup_reloads_keeps_connections_and_refuses_a_bad_file(tmp_path):
+    one = await EchoBackend("one", greet=True).start()
+    two = await EchoBackend("two", greet=True).start()
+    port = local_port()
+    cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
+    write(cfg, port, one.port)
+    proc = start(cfg, log)
+    try:
+        await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await reader.readline() == b"one\n"
+
+        write(cfg, port, two.port)
+        proc.send_signal(signal.SIGHUP)
+
+        async def switched():
+            return await greeting(port) == "two"
+        await until(switched, what="reload to backend two")
+        writer.write(b"old connection")
+        assert await reader.readexactly(14) == b"old connection"
+
+        cfg.write_text('{"services": [{"name": "web", "listen": ["127.0.0.1:%d"], "backends": []}]}' % port)
+        proc.send_signal(signal.SIGHUP)
+
+        async def refused():
+            return "reload refused" in log.read_text()
+        await until(refused, what="refusal in the log")
+        assert "services[0].backends" in log.read_text()
+        assert "Traceback" not in log.read_text()
+        assert await greeting(port) == "two"  # still the good config
+
+        proc.send_signal(signal.SIGTERM)  # drain: the open connection keeps working until it ends
+        await asyncio.sleep(0.3)
+        assert proc.poll() is None
+        writer.write(b"draining")
+        assert await reader.readexactly(8) == b"draining"
+        writer.write_eof()
+        assert await reader.read(-1) == b""
+        writer.close()
+        await until(lambda: _async(proc.poll() is not None), what="exit after drain")
+        assert proc.returncode == 0
+    finally:
+        stop(proc)
+        await one.stop()
+        await two.stop()
+
+
+async def _async(value):
+    return value
+
+
+async def test_workers_share_the_listeners_with_reuseport(tmp_path):
+    b = await EchoBackend("w", greet=True).start()
+    port = local_port()
+    cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
+    write(cfg, port, b.port, workers=2)
+    proc = start(cfg, log)
+    try:
+        await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
+        await asyncio.sleep(0.5)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        assert [await greeting(port) for _ in range(20)] == ["w"] * 20
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 10)
+        assert proc.returncode == 0
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        stop(proc)
+        await b.stop()
+
+
+def test_check_reports_a_bad_file_in_one_line(tmp_path):
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text('[[services]]\nname = "web"\nlisten = ["127.0.0.1:80"]\n'
+                   'backends = [{host = "127.0.0.1", port = 80}]\nbalance = "random"\n')
+    r = subprocess.run([sys.executable, "-m", "wiregate.relay", "--config", str(cfg), "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "services[0].balance: 'random' must be one of roundrobin, leastconn, source" in r.stderr
+    cfg.write_text(cfg.read_text().replace('"random"', '"source"'))
+    r = subprocess.run([sys.executable, "-m", "wiregate.relay", "--config", str(cfg), "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "OK" in r.stdout
+
+
+def test_run_reports_a_bind_failure_in_one_line(tmp_path):
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cfg = tmp_path / "relay.json"
+    write(cfg, busy.getsockname()[1], 9)
+    r = subprocess.run([sys.executable, "-m", "wiregate.relay", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    busy.close()
+    assert r.returncode == 2 and "cannot listen on tcp 127.0.0.1:" in r.stderr and "Traceback" not in r.stderr
+    assert os.path.exists(cfg)

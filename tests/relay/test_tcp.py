@@ -1,0 +1,428 @@
+"""The TCP relay in-process, against small asyncio backends: data path, failover, health, limits, reload, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from wiregate.errors import ConfigError, WiregateError
+from wiregate.proxyproto import PP2_TYPE_CRC32C, PP2_TYPE_UNIQUE_ID, Command
+from wiregate.relay import Backend, HealthCheck, RelayConfig
+
+from .conftest import EchoBackend, exchange, greeting, local_port, running, tcp_service
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_payload_arrives_after_a_header_naming_the_client(version, splice):
+    b = await EchoBackend().start()
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [b.backend], proxy_protocol=version),), splice=splice)
+    async with running(cfg):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client_port = writer.get_extra_info("sockname")[1]
+        writer.write(b"hello relay")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(-1), 5) == b"hello relay"
+        writer.close()
+    h = b.headers[0]
+    assert h.version == int(version[1])
+    assert h.source == ("127.0.0.1", client_port)
+    assert h.destination == ("127.0.0.1", port)
+    await b.stop()
+
+
+async def test_v2_tlvs_unique_id_and_crc32c_are_sent():
+    b = await EchoBackend().start()
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [b.backend], proxy_tlvs=("crc32c", "unique-id")),))
+    async with running(cfg):
+        assert await exchange(port, b"x") == b"x"
+        assert await exchange(port, b"y") == b"y"
+    ids = [h.tlv(PP2_TYPE_UNIQUE_ID) for h in b.headers]
+    assert all(h.tlv(PP2_TYPE_CRC32C) for h in b.headers)  # the decoder verified the checksum
+    assert len(ids) == 2 and ids[0] != ids[1] and len(ids[0]) == 32
+    await b.stop()
+
+
+async def test_ipv6_listener_reports_the_ipv6_client():
+    b = await EchoBackend().start()
+    port = local_port()
+    svc = tcp_service(port, [b.backend])
+    svc = type(svc)(**{**{f: getattr(svc, f) for f in svc.__slots__}, "listen": (("::1", port), ("127.0.0.1", port))})
+    async with running(RelayConfig((svc,))):
+        assert await exchange(port, b"six", host="::1") == b"six"
+        assert await exchange(port, b"four") == b"four"
+    assert b.headers[0].source[0] == "::1" and b.headers[0].destination == ("::1", port)
+    assert b.headers[1].source[0] == "127.0.0.1"
+    await b.stop()
+
+
+async def test_half_close_keeps_the_other_direction_open(splice):
+    b = await EchoBackend(after_eof=b"|reply sent after your FIN").start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"request")
+        writer.write_eof()  # FIN toward the backend...
+        await asyncio.sleep(0.2)
+        # ...and the backend->client direction still delivers everything, then its own FIN
+        assert await asyncio.wait_for(reader.read(-1), 5) == b"request|reply sent after your FIN"
+        writer.close()
+    await b.stop()
+
+
+async def test_a_backend_reset_is_passed_on_to_the_client(splice):
+    async def rst(reader, writer):
+        await reader.read(100)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(rst, "127.0.0.1", 0)
+    bport = server.sockets[0].getsockname()[1]
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [Backend("127.0.0.1", bport)], proxy_protocol="none"),), splice=splice)
+    async with running(cfg):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"trigger")
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(-1), 5)
+        writer.close()
+    server.close()
+
+
+async def test_failover_when_a_backend_dies():
+    b1 = await EchoBackend("one", greet=True).start()
+    b2 = await EchoBackend("two", greet=True).start()
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [b1.backend, b2.backend], retries=2),))
+    async with running(cfg) as relay:
+        assert {await greeting(port) for _ in range(4)} == {"one", "two"}
+        await b1.stop()
+        # every new client is served: a refused connect is retried on the other backend
+        assert [await greeting(port) for _ in range(6)] == ["two"] * 6
+        st = relay.status()["services"]["svc"]["backends"]
+        assert st[0]["state"] == "down" and st[0]["failed_connects"] >= 1
+    await b2.stop()
+
+
+async def test_connect_timeout_retries_on_another_backend():
+    # A listener that never accepts, with its backlog full: the kernel drops further SYNs, so connects hang.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(hole.getsockname())
+        fillers.append(s)
+    await asyncio.sleep(0.1)
+    good = await EchoBackend("good", greet=True).start()
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [Backend("127.0.0.1", hole.getsockname()[1], name="hole"), good.backend],
+                                   connect_timeout=0.3, retries=1, balance="roundrobin"),))
+    async with running(cfg):
+        t0 = time.monotonic()
+        names = [await greeting(port) for _ in range(2)]
+        assert names == ["good", "good"]
+        assert time.monotonic() - t0 < 3
+    for s in fillers:
+        s.close()
+    hole.close()
+    await good.stop()
+
+
+async def test_health_checks_mark_down_and_recovery_brings_it_back():
+    b1 = await EchoBackend("one", greet=True).start()
+    b2 = await EchoBackend("two", greet=True).start()
+    port = local_port()
+    hc = HealthCheck(interval=0.1, timeout=0.2, rise=2, fall=2, send_proxy=True)
+    cfg = RelayConfig((tcp_service(port, [b1.backend, b2.backend], health=hc),))
+    async with running(cfg) as relay:
+        one_port = b1.port
+        await b1.stop()
+        await asyncio.sleep(0.6)
+        assert relay.status()["services"]["svc"]["backends"][0]["state"] == "down"
+        assert [await greeting(port) for _ in range(4)] == ["two"] * 4
+        assert b1.clients == 0  # the dead backend got no client connection once marked down
+        b1 = await EchoBackend("one", greet=True).start(one_port)
+        deadline = time.monotonic() + 3
+        while relay.status()["services"]["svc"]["backends"][0]["state"] != "up":
+            assert time.monotonic() < deadline, "backend never came back up"
+            await asyncio.sleep(0.05)
+        assert "one" in {await greeting(port) for _ in range(4)}
+    # check-send-proxy: checks announced themselves with a LOCAL header
+    assert any(h.command is Command.LOCAL for h in b2.headers)
+    await b1.stop()
+    await b2.stop()
+
+
+async def test_backup_backend_is_used_only_when_primaries_are_down():
+    p1 = await EchoBackend("p1", greet=True).start()
+    p2 = await EchoBackend("p2", greet=True).start()
+    bk = await EchoBackend("backup", greet=True).start()
+    port = local_port()
+    backends = [p1.backend, p2.backend, Backend("127.0.0.1", bk.port, backup=True, name="backup")]
+    hc = HealthCheck(interval=0.1, timeout=0.2, rise=1, fall=1)
+    async with running(RelayConfig((tcp_service(port, backends, health=hc),))):
+        assert {await greeting(port) for _ in range(6)} == {"p1", "p2"}
+        assert bk.clients == 0
+        await p1.stop()
+        await p2.stop()
+        await asyncio.sleep(0.4)
+        assert {await greeting(port) for _ in range(3)} == {"backup"}
+        p1 = await EchoBackend("p1", greet=True).start(p1.port)
+        await asyncio.sleep(0.4)
+        assert {await greeting(port) for _ in range(3)} == {"p1"}
+    await p1.stop()
+    await bk.stop()
+
+
+async def test_per_source_limit_refuses_extra_connections_from_one_address():
+    b = await EchoBackend(greet=True).start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend], max_per_source=2),))) as relay:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for r, _ in held:
+            assert await r.readline() == b"b\n"
+        r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r3.read(-1), 5) == b""  # closed without reaching the backend
+        assert relay.status()["services"]["svc"]["totals"]["refused"] == 1
+        w3.close()
+        held[0][1].close()
+        await asyncio.sleep(0.2)
+        assert await greeting(port) == "b"  # room again
+        for _, w in held:
+            w.close()
+    await b.stop()
+
+
+async def test_max_connections_makes_new_clients_wait_until_one_ends():
+    b = await EchoBackend(greet=True).start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend], max_connections=1),))):
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+        assert await r1.readline() == b"b\n"
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)  # sits in the kernel backlog
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(r2.readline(), 0.3)
+        w1.close()
+        assert await asyncio.wait_for(r2.readline(), 5) == b"b\n"
+        w2.close()
+    await b.stop()
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout():
+    b = await EchoBackend().start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend], idle_timeout=0.3),))):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(4):  # traffic keeps it open past the timeout
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            await asyncio.sleep(0.15)
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(reader.read(-1), 3) == b""
+        assert 0.2 < time.monotonic() - t0 < 1.5
+        writer.close()
+    await b.stop()
+
+
+async def test_a_slow_reader_does_not_stall_others_and_memory_stays_bounded(splice):
+    """A client that never reads: the backend soon cannot write more (bounded), others stay fast."""
+    stuck = {"sent": 0, "blocked": False}
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+
+    def firehose():  # writes as fast as the relay takes it, for a bounded time and amount
+        conn, _ = lsock.accept()
+        conn.setblocking(False)
+        chunk = b"x" * 65536
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and stuck["sent"] < 256 << 20 and not stuck.get("done"):
+            try:
+                stuck["sent"] += conn.send(chunk)
+            except BlockingIOError:
+                stuck["blocked"] = True
+                time.sleep(0.01)
+        stuck["blocked"] = True
+        conn.close()
+
+    thread = threading.Thread(target=firehose, daemon=True)
+    thread.start()
+    echo = await EchoBackend(proxy=False).start()
+    p_hose, p_echo = local_port(), local_port()
+    cfg = RelayConfig((tcp_service(p_hose, [Backend("127.0.0.1", lsock.getsockname()[1])],
+                                   proxy_protocol="none", name="hose"),
+                       tcp_service(p_echo, [echo.backend], proxy_protocol="none", name="echo")), splice=splice)
+    async with running(cfg):
+        slow = socket.create_connection(("127.0.0.1", p_hose))
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        while not stuck["blocked"]:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        for _ in range(20):
+            payload = os.urandom(100_000)
+            assert await exchange(p_echo, payload) == payload
+        assert time.monotonic() - t0 < 5
+        await asyncio.sleep(0.5)
+        # kernel socket buffers on both legs plus one pipe (or one chunk) at most: far below what was offered
+        assert stuck["sent"] < 48 << 20
+        stuck["done"] = True
+        slow.close()
+        thread.join(5)
+    lsock.close()
+    await echo.stop()
+
+
+async def test_reload_keeps_open_connections_and_switches_new_ones():
+    b1 = await EchoBackend("one", greet=True).start()
+    b2 = await EchoBackend("two", greet=True).start()
+    port, port2 = local_port(), local_port()
+    async with running(RelayConfig((tcp_service(port, [b1.backend]),))) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await reader.readline() == b"one\n"
+        new = RelayConfig((tcp_service(port, [b2.backend]), tcp_service(port2, [b1.backend], name="extra")))
+        await relay.reload(new)
+        writer.write(b"still here")  # the connection made before the reload still works
+        assert await reader.readexactly(10) == b"still here"
+        assert await greeting(port) == "two"
+        assert await greeting(port2) == "one"
+        # removing a service closes its listener but not its open connections
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port2)
+        assert await r2.readline() == b"one\n"
+        await relay.reload(RelayConfig((tcp_service(port, [b2.backend]),)))
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port2)
+        w2.write(b"retired ok")
+        assert await r2.readexactly(10) == b"retired ok"
+        writer.close()
+        w2.close()
+    await b1.stop()
+    await b2.stop()
+
+
+async def test_a_bad_reload_is_refused_and_the_running_config_stays():
+    b = await EchoBackend("one", greet=True).start()
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [b.backend]),))
+    async with running(cfg) as relay:
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        bad = RelayConfig((tcp_service(port, [b.backend]), tcp_service(taken, [b.backend], name="clash")))
+        with pytest.raises(WiregateError, match=f"cannot listen on tcp 127.0.0.1:{taken}"):
+            await relay.reload(bad)
+        with pytest.raises(ConfigError, match="does not resolve"):
+            await relay.reload(RelayConfig((tcp_service(port, [Backend("no-such-host.invalid", 80)]),)))
+        with pytest.raises(ConfigError):
+            await relay.reload("not a config")  # type: ignore[arg-type]
+        assert relay.config is cfg
+        assert await greeting(port) == "one"
+        busy.close()
+    await b.stop()
+
+
+async def test_start_reports_the_address_it_cannot_bind():
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    from wiregate.relay import Relay
+    relay = Relay(RelayConfig((tcp_service(port, [Backend("127.0.0.1", 9)]),)))
+    with pytest.raises(WiregateError, match=f"127.0.0.1:{port}"):
+        await relay.start()
+    busy.close()
+
+
+async def test_graceful_close_drains_open_connections_and_refuses_new_ones():
+    b = await EchoBackend().start()
+    port = local_port()
+    from wiregate.relay import Relay
+    relay = Relay(RelayConfig((tcp_service(port, [b.backend]),)))
+    await relay.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"a")
+    assert await reader.readexactly(1) == b"a"
+    closing = asyncio.create_task(relay.close(drain_timeout=5))
+    await asyncio.sleep(0.2)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"during drain")
+    assert await reader.readexactly(12) == b"during drain"
+    assert not closing.done()
+    t0 = time.monotonic()
+    writer.write_eof()
+    assert await reader.read(-1) == b""
+    await asyncio.wait_for(closing, 3)
+    assert time.monotonic() - t0 < 2  # ended when the last connection did, not at the deadline
+    writer.close()
+    await b.stop()
+
+
+async def test_drain_deadline_closes_connections_that_stay_open():
+    b = await EchoBackend().start()
+    port = local_port()
+    from wiregate.relay import Relay
+    relay = Relay(RelayConfig((tcp_service(port, [b.backend]),)))
+    await relay.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"a")
+    await reader.readexactly(1)
+    t0 = time.monotonic()
+    await relay.close(drain_timeout=0.3)
+    assert 0.25 < time.monotonic() - t0 < 2
+    assert await asyncio.wait_for(reader.read(-1), 2) == b""
+    writer.close()
+    await b.stop()
+
+
+async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files, splice):
+    b = await EchoBackend(proxy=True).start()
+    port = local_port()
+    n = 2000
+    cfg = RelayConfig((tcp_service(port, [b.backend], max_connections=n + 10, max_per_source=n + 10),),
+                      splice=splice)
+    async with running(cfg, drain=5) as relay:
+        all_open = asyncio.Event()
+        peak = 0
+
+        async def one(i: int) -> bool:
+            nonlocal peak
+            payload = hashlib.sha256(str(i).encode()).digest() * (1 + i % 64)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.wait_for(all_open.wait(), 30)  # every connection is open before any sends
+            writer.write(payload)
+            writer.write_eof()
+            got = await reader.read(-1)
+            writer.close()
+            return got == payload
+
+        async def watch() -> None:
+            nonlocal peak
+            while b.clients < n:  # the backend holds all n relayed connections
+                await asyncio.sleep(0.02)
+            peak = relay.open_connections()
+            all_open.set()
+
+        t0 = time.monotonic()
+        watcher = asyncio.create_task(watch())
+        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 45)
+        await watcher
+        assert peak == n  # they really were open together
+        assert all(results)
+        assert time.monotonic() - t0 < 45
+    assert len(b.headers) == n
+    await b.stop()

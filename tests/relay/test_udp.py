@@ -1,0 +1,110 @@
+"""UDP services: flow round trip with the client address in a PROXY v2 DGRAM header, expiry, size bound."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from wiregate.proxyproto import Decoder, Protocol
+from wiregate.relay import Backend, RelayConfig, UDPService
+
+from .conftest import local_port, running
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class UDPBackend(asyncio.DatagramProtocol):
+    """Answers each datagram with what it learnt: 'client ip:port|payload' (from the PROXY header when present)."""
+
+    def __init__(self, proxy: bool) -> None:
+        self.proxy = proxy
+        self.peers: list[tuple] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.peers.append(addr)
+        if self.proxy:
+            dec = Decoder()
+            h = dec.feed(data)
+            assert h is not None and h.protocol is Protocol.DGRAM
+            who, payload = f"{h.source[0]}:{h.source[1]}", dec.rest
+        else:
+            who, payload = f"{addr[0]}:{addr[1]}", data
+        self.transport.sendto(who.encode() + b"|" + payload, addr)
+
+
+async def udp_backend(proxy: bool) -> tuple[UDPBackend, int]:
+    loop = asyncio.get_running_loop()
+    tr, proto = await loop.create_datagram_endpoint(lambda: UDPBackend(proxy), local_addr=("127.0.0.1", 0))
+    return proto, tr.get_extra_info("sockname")[1]
+
+
+def client_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+async def ask(sock: socket.socket, port: int, payload: bytes, timeout: float = 2.0) -> bytes:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendto(sock, payload, ("127.0.0.1", port))
+    return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+
+
+def udp_service(port: int, bport: int, **kw) -> UDPService:
+    return UDPService("dns", (("127.0.0.1", port),), (Backend("127.0.0.1", bport),), **kw)
+
+
+async def test_udp_flow_round_trip_carries_the_client_address():
+    backend, bport = await udp_backend(proxy=True)
+    port = local_port(socket.SOCK_DGRAM)
+    async with running(RelayConfig((udp_service(port, bport, proxy_protocol="v2"),))) as relay:
+        a, b = client_socket(), client_socket()
+        me_a = "127.0.0.1:%d" % a.getsockname()[1]
+        me_b = "127.0.0.1:%d" % b.getsockname()[1]
+        assert await ask(a, port, b"one") == me_a.encode() + b"|one"
+        assert await ask(b, port, b"two") == me_b.encode() + b"|two"
+        assert await ask(a, port, b"three") == me_a.encode() + b"|three"
+        # one upstream socket per client: the backend saw two relay ports, a's datagrams from the same one
+        assert len(set(backend.peers)) == 2 and backend.peers[0] == backend.peers[2]
+        assert relay.status()["services"]["dns"]["open"] == 2
+        a.close()
+        b.close()
+    backend.transport.close()
+
+
+async def test_udp_without_header_forwards_payload_untouched():
+    backend, bport = await udp_backend(proxy=False)
+    port = local_port(socket.SOCK_DGRAM)
+    async with running(RelayConfig((udp_service(port, bport),))):
+        c = client_socket()
+        reply = await ask(c, port, b"\x00\x01raw")
+        assert reply.endswith(b"|\x00\x01raw") and not reply.startswith(b"127.0.0.1:%d" % c.getsockname()[1])
+        c.close()
+    backend.transport.close()
+
+
+async def test_idle_flows_expire_and_the_table_is_bounded():
+    backend, bport = await udp_backend(proxy=True)
+    port = local_port(socket.SOCK_DGRAM)
+    cfg = RelayConfig((udp_service(port, bport, proxy_protocol="v2", max_flows=2, flow_idle_timeout=0.3),))
+    async with running(cfg) as relay:
+        a, b, c = client_socket(), client_socket(), client_socket()
+        await ask(a, port, b"a")
+        await ask(b, port, b"b")
+        with pytest.raises(asyncio.TimeoutError):  # a third client while two flows are live: dropped
+            await ask(c, port, b"c", timeout=0.2)
+        st = relay.status()["services"]["dns"]
+        assert st["open"] == 2 and st["totals"]["refused"] == 1
+        await asyncio.sleep(0.5)
+        assert relay.status()["services"]["dns"]["open"] == 0  # expired
+        assert (await ask(c, port, b"c")).endswith(b"|c")  # room again
+        for s in (a, b, c):
+            s.close()
+    backend.transport.close()
