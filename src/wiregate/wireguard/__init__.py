@@ -1,0 +1,1 @@
+"""Built-in userspace WireGuard: a sans-I/O core plus TUN, UDP and UAPI adapters."""
