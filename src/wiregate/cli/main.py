@@ -27,6 +27,10 @@ COMMANDS: dict[str, str] = {
     "status": "wiregate.cli.status",
     "export": "wiregate.cli.export",
     "install-service": "wiregate.cli.install_service",
+    "wg": "wiregate.cli.wg",
+    "genkey": "wiregate.cli.genkey",
+    "pubkey": "wiregate.cli.pubkey",
+    "genpsk": "wiregate.cli.genpsk",
 }
 
 
