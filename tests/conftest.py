@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wiregate.testing.netns import Lab, can_use_netns
-from wiregate.testing.peers import missing_reason
-
-
-def need(*progs: str) -> None:
-    """Skip the calling test with a one-line reason unless every program is available."""
-    reason = missing_reason(*progs)
-    if reason:
-        pytest.skip(reason)
+from wiregate.testing.peers import need  # noqa: F401 - tests import it from wiregate.testing.peers
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """PROXY protocol v1 and v2, sans-I/O: an incremental decoder and encoders matching HAProxy's output.
 
-See haproxy's doc/proxy-protocol.txt. Nothing here touches a socket.
+See haproxy's doc/proxy-protocol.txt and docs/proxyproto.md. Nothing here touches a socket except the optional
+asyncio adapter in `wiregate.proxyproto.aio`.
 """
 
 from wiregate.proxyproto import constants as _constants

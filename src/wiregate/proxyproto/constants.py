@@ -8,7 +8,8 @@ import enum
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V2_HEADER_LEN = 16  # signature + ver_cmd + fam + len
 V1_PREFIX = b"PROXY "
-V1_MAX_LENGTH = 107  # 2.1: worst case "PROXY TCP6 <39> <39> 65535 65535\r\n"
+V1_MAX_LENGTH = 107  # 2.1: worst case "PROXY UNKNOWN <39> <39> 65535 65535\r\n"
+V1_MIN_LENGTH = 15  # 2.1: the shortest line, "PROXY UNKNOWN\r\n"
 V2_DEFAULT_MAX_LENGTH = 4096  # our default cap on a whole v2 header (16 + len); configurable per decoder
 V2_VERSION = 0x20
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Union
 
 from wiregate.errors import WiregateError
 from wiregate.proxyproto.constants import (
+    PP2_CLIENT_CERT_CONN,
+    PP2_CLIENT_CERT_SESS,
+    PP2_CLIENT_SSL,
+    PP2_SUBTYPE_SSL_CIPHER,
+    PP2_SUBTYPE_SSL_CN,
+    PP2_SUBTYPE_SSL_KEY_ALG,
+    PP2_SUBTYPE_SSL_SIG_ALG,
+    PP2_SUBTYPE_SSL_VERSION,
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
     PP2_TYPE_NETNS,
@@ -24,11 +31,13 @@ class ProxyError(WiregateError, ValueError):
 
 
 # (host, port) for INET/INET6, the raw path bytes (NULs stripped from the end) for UNIX
-Address = Union[tuple[str, int], bytes]
+Address = tuple[str, int] | bytes
 
 
 @dataclass(frozen=True, slots=True)
 class TLV:
+    """One type-length-value record (2.2); unknown types are kept as they came."""
+
     type: int
     value: bytes
 
@@ -42,7 +51,52 @@ class SSLInfo:
     tlvs: tuple[TLV, ...] = ()
 
     def sub(self, type_: int) -> bytes | None:
+        """The value of the first sub-TLV of this type, or None."""
         return next((t.value for t in self.tlvs if t.type == type_), None)
+
+    def _text(self, type_: int) -> str | None:
+        v = self.sub(type_)
+        return None if v is None else v.decode("utf-8", "replace")
+
+    @property
+    def ssl(self) -> bool:
+        """The client connected over TLS (PP2_CLIENT_SSL)."""
+        return bool(self.client & PP2_CLIENT_SSL)
+
+    @property
+    def cert_conn(self) -> bool:
+        """The client presented a certificate on this connection (PP2_CLIENT_CERT_CONN)."""
+        return bool(self.client & PP2_CLIENT_CERT_CONN)
+
+    @property
+    def cert_sess(self) -> bool:
+        """The client presented a certificate at least once in this TLS session (PP2_CLIENT_CERT_SESS)."""
+        return bool(self.client & PP2_CLIENT_CERT_SESS)
+
+    @property
+    def version(self) -> str | None:
+        """PP2_SUBTYPE_SSL_VERSION, e.g. "TLSv1.3"."""
+        return self._text(PP2_SUBTYPE_SSL_VERSION)
+
+    @property
+    def cn(self) -> str | None:
+        """PP2_SUBTYPE_SSL_CN: the client certificate's Common Name."""
+        return self._text(PP2_SUBTYPE_SSL_CN)
+
+    @property
+    def cipher(self) -> str | None:
+        """PP2_SUBTYPE_SSL_CIPHER, e.g. "TLS_AES_256_GCM_SHA384"."""
+        return self._text(PP2_SUBTYPE_SSL_CIPHER)
+
+    @property
+    def sig_alg(self) -> str | None:
+        """PP2_SUBTYPE_SSL_SIG_ALG: the algorithm that signed the frontend's certificate."""
+        return self._text(PP2_SUBTYPE_SSL_SIG_ALG)
+
+    @property
+    def key_alg(self) -> str | None:
+        """PP2_SUBTYPE_SSL_KEY_ALG: the frontend certificate's key algorithm, e.g. "RSA2048"."""
+        return self._text(PP2_SUBTYPE_SSL_KEY_ALG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,24 +123,29 @@ class ProxyHeader:
 
     @property
     def alpn(self) -> bytes | None:
+        """PP2_TYPE_ALPN: the negotiated application protocol, e.g. b"h2"."""
         return self.tlv(PP2_TYPE_ALPN)
 
     @property
     def authority(self) -> str | None:
+        """PP2_TYPE_AUTHORITY: the host name the client asked for (TLS SNI), UTF-8."""
         v = self.tlv(PP2_TYPE_AUTHORITY)
         return None if v is None else v.decode("utf-8", "replace")
 
     @property
     def unique_id(self) -> bytes | None:
+        """PP2_TYPE_UNIQUE_ID: the upstream proxy's opaque connection id (at most 128 bytes)."""
         return self.tlv(PP2_TYPE_UNIQUE_ID)
 
     @property
     def netns(self) -> str | None:
+        """PP2_TYPE_NETNS: the name of the network namespace the connection came in on."""
         v = self.tlv(PP2_TYPE_NETNS)
         return None if v is None else v.decode("ascii", "replace")
 
     @property
     def ssl(self) -> SSLInfo | None:
+        """PP2_TYPE_SSL parsed: client flags, verify result, sub-TLVs."""
         v = self.tlv(PP2_TYPE_SSL)
         return None if v is None else parse_ssl(v)
 
@@ -108,6 +167,7 @@ def parse_tlvs(buf: bytes | memoryview, where: str = "v2 header") -> tuple[TLV, 
 
 
 def parse_ssl(value: bytes) -> SSLInfo:
+    """Parse the value of a PP2_TYPE_SSL TLV (2.2.6): client (1 byte), verify (4 bytes), sub-TLVs."""
     if len(value) < 5:
         raise ProxyError(f"v2 header: SSL TLV too short ({len(value)} bytes, need 5)")
     client = value[0]
@@ -116,6 +176,7 @@ def parse_ssl(value: bytes) -> SSLInfo:
 
 
 def encode_ssl(info: SSLInfo) -> bytes:
+    """The value of a PP2_TYPE_SSL TLV for `info` (use it as TLV(PP2_TYPE_SSL, encode_ssl(info)))."""
     from wiregate.proxyproto.encoder import encode_tlvs
 
     return bytes([info.client]) + struct.pack("!I", info.verify) + encode_tlvs(info.tlvs)

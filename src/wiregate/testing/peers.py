@@ -98,3 +98,12 @@ def nginx_preamble(workdir: Path) -> str:
         f"pid {workdir}/nginx.pid;\nerror_log {workdir}/error.log info;\n"
         "events { worker_connections 16384; }\n"
     )
+
+
+def need(*progs: str) -> None:
+    """In a test: skip with a one-line reason unless every program is available (installed first when root)."""
+    reason = missing_reason(*progs)
+    if reason:
+        import pytest
+
+        pytest.skip(reason)
