@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need
+from wiregate.testing.peers import need
 from tests.system.conftest import GW_KEY, HOME_KEY, wiregate
 from wiregate.config import keys, load
 from wiregate.config.export import export
