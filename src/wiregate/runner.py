@@ -219,10 +219,10 @@ class Node:
             self.responder_transport, _ = await loop.create_datagram_endpoint(
                 lambda: ProbeResponder(net), local_addr=(cfg.tunnel.ip, PROBE_PORT))
         else:
-            from wiregate.ingress import Ingress
-
-            self.ingress = Ingress(ingress_config(cfg))
-            await self.ingress.start()
+            if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
+                await self._start_ingress(cfg)
+            else:
+                log.info("home %s: no [[listeners]] yet; only the tunnel runs", cfg.name)
             self.prober = Prober()
             await loop.create_datagram_endpoint(lambda: self.prober,
                                                 remote_addr=(cfg.tunnel.gateway_address, PROBE_PORT))
@@ -280,11 +280,15 @@ class Node:
                 if isinstance(new, GatewayConfig):
                     part_cfg = self._build(relay_config, new)
                 else:
-                    part_cfg = self._build(ingress_config, new)
+                    part_cfg = self._build(ingress_config, new) if new.listeners or self.ingress else None
                 await self.tunnel.update(spec)
                 part = self.relay if isinstance(new, GatewayConfig) else self.ingress
                 try:
-                    await part.reload(part_cfg)
+                    if part is None and isinstance(new, HomeConfig):
+                        if new.listeners:
+                            await self._start_ingress(new)
+                    elif part is not None:
+                        await part.reload(part_cfg)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
                     raise _wrap_part_error(exc) from None
             except ConfigError as exc:
@@ -304,6 +308,13 @@ class Node:
             return fn(cfg)
         except Exception as exc:  # noqa: BLE001 - the part's own validation
             raise _wrap_part_error(exc) from None
+
+    async def _start_ingress(self, cfg: HomeConfig) -> None:
+        from wiregate.ingress import Ingress
+
+        ingress = Ingress(ingress_config(cfg))
+        await ingress.start()
+        self.ingress = ingress
 
     # -- home helpers --------------------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
@@ -349,6 +360,7 @@ class Node:
             st["relay"] = self.relay.status()
         if self.ingress is not None:
             st["ingress"] = self.ingress.status()
+        if isinstance(self.cfg, HomeConfig):
             st["gateway_endpoint"] = {"configured": "%s:%d" % self.cfg.tunnel.gateway_endpoint,
                                       "resolved": describe_endpoint(self.endpoint)}
         if self.prober is not None:
