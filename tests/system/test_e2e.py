@@ -110,13 +110,23 @@ def test_gateway_relays_to_wireguard_go_home_with_client_address(lab, tmp_path):
     sl.pair()
     sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
     sl.start_gateway()
-    sl.start_wireguard_go_home()
+    sl.start_home()  # external mode: wireguard-go runs the tunnel, wiregate (no listeners yet) only watches it
     _echo_at_home(sl)
     wait_for(lambda: _echo_ok(sl), 20, 0.5)
     st = sl.status("gateway")
     (peer,) = st["tunnel"]["peers"]
     assert peer["name"] == "home" and peer["endpoint"].startswith("198.51.100.2:") and peer["last_handshake"]
     assert st["relay"]["services"]["echo"]["backends"][0]["state"] == "up"
+    home = sl.status("home")["tunnel"]  # read from wireguard-go with `wg show dump`
+    assert home["mode"] == "external" and home["listen_port"]
+    (gw,) = home["peers"]
+    assert gw["name"] == "gateway" and gw["endpoint"] == f"{VPS_IP}:51820" and gw["rx_bytes"] > 0
+    # metrics on the gateway's loopback, and an access log naming the real client
+    r = sl.vps.run([sys.executable, "-c", "import urllib.request; print(urllib.request.urlopen("
+                    "'http://127.0.0.1:9851/metrics', timeout=10).read().decode())"])
+    assert 'wiregate_backend_up{backend="home",service="echo"} 1.0' in r.stdout
+    assert 'wiregate_service_events_total{event="accepted",service="echo"}' in r.stdout
+    assert f"{CLIENT_IP}:" in sl.log_tail("gateway", 50000)
 
 
 def test_gateway_restart_home_reconnects_without_action(lab, tmp_path):

@@ -177,7 +177,7 @@ class SystemLab:
         env = dict(os.environ, NOTIFY_SOCKET=str(note), WIREGATE_HOSTS=str(self.hosts), PYTHONUNBUFFERED="1")
         log = open(self.dir / f"{name}.log", "ab")
         try:
-            proc = self.lab.spawn(ns, [sys.executable, "-m", "wiregate", "-v", "run", str(path)], stdout=log,
+            proc = self.lab.spawn(ns, [sys.executable, "-m", "wiregate", "run", "--access-log", str(path)], stdout=log,
                                   stderr=subprocess.STDOUT, env=env)
         finally:
             log.close()
