@@ -41,7 +41,7 @@ class ControlServer:
         self.clients = 0
 
     @classmethod
-    async def start(cls, path: Path, handler: Handler) -> "ControlServer":
+    async def start(cls, path: Path, handler: Handler) -> ControlServer:
         """Bind the socket (refusing one another live process answers on) and start serving."""
         self = cls(path, handler)
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ class ControlServer:
             try:
                 probe.connect(str(path))
                 raise WiregateError(f"control socket {path}: another wiregate is running with this name")
-            except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
+            except (TimeoutError, ConnectionRefusedError, FileNotFoundError):
                 path.unlink(missing_ok=True)  # left over from a crash
             finally:
                 probe.close()
@@ -78,14 +78,14 @@ class ControlServer:
         try:
             try:
                 line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
-            except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError):
+            except (TimeoutError, ValueError, asyncio.LimitOverrunError):
                 reply: dict[str, Any] = {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes or slower "
                                                               f"than {REQUEST_TIMEOUT}s"}
             else:
                 reply = await self._answer(line)
             writer.write(json.dumps(reply, default=str).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-        except (ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             self.clients -= 1
@@ -131,7 +131,7 @@ def request(path: Path, req: dict[str, Any], timeout: float = 10.0) -> dict[str,
             buf += chunk
             if len(buf) > MAX_RESPONSE:
                 raise WiregateError(f"control socket {path}: reply larger than {MAX_RESPONSE} bytes")
-    except socket.timeout:
+    except TimeoutError:
         raise WiregateError(f"control socket {path}: no reply within {timeout}s") from None
     finally:
         s.close()

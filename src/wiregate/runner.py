@@ -28,6 +28,7 @@ from wiregate import sdnotify
 from wiregate.config import model
 from wiregate.config.keys import decode_key, encode_key
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
+from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
 
@@ -361,7 +362,7 @@ class Node:
         if self.ingress is not None:
             st["ingress"] = self.ingress.status()
         if isinstance(self.cfg, HomeConfig):
-            st["gateway_endpoint"] = {"configured": "%s:%d" % self.cfg.tunnel.gateway_endpoint,
+            st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
                                       "resolved": describe_endpoint(self.endpoint)}
         if self.prober is not None:
             st["probe"] = self.prober.status()

@@ -76,7 +76,7 @@ def resolve_mode(mode: str) -> str:
     return "kernel" if kernel_has_wireguard() else "builtin"
 
 
-def make_tunnel(spec: TunnelSpec) -> "Tunnel":
+def make_tunnel(spec: TunnelSpec) -> Tunnel:
     """The tunnel for the spec's (concrete) mode."""
     mode = resolve_mode(spec.mode)
     spec = replace(spec, mode=mode)

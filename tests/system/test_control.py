@@ -1,4 +1,4 @@
-"""Control socket, metrics endpoint, sd_notify and the systemd unit, each against a real peer (socket, HTTP, systemd)."""
+"""Control socket, metrics endpoint, sd_notify and the systemd unit, each against a real peer."""
 
 from __future__ import annotations
 

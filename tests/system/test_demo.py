@@ -33,7 +33,7 @@ def test_demo_reports_the_client_address_for_every_service():
     reason = can_use_netns()
     if reason:
         pytest.skip(reason)
-    if importlib.util.find_spec("wiregate.ingress") is None:
+    if importlib.util.find_spec("wiregate.ingress.server") is None:
         pytest.skip("needs the home ingress part (wiregate.ingress, branch ingress) merged")
     before = _namespaces()
     r = subprocess.run([sys.executable, "-m", "wiregate", "demo"], capture_output=True, text=True, timeout=110)

@@ -38,7 +38,7 @@ listen = ["{VPS_PUBLIC_IP}:7000"]
 
 
 def _needs_ingress() -> None:
-    if importlib.util.find_spec("wiregate.ingress") is None:
+    if importlib.util.find_spec("wiregate.ingress.server") is None:
         pytest.skip("needs the home ingress part (wiregate.ingress, branch ingress) merged")
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from wiregate.testing.peers import need
 from tests.system.conftest import GW_KEY, HOME_KEY, wiregate
 from wiregate.config import keys, load
 from wiregate.config.export import export
 from wiregate.errors import ConfigError
-from wiregate.testing.peers import which
+from wiregate.testing.peers import need, which
 
 HOME_EXTRA = """
 [[listeners]]

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         print(f"wiregate demo: {reason}", file=sys.stderr)
         return 1
-    if importlib.util.find_spec("wiregate.ingress") is None:
+    if importlib.util.find_spec("wiregate.ingress.server") is None:
         print("wiregate demo: the home ingress part (wiregate.ingress) is not installed in this build", file=sys.stderr)
         return 1
     from wiregate.testing.system import (

@@ -16,7 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-
     import logging
 
     from wiregate.runner import run_node

@@ -4,11 +4,11 @@ Each exporter returns {file name: text}. The outputs are meant to run as they ar
 programs: `haproxy -c -f`, `nginx -t -c`, `wg-quick strip`, `systemd-analyze verify`); what a program cannot
 express is said in a comment at the top of its file rather than silently dropped.
 
-| wiregate              | gateway (VPS)                        | home                                   |
-|-----------------------|--------------------------------------|----------------------------------------|
-| tunnel                | wg-quick (one [Peer] per site)       | wg-quick (the gateway as the one peer) |
-| services / listeners  | HAProxy `mode tcp` + send-proxy-v2, or nginx stream | Traefik entryPoints + routers, or nginx stream/http |
-| `wiregate run`        | systemd: wg-quick@ + haproxy         | systemd: wg-quick@ + traefik           |
+| wiregate             | gateway (VPS)                               | home                                      |
+|----------------------|---------------------------------------------|-------------------------------------------|
+| tunnel               | wg-quick (one [Peer] per site)              | wg-quick (the gateway as the one peer)    |
+| services / listeners | HAProxy `mode tcp` + send-proxy-v2 or nginx | Traefik entryPoints + routers, or nginx   |
+| `wiregate run`       | systemd: wg-quick@ + haproxy                | systemd: wg-quick@ + traefik              |
 """
 
 from __future__ import annotations

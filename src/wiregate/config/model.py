@@ -14,7 +14,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from wiregate.config import schema
 from wiregate.config.schema import fail, format_hostport
@@ -165,7 +165,7 @@ class HomeConfig:
     path: Path | None = None
 
 
-Config = Union[GatewayConfig, HomeConfig]
+Config = GatewayConfig | HomeConfig
 
 
 def _file(base: Path, value: str) -> Path | None:

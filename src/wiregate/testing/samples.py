@@ -37,7 +37,7 @@ def make_cert(name: str, certdir: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=2))
@@ -148,7 +148,7 @@ class Samples:
             obj.write(f"tls {seen[0] if seen else '-'} client {client}\n".encode())
             writer.write(out.read())
             await writer.drain()
-        except (ConnectionError, ProxyError, asyncio.TimeoutError, ssl.SSLError, OSError):
+        except (TimeoutError, ConnectionError, ProxyError, ssl.SSLError, OSError):
             pass
         finally:
             writer.close()
@@ -175,7 +175,7 @@ class Samples:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + str(len(body)).encode()
                          + b"\r\nConnection: close\r\n\r\n" + body)
             await writer.drain()
-        except (ConnectionError, ProxyError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, ProxyError, OSError):
             pass
         finally:
             writer.close()
@@ -192,7 +192,7 @@ class Samples:
                 writer.write(data)
                 await writer.drain()
             writer.write_eof()
-        except (ConnectionError, ProxyError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionError, ProxyError, OSError):
             pass
         finally:
             writer.close()

@@ -195,7 +195,7 @@ class SystemLab:
             try:
                 if b"READY=1" in sock.recv(4096).split(b"\n"):
                     return
-            except socket.timeout:
+            except TimeoutError:
                 pass
             if proc.poll() is not None:
                 raise RuntimeError(f"wiregate run ({name}) exited with {proc.returncode}:\n{self.log_tail(name)}")
