@@ -8,7 +8,6 @@ Times measured here are printed (pytest -s shows them) and bounded by the assert
 from __future__ import annotations
 
 import ast
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from wiregate.testing.system import (
     VPS_PUBLIC_IP,
     SystemLab,
     client_requests,
+    ingress_available,
     wait_for,
 )
 
@@ -38,7 +38,7 @@ listen = ["{VPS_PUBLIC_IP}:7000"]
 
 
 def _needs_ingress() -> None:
-    if importlib.util.find_spec("wiregate.ingress.server") is None:
+    if not ingress_available():
         pytest.skip("needs the home ingress part (wiregate.ingress, branch ingress) merged")
 
 

@@ -35,8 +35,6 @@ def _step(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
-
     if os.geteuid() != 0:
         print(NEEDS_ROOT, file=sys.stderr)
         return 1
@@ -46,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         print(f"wiregate demo: {reason}", file=sys.stderr)
         return 1
-    if importlib.util.find_spec("wiregate.ingress.server") is None:
+    from wiregate.testing.system import ingress_available
+
+    if not ingress_available():
         print("wiregate demo: the home ingress part (wiregate.ingress) is not installed in this build", file=sys.stderr)
         return 1
     from wiregate.testing.system import (

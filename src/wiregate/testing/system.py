@@ -346,6 +346,16 @@ def client_requests(sl: SystemLab, which: str = "tls-a,tls-b,http,echo,udp") -> 
     return out
 
 
+def ingress_available() -> bool:
+    """True when the home ingress part (wiregate.ingress with its server) is installed in this build."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("wiregate.ingress.server") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def wait_for(cond, timeout: float, interval: float = 0.2) -> float:
     """Poll `cond()` until true; returns the seconds it took, raises TimeoutError after `timeout`."""
     t0 = time.monotonic()
