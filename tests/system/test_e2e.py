@@ -231,26 +231,31 @@ for i in range(int(sys.argv[2])):
         got += s.recv(100)
     conns.append(s)
 print("open", len(conns), flush=True)
-sys.stdin.readline()
-ok = 0
-for i, s in enumerate(conns):
-    msg = f"after-reload-{i}".encode()
-    s.sendall(msg)
-    got = b""
-    try:
-        while len(got) < len(msg):
-            c = s.recv(100)
-            if not c:
-                break
-            got += c
-    except OSError:
-        pass
-    ok += got == msg
-print("alive", ok, flush=True)
+def check(tag):
+    ok = 0
+    for i, s in enumerate(conns):
+        msg = f"{tag}-{i}".encode()
+        got = b""
+        try:
+            s.sendall(msg)
+            while len(got) < len(msg):
+                c = s.recv(100)
+                if not c:
+                    break
+                got += c
+        except OSError:
+            pass
+        ok += got == msg
+    return ok
+for tag in ("after-reload", "after-sigterm"):
+    sys.stdin.readline()
+    print(tag, check(tag), flush=True)
+for s in conns:
+    s.close()
 """
 
 
-def test_reload_with_open_connections_loses_none_and_bad_file_is_refused(lab, tmp_path):
+def test_reload_with_open_connections_loses_none_and_sigterm_drains(lab, tmp_path):
     sl = _tunnel_only(lab, tmp_path)
     n = 20
     holder = lab.spawn(sl.client, [sys.executable, "-c", HOLD, VPS_PUBLIC_IP, str(n)], stdin=subprocess.PIPE,
@@ -270,8 +275,17 @@ def test_reload_with_open_connections_loses_none_and_bad_file_is_refused(lab, tm
     wait_for(lambda: sl.status("gateway")["reloads"] == {"ok": 1, "refused": 1}, 10)
     holder.stdin.write("go\n")
     holder.stdin.flush()
-    assert holder.stdout.readline().split() == ["alive", str(n)]
+    assert holder.stdout.readline().split() == ["after-reload", str(n)]
     r = sl.client_python("import socket,sys; s=socket.create_connection((sys.argv[1],7001),timeout=10); "
                          "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
     assert r.stdout.startswith(f"echo client {CLIENT_IP}:")
     assert sl.status("home")["reloads"]["ok"] == 1
+    # SIGTERM: no new connections, the open ones keep working until they end (drain), then the process exits
+    sl.gateway_proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping (drain" in sl.log_tail("gateway", 50000), 10)
+    assert not _echo_ok(sl)
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().split() == ["after-sigterm", str(n)]
+    holder.stdin.close()
+    assert sl.gateway_proc.wait(15) == 0
