@@ -38,7 +38,7 @@ def test_relay_services_forward_to_site_tunnel_addresses(gw_file):
     assert https.listen == (("0.0.0.0", 443), ("::", 443)) and https.proxy_protocol == "v2"
     assert https.health is not None and https.health.fall == 3
     assert [(b.host, b.port) for b in dns.backends] == [("192.0.2.2", 5353)]
-    assert dns.proxy_protocol == "none"
+    assert dns.proxy_protocol == "v2"  # the default on both transports: home learns the client address
 
 
 def test_service_without_sites_is_skipped_not_fatal(gw_file):
