@@ -70,10 +70,7 @@ class StatusCollector:
                     bup.add_metric([name, b.get("name", "")], 1 if b.get("state") == "up" else 0)
                     bact.add_metric([name, b.get("name", "")], b.get("active", 0))
             yield from (open_, totals, bup, bact)
-        ingress = st.get("ingress") or {}
-        listeners = ingress.get("listeners", {})
-        if isinstance(listeners, list):
-            listeners = {ln.get("name", str(i)): ln for i, ln in enumerate(listeners)}
+        listeners = ingress_listeners(st.get("ingress"))
         if listeners:
             lopen = GaugeMetricFamily("wiregate_listener_open", "open connections per ingress listener",
                                       labels=["listener"])
@@ -82,11 +79,23 @@ class StatusCollector:
             for name, ln in listeners.items():
                 if not isinstance(ln, dict):
                     continue
-                lopen.add_metric([name], ln.get("open", ln.get("open_connections", 0)) or 0)
-                for ev, n in (ln.get("totals") or ln.get("counters") or {}).items():
+                lopen.add_metric([name], ln.get("open", 0) or 0)
+                if isinstance(ln.get("accepted"), int):
+                    levents.add_metric([name, "accepted"], ln["accepted"])
+                for why, n in (ln.get("refused") or {}).items():
                     if isinstance(n, (int, float)):
-                        levents.add_metric([name, ev], n)
+                        levents.add_metric([name, f"refused_{why}"], n)
             yield from (lopen, levents)
+
+
+def ingress_listeners(ingress: Any) -> dict[str, dict]:
+    """The ingress status as {listener name: listener status} (it is keyed by name already)."""
+    if not isinstance(ingress, dict):
+        return {}
+    inner = ingress.get("listeners", ingress)
+    if isinstance(inner, list):
+        inner = {ln.get("name", str(i)): ln for i, ln in enumerate(inner)}
+    return {k: v for k, v in inner.items() if isinstance(v, dict)}
 
 
 class MetricsServer:

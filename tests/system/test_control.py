@@ -34,6 +34,12 @@ STATUS = {
                   "backends": [{"name": "home", "host": "192.0.2.2", "port": 443, "state": "up", "active": 3,
                                 "total": 7}]}}},
 }
+HOME_STATUS = {
+    "role": "home", "name": "home", "pid": 2, "config": "/etc/wiregate/home.toml", "uptime": 9.0,
+    "reloads": {"ok": 0, "refused": 0}, "tunnel": {"mode": "external", "interface": "wg0", "peers": []},
+    "ingress": {"https": {"listen": "192.0.2.2:443", "protocol": "tcp", "open": 2, "accepted": 9,
+                          "refused": {"untrusted_header": 1}}},
+}
 
 
 async def _serve(tmp_path, handler):
@@ -103,8 +109,14 @@ def test_status_rendering_shows_peer_services_and_health():
     assert "site home 192.0.2.2:443 up active 3 total 7" in text
 
 
+def test_status_rendering_shows_ingress_listeners():
+    text = render(HOME_STATUS)
+    assert "listener https (tcp) on 192.0.2.2:443: open 2, accepted 9, refused: untrusted_header 1" in text
+
+
 async def test_metrics_endpoint_serves_prometheus_text_from_status():
-    srv = MetricsServer(lambda: STATUS)
+    current = [STATUS]
+    srv = MetricsServer(lambda: current[0])
     await srv.start("127.0.0.1", 0)
     try:
         url = f"http://127.0.0.1:{srv.port}/metrics"
@@ -113,6 +125,10 @@ async def test_metrics_endpoint_serves_prometheus_text_from_status():
         assert 'wiregate_backend_up{backend="home",service="https"} 1.0' in body
         assert 'wiregate_service_open{service="https"} 3.0' in body
         assert 'wiregate_reloads_total{node="gw",result="refused"} 2.0' in body
+        current[0] = HOME_STATUS  # the collector reads the status at each scrape
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+        assert 'wiregate_listener_open{listener="https"} 2.0' in body
+        assert 'wiregate_listener_events_total{event="refused_untrusted_header",listener="https"} 1.0' in body
         with pytest.raises(urllib.error.HTTPError) as exc:
             await asyncio.to_thread(lambda: urllib.request.urlopen(url[:-8] + "/other", timeout=10))
         assert exc.value.code == 404

@@ -33,6 +33,8 @@ def _bytes(n: int | None) -> str:
 
 def render(st: dict[str, Any]) -> str:
     """The status as a few readable lines."""
+    from wiregate.metrics import ingress_listeners
+
     out = [f"{st['role']} {st['name']} (pid {st['pid']}, up {st['uptime']:.0f}s, config {st['config']}, "
            f"reloads ok {st['reloads']['ok']} refused {st['reloads']['refused']})"]
     t = st.get("tunnel", {})
@@ -62,16 +64,14 @@ def render(st: dict[str, Any]) -> str:
             for b in svc.get("backends", []):
                 out.append(f"    site {b.get('name')} {b.get('host')}:{b.get('port')} {b.get('state')} "
                            f"active {b.get('active', 0)} total {b.get('total', 0)}")
-    ing = st.get("ingress")
-    if ing:
-        listeners = ing.get("listeners", {})
-        items = listeners.items() if isinstance(listeners, dict) else ((x.get("name"), x) for x in listeners)
-        out.append(f"ingress: {ing.get('open_connections', ing.get('open', 0))} open connection(s)")
-        for name, ln in items:
-            if isinstance(ln, dict):
-                extra = ", ".join(f"{k} {v}" for k, v in (ln.get("totals") or {}).items())
-                out.append(f"  listener {name} on {ln.get('listen', '')}: open {ln.get('open', 0)}"
-                           + (f", {extra}" if extra else ""))
+    listeners = ingress_listeners(st.get("ingress"))
+    if listeners:
+        out.append(f"ingress: {sum(ln.get('open', 0) for ln in listeners.values())} open connection(s)")
+        for name, ln in listeners.items():
+            refused = ", ".join(f"{k} {v}" for k, v in (ln.get("refused") or {}).items())
+            out.append(f"  listener {name} ({ln.get('protocol', 'tcp')}) on {ln.get('listen', '')}: "
+                       f"open {ln.get('open', 0)}, accepted {ln.get('accepted', 0)}"
+                       + (f", refused: {refused}" if refused else ""))
     return "\n".join(out)
 
 
