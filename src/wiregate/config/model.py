@@ -151,6 +151,7 @@ class Listener:
     sniff_timeout: float
     max_connections: int
     idle_timeout: float
+    server_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +325,8 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
         listeners.append(Listener(name=ln["name"], listen=(host, port), protocol=ln["protocol"], trusted=trusted,
                                   routes=tuple(routes), default_route=ln["default_route"],
                                   header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
-                                  max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"]))
+                                  max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"],
+                                  server_first=ln["server_first"]))
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
                       metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)

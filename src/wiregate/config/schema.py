@@ -400,6 +400,8 @@ HOME = Table("home file", "the home side", COMMON_TOP + (
         Opt("sniff_timeout", p_seconds, 5.0, "seconds to receive the TLS ClientHello / HTTP head"),
         Opt("max_connections", int_range(1, 1_000_000), 10000, "open connections at most"),
         Opt("idle_timeout", p_seconds, 3600.0, "seconds a connection may stay silent"),
+        Opt("server_first", p_bool, False,
+            "the service speaks first (SMTP, SSH...): plain peers are connected without waiting for their bytes"),
     ), array=True, children=(ROUTE,)),
     CONTROL,
     METRICS,
