@@ -78,8 +78,10 @@ def relay_config(cfg: GatewayConfig):
                                 name=backends[0].name), *backends[1:])
         if s.protocol == "tcp":
             h = s.health
-            health = HealthCheck(interval=h.interval, timeout=h.timeout, rise=h.rise, fall=h.fall) \
-                if h.enabled else None
+            # checks speak PROXY too (a LOCAL header, as HAProxy's check-send-proxy), so the home ingress, which
+            # requires a header from the gateway, sees a well-formed check rather than a broken connection
+            health = HealthCheck(interval=h.interval, timeout=h.timeout, rise=h.rise, fall=h.fall,
+                                 send_proxy=s.proxy_protocol != "none") if h.enabled else None
             services.append(TCPService(
                 name=s.name, listen=s.listen, backends=backends, proxy_protocol=s.proxy_protocol,
                 balance=s.balance, health=health, connect_timeout=s.connect_timeout, retries=s.retries,

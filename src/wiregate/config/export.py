@@ -108,6 +108,8 @@ def haproxy(cfg: Config) -> dict[str, str]:
         proxy = {"v1": " send-proxy", "v2": " send-proxy-v2", "none": ""}[s.proxy_protocol]
         h = s.health
         check = f" check inter {_dur(h.interval)} rise {h.rise} fall {h.fall}" if h.enabled else ""
+        if check and proxy:
+            check += " check-send-proxy"  # as wiregate: checks carry a PROXY header too
         if h.enabled:
             out.append(f"    timeout check {_dur(h.timeout)}")
         sites = cfg.service_sites(s)
