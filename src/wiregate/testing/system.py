@@ -154,6 +154,8 @@ class SystemLab:
                    f"resolve_interval = {resolve_interval}\nprobe_interval = {probe_interval}\n"
                    "persistent_keepalive = 5\n")
         for path, name in ((self.gateway_file, "gw"), (self.home_file, "home")):
+            # a short drain: the lab's connections are done when it stops (the default waits up to 30 s)
+            self._edit(path, "\n[tunnel]\n", "drain_timeout = 2.0\n\n[tunnel]\n")
             self._edit(path, "[metrics]\n", f'[control]\nsocket = "{self.dir / (name + ".ctl")}"\n\n[metrics]\n')
         return token
 
