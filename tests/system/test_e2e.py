@@ -289,3 +289,19 @@ def test_reload_with_open_connections_loses_none_and_sigterm_drains(lab, tmp_pat
     assert holder.stdout.readline().split() == ["after-sigterm", str(n)]
     holder.stdin.close()
     assert sl.gateway_proc.wait(15) == 0
+
+
+def test_kernel_mode_gateway_serves_a_builtin_home(lab, tmp_path):
+    from wiregate.tunnel import kernel_has_wireguard
+
+    if not kernel_has_wireguard():
+        pytest.skip("this kernel has no WireGuard module (mode = \"kernel\" needs it)")
+    sl = SystemLab(lab, tmp_path / "sys", gateway_mode="kernel")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    sl.start_gateway()
+    sl.start_home()
+    _echo_at_home(sl)
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    st = sl.status("gateway")["tunnel"]
+    assert st["mode"] == "kernel" and st["peers"][0]["last_handshake"]

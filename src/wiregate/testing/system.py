@@ -109,12 +109,13 @@ send_proxy = "v2"
 class SystemLab:
     """Three namespaces, the config files of both sides, and the processes (see module docstring)."""
 
-    def __init__(self, lab: Lab, workdir: Path, *, home_mode: str = "builtin") -> None:
+    def __init__(self, lab: Lab, workdir: Path, *, home_mode: str = "builtin", gateway_mode: str = "builtin") -> None:
         self.lab = lab
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         self.home_mode = home_mode
+        self.gateway_mode = gateway_mode
         self.client, self.vps, self.home = lab.netns("c"), lab.netns("v"), lab.netns("h")
         lab.link(self.client, f"{CLIENT_IP}/24", self.vps, f"{VPS_PUBLIC_IP}/24")
         self.home_link = lab.link(self.vps, f"{VPS_IP}/24", self.home, f"{HOME_IP}/24")
@@ -148,7 +149,8 @@ class SystemLab:
         pairing.init_gateway(self.gw_dir, f"{GATEWAY_NAME}:{WG_PORT}", name=f"gw{self.gw_if[3:]}")
         token = pairing.site_add(self.gateway_file, "home").token
         pairing.join(token, self.home_dir, name=f"home{self.home_if[3:]}")
-        self._edit(self.gateway_file, "[tunnel]\n", f'[tunnel]\nmode = "builtin"\ninterface = "{self.gw_if}"\n')
+        self._edit(self.gateway_file, "[tunnel]\n",
+                   f'[tunnel]\nmode = "{self.gateway_mode}"\ninterface = "{self.gw_if}"\n')
         self._edit(self.home_file, "[tunnel]\n",
                    f'[tunnel]\nmode = "{self.home_mode}"\ninterface = "{self.home_if}"\n'
                    f"resolve_interval = {resolve_interval}\nprobe_interval = {probe_interval}\n"
