@@ -246,7 +246,8 @@ class KernelTunnel(Tunnel):
                 wg.set(s.interface, peer={"public_key": encode_key(key), "remove": True})
             for p in s.peers:
                 peer: dict[str, Any] = {"public_key": encode_key(p.public_key), "allowed_ips": list(p.allowed_ips),
-                                        "persistent_keepalive": p.persistent_keepalive}
+                                        "persistent_keepalive": p.persistent_keepalive,
+                                        "replace_allowed_ips": True}
                 if p.preshared_key:
                     peer["preshared_key"] = encode_key(p.preshared_key)
                 if p.endpoint:

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from wiregate.config.pairing import site_add
 from wiregate.testing.peers import need
 from wiregate.testing.system import (
     CLIENT_IP,
@@ -268,8 +269,9 @@ def test_reload_with_open_connections_loses_none_and_sigterm_drains(lab, tmp_pat
     sl.gateway_proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload refused" in sl.log_tail("gateway", 20000), 10)
     assert 'services[0].listen[0]: "0.0.0.0:99999": port out of range' in sl.log_tail("gateway", 20000)
-    # then a good one that adds a service
+    # then a good one that adds a service, and a second site paired meanwhile (`site add` appends it)
     gw.write_text(good + f'\n[[services]]\nname = "echo2"\nlisten = ["{VPS_PUBLIC_IP}:7001"]\nport = 7000\n')
+    site_add(gw, "cabin")
     sl.gateway_proc.send_signal(signal.SIGHUP)
     sl.home_proc.send_signal(signal.SIGHUP)
     wait_for(lambda: sl.status("gateway")["reloads"] == {"ok": 1, "refused": 1}, 10)
@@ -280,6 +282,8 @@ def test_reload_with_open_connections_loses_none_and_sigterm_drains(lab, tmp_pat
                          "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
     assert r.stdout.startswith(f"echo client {CLIENT_IP}:")
     assert sl.status("home")["reloads"]["ok"] == 1
+    peers = sl.status("gateway")["tunnel"]["peers"]
+    assert sorted(p["name"] for p in peers) == ["cabin", "home"]
     # SIGTERM: no new connections, the open ones keep working until they end (drain), then the process exits
     sl.gateway_proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "stopping (drain" in sl.log_tail("gateway", 50000), 10)
@@ -305,3 +309,20 @@ def test_kernel_mode_gateway_serves_a_builtin_home(lab, tmp_path):
     wait_for(lambda: _echo_ok(sl), 20, 0.5)
     st = sl.status("gateway")["tunnel"]
     assert st["mode"] == "kernel" and st["peers"][0]["last_handshake"]
+
+
+def test_listeners_added_at_home_start_at_the_next_reload(lab, tmp_path):
+    _needs_ingress()
+    sl = _tunnel_only(lab, tmp_path)  # home joined, no listeners yet: the tunnel alone runs
+    sl.gateway_file.write_text(sl.gateway_file.read_text() + f'\n[[services]]\nname = "late"\n'
+                               f'listen = ["{VPS_PUBLIC_IP}:7002"]\nport = 7100\n')
+    sl.home_file.write_text(sl.home_file.read_text() + '\n[[listeners]]\nname = "late"\nlisten = "tunnel:7100"\n'
+                            f'[[listeners.routes]]\nname = "echo"\ntarget = "{HOME_TUNNEL_IP}:7000"\n'
+                            'send_proxy = "v2"\n')
+    sl.home_proc.send_signal(signal.SIGHUP)
+    sl.gateway_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sl.status("home")["reloads"]["ok"] == 1 and sl.status("gateway")["reloads"]["ok"] == 1, 10)
+    r = sl.client_python("import socket,sys; s=socket.create_connection((sys.argv[1],7002),timeout=10); "
+                         "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
+    assert r.stdout.startswith(f"echo client {CLIENT_IP}:"), r.stdout + r.stderr
+    assert "late" in sl.status("home")["ingress"]
