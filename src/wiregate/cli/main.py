@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "genkey": "wiregate.cli.genkey",
     "pubkey": "wiregate.cli.pubkey",
     "genpsk": "wiregate.cli.genpsk",
+    "ingress": "wiregate.cli.ingress",
 }
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from wiregate.ingress.runner import main
+
+sys.exit(main())

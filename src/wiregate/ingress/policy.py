@@ -1,0 +1,263 @@
+"""The decision for one new connection, sans-I/O: trust by source, the PROXY header, sniffing, the route.
+
+    phase = HeadPhase(rules, peer=("10.8.0.1", 40000), local=("10.8.0.2", 443), now=clock())
+    event = phase.receive_data(data, now)    # None: need more; Refused; or Accepted (route + bytes to forward)
+    phase.deadline                           # when handle_timer(now) must be called if nothing came
+
+Trust follows the PROXY specification: the receiver knows from the source address whether a header comes. A
+trusted peer must start with a v1 or v2 header; any other peer must not. Only the opt-in `proxy_optional` mode
+(Traefik's behaviour) lets a trusted peer omit it, and then the header is detected from the first bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from wiregate.ingress.config import Listener, Route, parse_networks
+from wiregate.ingress.router import Router
+from wiregate.proxyproto import Decoder, ProxyError, ProxyHeader, detect
+from wiregate.sniff import ClientHello, RequestHead, SniffError, classify, parse_client_hello, parse_request_head
+
+# refusal reasons (the keys of status()["refused"]); the log line adds the details
+UNTRUSTED_HEADER = "untrusted_header"
+MISSING_HEADER = "missing_header"
+BAD_HEADER = "bad_header"
+HEADER_TIMEOUT = "header_timeout"
+BAD_REQUEST = "bad_request"
+SNIFF_TIMEOUT = "sniff_timeout"
+NO_ROUTE = "no_route"
+CLOSED_EARLY = "closed_early"
+LIMIT = "connection_limit"
+
+Addr = tuple[str, int]
+
+
+class Trust:
+    """A set of trusted networks (addresses and CIDRs); membership tests IPv4-mapped IPv6 as IPv4."""
+
+    __slots__ = ("nets",)
+
+    def __init__(self, entries: tuple[str, ...], where: str = "trusted") -> None:
+        self.nets = parse_networks(where, entries)
+
+    def __contains__(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in n for n in self.nets)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a HeadPhase needs from one listener's config, prepared once per config."""
+
+    listener: Listener
+    trust: Trust
+    router: Router
+
+    @classmethod
+    def from_listener(cls, listener: Listener) -> Rules:
+        return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener))
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The connection must be closed; `reply` (may be empty) is written first, e.g. an HTTP 404."""
+
+    reason: str
+    detail: str
+    reply: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Where the connection goes. `data` holds every byte read after the PROXY header, to forward first."""
+
+    route: Route
+    client: Addr  # the real client: the PROXY header's source, else the peer
+    destination: Addr  # the address the client connected to: the header's destination, else our own
+    peer: Addr
+    kind: str  # "tls", "http", "other" or "unsniffed"
+    data: bytes
+    header: ProxyHeader | None = None
+    hello: ClientHello | None = None
+    request: RequestHead | None = None
+    client_trusted: bool = False  # the real client is itself a trusted source (its forwarding headers are kept)
+    name: str | None = field(default=None)  # the SNI or Host the route was chosen by
+
+
+def http_error(status: int, reason: str, text: str) -> bytes:
+    """A complete HTTP/1.1 error response that closes the connection."""
+    body = (text + "\n").encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+def _path(target: str) -> str:
+    if target.startswith("/"):
+        return target
+    if "://" in target:  # absolute-form (RFC 9112 3.2.2)
+        return urlsplit(target).path or "/"
+    return "/"
+
+
+class HeadPhase:
+    """From accept() to a routing decision. Feed bytes and the time; get None, Refused or Accepted once."""
+
+    __slots__ = ("rules", "peer", "local", "trusted", "deadline", "_state", "_dec", "_buf", "_header",
+                 "_client", "_dest", "_sniff_deadline", "done")
+
+    def __init__(self, rules: Rules, peer: Addr, local: Addr, now: float) -> None:
+        lst = rules.listener
+        self.rules = rules
+        self.peer, self.local = peer, local
+        self.trusted = peer[0] in rules.trust
+        self.deadline = now + lst.header_timeout
+        self._buf = bytearray()
+        self._header: ProxyHeader | None = None
+        self._client, self._dest = peer, local
+        self._dec: Decoder | None = None
+        self.done = False
+        if self.trusted:
+            self._state = "proxy" if not lst.proxy_optional else "detect"
+            if not lst.proxy_optional:
+                self._dec = Decoder(max_v2_length=lst.max_header_bytes)
+        else:
+            self._state = "detect"
+        self._sniff_deadline = 0.0
+
+    @property
+    def waiting_for(self) -> str:
+        """"proxy" (the header), "sniff" (the first request bytes) or "done"."""
+        return "done" if self.done else ("sniff" if self._state == "sniff" else "proxy")
+
+    def start(self, now: float) -> Accepted | None:
+        """Call once after construction: a listener that needs neither a header nor sniffing accepts at once
+        when the listener says the service speaks first (`server_first`)."""
+        if not self.trusted and self.rules.listener.server_first and not self.rules.router.needs_sniff:
+            return self._route_unsniffed(b"")  # type: ignore[return-value]
+        return None
+
+    def receive_data(self, data: bytes, now: float) -> Accepted | Refused | None:
+        """Bytes arrived. Returns the decision once it can be made, else None (keep reading until `deadline`)."""
+        if self.done:
+            raise RuntimeError("HeadPhase: decision already made")
+        ev = self._step(bytes(data), now)
+        if ev is not None:
+            self.done = True
+        return ev
+
+    def receive_eof(self, now: float) -> Refused:
+        """The peer closed before a decision."""
+        self.done = True
+        what = "the PROXY header" if self._state != "sniff" else "a routable request"
+        return Refused(CLOSED_EARLY, f"closed after {len(self._buf)} bytes, before {what}")
+
+    def handle_timer(self, now: float) -> Refused | None:
+        """The deadline passed: refuse (header or sniff timeout); None if it has not passed yet."""
+        if self.done or now < self.deadline:
+            return None
+        self.done = True
+        lst = self.rules.listener
+        if self._state == "sniff":
+            return Refused(SNIFF_TIMEOUT, f"no routable request within {lst.sniff_timeout:g}s "
+                                          f"({len(self._buf)} bytes came)")
+        return Refused(HEADER_TIMEOUT, f"no complete PROXY header within {lst.header_timeout:g}s "
+                                       f"({len(self._buf)} bytes came)")
+
+    # -- steps --------------------------------------------------------------------------------------------------
+
+    def _step(self, data: bytes, now: float) -> Accepted | Refused | None:
+        lst = self.rules.listener
+        if self._state == "detect":
+            self._buf += data
+            kind = detect(self._buf)
+            if kind is None:
+                return None
+            if kind == "none":
+                if self.trusted:  # proxy_optional: a trusted peer without a header is taken as the client
+                    pass
+                data, self._buf = bytes(self._buf), bytearray()
+                return self._after_header(data, now)
+            if not self.trusted:
+                return Refused(UNTRUSTED_HEADER, f"PROXY {kind} header from {self.peer[0]}, which is not a "
+                                                 "trusted source (a header is only taken from trusted sources)")
+            self._dec = Decoder(max_v2_length=lst.max_header_bytes)
+            data, self._buf = bytes(self._buf), bytearray()
+            self._state = "proxy"
+        if self._state == "proxy":
+            assert self._dec is not None
+            self._buf += data  # kept only for the byte count in messages
+            try:
+                header = self._dec.feed(data)
+            except ProxyError as exc:
+                if detect(bytes(self._buf[:16])) == "none":
+                    return Refused(MISSING_HEADER, f"trusted source {self.peer[0]} sent no PROXY header "
+                                                   f"(first bytes {bytes(self._buf[:16])!r})")
+                return Refused(BAD_HEADER, str(exc))
+            if header is None:
+                return None
+            self._buf = bytearray()
+            self._header = header
+            if not header.is_local and isinstance(header.source, tuple):
+                self._client = header.source
+                if isinstance(header.destination, tuple):
+                    self._dest = header.destination
+            return self._after_header(self._dec.rest, now)
+        return self._sniff(data)
+
+    def _after_header(self, rest: bytes, now: float) -> Accepted | Refused | None:
+        lst = self.rules.listener
+        if not self.rules.router.needs_sniff:
+            return self._route_unsniffed(rest)
+        self._state = "sniff"
+        self.deadline = now + lst.sniff_timeout
+        return self._sniff(rest) if rest else None
+
+    def _accept(self, route: Route | None, kind: str, data: bytes, **kw) -> Accepted | Refused:
+        if route is None:
+            name = kw.get("name")
+            detail = f"no route for {kind} {name!r} and no default route" if name else \
+                f"no route for this {kind} connection and no default route"
+            reply = http_error(404, "Not Found", "no such site") if kind == "http" else b""
+            return Refused(NO_ROUTE, detail, reply)
+        return Accepted(route, self._client, self._dest, self.peer, kind, data, self._header,
+                        client_trusted=self._client[0] in self.rules.trust, **kw)
+
+    def _route_unsniffed(self, rest: bytes) -> Accepted | Refused:
+        return self._accept(self.rules.router.default, "unsniffed", rest)
+
+    def _sniff(self, data: bytes) -> Accepted | Refused | None:
+        lst = self.rules.listener
+        router = self.rules.router
+        self._buf += data
+        buf = bytes(self._buf)
+        kind = classify(buf)
+        if kind is None:
+            return None
+        try:
+            if kind == "tls":
+                hello = parse_client_hello(buf, lst.max_sniff_bytes)
+                if hello is None:
+                    return self._too_long(buf, "TLS ClientHello")
+                return self._accept(router.for_sni(hello.sni), "tls", buf, hello=hello, name=hello.sni)
+            if kind == "http":
+                req = parse_request_head(buf, lst.max_sniff_bytes)
+                if req is None:
+                    return self._too_long(buf, "HTTP request head")
+                route = router.for_http(req.host, _path(req.target))
+                return self._accept(route, "http", buf, request=req, name=req.host)
+        except SniffError as exc:
+            reply = http_error(400, "Bad Request", "malformed request") if kind == "http" else b""
+            return Refused(BAD_REQUEST, str(exc), reply)
+        return self._accept(router.default, "other", buf)
+
+    def _too_long(self, buf: bytes, what: str) -> Refused | None:
+        if len(buf) > self.rules.listener.max_sniff_bytes:
+            return Refused(BAD_REQUEST, f"{what} longer than {self.rules.listener.max_sniff_bytes} bytes")
+        return None

@@ -1,0 +1,457 @@
+"""The asyncio layer of the ingress: sockets, timers and byte moving. Every decision is made by the sans-I/O
+HeadPhase (trust, PROXY header, sniffing, routing) and HttpForwarder (per-request headers)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field, replace
+
+from wiregate.errors import ConfigError, WiregateError
+from wiregate.ingress.config import IngressConfig, Listener, Route
+from wiregate.ingress.http_forward import HttpForwarder
+from wiregate.ingress.policy import LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
+from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, Pipes, SpliceHalf
+from wiregate.proxyproto import encode_v1, encode_v2
+
+log = logging.getLogger("wiregate.ingress")
+CONNECT_TIMEOUT = 5.0
+RECV = 65536
+BACKLOG = 1024
+
+
+def fmt(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _plain(addr: tuple) -> tuple[str, int]:
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, addr[1]
+
+
+def build_tls_contexts(listener: Listener) -> dict[str, ssl.SSLContext]:
+    """Server contexts for routes that terminate TLS; ConfigError naming the route when a file does not load."""
+    out = {}
+    for r in listener.routes:
+        if r.tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                ctx.load_cert_chain(r.tls_cert, r.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"listener {listener.name!r} route {r.name!r}: cannot load tls_cert/tls_key: "
+                                  f"{exc}") from None
+            out[r.name] = ctx
+    return out
+
+
+@dataclass
+class Runtime:
+    """One listener's running state; its config (rules) can be swapped by a reload."""
+
+    listener: Listener
+    rules: Rules
+    tls: dict[str, ssl.SSLContext]
+    sock: socket.socket | None = None
+    open: int = 0
+    accepted: int = 0
+    refused: collections.Counter = field(default_factory=collections.Counter)
+    links: set = field(default_factory=set)
+    tasks: set = field(default_factory=set)
+    udp: object = None  # UdpRuntime for protocol "udp"
+
+    def key(self) -> tuple[str, str, int]:
+        return (self.listener.protocol, *self.listener.listen)
+
+    def keys(self) -> set[tuple[str, str, int]]:
+        """The configured address, and the bound one (they differ for port 0)."""
+        out = {self.key()}
+        if self.sock is not None:
+            out.add((self.listener.protocol, *_plain(self.sock.getsockname())))
+        return out
+
+
+def prepare(config: IngressConfig) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
+    """Everything a config needs before it may run (raises ConfigError; nothing is changed)."""
+    return [(lst, Rules.from_listener(lst), build_tls_contexts(lst)) for lst in config.listeners]
+
+
+class Ingress:
+    """Listeners that take PROXY headers from trusted sources only, route, and pass the client address on."""
+
+    def __init__(self, config: IngressConfig) -> None:
+        self.config = config
+        self._prepared = prepare(config)
+        self.runtimes: dict[tuple, Runtime] = {}
+        self.detached: list[Runtime] = []  # listeners removed by a reload whose connections still run
+        self.pipes = Pipes()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task | None = None
+        self.closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listener; WiregateError naming the address when one cannot be bound (none stay bound)."""
+        self.loop = asyncio.get_running_loop()
+        rts = [Runtime(lst, rules, tls) for lst, rules, tls in self._prepared]
+        await self._bind_all(rts)
+        for rt in rts:
+            self.runtimes[rt.key()] = rt
+            self._serve(rt)
+            if rt.listener.proxy_optional:
+                log.warning("listener %s: proxy_optional is on: trusted sources %s may omit the PROXY header, so "
+                            "any of them can pose as a client (Traefik's mode; the PROXY spec forbids guessing)",
+                            rt.listener.name, ", ".join(rt.listener.trusted))
+            log.info("listener %s: %s %s, trusted %s, routes %s", rt.listener.name, rt.listener.protocol,
+                     fmt(rt.listener.listen), list(rt.listener.trusted) or "none",
+                     [r.name for r in rt.listener.routes])
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _bind_all(self, rts: list[Runtime]) -> None:
+        done: list[Runtime] = []
+        try:
+            for rt in rts:
+                rt.sock = self._bind(rt.listener)
+                done.append(rt)
+        except WiregateError:
+            for rt in done:
+                rt.sock.close()  # type: ignore[union-attr]
+                rt.sock = None
+            raise
+
+    def _bind(self, lst: Listener) -> socket.socket:
+        host, port = lst.listen
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM if lst.protocol == "udp"
+                                       else socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            fam, kind, _, _, addr = infos[0]
+            s = socket.socket(fam, kind)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if fam == socket.AF_INET6 and host in ("::", ""):
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                s.bind(addr)
+                if lst.protocol == "tcp":
+                    s.listen(BACKLOG)
+                s.setblocking(False)
+            except OSError:
+                s.close()
+                raise
+        except OSError as exc:
+            raise WiregateError(f"listener {lst.name!r}: cannot listen on {lst.protocol} {fmt(lst.listen)}: "
+                                f"{exc.strerror or exc}") from None
+        return s
+
+    def _serve(self, rt: Runtime) -> None:
+        assert self.loop is not None and rt.sock is not None
+        if rt.listener.protocol == "udp":
+            from wiregate.ingress.udp import UdpRuntime
+
+            rt.udp = UdpRuntime(self, rt)
+            rt.udp.start()  # type: ignore[attr-defined]
+        else:
+            self.loop.add_reader(rt.sock.fileno(), self._on_accept, rt)
+
+    def _unserve(self, rt: Runtime) -> None:
+        if rt.sock is None:
+            return
+        if rt.listener.protocol == "udp":
+            rt.udp.stop_listening()  # type: ignore[attr-defined]
+        else:
+            self.loop.remove_reader(rt.sock.fileno())  # type: ignore[union-attr]
+            rt.sock.close()
+        rt.sock = None
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Listener name -> the bound address (useful with port 0)."""
+        return {rt.listener.name: _plain(rt.sock.getsockname()) for rt in self.runtimes.values() if rt.sock}
+
+    async def reload(self, config: IngressConfig) -> None:
+        """Switch to `config`: validated first (ConfigError keeps the old one); open connections are untouched."""
+        prepared = prepare(config)
+        new_rts = {}
+        to_bind = []
+        for lst, rules, tls in prepared:
+            key = (lst.protocol, *lst.listen)
+            old = next((rt for rt in self.runtimes.values() if key in rt.keys()), None)
+            if old is not None:
+                key = old.key()
+                new_rts[key] = (old, lst, rules, tls)
+            else:
+                rt = Runtime(lst, rules, tls)
+                to_bind.append(rt)
+                new_rts[key] = (rt, None, None, None)
+        await self._bind_all(to_bind)  # fails before anything changed
+        for key, rt in list(self.runtimes.items()):
+            if key not in new_rts:
+                self._unserve(rt)
+                del self.runtimes[key]
+                if rt.udp is not None:
+                    rt.udp.close()  # type: ignore[attr-defined]  # datagram flows have nothing to drain
+                    continue
+                self.detached.append(rt)
+                log.info("listener %s: removed (%d open connections continue)", rt.listener.name, rt.open)
+        for key, (rt, lst, rules, tls) in new_rts.items():
+            if lst is not None:
+                if rt.listener.listen != lst.listen:  # port 0 then its bound port: keep one key per socket
+                    lst = replace(lst, listen=rt.listener.listen)
+                rt.listener, rt.rules, rt.tls = lst, rules, tls
+                if rt.udp is not None:
+                    rt.udp.reconfigure()  # type: ignore[attr-defined]
+            else:
+                self._serve(rt)
+                log.info("listener %s: added on %s %s", rt.listener.name, rt.listener.protocol,
+                         fmt(rt.listener.listen))
+            self.runtimes[key] = rt
+        self.config = config
+        log.info("ingress: configuration reloaded (%d listeners)", len(self.runtimes))
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Stop accepting; wait up to `drain_timeout` seconds (None: not at all) for open connections, then end them."""
+        self.closing = True
+        rts = list(self.runtimes.values()) + self.detached
+        for rt in rts:
+            self._unserve(rt)
+        if drain_timeout:
+            deadline = self.loop.time() + drain_timeout  # type: ignore[union-attr]
+            while any(rt.open for rt in rts) and self.loop.time() < deadline:  # type: ignore[union-attr]
+                await asyncio.sleep(0.05)
+        for rt in rts:
+            for link in list(rt.links):
+                link.close()
+            for t in list(rt.tasks):
+                t.cancel()
+            if rt.udp is not None:
+                rt.udp.close()  # type: ignore[attr-defined]
+        for rt in rts:
+            if rt.tasks:
+                await asyncio.gather(*rt.tasks, return_exceptions=True)
+        if self._sweeper:
+            self._sweeper.cancel()
+        self.pipes.close()
+        self.runtimes.clear()
+        self.detached.clear()
+
+    def status(self) -> dict:
+        """Per listener: address, routes, open connections, accepted count and refusals by reason."""
+        out = {}
+        for rt in list(self.runtimes.values()):
+            lst = rt.listener
+            out[lst.name] = {
+                "listen": fmt(lst.listen), "protocol": lst.protocol, "trusted": list(lst.trusted),
+                "proxy_optional": lst.proxy_optional,
+                "routes": {r.name: {"target": fmt(r.target), "sni": list(r.sni), "host": list(r.host),
+                                    "path_prefix": r.path_prefix, "send_proxy": r.send_proxy,
+                                    "http_headers": r.http_headers, "tls": bool(r.tls_cert)}
+                           for r in lst.routes},
+                "default_route": lst.default_route, "open": rt.open, "accepted": rt.accepted,
+                "refused": dict(rt.refused),
+            }
+        return out
+
+    # -- connections -----------------------------------------------------------------------------------------------
+
+    def _on_accept(self, rt: Runtime) -> None:
+        lsock = rt.sock
+        for _ in range(64):  # a burst of accepts per wake-up, then let established connections run
+            if lsock is None:
+                return
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: log, keep listening
+                log.error("listener %s: accept failed: %s", rt.listener.name, exc)
+                return
+            peer = _plain(addr)
+            if rt.open >= rt.listener.max_connections:
+                rt.refused[LIMIT] += 1
+                log.warning("listener %s: refused %s: %s: %d connections open (max_connections)",
+                            rt.listener.name, fmt(peer), LIMIT, rt.open)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            rt.open += 1
+            task = self.loop.create_task(self._handle(rt, sock, peer))  # type: ignore[union-attr]
+            rt.tasks.add(task)
+            task.add_done_callback(rt.tasks.discard)
+
+    async def _handle(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> None:
+        loop = self.loop
+        assert loop is not None
+        handed_off = False
+        try:
+            local = _plain(sock.getsockname())
+            phase = HeadPhase(rt.rules, peer, local, loop.time())
+            ev = phase.start(loop.time())
+            while ev is None:
+                try:
+                    async with asyncio.timeout_at(phase.deadline):
+                        data = await loop.sock_recv(sock, RECV)
+                except TimeoutError:
+                    ev = phase.handle_timer(max(loop.time(), phase.deadline))
+                    continue
+                except OSError as exc:
+                    ev = Refused("reset", f"{exc.strerror or exc} before a decision")
+                    break
+                now = loop.time()
+                ev = phase.receive_eof(now) if not data else phase.receive_data(data, now)
+            if isinstance(ev, Refused):
+                self._refuse(rt, sock, peer, ev, phase)
+                return
+            handed_off = await self._connect(rt, sock, ev)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", rt.listener.name, fmt(peer))
+        finally:
+            if not handed_off:
+                sock.close()
+                rt.open -= 1
+
+    def _refuse(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int], ev: Refused,
+                phase: HeadPhase) -> None:
+        rt.refused[ev.reason] += 1
+        client = "" if phase._client == peer else f" (client {fmt(phase._client)})"
+        log.warning("listener %s: refused %s%s: %s: %s", rt.listener.name, fmt(peer), client, ev.reason, ev.detail)
+        if ev.reply:
+            try:
+                sock.send(ev.reply)  # small: fits the empty send buffer of a fresh socket
+            except OSError:
+                pass
+
+    async def _connect(self, rt: Runtime, sock: socket.socket, ev: Accepted) -> bool:
+        """Connect the route's target and start moving bytes; True when the link owns the sockets."""
+        loop = self.loop
+        assert loop is not None
+        route = ev.route
+        how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
+        via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
+        log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
+                 route.name, how, fmt(route.target))
+        try:
+            infos = await loop.getaddrinfo(*route.target, type=socket.SOCK_STREAM)
+            fam, kind, proto, _, addr = infos[0]
+            back = socket.socket(fam, kind, proto)
+            back.setblocking(False)
+            back.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await loop.sock_connect(back, addr)
+            except BaseException:
+                back.close()
+                raise
+        except (OSError, TimeoutError) as exc:
+            rt.refused["backend_unreachable"] += 1
+            log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name,
+                        fmt(ev.client), route.name, fmt(route.target), getattr(exc, "strerror", None) or "timeout")
+            if ev.kind == "http":
+                try:
+                    sock.send(http_error(502, "Bad Gateway", "service unavailable"))
+                except OSError:
+                    pass
+            return False
+        prefix = proxy_header(route, ev)
+        tls_ctx = rt.tls.get(route.name)
+        if tls_ctx is not None and ev.kind == "tls":
+            rt.accepted += 1
+            try:
+                from wiregate.ingress.tls import terminate
+
+                await terminate(sock, back, tls_ctx, ev, prefix, rt)
+            finally:
+                back.close()
+            return False
+        fwd = None
+        if route.http_headers and ev.kind == "http":
+            fwd = HttpForwarder(ev.client, "http", ev.client_trusted, accepts=_same_route(rt, route),
+                                max_head=rt.listener.max_sniff_bytes)
+            out = fwd.feed(ev.data)
+            first, reply = out.to_backend, out.refuse
+        else:
+            first, reply = ev.data, None
+        try:
+            if prefix or first:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await loop.sock_sendall(back, prefix + first)
+        except (OSError, TimeoutError):
+            back.close()
+            return False
+        if reply is not None:
+            back.close()
+            try:
+                sock.send(reply[2])
+            except OSError:
+                pass
+            return False
+        rt.accepted += 1
+        link = Link(loop, sock, back, lambda lk: self._link_closed(rt, lk))
+        rt.links.add(link)
+        up = CopyHalf(link, sock, back, _transform(rt, fwd)) if fwd is not None or not HAVE_SPLICE else \
+            SpliceHalf(link, sock, back, self.pipes)
+        down = SpliceHalf(link, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
+        link.start(up, down)
+        return True
+
+    def _link_closed(self, rt: Runtime, link: Link) -> None:
+        rt.links.discard(link)
+        rt.open -= 1
+
+    async def _sweep(self) -> None:
+        """Close connections idle for longer than their listener's idle_timeout (checked in quarters)."""
+        while True:
+            period = min([rt.listener.idle_timeout for rt in self.runtimes.values()] + [60.0]) / 4
+            await asyncio.sleep(period)
+            for rt in list(self.runtimes.values()) + self.detached:
+                ticks = max(1, round(rt.listener.idle_timeout / period))
+                for link in list(rt.links):
+                    if link.active:
+                        link.active, link.idle_ticks = False, 0
+                    else:
+                        link.idle_ticks += 1
+                        if link.idle_ticks >= ticks:
+                            rt.refused["idle_timeout"] += 1
+                            link.close()
+            self.detached = [rt for rt in self.detached if rt.open]
+
+
+def proxy_header(route: Route, ev: Accepted) -> bytes:
+    """The PROXY header the route sends its target, naming the real client and the address it reached."""
+    if route.send_proxy == "v1":
+        return encode_v1(ev.client, ev.destination)
+    if route.send_proxy == "v2":
+        return encode_v2(ev.client, ev.destination)
+    return b""
+
+
+def _same_route(rt: Runtime, route: Route):
+    from wiregate.ingress.policy import _path
+
+    def accepts(head) -> bool:
+        return rt.rules.router.for_http(head.host, _path(head.target)) == route
+
+    return accepts
+
+
+def _transform(rt: Runtime, fwd: HttpForwarder | None):
+    if fwd is None:
+        return None
+
+    def t(data: bytes) -> tuple[bytes, bytes | None]:
+        out = fwd.feed(data)
+        if out.refuse is not None:
+            rt.refused[out.refuse[0]] += 1
+            log.warning("listener %s: client %s: refused request %d: %s: %s", rt.listener.name, fmt(fwd.client),
+                        fwd.requests + 1, out.refuse[0], out.refuse[1])
+            return out.to_backend, out.refuse[2]
+        return out.to_backend, None
+
+    return t

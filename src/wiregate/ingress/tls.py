@@ -1,0 +1,123 @@
+"""TLS termination for a route that has tls_cert/tls_key: the ClientHello was already read (to route by SNI), so
+the handshake runs on an in-memory BIO pair fed those bytes first, then the socket. Plaintext goes to the target
+(through the HTTP forwarder when the route adds client-address headers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+from wiregate.ingress.http_forward import HttpForwarder
+
+if TYPE_CHECKING:
+    from wiregate.ingress.policy import Accepted
+    from wiregate.ingress.server import Runtime
+
+log = logging.getLogger("wiregate.ingress")
+RECV = 65536
+
+
+async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContext, ev: Accepted, prefix: bytes,
+                    rt: Runtime) -> None:
+    """Run one TLS-terminated connection to its end (both sockets are closed by the caller)."""
+    loop = asyncio.get_running_loop()
+    lst = rt.listener
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_side=True)
+    inc.write(ev.data)
+    lock = asyncio.Lock()
+
+    async def flush() -> None:
+        async with lock:  # records leave in the order the TLS object made them
+            data = out.read()
+            if data:
+                await loop.sock_sendall(sock, data)
+
+    try:
+        async with asyncio.timeout(lst.sniff_timeout):
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await flush()
+                    data = await loop.sock_recv(sock, RECV)
+                    if not data:
+                        raise ConnectionError("closed during the TLS handshake") from None
+                    inc.write(data)
+            await flush()
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        rt.refused["tls_handshake"] += 1
+        log.warning("listener %s: client %s: route %s: TLS handshake failed: %s", lst.name,
+                    f"{ev.client[0]}:{ev.client[1]}", ev.route.name, exc or "timeout")
+        try:
+            await asyncio.wait_for(flush(), 1.0)  # the alert, if any
+        except (OSError, TimeoutError):
+            pass
+        return
+    fwd = HttpForwarder(ev.client, "https", ev.client_trusted, max_head=lst.max_sniff_bytes) \
+        if ev.route.http_headers else None
+    if prefix:
+        await loop.sock_sendall(back, prefix)
+
+    async def up() -> None:
+        while True:
+            try:
+                data = tls.read(RECV)
+            except ssl.SSLWantReadError:
+                await flush()  # post-handshake messages (tickets, key updates)
+                async with asyncio.timeout(lst.idle_timeout):
+                    raw = await loop.sock_recv(sock, RECV)
+                if not raw:
+                    inc.write_eof()
+                else:
+                    inc.write(raw)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                data = b""
+            if not data:
+                back.shutdown(socket.SHUT_WR)
+                return
+            if fwd is not None:
+                o = fwd.feed(data)
+                data = o.to_backend
+                if o.refuse is not None:
+                    rt.refused[o.refuse[0]] += 1
+                    log.warning("listener %s: client %s: refused request: %s: %s", lst.name, ev.client[0],
+                                o.refuse[0], o.refuse[1])
+                    if data:
+                        await loop.sock_sendall(back, data)
+                    tls.write(o.refuse[2])
+                    await flush()
+                    raise ConnectionAbortedError
+            if data:
+                await loop.sock_sendall(back, data)
+
+    async def down() -> None:
+        while True:
+            async with asyncio.timeout(lst.idle_timeout):
+                data = await loop.sock_recv(back, RECV)
+            if not data:
+                try:
+                    tls.unwrap()
+                except ssl.SSLError:
+                    pass
+                await flush()
+                return
+            tls.write(data)
+            await flush()
+
+    tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if t.exception() is not None:
+                for p in pending:
+                    p.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for t in tasks:
+            t.cancel()
