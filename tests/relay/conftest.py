@@ -136,9 +136,13 @@ def many_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture(params=[True, False], ids=["splice", "buffered"])
-def splice(request):
-    return request.param
+@pytest.fixture(params=[(True, "epoll"), (False, "epoll"), (True, "loop")],
+                ids=["splice", "buffered", "splice-loop-io"])
+def splice(request, monkeypatch):
+    """Both data paths; and sockets watched by the private epoll set (default) or by the loop itself."""
+    use_splice, io = request.param
+    monkeypatch.setenv("WIREGATE_RELAY_POLLER", io)
+    return use_splice
 
 
 def local_port(kind=socket.SOCK_STREAM) -> int:

@@ -1,9 +1,19 @@
 """Relay config values and the JSON/TOML format: every fault names its field and value."""
 
+from pathlib import Path
+
 import pytest
 
 from wiregate.errors import ConfigError
-from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService, UDPService, config_from_dict, config_to_dict
+from wiregate.relay import (
+    Backend,
+    HealthCheck,
+    RelayConfig,
+    TCPService,
+    UDPService,
+    config_from_dict,
+    config_to_dict,
+)
 from wiregate.relay.config import load_config
 
 B = (Backend("10.0.0.2", 443),)
@@ -76,3 +86,13 @@ def test_workers_share_the_limits():
                                                        {**svc(), "name": "u", "protocol": "udp", "max_flows": 9}]})
     tcp, udp = per_worker(cfg).services
     assert (tcp.max_connections, tcp.max_per_source, udp.max_flows) == (3, 1, 5)
+
+
+def test_the_readme_example_is_a_valid_relay_file(tmp_path):
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("```toml\nworkers = 2")
+    example = readme[start + len("```toml\n"): readme.index("```", start + 8)]
+    (tmp_path / "relay.toml").write_text(example)
+    cfg = load_config(tmp_path / "relay.toml")
+    https, game = cfg.services
+    assert https.backends[2].backup and https.health.send_proxy and isinstance(game, UDPService)

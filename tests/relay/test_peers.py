@@ -7,10 +7,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import need
 
 from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService
-from wiregate.testing.peers import free_port, nginx_preamble, stop, wait_port, which
+from wiregate.testing.peers import (
+    free_port,
+    need,
+    nginx_preamble,
+    stop,
+    wait_port,
+    which,
+)
 
 from .conftest import running
 

@@ -91,8 +91,9 @@ async def _async(value):
     return value
 
 
-async def test_workers_share_the_listeners_with_reuseport(tmp_path):
+async def test_workers_share_the_listeners_with_reuseport_and_all_reload(tmp_path):
     b = await EchoBackend("w", greet=True).start()
+    b2 = await EchoBackend("w2", greet=True).start()
     port = local_port()
     cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
     write(cfg, port, b.port, workers=2)
@@ -103,6 +104,13 @@ async def test_workers_share_the_listeners_with_reuseport(tmp_path):
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 2
         assert [await greeting(port) for _ in range(20)] == ["w"] * 20
+        write(cfg, port, b2.port, workers=2)
+        proc.send_signal(signal.SIGHUP)  # the supervisor checks the file and passes the signal to every worker
+
+        async def both_switched():
+            return log.read_text().count("reloaded") == 2
+        await until(both_switched, what="both workers reloaded")
+        assert [await greeting(port) for _ in range(20)] == ["w2"] * 20  # whichever worker the kernel picks
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 10)
         assert proc.returncode == 0
@@ -111,6 +119,7 @@ async def test_workers_share_the_listeners_with_reuseport(tmp_path):
     finally:
         stop(proc)
         await b.stop()
+        await b2.stop()
 
 
 def test_check_reports_a_bad_file_in_one_line(tmp_path):
@@ -140,3 +149,32 @@ def test_run_reports_a_bind_failure_in_one_line(tmp_path):
     busy.close()
     assert r.returncode == 2 and "cannot listen on tcp 127.0.0.1:" in r.stderr and "Traceback" not in r.stderr
     assert os.path.exists(cfg)
+
+
+async def test_running_out_of_descriptors_drops_connections_not_the_relay(tmp_path):
+    import resource
+    b = await EchoBackend("fd", greet=True).start()
+    port = local_port()
+    cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
+    write(cfg, port, b.port, drain_timeout=0.5)
+    proc = subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(cfg), "-v"],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    try:
+        await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
+        held = []
+        for _ in range(60):  # far more than 64 descriptors allow at 2-4 per connection
+            try:
+                held.append(await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2))
+            except (OSError, asyncio.TimeoutError):
+                break
+        await asyncio.sleep(0.5)
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.5)
+        assert proc.poll() is None
+        assert [await greeting(port) for _ in range(3)] == ["fd"] * 3
+        assert "Traceback" not in log.read_text()
+    finally:
+        stop(proc)
+        await b.stop()

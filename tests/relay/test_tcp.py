@@ -323,7 +323,7 @@ async def test_a_bad_reload_is_refused_and_the_running_config_stays():
         busy.listen()
         taken = busy.getsockname()[1]
         bad = RelayConfig((tcp_service(port, [b.backend]), tcp_service(taken, [b.backend], name="clash")))
-        with pytest.raises(WiregateError, match=f"cannot listen on tcp 127.0.0.1:{taken}"):
+        with pytest.raises(ConfigError, match=f"cannot listen on tcp 127.0.0.1:{taken}"):
             await relay.reload(bad)
         with pytest.raises(ConfigError, match="does not resolve"):
             await relay.reload(RelayConfig((tcp_service(port, [Backend("no-such-host.invalid", 80)]),)))
@@ -426,3 +426,65 @@ async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files,
         assert time.monotonic() - t0 < 45
     assert len(b.headers) == n
     await b.stop()
+
+
+async def test_server_first_protocols_get_the_header_without_delay(splice):
+    """The header is held back (MSG_MORE) to share a segment with the client's first bytes; a silent client must
+    not leave it stuck (Linux would release it only after 200 ms)."""
+    b = await EchoBackend("smtp", greet=True).start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)):
+        for _ in range(3):
+            t0 = time.monotonic()
+            assert await greeting(port) == "smtp"
+            assert time.monotonic() - t0 < 0.15
+    await b.stop()
+
+
+async def test_a_client_reset_is_passed_on_to_the_backend(splice):
+    seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def watch(reader, writer):
+        try:
+            await reader.read(-1)
+            seen.set_result("eof")
+        except ConnectionResetError:
+            seen.set_result("reset")
+        writer.close()
+
+    server = await asyncio.start_server(watch, "127.0.0.1", 0)
+    port = local_port()
+    cfg = RelayConfig((tcp_service(port, [Backend("127.0.0.1", server.sockets[0].getsockname()[1])],
+                                   proxy_protocol="none"),), splice=splice)
+    async with running(cfg):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"x")
+        await asyncio.sleep(0.2)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        assert await asyncio.wait_for(seen, 5) == "reset"
+    server.close()
+
+
+async def test_ipv6_backend_gets_the_ipv4_client_in_its_header():
+    got: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def handle(reader, writer):
+        from wiregate.proxyproto import Decoder
+        dec = Decoder()
+        header = None
+        while header is None:
+            header = dec.feed(await reader.read(4096))
+        got.set_result(header)
+        writer.write(b"ok")
+        writer.write_eof()
+
+    server = await asyncio.start_server(handle, "::1", 0)
+    bport = server.sockets[0].getsockname()[1]
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [Backend("::1", bport)]),))):
+        assert await exchange(port, b"") == b"ok"
+    h = await got
+    # the header names the client and the listener; the backend's own family does not matter (as in HAProxy)
+    assert h.source[0] == "127.0.0.1" and h.destination == ("127.0.0.1", port)
+    server.close()

@@ -33,6 +33,7 @@ PIPE_POOL_MAX = 64  # empty pipes kept for reuse; the rest are closed (each cost
 CHUNK = 256 * 1024  # buffered path: bytes per recv
 # Rounds of read+write per readiness callback before yielding to other connections (fairness under bulk load).
 ROUNDS = 8
+SMALL_READ = 16 * 1024  # a read shorter than this ends the round without asking the source again
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH}
 
@@ -45,6 +46,7 @@ class Owner(Protocol):
     """What a Half reports to (the connection)."""
 
     active: bool
+    open_halves: int
 
     def half_done(self) -> None: ...
     def fail(self, half: "Half", exc: OSError, reading: bool) -> None: ...
@@ -122,17 +124,21 @@ class Half:
         self.reading = True
         self.loop.add_reader(self.sfd, self.on_readable)
 
-    def on_readable(self) -> None:  # pragma: no cover - overridden
+    def on_readable(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def stop(self) -> None:
-        """Unregister from the loop (before the sockets close); release what the half holds."""
+    def stop(self, unregister: bool = True) -> None:
+        """Unregister from the loop (before the sockets close); release what the half holds.
+
+        unregister=False: the caller has dropped both descriptors from the poller itself (Poller.forget)."""
         if self.reading:
             self.reading = False
-            self.loop.remove_reader(self.sfd)
+            if unregister:
+                self.loop.remove_reader(self.sfd)
         if self.writing:
             self.writing = False
-            self.loop.remove_writer(self.dfd)
+            if unregister:
+                self.loop.remove_writer(self.dfd)
 
     def _blocked(self) -> None:
         """Destination full: stop reading the source until it drains (this is the back-pressure)."""
@@ -156,14 +162,16 @@ class Half:
 
     def _finish(self) -> None:
         """Source ended and everything was delivered: pass the FIN on, keep the other direction open."""
-        if self.reading:
+        if self.reading and self.owner.open_halves > 1:
+            # (when this is the last half, the connection closes right away and drops the registration itself)
             self.reading = False
             self.loop.remove_reader(self.sfd)
         self.done = True
-        try:
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        if self.owner.open_halves > 1:  # else both sockets close right away, and close() sends the FIN
+            try:
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         self.owner.half_done()
 
 
@@ -179,14 +187,21 @@ class SpliceHalf(Half):
         self.pipe: tuple[int, int] | None = None
         self.pending = 0
 
-    def on_readable(self) -> None:
-        """Source readable: move what is there through the pipe, until the source is empty or dst is full."""
+    def on_readable(self) -> int:
+        """Source readable: move what is there through the pipe, until the source is empty or dst is full.
+
+        Returns the bytes taken from the source (the loop ignores it; the connection uses it once)."""
         self.owner.active = True
         pipe = self.pipe
         if pipe is None:  # only connections with bytes in flight hold a pipe
-            pipe = self.pipe = self.pool.get()
+            try:
+                pipe = self.pipe = self.pool.get()
+            except OSError as exc:  # out of descriptors: drop this connection, not the relay
+                self.owner.fail(self, exc, True)
+                return 0
         pr, pw = pipe
         sfd, dfd, size = self.sfd, self.dfd, self.pool.size
+        moved = 0
         for _ in range(ROUNDS):
             try:
                 n = _splice(sfd, pw, size, flags=_SPLICE_FLAGS)
@@ -194,10 +209,11 @@ class SpliceHalf(Half):
                 break
             except OSError as exc:
                 self.owner.fail(self, exc, True)
-                return
+                return moved
             if n == 0:
                 self.eof = True
                 break
+            moved += n
             pending = n
             while pending:
                 try:
@@ -205,15 +221,20 @@ class SpliceHalf(Half):
                 except BlockingIOError:
                     self.pending = pending
                     self._blocked()
-                    return
+                    return moved
                 except OSError as exc:
                     self.pending = pending
                     self.owner.fail(self, exc, False)
-                    return
+                    return moved
+            if n < SMALL_READ:
+                # A small read almost always emptied the source; the readiness is level-triggered, so if more
+                # is there we are called again. Skipping the confirming EAGAIN saves a syscall per message.
+                break
         self.pipe = None
         self.pool.put(pipe)
         if self.eof:
             self._finish()
+        return moved
 
     def on_writable(self) -> None:
         """Destination drained a little: push the rest of the pipe, then read the source again."""
@@ -235,8 +256,8 @@ class SpliceHalf(Half):
         self.pipe = None
         self._unblocked()
 
-    def stop(self) -> None:
-        super().stop()
+    def stop(self, unregister: bool = True) -> None:
+        super().stop(unregister)
         if self.pipe is not None:
             if self.pending:
                 self.pool.discard(self.pipe)  # bytes still inside: never hand them to another connection
@@ -257,33 +278,40 @@ class BufferedHalf(Half):
         self.scratch = scratch
         self.rest: bytes = b""
 
-    def on_readable(self) -> None:
-        """Source readable: recv into the scratch buffer, send; keep only what the destination refused."""
+    def on_readable(self) -> int:
+        """Source readable: recv into the scratch buffer, send; keep only what the destination refused.
+
+        Returns the bytes taken from the source."""
         self.owner.active = True
         src, dst, buf = self.src, self.dst, self.scratch
+        moved = 0
         for _ in range(ROUNDS):
             try:
                 n = src.recv_into(buf)
             except BlockingIOError:
-                return
+                return moved
             except OSError as exc:
                 self.owner.fail(self, exc, True)
-                return
+                return moved
             if n == 0:
                 self.eof = True
                 self._finish()
-                return
+                return moved
+            moved += n
             try:
                 m = dst.send(buf[:n])
             except BlockingIOError:
                 m = 0
             except OSError as exc:
                 self.owner.fail(self, exc, False)
-                return
+                return moved
             if m < n:
                 self.rest = bytes(buf[m:n])
                 self._blocked()
-                return
+                return moved
+            if n < SMALL_READ:
+                return moved
+        return moved
 
     def on_writable(self) -> None:
         """Destination drained a little: send the remainder, then read the source again."""
@@ -299,6 +327,6 @@ class BufferedHalf(Half):
         if not self.rest:
             self._unblocked()
 
-    def stop(self) -> None:
-        super().stop()
+    def stop(self, unregister: bool = True) -> None:
+        super().stop(unregister)
         self.rest = b""

@@ -47,6 +47,8 @@ def per_worker(config: RelayConfig) -> RelayConfig:
 
 
 def _loop_factory():
+    if os.environ.get("WIREGATE_RELAY_LOOP") == "asyncio":  # for comparisons
+        return asyncio.new_event_loop
     try:
         import uvloop
     except ImportError:  # uvloop is optional: the stock loop works, only slower per event
@@ -69,7 +71,14 @@ async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
 
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    pending: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()

@@ -12,6 +12,7 @@ from typing import Union
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.relay.config import RelayConfig, TCPService, UDPService, format_addr
 from wiregate.relay.datapath import CHUNK, HAVE_SPLICE, PipePool
+from wiregate.relay.poller import HAVE_EPOLL, Poller
 from wiregate.relay.tcp import TCPListener, TCPRuntime, bind_socket
 from wiregate.relay.udp import UDPListener, UDPRuntime
 
@@ -34,6 +35,7 @@ class Relay:
         self.config = config
         self.reuse_port = reuse_port
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
+        self.io: Poller | asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.services: dict[str, Runtime] = {}
         self.retired: list[TCPRuntime] = []  # services removed by a reload, kept until their connections end
         self.listeners: dict[tuple, Listener] = {}
@@ -43,6 +45,12 @@ class Relay:
         self.started = False
         self._drained: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+
+    def _make_io(self) -> "Poller | asyncio.AbstractEventLoop":
+        """Where connection sockets are watched: a private epoll set on Linux (see poller.py), else the loop."""
+        if HAVE_EPOLL and os.environ.get("WIREGATE_RELAY_POLLER", "epoll") != "loop":
+            return Poller(self.loop)
+        return self.loop
 
     @property
     def use_splice(self) -> bool:
@@ -55,8 +63,14 @@ class Relay:
         if self.started:
             raise WiregateError("relay: already started")
         self.loop = asyncio.get_running_loop()
+        self.io = self._make_io()
         self._drained = asyncio.Event()
-        await self._apply(self.config)
+        try:
+            await self._apply(self.config)
+        except BaseException:
+            if isinstance(self.io, Poller):  # nothing else was set up: _apply binds all or nothing
+                self.io.close()
+            raise
         self.started = True
         self._arm_sweeper()
         log.info("relay: %d service(s), %s data path, pid %d", len(self.services),
@@ -69,7 +83,7 @@ class Relay:
         if not self.started or self.closing:
             raise WiregateError("reload: relay is not running")
         config.validate()
-        await self._apply(config)
+        await self._apply(config, ConfigError)  # a listener we cannot bind makes the new config unusable here
         self.config = config
         self._arm_sweeper()
         log.info("relay: reloaded, %d service(s)", len(self.services))
@@ -95,7 +109,7 @@ class Relay:
             out[svc.name] = addrs
         return out
 
-    async def _apply(self, config: RelayConfig) -> None:
+    async def _apply(self, config: RelayConfig, bind_error: type[WiregateError] = WiregateError) -> None:
         """Resolve, bind what is new (all or nothing), then switch services and listeners over."""
         resolved = await self._resolve(config)
         wanted: dict[tuple, str] = {}
@@ -115,7 +129,7 @@ class Relay:
                         fresh[key] = bind_socket(socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM,
                                                  host, port, self.reuse_port)
                     except OSError as exc:
-                        raise WiregateError(f"services[{si}] {svc.name!r}: cannot listen on {kind} "
+                        raise bind_error(f"services[{si}] {svc.name!r}: cannot listen on {kind} "
                                             f"{format_addr((host, port))}: {exc.strerror or exc}") from None
         except BaseException:
             for sock in fresh.values():
@@ -239,6 +253,8 @@ class Relay:
             self._sweeper.cancel()
             self._sweeper = None
         self.pipes.close()
+        if isinstance(self.io, Poller):
+            self.io.close()
 
     # -- status --------------------------------------------------------------------------------------------
     def status(self) -> dict:
