@@ -85,3 +85,54 @@ def test_responder_session_becomes_current_on_first_data_and_initiator_sends_kee
     q.b.receive_datagram(ka, q.a_addr, q.now)
     assert q.peer_a.keypairs.current is not None and q.peer_a.keypairs.next is None
     assert q.b.take_packets() == []
+
+
+def test_simultaneous_initiations_converge_on_one_session() -> None:
+    from wgcore_helpers import run_until
+
+    p = Pair(b_knows_a_endpoint=True)
+    p.a.send_packet(ip4("10.0.0.1", "10.0.0.2", b"from a"), p.now)
+    p.b.send_packet(ip4("10.0.0.2", "10.0.0.1", b"from b"), p.now)
+    p.now += 0.5  # both initiations cross on the wire
+    p.wall.t += 0.5
+    run_until(p, p.now + 12)
+    assert ip4("10.0.0.1", "10.0.0.2", b"from a") in p.b.take_packets()
+    assert ip4("10.0.0.2", "10.0.0.1", b"from b") in p.a.take_packets()
+    p.a.send_packet(ip4("10.0.0.1", "10.0.0.2", b"after"), p.now)
+    p.pump()
+    assert p.b.take_packets() == [ip4("10.0.0.1", "10.0.0.2", b"after")]
+
+
+def test_rekey_after_messages_and_reject_after_messages() -> None:
+    from wiregate.wireguard.constants import REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES
+
+    p = Pair()
+    p.connect()
+    kp = p.peer_b.keypairs.current
+    kp.send_nonce = REKEY_AFTER_MESSAGES + 1
+    p.advance(6)  # past the REKEY_TIMEOUT rate limit of the first initiation
+    p.pump()
+    p.a.send_packet(ip4("10.0.0.1", "10.0.0.2", b"many"), p.now)
+    assert [len(dg) if dg[0] == 4 else dg[0] for dg, _ in p.a.take_datagrams()][-1] == 1  # data, then rekey
+    q = Pair(seed=5)
+    q.connect()
+    q.peer_b.keypairs.current.send_nonce = REJECT_AFTER_MESSAGES
+    q.advance(6)  # past the REKEY_TIMEOUT rate limit of the first initiation (and a newer TAI64N)
+    q.a.send_packet(ip4("10.0.0.1", "10.0.0.2", b"held"), q.now)
+    out = q.a.take_datagrams()
+    assert [dg[0] for dg, _ in out] == [1]  # not sent with the worn-out key: queued, handshake started
+    q.b.receive_datagram(out[0][0], q.a_addr, q.now)
+    q.pump()
+    assert q.b.take_packets() == [ip4("10.0.0.1", "10.0.0.2", b"held")]
+
+
+def test_changing_the_private_key_expires_sessions() -> None:
+    from wiregate.wireguard.keys import generate_private_key, public_key
+
+    p = Pair()
+    p.connect()
+    new = generate_private_key()
+    p.a.set_private_key(new)
+    assert p.a.public_key == public_key(new) and p.a.private_key == new
+    p.a.send_packet(ip4("10.0.0.1", "10.0.0.2"), p.now)
+    assert [dg[0] for dg, _ in p.a.take_datagrams()] == [1]  # a new handshake, the old session is spent

@@ -54,6 +54,10 @@ class _Family(Generic[T]):
         if changed:
             self._relevel()
 
+    def exact(self, net: int, plen: int) -> T | None:
+        table = self.tables.get(plen)
+        return None if table is None else table.get(net >> (self.bits - plen))
+
     def lookup(self, addr: int) -> T | None:
         for shift, table in self.levels:
             v = table.get(addr >> shift)
@@ -75,6 +79,12 @@ class AllowedIPs(Generic[T]):
         fam = self._v4 if net.version == 4 else self._v6
         fam.insert(int(net.network_address), net.prefixlen, value)
         return str(net)
+
+    def owner(self, prefix: str) -> T | None:
+        """Who holds exactly this prefix (not a longest match), or None."""
+        net = parse_prefix(prefix)
+        fam = self._v4 if net.version == 4 else self._v6
+        return fam.exact(int(net.network_address), net.prefixlen)
 
     def remove_value(self, value: T) -> None:
         """Remove every prefix owned by `value`."""

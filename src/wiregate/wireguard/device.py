@@ -29,22 +29,22 @@ from typing import Callable, Iterable
 from cryptography.exceptions import InvalidTag
 
 from wiregate.errors import ConfigError
-from wiregate.wireguard.allowedips import AllowedIPs
+from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
-    DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MAX_TIMER_HANDSHAKES,
-    MESSAGE_COOKIE_REPLY_SIZE, MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE,
-    PADDING_MULTIPLE, RATELIMIT_BURST, RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME,
-    REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS, RESOLVE_EVERY_ATTEMPTS,
-    UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
+    DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
+    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, PADDING_MULTIPLE, RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
 from wiregate.wireguard.crypto import tai64n
-from wiregate.wireguard.events import HandshakeComplete, HandshakeGaveUp, KeysZeroed, PeerRoamed, ResolveEndpoint
+from wiregate.wireguard.events import HandshakeComplete, PeerRoamed, ResolveEndpoint
 from wiregate.wireguard.noise import (
     Handshake, HandshakeState, StaticIdentity, consume_response, create_initiation, create_response,
     derive_transport_keys, finish_initiation, open_initiation,
 )
 from wiregate.wireguard.session import Keypair, Keypairs
+from wiregate.wireguard.timers import TimerRules
 
 __all__ = ["Device", "Peer", "PeerConfig"]
 
@@ -63,7 +63,7 @@ _NEVER = float("-inf")
 _DEFAULT_PORT = 51820
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class PeerConfig:
     """A peer as configured (wg-quick [Peer] / UAPI): `endpoint_host` is a DNS name ("host", "host:port" or
     "[v6]:port") the Device asks the I/O layer to resolve (ResolveEndpoint) when there is no endpoint yet and
@@ -133,17 +133,8 @@ class Peer:
         self.t_zero_key_material: float | None = None
         self.t_persistent_keepalive: float | None = None
 
-    def deadline(self) -> float | None:
-        """The earliest pending timer of this peer."""
-        best = None
-        for t in (self.t_retransmit_handshake, self.t_send_keepalive, self.t_new_handshake,
-                  self.t_zero_key_material, self.t_persistent_keepalive):
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
 
-
-class Device:
+class Device(TimerRules):
     """A WireGuard interface's protocol state (see the module docstring for how to drive it)."""
 
     def __init__(self, private_key: bytes, *, wall_clock: Callable[[], float] = time.time,
@@ -229,6 +220,8 @@ class Device:
                 del table[k]
         entry = table.get(ip)
         if entry is None:
+            if len(table) > 4096:  # still full of live sources after the sweep: refuse newcomers, bound memory
+                return False
             table[ip] = [RATELIMIT_BURST - 1.0, now]
             return True
         tokens = min(float(RATELIMIT_BURST), entry[0] + (now - entry[1]) * RATELIMIT_PACKETS_PER_SECOND)
@@ -319,17 +312,16 @@ class Device:
             peer.handshake.last_sent_handshake = _NEVER
             peer.t_retransmit_handshake = 0.0
 
-    def _check_prefixes(self, prefixes: Iterable[str]) -> tuple[str, ...]:
-        from wiregate.wireguard.allowedips import parse_prefix
+    @staticmethod
+    def _check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(str(parse_prefix(p)) for p in prefixes))
 
     def _set_allowed(self, peer: Peer, prefixes: tuple[str, ...]) -> None:
         self._allowed.remove_value(peer)
         for prefix in prefixes:
             # a prefix owned by another peer moves to this one (wg semantics): drop it from the old owner's list
-            net = ipaddress.ip_network(prefix)
-            owner = self._allowed.lookup(net.network_address.packed)
-            if owner is not None and owner is not peer and prefix in owner.allowed_ips:
+            owner = self._allowed.owner(prefix)
+            if owner is not None and owner is not peer:
                 owner.allowed_ips = tuple(p for p in owner.allowed_ips if p != prefix)
             self._allowed.insert(prefix, peer)
         peer.allowed_ips = prefixes
@@ -353,15 +345,6 @@ class Device:
         """Events since the last call (see events.py)."""
         out, self._events = self._events, []
         return out
-
-    def next_deadline(self) -> float | None:
-        """When `handle_timer` must next be called (monotonic seconds), or None when no timer is pending."""
-        best = None
-        for peer in self.peers.values():
-            t = peer.deadline()
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
 
     # -- send path -----------------------------------------------------------------------------------------
     def send_packet(self, packet: bytes, now: float) -> None:
@@ -443,20 +426,16 @@ class Device:
             nonce += 1
         kp.send_nonce = nonce
         peer.tx_bytes += tx
-        # timers: any authenticated packet traversed and was sent; data sent (wireguard-go RoutineSequentialSender)
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = now + peer.persistent_keepalive
-        peer.t_send_keepalive = None
-        if data_sent and peer.t_new_handshake is None:
-            peer.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+        # once per batch, as wireguard-go's RoutineSequentialSender does
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
+        if data_sent:
+            self._timers_data_sent(peer, now)
         # keepKeyFreshSending
         if nonce > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > REKEY_AFTER_TIME):
             self._send_initiation(peer, now, retry=False)
         if staged:  # nonces exhausted mid-batch: the rest waits for the new session
             self._send_initiation(peer, now, retry=False)
-
-    def _jitter(self) -> float:
-        return (int.from_bytes(self._rng(2), "little") % REKEY_TIMEOUT_JITTER_MAX_MS) / 1000.0
 
     def _new_index(self) -> int:
         for _ in range(64):
@@ -480,6 +459,12 @@ class Device:
             peer.handshake_attempts = 0
         hs = peer.handshake
         if now - hs.last_sent_handshake < REKEY_TIMEOUT:
+            # Rate limited (we sent an initiation or a response moments ago). wireguard-go and the kernel just
+            # return here, which can leave queued packets without any pending retry (two peers whose
+            # initiations crossed answer each other and then both drop the other's response); we keep a
+            # retry armed for when the limit lifts.
+            if peer.t_retransmit_handshake is None and (retry or peer.staged):
+                peer.t_retransmit_handshake = hs.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
             return
         hs.last_sent_handshake = now
         self._hs_index.pop(hs.local_index, None)
@@ -490,17 +475,15 @@ class Device:
             return
         self._hs_index[idx] = peer
         msg = peer.cookie.add_macs(msg, now)
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = now + peer.persistent_keepalive
-        peer.t_send_keepalive = None
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
         if not self._send_handshake_datagram(peer, msg, now):
             peer.initiation_unsent = True
             if peer.endpoint_host:
                 self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
         else:
             peer.initiation_unsent = False
-        # timersHandshakeInitiated: retransmit after REKEY_TIMEOUT plus jitter
-        peer.t_retransmit_handshake = now + REKEY_TIMEOUT + self._jitter()
+        self._timers_handshake_initiated(peer, now)
 
     def _send_response(self, peer: Peer, now: float) -> None:
         """Handshake message 2 after a consumed initiation; derives the responder keypair (it waits in `next`)."""
@@ -514,10 +497,9 @@ class Device:
         self._hs_index[idx] = peer
         msg = peer.cookie.add_macs(msg, now)
         self._begin_session(peer, now)
-        peer.t_zero_key_material = now + 3 * REJECT_AFTER_TIME  # timersSessionDerived
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = now + peer.persistent_keepalive
-        peer.t_send_keepalive = None
+        self._timers_session_derived(peer, now)
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_sent(peer)
         self._send_handshake_datagram(peer, msg, now)
 
     def _begin_session(self, peer: Peer, now: float) -> None:
@@ -631,14 +613,10 @@ class Device:
         for peer, addr in seen.items():
             self._update_endpoint(peer, addr)
             self._keep_key_fresh_receiving(peer, now)
-            if peer.persistent_keepalive:
-                peer.t_persistent_keepalive = now + peer.persistent_keepalive
-            peer.t_new_handshake = None
-            if peer in data_rx:  # timersDataReceived
-                if peer.t_send_keepalive is None:
-                    peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
-                else:
-                    peer.need_another_keepalive = True
+            self._timers_any_authenticated_packet_traversal(peer, now)
+            self._timers_any_authenticated_packet_received(peer)
+            if peer in data_rx:
+                self._timers_data_received(peer, now)
 
     def _confirm_next(self, peer: Peer, kp: Keypair, addr: Addr, now: float) -> None:
         """First authenticated data under the responder's new keypair: it becomes current (key confirmation)."""
@@ -737,9 +715,8 @@ class Device:
         hs.last_timestamp = timestamp
         hs.last_initiation_consumption = now
         hs.state = HandshakeState.INITIATION_CONSUMED
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = now + peer.persistent_keepalive
-        peer.t_new_handshake = None
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_received(peer)
         self._update_endpoint(peer, addr)
         peer.rx_bytes += len(data)
         self._send_response(peer, now)
@@ -758,57 +735,12 @@ class Device:
         hs.state = HandshakeState.RESPONSE_CONSUMED
         self._update_endpoint(peer, addr)
         peer.rx_bytes += len(data)
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = now + peer.persistent_keepalive
-        peer.t_new_handshake = None
+        self._timers_any_authenticated_packet_traversal(peer, now)
+        self._timers_any_authenticated_packet_received(peer)
         self._begin_session(peer, now)
-        peer.t_zero_key_material = now + 3 * REJECT_AFTER_TIME
+        self._timers_session_derived(peer, now)
         self._handshake_complete(peer)
         self._send_keepalive(peer, now)  # key confirmation for the responder, and flushes queued packets
-
-    # -- timers (wireguard-go timers.go) -------------------------------------------------------------------
-    def handle_timer(self, now: float) -> None:
-        """Run every peer timer whose deadline is <= now."""
-        for peer in list(self.peers.values()):
-            if peer.t_retransmit_handshake is not None and peer.t_retransmit_handshake <= now:
-                peer.t_retransmit_handshake = None
-                self._expired_retransmit_handshake(peer, now)
-            if peer.t_send_keepalive is not None and peer.t_send_keepalive <= now:
-                peer.t_send_keepalive = None
-                self._expired_send_keepalive(peer, now)
-            if peer.t_new_handshake is not None and peer.t_new_handshake <= now:
-                peer.t_new_handshake = None
-                self._send_initiation(peer, now, retry=False)  # sent data, heard nothing for 15 s
-            if peer.t_zero_key_material is not None and peer.t_zero_key_material <= now:
-                peer.t_zero_key_material = None
-                self._zero_all(peer)
-                self._events.append(KeysZeroed(peer.public_key))
-            if peer.t_persistent_keepalive is not None and peer.t_persistent_keepalive <= now:
-                peer.t_persistent_keepalive = None
-                if peer.persistent_keepalive:
-                    self._send_keepalive(peer, now)
-
-    def _expired_retransmit_handshake(self, peer: Peer, now: float) -> None:
-        """Retry every REKEY_TIMEOUT (+jitter); after MAX_TIMER_HANDSHAKES retries give up and drop the queue.
-        Every RESOLVE_EVERY_ATTEMPTS failed tries, ask for a fresh DNS answer for a named endpoint."""
-        if peer.handshake_attempts > MAX_TIMER_HANDSHAKES:
-            peer.t_send_keepalive = None
-            peer.staged.clear()
-            if peer.t_zero_key_material is None:
-                peer.t_zero_key_material = now + 3 * REJECT_AFTER_TIME
-            self._events.append(HandshakeGaveUp(peer.public_key))
-            return
-        peer.handshake_attempts += 1
-        if peer.endpoint_host and peer.handshake_attempts % RESOLVE_EVERY_ATTEMPTS == 0:
-            self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
-        self._send_initiation(peer, now, retry=True)
-
-    def _expired_send_keepalive(self, peer: Peer, now: float) -> None:
-        """Passive keepalive: data came in and we sent nothing back for KEEPALIVE_TIMEOUT."""
-        self._send_keepalive(peer, now)
-        if peer.need_another_keepalive:
-            peer.need_another_keepalive = False
-            peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
 
     def _clear_handshake(self, peer: Peer) -> None:
         hs = peer.handshake

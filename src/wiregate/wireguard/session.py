@@ -86,14 +86,15 @@ class Keypairs:
         return dropped
 
     def confirm_next(self, kp: Keypair) -> Keypair | None:
-        """Data arrived under `next`: it becomes current (old current -> previous). Returns the dropped one."""
+        """Data arrived under `next`: it becomes current, the old current becomes previous. Returns the keypair
+        that fell out (the old previous), if any, so its index can be freed."""
         if self.next is not kp:
             return None
         old = self.previous
         self.previous = self.current
         self.current = kp
         self.next = None
-        return old if old is not None else None
+        return old
 
     def clear(self) -> list[Keypair]:
         """Drop all keypairs; returns them."""
