@@ -82,7 +82,8 @@ def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
     assert seen["http"] == f"http www.example client {CLIENT_IP}"
     assert seen["echo"].startswith(f"echo client {CLIENT_IP}:") and seen["echo"].endswith("| ping")
     assert seen["udp"].startswith(f"udp client {CLIENT_IP}:") and seen["udp"].endswith(" ping")
-    assert CLIENT_IP in sl.log_tail("gateway", 20000)  # the access log names the real client
+    assert f"{CLIENT_IP}:" in sl.log_tail("gateway", 20000)  # the gateway's access log names the real client
+    assert f"client {CLIENT_IP}:" in sl.log_tail("home", 20000)  # so does the home's, from the PROXY header
 
 
 def test_real_client_address_through_wireguard_go_home_in_external_mode(lab, tmp_path):
