@@ -393,6 +393,9 @@ async def run_node(path: Path) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(node.reload()))
     try:
         await node.start()
+    except OSError as exc:  # a port taken, a device missing...: one clean line, not a traceback
+        await node.close()
+        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: cannot start: {exc}") from None
     except BaseException:
         await node.close()
         raise

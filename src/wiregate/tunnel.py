@@ -213,6 +213,8 @@ class ExternalTunnel(Tunnel):
 class KernelTunnel(Tunnel):
     """Linux WireGuard over netlink (pyroute2): the link is created at start and deleted at close."""
 
+    created = False  # only a link this object made is ever deleted (never someone else's wg0)
+
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._start)
 
@@ -227,6 +229,7 @@ class KernelTunnel(Tunnel):
             except Exception as exc:  # noqa: BLE001 - pyroute2 raises NetlinkError
                 raise WiregateError(f"tunnel: cannot create kernel WireGuard link {s.interface!r}: {exc} "
                                     "(mode = \"builtin\" works without the kernel module)") from None
+            self.created = True
             idx = ipr.link_lookup(ifname=s.interface)[0]
             try:
                 ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
@@ -235,6 +238,7 @@ class KernelTunnel(Tunnel):
                 ipr.link("set", index=idx, state="up")
             except BaseException:
                 ipr.link("del", index=idx)
+                self.created = False
                 raise
 
     def _configure(self, s: TunnelSpec, replace_peers: bool = False, remove: tuple[bytes, ...] = ()) -> None:
@@ -255,6 +259,9 @@ class KernelTunnel(Tunnel):
                 wg.set(s.interface, peer=peer)
 
     async def close(self) -> None:
+        if not self.created:
+            return
+
         def down() -> None:
             from pyroute2 import IPRoute
 
@@ -263,6 +270,7 @@ class KernelTunnel(Tunnel):
                 if idx:
                     ipr.link("del", index=idx[0])
         await asyncio.get_running_loop().run_in_executor(None, down)
+        self.created = False
 
     async def update(self, spec: TunnelSpec) -> None:
         self._check_same(spec)
