@@ -327,3 +327,20 @@ def test_listeners_added_at_home_start_at_the_next_reload(lab, tmp_path):
                          "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
     assert r.stdout.startswith(f"echo client {CLIENT_IP}:"), r.stdout + r.stderr
     assert "late" in sl.status("home")["ingress"]
+
+
+def test_gateway_that_cannot_bind_its_port_exits_with_one_clean_line(lab, tmp_path):
+    sl = SystemLab(lab, tmp_path / "sys")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    squatter = lab.spawn(sl.vps, [sys.executable, "-c", "import socket,sys,time; s=socket.socket(); "
+                                  f"s.bind(('{VPS_PUBLIC_IP}', 7000)); s.listen(); print('bound', flush=True); "
+                                  "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert squatter.stdout.readline().strip() == "bound"
+    with pytest.raises(RuntimeError, match="exited with 2") as exc:
+        sl.start_gateway()
+    log = sl.log_tail("gateway")
+    assert "Traceback" not in log and "wiregate: error:" in log and "7000" in log, log
+    assert str(exc.value).count("wiregate: error:") == 1
+    # the tunnel interface it had made is gone again
+    assert sl.gw_if not in sl.vps.run(["ip", "-br", "link"]).stdout
