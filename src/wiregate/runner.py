@@ -37,6 +37,8 @@ log = logging.getLogger("wiregate.run")
 PROBE_PORT = 51819  # UDP, on the gateway's tunnel address only
 PROBE_MAGIC = b"wgprobe1"
 PROBE_LEN = len(PROBE_MAGIC) + 8
+PROBE_SILENCE = 3.0  # seconds without a probe answer before the home restarts the handshake
+RESTART_EVERY = 10.0  # seconds between such restarts while the gateway stays away
 
 
 # -- pure builders ----------------------------------------------------------------------------------------------
@@ -187,6 +189,7 @@ class Node:
         self.endpoint: tuple[str, int] | None = None
         self.started_at = time.time()
         self.reloads = {"ok": 0, "refused": 0}
+        self.handshake_restarts = 0
         self.tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -321,9 +324,20 @@ class Node:
 
     # -- home helpers --------------------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
+        last_restart = 0.0
         while True:
             self.prober.send()
             await asyncio.sleep(self.cfg.tunnel.probe_interval)
+            # The tunnel worked and probes now go unanswered: the gateway may have restarted and lost our
+            # session. WireGuard alone would retry 15 s after unanswered data; restarting the handshake now
+            # reconnects within a few seconds of the gateway coming back. At most once per RESTART_EVERY.
+            p, now = self.prober, time.monotonic()
+            silent = now - p.last_reply if p.last_reply is not None else 0.0
+            if silent > max(3 * self.cfg.tunnel.probe_interval, PROBE_SILENCE) and now - last_restart > RESTART_EVERY:
+                last_restart = now
+                if await self.tunnel.restart_handshake():
+                    self.handshake_restarts += 1
+                    log.info("tunnel: no answer from the gateway for %.0fs; starting a new handshake", silent)
 
     async def _resolve_loop(self) -> None:
         from wiregate.resolver import resolve
@@ -367,7 +381,7 @@ class Node:
             st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
                                       "resolved": describe_endpoint(self.endpoint)}
         if self.prober is not None:
-            st["probe"] = self.prober.status()
+            st["probe"] = dict(self.prober.status(), handshake_restarts=self.handshake_restarts)
         return st
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:

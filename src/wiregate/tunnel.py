@@ -106,6 +106,10 @@ class Tunnel:
     def status(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def restart_handshake(self) -> bool:
+        """Drop the peers' sessions so the next packet starts a handshake at once; False when not ours to do."""
+        return False
+
     def _check_same(self, spec: TunnelSpec) -> None:
         for what in ("interface", "private_key", "address", "mode"):
             if getattr(spec, what) != getattr(self.spec, what):
@@ -138,6 +142,12 @@ class BuiltinTunnel(Tunnel):
         self._check_same(spec)
         self.iface.update(self._wgquick(spec))
         self.spec = spec
+
+    async def restart_handshake(self) -> bool:
+        # removing and re-adding the peers forgets their sessions; endpoints and allowed IPs come back as configured
+        self.iface.update(self._wgquick(replace(self.spec, peers=())))
+        self.iface.update(self._wgquick(self.spec))
+        return True
 
     def status(self) -> dict[str, Any]:
         st = self.iface.status()
@@ -277,6 +287,11 @@ class KernelTunnel(Tunnel):
         gone = tuple({p.public_key for p in self.spec.peers} - {p.public_key for p in spec.peers})
         await asyncio.get_running_loop().run_in_executor(None, lambda: self._configure(spec, remove=gone))
         self.spec = spec
+
+    async def restart_handshake(self) -> bool:
+        keys = tuple(p.public_key for p in self.spec.peers)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._configure(self.spec, remove=keys))
+        return True
 
     def status(self) -> dict[str, Any]:
         st = ExternalTunnel.status(self)  # `wg show` reads kernel interfaces too

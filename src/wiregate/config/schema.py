@@ -384,8 +384,9 @@ HOME = Table("home file", "the home side", COMMON_TOP + (
         Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (the trusted PROXY sender)"),
         Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
         Opt("resolve_interval", p_seconds, 30.0, "seconds between lookups of a DNS gateway_endpoint"),
-        Opt("probe_interval", p_seconds, 5.0,
-            "seconds between tunnel probes to the gateway (they trigger a new handshake after a gateway restart)"),
+        Opt("probe_interval", p_seconds, 2.0,
+            "seconds between tunnel probes to the gateway; 3 unanswered in a row (and at least 3 s) restart the "
+            "handshake, which repairs the tunnel soon after a gateway restart"),
         Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
         Opt("mtu", int_range(1280, 9000), 1420, "tunnel MTU"),
     ), required=True),
