@@ -131,9 +131,10 @@ def test_gateway_relays_to_wireguard_go_home_with_client_address(lab, tmp_path):
     assert f"{CLIENT_IP}:" in sl.log_tail("gateway", 50000)
 
 
-def test_gateway_restart_home_reconnects_without_action(lab, tmp_path):
+def test_gateway_killed_and_restarted_home_reconnects_without_action(lab, tmp_path):
     sl = _tunnel_only(lab, tmp_path)
-    sl.stop_gateway()
+    sl.gateway_proc.kill()  # SIGKILL: no clean shutdown, stale control and UAPI sockets stay behind
+    sl.gateway_proc.wait(10)
     assert not _echo_ok(sl)
     sl.start_gateway()
     t0 = time.monotonic()
