@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 import struct
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 from wiregate import sdnotify
 from wiregate.config import model
-from wiregate.config.keys import decode_key, encode_key
+from wiregate.config.keys import decode_key
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
@@ -191,7 +190,6 @@ class Node:
         self.reloads = {"ok": 0, "refused": 0}
         self.handshake_restarts = 0
         self.tasks: list[asyncio.Task] = []
-        self.stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
 
     # -- life cycle ----------------------------------------------------------------------------------------
@@ -281,8 +279,16 @@ class Node:
                 problems = model.check_files(new)
                 if problems:
                     raise ConfigError(problems[0])
-                spec = tunnel_spec(new, self.endpoint)
-                self.tunnel._check_same(spec) if self.tunnel else None
+                endpoint = self.endpoint
+                if isinstance(new, HomeConfig) and new.tunnel.gateway_endpoint != self.cfg.tunnel.gateway_endpoint:
+                    from wiregate.resolver import resolve
+                    try:
+                        endpoint = await resolve(*new.tunnel.gateway_endpoint)
+                    except OSError as exc:
+                        raise ConfigError(f"tunnel.gateway_endpoint: {format_hostport(*new.tunnel.gateway_endpoint)!r}"
+                                          f": cannot resolve: {exc}") from None
+                spec = tunnel_spec(new, endpoint)
+                self.tunnel._check_same(spec)
                 if isinstance(new, GatewayConfig):
                     part_cfg = self._build(relay_config, new)
                 else:
@@ -303,6 +309,7 @@ class Node:
                 sdnotify.notify("READY=1", f"STATUS=reload refused: {exc}")
                 return False
             self.cfg = new
+            self.endpoint = endpoint
             self.reloads["ok"] += 1
             log.info("reload: applied %s (%s)", self.path, self._summary())
             sdnotify.notify("READY=1", f"STATUS={self._summary()}")
@@ -421,13 +428,6 @@ async def run_node(path: Path) -> int:
     return 0
 
 
-def own_public_key(cfg: Config) -> str:
-    """This node's public key (for status and logs)."""
-    from wiregate.config.keys import public_key
-
-    return encode_key(public_key(model.read_key(cfg.tunnel.private_key_file)))
-
-
 def find_control_socket(name_or_file: str | None) -> Path:
     """The control socket for a config file, an instance name, or the only socket in /run/wiregate."""
     if name_or_file:
@@ -444,6 +444,3 @@ def find_control_socket(name_or_file: str | None) -> Path:
         raise WiregateError(f"no control socket in {model.DEFAULT_RUN_DIR} (is `wiregate run` running?)")
     raise WiregateError(f"several wiregate instances run ({', '.join(s.stem for s in socks)}); name one")
 
-
-def socket_family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET

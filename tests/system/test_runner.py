@@ -68,3 +68,13 @@ def test_hosts_override_file_wins_and_is_reread(tmp_path, monkeypatch):
 def test_auto_mode_picks_kernel_only_when_the_kernel_has_wireguard():
     assert resolve_mode("builtin") == "builtin" and resolve_mode("external") == "external"
     assert resolve_mode("auto") == ("kernel" if kernel_has_wireguard() else "builtin")
+
+
+def test_status_finds_the_socket_from_a_file_a_name_or_a_path(gw_file, tmp_path):
+    from pathlib import Path
+
+    from wiregate.runner import find_control_socket
+
+    assert find_control_socket(str(gw_file)) == Path("/run/wiregate/gw.ctl")
+    assert find_control_socket("cabin") == Path("/run/wiregate/cabin.ctl")
+    assert find_control_socket(str(tmp_path / "x.ctl")) == tmp_path / "x.ctl"
