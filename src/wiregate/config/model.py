@@ -1,0 +1,452 @@
+"""The two config files as frozen dataclasses, loaded and checked: keys one by one (schema), then across keys.
+
+    cfg = load("/etc/wiregate/gateway.toml")    # GatewayConfig or HomeConfig; ConfigError names key and value
+    key = read_key(cfg.tunnel.private_key_file) # refuses a group/world readable file
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wiregate.config import schema
+from wiregate.config.schema import fail, format_hostport
+from wiregate.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_KEY_FILE_BYTES = 4096
+DEFAULT_CONFIG_DIR = Path("/etc/wiregate")
+DEFAULT_RUN_DIR = Path("/run/wiregate")
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    enabled: bool = True
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTunnel:
+    mode: str
+    interface: str
+    private_key_file: Path
+    endpoint: tuple[str, int]
+    listen_port: int
+    address: str  # "192.0.2.1/24"
+    mtu: int
+
+    @property
+    def ip(self) -> str:
+        """The gateway's own tunnel address, without the prefix length."""
+        return str(ipaddress.ip_interface(self.address).ip)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    public_key: str
+    address: str
+    preshared_key_file: Path | None = None
+    weight: int = 1
+    backup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    protocol: str
+    listen: tuple[tuple[str, int], ...]
+    port: int
+    sites: tuple[str, ...]
+    proxy_protocol: str
+    balance: str
+    connect_timeout: float
+    retries: int
+    idle_timeout: float
+    max_connections: int
+    max_per_source: int
+    flow_idle_timeout: float
+    max_flows: int
+    health: Health
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    role: str
+    name: str
+    tunnel: GatewayTunnel
+    sites: tuple[Site, ...]
+    services: tuple[Service, ...]
+    control_socket: Path
+    metrics_listen: tuple[str, int] | None
+    drain_timeout: float
+    path: Path | None = None
+
+    def site(self, name: str) -> Site:
+        """The site called `name` (KeyError when absent)."""
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def service_sites(self, svc: Service) -> tuple[Site, ...]:
+        """The sites a service forwards to (all sites when the service names none)."""
+        return tuple(s for s in self.sites if not svc.sites or s.name in svc.sites)
+
+
+@dataclass(frozen=True, slots=True)
+class HomeTunnel:
+    mode: str
+    interface: str
+    private_key_file: Path
+    preshared_key_file: Path | None
+    address: str
+    gateway_endpoint: tuple[str, int]
+    gateway_public_key: str
+    gateway_address: str
+    persistent_keepalive: int
+    resolve_interval: float
+    probe_interval: float
+    listen_port: int
+    mtu: int
+
+    @property
+    def ip(self) -> str:
+        """This site's tunnel address without the prefix length."""
+        return str(ipaddress.ip_interface(self.address).ip)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    target: tuple[str, int]
+    sni: tuple[str, ...] = ()
+    host: tuple[str, ...] = ()
+    path_prefix: str = ""
+    send_proxy: str = "none"
+    http_headers: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    listen: tuple[str, int]  # host is an IP ("tunnel" already replaced)
+    protocol: str
+    trusted: tuple[str, ...]
+    routes: tuple[Route, ...]
+    default_route: str
+    header_timeout: float
+    sniff_timeout: float
+    max_connections: int
+    idle_timeout: float
+    server_first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HomeConfig:
+    role: str
+    name: str
+    tunnel: HomeTunnel
+    listeners: tuple[Listener, ...]
+    control_socket: Path
+    metrics_listen: tuple[str, int] | None
+    drain_timeout: float
+    path: Path | None = None
+
+
+Config = GatewayConfig | HomeConfig
+
+
+def _file(base: Path, value: str) -> Path | None:
+    if not value:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _control(base_name: str, value: str, base: Path) -> Path:
+    return _file(base, value) or DEFAULT_RUN_DIR / f"{base_name}.ctl"
+
+
+def build(doc: dict, base: Path, path: Path | None = None) -> Config:
+    """Validate a parsed TOML document and build the config; relative file names are resolved against `base`."""
+    if not isinstance(doc, dict):
+        raise ConfigError("the file must be a TOML table")
+    role = doc.get("role")
+    if role == "gateway":
+        return _gateway(schema.parse(doc, schema.GATEWAY), base, path)
+    if role == "home":
+        return _home(schema.parse(doc, schema.HOME), base, path)
+    if role is None:
+        raise ConfigError('role: missing (required): "gateway" or "home"')
+    raise fail("role", role, 'must be "gateway" or "home"')
+
+
+def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
+    t = d["tunnel"]
+    net = ipaddress.ip_interface(t["address"]).network
+    gw_ip = ipaddress.ip_interface(t["address"]).ip
+    tunnel = GatewayTunnel(mode=t["mode"], interface=t["interface"],
+                           private_key_file=_file(base, t["private_key_file"]), endpoint=t["endpoint"],
+                           listen_port=t["listen_port"], address=t["address"], mtu=t["mtu"])
+    sites: list[Site] = []
+    names: set[str] = set()
+    keys: set[str] = set()
+    addrs: set[str] = {str(gw_ip)}
+    for i, s in enumerate(d["sites"]):
+        p = f"sites[{i}]"
+        if s["name"] in names:
+            raise fail(f"{p}.name", s["name"], "is used by another site")
+        if s["public_key"] in keys:
+            raise fail(f"{p}.public_key", s["public_key"], "is the key of another site")
+        ip = ipaddress.ip_address(s["address"])
+        if ip not in net:
+            raise fail(f"{p}.address", s["address"], f"is outside the tunnel prefix {net} (tunnel.address)")
+        if s["address"] in addrs:
+            raise fail(f"{p}.address", s["address"], "is taken (by the gateway or another site)")
+        if ip in (net.network_address, net.broadcast_address) and net.num_addresses > 2:
+            raise fail(f"{p}.address", s["address"], "is the network or broadcast address of the tunnel prefix")
+        names.add(s["name"])
+        keys.add(s["public_key"])
+        addrs.add(s["address"])
+        sites.append(Site(name=s["name"], public_key=s["public_key"], address=s["address"],
+                          preshared_key_file=_file(base, s["preshared_key_file"]), weight=s["weight"],
+                          backup=s["backup"]))
+    services: list[Service] = []
+    snames: set[str] = set()
+    bound: dict[tuple[str, str, int], str] = {}
+    for i, s in enumerate(d["services"]):
+        p = f"services[{i}]"
+        if s["name"] in snames:
+            raise fail(f"{p}.name", s["name"], "is used by another service")
+        snames.add(s["name"])
+        for j, n in enumerate(s["sites"]):
+            if n not in names:
+                raise fail(f"{p}.sites[{j}]", n, "is not a site of this gateway (see [[sites]])")
+        for j, (host, port) in enumerate(s["listen"]):
+            if host == "tunnel":
+                raise fail(f"{p}.listen[{j}]", format_hostport(host, port),
+                           "'tunnel' is only for home listeners; give an IP address")
+            key = (s["protocol"], host, port)
+            if key in bound:
+                raise fail(f"{p}.listen[{j}]", format_hostport(host, port),
+                           f"is already a {s['protocol']} listener of service {bound[key]!r}")
+            bound[key] = s["name"]
+        if s["protocol"] == "udp" and s["proxy_protocol"] == "v1":
+            raise fail(f"{p}.proxy_protocol", "v1", "UDP needs \"v2\" or \"none\" (v1 has no datagram form)")
+        h = s["health"]
+        services.append(Service(
+            name=s["name"], protocol=s["protocol"], listen=s["listen"], port=s["port"] or s["listen"][0][1],
+            sites=s["sites"], proxy_protocol=s["proxy_protocol"], balance=s["balance"],
+            connect_timeout=s["connect_timeout"], retries=s["retries"], idle_timeout=s["idle_timeout"],
+            max_connections=s["max_connections"], max_per_source=s["max_per_source"],
+            flow_idle_timeout=s["flow_idle_timeout"], max_flows=s["max_flows"],
+            health=Health(enabled=h["enabled"], interval=h["interval"], timeout=h["timeout"], rise=h["rise"],
+                          fall=h["fall"])))
+    cfg = GatewayConfig(role="gateway", name=d["name"], tunnel=tunnel, sites=tuple(sites),
+                        services=tuple(services), control_socket=_control(d["name"], d["control"]["socket"], base),
+                        metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
+    for i, svc in enumerate(cfg.services):
+        if sites and not cfg.service_sites(svc):
+            raise fail(f"services[{i}].sites", list(svc.sites), "selects no site")
+    return cfg
+
+
+def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
+    t = d["tunnel"]
+    iface = ipaddress.ip_interface(t["address"])
+    if ipaddress.ip_address(t["gateway_address"]) == iface.ip:
+        raise fail("tunnel.gateway_address", t["gateway_address"], "is this site's own tunnel address")
+    if ipaddress.ip_address(t["gateway_address"]).version != iface.version:
+        raise fail("tunnel.gateway_address", t["gateway_address"],
+                   f"is not an IPv{iface.version} address like tunnel.address")
+    tunnel = HomeTunnel(mode=t["mode"], interface=t["interface"],
+                        private_key_file=_file(base, t["private_key_file"]),
+                        preshared_key_file=_file(base, t["preshared_key_file"]), address=t["address"],
+                        gateway_endpoint=t["gateway_endpoint"], gateway_public_key=t["gateway_public_key"],
+                        gateway_address=t["gateway_address"], persistent_keepalive=t["persistent_keepalive"],
+                        resolve_interval=t["resolve_interval"], probe_interval=t["probe_interval"],
+                        listen_port=t["listen_port"], mtu=t["mtu"])
+    listeners: list[Listener] = []
+    lnames: set[str] = set()
+    bound: dict[tuple[str, str, int], str] = {}
+    for i, ln in enumerate(d["listeners"]):
+        p = f"listeners[{i}]"
+        if ln["name"] in lnames:
+            raise fail(f"{p}.name", ln["name"], "is used by another listener")
+        lnames.add(ln["name"])
+        host, port = ln["listen"]
+        if host == "tunnel":
+            host = tunnel.ip
+        key = (ln["protocol"], host, port)
+        if key in bound:
+            raise fail(f"{p}.listen", format_hostport(*ln["listen"]),
+                       f"is already a {ln['protocol']} listener ({bound[key]!r})")
+        bound[key] = ln["name"]
+        routes: list[Route] = []
+        rnames: set[str] = set()
+        for j, r in enumerate(ln["routes"]):
+            rp = f"{p}.routes[{j}]"
+            if r["name"] in rnames:
+                raise fail(f"{rp}.name", r["name"], "is used by another route of this listener")
+            rnames.add(r["name"])
+            if bool(r["tls_cert"]) != bool(r["tls_key"]):
+                raise fail(f"{rp}.tls_cert", r["tls_cert"], "tls_cert and tls_key go together")
+            if r["tls_cert"] and r["sni"]:
+                raise fail(f"{rp}.sni", list(r["sni"]), "a route either passes TLS through by SNI or terminates "
+                           "it (tls_cert), not both")
+            if r["path_prefix"] and not r["path_prefix"].startswith("/"):
+                raise fail(f"{rp}.path_prefix", r["path_prefix"], "must start with '/'")
+            if ln["protocol"] == "udp" and (r["sni"] or r["host"] or r["path_prefix"]):
+                raise fail(rp, r["name"], "a UDP listener cannot route by sni/host/path; use default_route")
+            routes.append(Route(name=r["name"], target=r["target"], sni=r["sni"], host=r["host"],
+                                path_prefix=r["path_prefix"], send_proxy=r["send_proxy"],
+                                http_headers=r["http_headers"], tls_cert=_file(base, r["tls_cert"]),
+                                tls_key=_file(base, r["tls_key"])))
+        if not routes:
+            raise ConfigError(f"{p}.routes: missing: a listener needs at least one [[listeners.routes]]")
+        if ln["default_route"] and ln["default_route"] not in rnames:
+            raise fail(f"{p}.default_route", ln["default_route"], "is not a route of this listener")
+        if ln["protocol"] == "udp" and len(routes) > 1:
+            raise fail(f"{p}.routes", [r.name for r in routes], "a UDP listener has exactly one route")
+        trusted = ln["trusted"] or (str(ipaddress.ip_network(t["gateway_address"])),)
+        listeners.append(Listener(name=ln["name"], listen=(host, port), protocol=ln["protocol"], trusted=trusted,
+                                  routes=tuple(routes), default_route=ln["default_route"],
+                                  header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
+                                  max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"],
+                                  server_first=ln["server_first"]))
+    return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
+                      control_socket=_control(d["name"], d["control"]["socket"], base),
+                      metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
+
+
+def loads(text: str, base: Path = Path("."), path: Path | None = None) -> Config:
+    """Parse TOML text and build the config (see `load`)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    return build(doc, base, path)
+
+
+def load(path: str | os.PathLike) -> Config:
+    """Read and check a config file; every error starts with the file name, then the key path and value."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes; not a wiregate config")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    try:
+        return loads(text, p.resolve().parent, p)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+# -- keys -------------------------------------------------------------------------------------------------------
+def check_secret_mode(path: Path, what: str = "") -> None:
+    """Refuse a secret file that group or others may access (it must be 0600 or stricter) or that is missing."""
+    label = f"{what}: " if what else ""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{label}{str(path)!r}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{label}{str(path)!r}: not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{label}{str(path)!r}: holds a secret but has mode {mode:04o} (group/world "
+                          f"accessible); run: chmod 600 {path}")
+
+
+def read_key(path: Path, what: str = "") -> bytes:
+    """A 32-byte WireGuard key from a file of its base64 form, after checking the file's mode."""
+    check_secret_mode(path, what)
+    label = f"{what}: " if what else ""
+    with open(path, "rb") as f:
+        data = f.read(MAX_KEY_FILE_BYTES + 1)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(f"{label}{str(path)!r}: too large for a key file")
+    text = data.decode("ascii", "replace").strip()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        # the content is secret: say what is wrong, never echo it
+        raise ConfigError(f"{label}{str(path)!r}: does not hold a WireGuard key (44 characters of base64)")
+    return raw
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret file created with mode 0600 (never briefly readable by others), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a non-secret file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_files(cfg: Config) -> list[str]:
+    """Problems with the files a config points to (key files: present, mode 0600, a key inside)."""
+    problems: list[str] = []
+    items: list[tuple[str, Path | None]] = [("tunnel.private_key_file", cfg.tunnel.private_key_file)]
+    if isinstance(cfg, GatewayConfig):
+        items += [(f"sites[{i}].preshared_key_file", s.preshared_key_file) for i, s in enumerate(cfg.sites)]
+    else:
+        items.append(("tunnel.preshared_key_file", cfg.tunnel.preshared_key_file))
+        for i, ln in enumerate(cfg.listeners):
+            for j, r in enumerate(ln.routes):
+                if r.tls_key:
+                    try:
+                        check_secret_mode(r.tls_key, f"listeners[{i}].routes[{j}].tls_key")
+                    except ConfigError as exc:
+                        problems.append(str(exc))
+                if r.tls_cert and not r.tls_cert.is_file():
+                    problems.append(f"listeners[{i}].routes[{j}].tls_cert: {str(r.tls_cert)!r}: no such file")
+    for what, p in items:
+        if p is None:
+            continue
+        try:
+            read_key(p, what)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems

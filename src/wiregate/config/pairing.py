@@ -1,0 +1,186 @@
+"""Pairing in three commands: `init gateway` (VPS), `site add NAME` (VPS, prints a token), `join TOKEN` (home).
+
+Files are written as commented TOML text (not re-serialised), so a user's comments and layout survive `site add`,
+which appends one `[[sites]]` table and checks the result before keeping it. Keys go to separate files created
+with mode 0600; config files get 0644 (they hold public keys only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from wiregate.config import keys, model, token
+from wiregate.config.schema import endpoint_parser, fail, format_hostport, p_interface, p_name
+from wiregate.errors import ConfigError
+
+GATEWAY_FILE = "gateway.toml"
+GATEWAY_KEY = "gateway.key"
+HOME_FILE = "home.toml"
+HOME_KEY = "home.key"
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # a TOML basic string is a JSON string for the characters we write
+
+
+def _refuse_overwrite(paths: list[Path], force: bool) -> None:
+    if force:
+        return
+    for p in paths:
+        if p.exists():
+            raise ConfigError(f"{p}: exists already; use --force to replace it (the old key would be lost)")
+
+
+def gateway_text(name: str, endpoint: tuple[str, int], address: str, listen_port: int, key_file: str) -> str:
+    """A fresh gateway file (no sites yet, one commented example service)."""
+    return f"""# wiregate gateway (VPS side). Reference: docs/config.md; check with: wiregate check THIS_FILE
+role = "gateway"
+name = {_q(name)}
+
+[tunnel]
+# mode = "auto"          # builtin | kernel | external | auto (kernel WireGuard when present, else builtin)
+endpoint = {_q(format_hostport(*endpoint))}   # what homes dial; goes into join tokens
+listen_port = {listen_port}
+address = {_q(address)}          # gateway tunnel address; sites get the next free ones
+private_key_file = {_q(key_file)}
+
+[metrics]
+listen = "127.0.0.1:9851"
+
+# A public port forwarded to every site (PROXY v2 header first, so home sees the client address):
+# [[services]]
+# name = "https"
+# listen = ["0.0.0.0:443", "[::]:443"]
+#
+# [[services]]
+# name = "dns"
+# protocol = "udp"
+# listen = ["0.0.0.0:53"]
+
+# Sites are appended below by `wiregate site add NAME`.
+"""
+
+
+def init_gateway(config_dir: Path, endpoint: str, *, name: str = "gateway", address: str = "192.0.2.1/24",
+                 listen_port: int | None = None, force: bool = False) -> Path:
+    """Write gateway.toml and gateway.key (0600) into `config_dir`; returns the config path."""
+    ep = endpoint_parser(51820)("--endpoint", endpoint)
+    p_name("--name", name)
+    address = p_interface("--address", address)
+    cfg_path, key_path = config_dir / GATEWAY_FILE, config_dir / GATEWAY_KEY
+    _refuse_overwrite([cfg_path, key_path], force)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    private = keys.generate_private_key()
+    model.write_secret(key_path, keys.encode_key(private) + "\n")
+    model.write_text(cfg_path, gateway_text(name, ep, address, listen_port or ep[1], GATEWAY_KEY))
+    model.load(cfg_path)  # what we wrote must pass our own check
+    return cfg_path
+
+
+@dataclass(frozen=True, slots=True)
+class SiteAdded:
+    token: str
+    address: str
+    public_key: str
+
+    def __repr__(self) -> str:  # the token holds the site's private key
+        return f"SiteAdded(address={self.address!r}, public_key={self.public_key!r})"
+
+
+def next_free_address(cfg: model.GatewayConfig) -> str:
+    """The lowest host address of the tunnel prefix not used by the gateway or a site."""
+    iface = ipaddress.ip_interface(cfg.tunnel.address)
+    used = {iface.ip} | {ipaddress.ip_address(s.address) for s in cfg.sites}
+    for i, host in enumerate(iface.network.hosts()):
+        if host not in used:
+            return str(host)
+        if i > 1 << 16:
+            break
+    raise ConfigError(f"tunnel.address: {cfg.tunnel.address!r}: no free address left for a new site")
+
+
+def site_add(config_path: Path, name: str, *, address: str | None = None) -> SiteAdded:
+    """Append a site with a fresh key pair to the gateway file and return its join token.
+
+    The site's private key exists only in the returned token; the file keeps the public key."""
+    cfg = model.load(config_path)
+    if not isinstance(cfg, model.GatewayConfig):
+        raise ConfigError(f"{config_path}: is a {cfg.role} file; run 'site add' on the gateway")
+    p_name("NAME", name)
+    if any(s.name == name for s in cfg.sites):
+        raise fail("NAME", name, f"is already a site in {config_path} (remove its [[sites]] table first)")
+    net = ipaddress.ip_interface(cfg.tunnel.address).network
+    if address is None:
+        address = next_free_address(cfg)
+    else:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise fail("--address", address, "not an IP address") from None
+        if ip not in net:
+            raise fail("--address", address, f"is outside the tunnel prefix {net}")
+    gw_private = model.read_key(cfg.tunnel.private_key_file, "tunnel.private_key_file")
+    site_private = keys.generate_private_key()
+    site_public = keys.encode_key(keys.public_key(site_private))
+    block = (f"\n[[sites]]\nname = {_q(name)}\npublic_key = {_q(site_public)}\naddress = {_q(address)}\n")
+    original = config_path.read_text()
+    text = original if original.endswith("\n") else original + "\n"
+    model.write_text(config_path, text + block, mode=config_path.stat().st_mode & 0o777)
+    try:
+        model.load(config_path)
+    except ConfigError:
+        model.write_text(config_path, original, mode=config_path.stat().st_mode & 0o777)  # keep the good file
+        raise
+    tok = token.encode(token.JoinToken(
+        gateway_public_key=keys.public_key(gw_private), site_private_key=site_private,
+        site_address=f"{address}/{net.prefixlen}", gateway_address=cfg.tunnel.ip, endpoint=cfg.tunnel.endpoint,
+        site_name=name))
+    return SiteAdded(token=tok, address=address, public_key=site_public)
+
+
+def home_text(tok: token.JoinToken, name: str, key_file: str) -> str:
+    """A fresh home file for a decoded join token, with a commented example listener."""
+    return f"""# wiregate home side. Reference: docs/config.md; check with: wiregate check THIS_FILE
+role = "home"
+name = {_q(name)}
+
+[tunnel]
+# mode = "auto"          # builtin | kernel | external | auto
+address = {_q(tok.site_address)}
+gateway_endpoint = {_q(format_hostport(*tok.endpoint))}
+gateway_public_key = {_q(keys.encode_key(tok.gateway_public_key))}
+gateway_address = {_q(tok.gateway_address)}
+private_key_file = {_q(key_file)}
+
+[metrics]
+listen = "127.0.0.1:9852"
+
+# What arrives through the tunnel on a port, and where it goes at home. The gateway sends a PROXY header, so
+# each route's target learns the real client address (send_proxy = "v2", or http_headers = true for HTTP).
+# [[listeners]]
+# name = "https"
+# listen = "tunnel:443"
+#
+# [[listeners.routes]]
+# name = "web"
+# sni = ["www.example.org"]
+# target = "192.168.1.10:443"
+# send_proxy = "v2"
+"""
+
+
+def join(tok_text: str, config_dir: Path, *, name: str | None = None, force: bool = False) -> Path:
+    """Write home.toml and home.key (0600) from a join token; returns the config path."""
+    tok = token.decode(tok_text)
+    name = name or tok.site_name
+    p_name("--name", name)
+    cfg_path, key_path = config_dir / HOME_FILE, config_dir / HOME_KEY
+    _refuse_overwrite([cfg_path, key_path], force)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    model.write_secret(key_path, keys.encode_key(tok.site_private_key) + "\n")
+    model.write_text(cfg_path, home_text(tok, name, HOME_KEY))
+    model.load(cfg_path)
+    return cfg_path

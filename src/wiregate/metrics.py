@@ -1,0 +1,145 @@
+"""Prometheus metrics of a running node, computed from its status at scrape time and served over HTTP.
+
+A small asyncio HTTP server (GET /metrics only; request head bounded to MAX_HEAD bytes and HEAD_TIMEOUT seconds)
+renders a prometheus_client registry whose one collector reads `status()` in the event loop, so it never races
+the data path. The listen address defaults to loopback (127.0.0.1:9851): metrics are not for the public side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger("wiregate.metrics")
+MAX_HEAD = 8192
+HEAD_TIMEOUT = 5.0
+MAX_CLIENTS = 16
+
+
+class StatusCollector:
+    """Turns a node status dict (see runner.Node.status) into metric families."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.status = status
+
+    def collect(self):
+        st = self.status()
+        node = st.get("name", "")
+        up = GaugeMetricFamily("wiregate_up", "1 while the node runs", labels=["node", "role"])
+        up.add_metric([node, st.get("role", "")], 1)
+        yield up
+        reloads = CounterMetricFamily("wiregate_reloads", "config reloads by result", labels=["node", "result"])
+        for result, n in st.get("reloads", {}).items():
+            reloads.add_metric([node, result], n)
+        yield reloads
+        rx = CounterMetricFamily("wiregate_tunnel_rx_bytes", "bytes received from a tunnel peer", labels=["peer"])
+        tx = CounterMetricFamily("wiregate_tunnel_tx_bytes", "bytes sent to a tunnel peer", labels=["peer"])
+        hs = GaugeMetricFamily("wiregate_tunnel_last_handshake_seconds",
+                               "UNIX time of the last handshake with a peer (0 = never)", labels=["peer"])
+        for p in st.get("tunnel", {}).get("peers", []):
+            label = p.get("name") or p.get("public_key", "")[:8]
+            rx.add_metric([label], p.get("rx_bytes") or 0)
+            tx.add_metric([label], p.get("tx_bytes") or 0)
+            hs.add_metric([label], p.get("last_handshake") or 0)
+        yield from (rx, tx, hs)
+        probe = st.get("probe")
+        if probe is not None:
+            rtt = GaugeMetricFamily("wiregate_probe_rtt_seconds", "round trip of the last tunnel probe")
+            rtt.add_metric([], (probe.get("rtt_ms") or 0) / 1000)
+            yield rtt
+        relay = st.get("relay") or {}
+        if relay:
+            open_ = GaugeMetricFamily("wiregate_service_open", "open connections (TCP) or flows (UDP) per service",
+                                      labels=["service"])
+            totals = CounterMetricFamily("wiregate_service_events", "service event counts", labels=["service",
+                                                                                                    "event"])
+            bup = GaugeMetricFamily("wiregate_backend_up", "1 when the site passes its health checks",
+                                    labels=["service", "backend"])
+            bact = GaugeMetricFamily("wiregate_backend_active", "connections open to a site",
+                                     labels=["service", "backend"])
+            for name, svc in relay.get("services", {}).items():
+                open_.add_metric([name], svc.get("open", 0))
+                for ev, n in svc.get("totals", {}).items():
+                    totals.add_metric([name, ev], n)
+                for b in svc.get("backends", []):
+                    bup.add_metric([name, b.get("name", "")], 1 if b.get("state") == "up" else 0)
+                    bact.add_metric([name, b.get("name", "")], b.get("active", 0))
+            yield from (open_, totals, bup, bact)
+        listeners = ingress_listeners(st.get("ingress"))
+        if listeners:
+            lopen = GaugeMetricFamily("wiregate_listener_open", "open connections per ingress listener",
+                                      labels=["listener"])
+            levents = CounterMetricFamily("wiregate_listener_events", "ingress event counts",
+                                          labels=["listener", "event"])
+            for name, ln in listeners.items():
+                if not isinstance(ln, dict):
+                    continue
+                lopen.add_metric([name], ln.get("open", 0) or 0)
+                if isinstance(ln.get("accepted"), int):
+                    levents.add_metric([name, "accepted"], ln["accepted"])
+                for why, n in (ln.get("refused") or {}).items():
+                    if isinstance(n, (int, float)):
+                        levents.add_metric([name, f"refused_{why}"], n)
+            yield from (lopen, levents)
+
+
+def ingress_listeners(ingress: Any) -> dict[str, dict]:
+    """The ingress status as {listener name: listener status} (it is keyed by name already)."""
+    if not isinstance(ingress, dict):
+        return {}
+    inner = ingress.get("listeners", ingress)
+    if isinstance(inner, list):
+        inner = {ln.get("name", str(i)): ln for i, ln in enumerate(inner)}
+    return {k: v for k, v in inner.items() if isinstance(v, dict)}
+
+
+class MetricsServer:
+    """GET /metrics on (host, port); anything else gets 404, oversized or slow requests are dropped."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatusCollector(status))
+        self.server: asyncio.AbstractServer | None = None
+        self.clients = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._client, host, port, limit=MAX_HEAD + 1)
+
+    @property
+    def port(self) -> int:
+        return self.server.sockets[0].getsockname()[1] if self.server else 0
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def render(self) -> bytes:
+        """The current metrics in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.clients >= MAX_CLIENTS:
+            writer.close()
+            return
+        self.clients += 1
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            parts = head.split(b"\r\n", 1)[0].split()
+            if len(parts) == 3 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
+                body, status, ctype = self.render(), b"200 OK", CONTENT_TYPE_LATEST.encode()
+            else:
+                body, status, ctype = b"not found: try /metrics\n", b"404 Not Found", b"text/plain"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            await asyncio.wait_for(writer.drain(), HEAD_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            pass
+        finally:
+            self.clients -= 1
+            writer.close()

@@ -1,0 +1,446 @@
+"""`wiregate run FILE`: one node (gateway or home) with every part its file declares, in the foreground.
+
+gateway: tunnel (one peer per site) + relay (backends = the sites' tunnel addresses) + probe responder.
+home:    tunnel (the gateway as the one peer) + ingress (listeners on the tunnel address and/or LAN) + prober
+         (keeps data flowing so WireGuard re-handshakes after a gateway restart) + endpoint re-resolver (follows
+         the gateway's DNS name).
+Both:    control socket (`wiregate status`), Prometheus metrics, sd_notify (READY/RELOADING/STOPPING),
+         SIGHUP = reload (a bad file is refused, the running config stays), SIGTERM/SIGINT = drain and stop.
+
+Building the parts' configs from a wiregate file is pure (`relay_config`, `ingress_config`, `tunnel_spec`) and
+happens before anything is applied, so a reload either applies fully checked configs or changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from wiregate import sdnotify
+from wiregate.config import model
+from wiregate.config.keys import decode_key
+from wiregate.config.model import Config, GatewayConfig, HomeConfig
+from wiregate.config.schema import format_hostport
+from wiregate.errors import ConfigError, WiregateError
+from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
+
+log = logging.getLogger("wiregate.run")
+
+PROBE_PORT = 51819  # UDP, on the gateway's tunnel address only
+PROBE_MAGIC = b"wgprobe1"
+PROBE_LEN = len(PROBE_MAGIC) + 8
+PROBE_SILENCE = 3.0  # seconds without a probe answer before the home restarts the handshake
+RESTART_EVERY = 10.0  # seconds between such restarts while the gateway stays away
+
+
+# -- pure builders ----------------------------------------------------------------------------------------------
+def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None) -> TunnelSpec:
+    """The tunnel a config asks for; reads key files (mode-checked). `endpoint` = resolved gateway address."""
+    t = cfg.tunnel
+    private = model.read_key(t.private_key_file, "tunnel.private_key_file")
+    if isinstance(cfg, GatewayConfig):
+        peers = tuple(
+            PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
+                     preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
+                                    if s.preshared_key_file else None), label=s.name)
+            for i, s in enumerate(cfg.sites))
+        listen_port = t.listen_port
+    else:
+        psk = model.read_key(t.preshared_key_file, "tunnel.preshared_key_file") if t.preshared_key_file else None
+        peers = (PeerSpec(public_key=decode_key(t.gateway_public_key),
+                          allowed_ips=(str(ipaddress.ip_network(t.gateway_address)),), preshared_key=psk,
+                          endpoint=endpoint, persistent_keepalive=t.persistent_keepalive, label="gateway"),)
+        listen_port = t.listen_port
+    return TunnelSpec(mode=t.mode, interface=t.interface, private_key=private, address=t.address,
+                      listen_port=listen_port, mtu=t.mtu, peers=peers)
+
+
+def relay_config(cfg: GatewayConfig):
+    """The relay's config: one service per [[services]] whose backends are its sites' tunnel addresses."""
+    from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService, UDPService
+
+    services = []
+    for s in cfg.services:
+        sites = cfg.service_sites(s)
+        if not sites:
+            log.warning("service %s: no site paired yet; not listening", s.name)
+            continue
+        backends = tuple(Backend(site.address, s.port, weight=site.weight, backup=site.backup, name=site.name)
+                         for site in sites)
+        if all(b.backup for b in backends):  # the relay wants a primary: the first backup serves as one
+            backends = (Backend(backends[0].host, backends[0].port, weight=backends[0].weight, backup=False,
+                                name=backends[0].name), *backends[1:])
+        if s.protocol == "tcp":
+            h = s.health
+            # checks speak PROXY too (a LOCAL header, as HAProxy's check-send-proxy), so the home ingress, which
+            # requires a header from the gateway, sees a well-formed check rather than a broken connection
+            health = HealthCheck(interval=h.interval, timeout=h.timeout, rise=h.rise, fall=h.fall,
+                                 send_proxy=s.proxy_protocol != "none") if h.enabled else None
+            services.append(TCPService(
+                name=s.name, listen=s.listen, backends=backends, proxy_protocol=s.proxy_protocol,
+                balance=s.balance, health=health, connect_timeout=s.connect_timeout, retries=s.retries,
+                idle_timeout=s.idle_timeout, max_connections=s.max_connections, max_per_source=s.max_per_source))
+        else:
+            services.append(UDPService(name=s.name, listen=s.listen, backends=backends,
+                                       proxy_protocol=s.proxy_protocol, flow_idle_timeout=s.flow_idle_timeout,
+                                       max_flows=s.max_flows))
+    return RelayConfig(services=tuple(services), drain_timeout=cfg.drain_timeout)
+
+
+def ingress_config(cfg: HomeConfig):
+    """The ingress's config: the home file's listeners and routes as they are."""
+    from wiregate.ingress import IngressConfig, Listener, Route
+
+    listeners = []
+    for ln in cfg.listeners:
+        routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
+                             send_proxy=r.send_proxy, http_headers=r.http_headers,
+                             tls_cert=str(r.tls_cert) if r.tls_cert else None,
+                             tls_key=str(r.tls_key) if r.tls_key else None) for r in ln.routes)
+        default = ln.default_route or (ln.routes[0].name if len(ln.routes) == 1 else None)
+        listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
+                                  routes=routes, default_route=default, header_timeout=ln.header_timeout,
+                                  sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
+                                  idle_timeout=ln.idle_timeout, server_first=ln.server_first))
+    return IngressConfig(listeners=tuple(listeners))
+
+
+def _wrap_part_error(exc: Exception) -> ConfigError:
+    return exc if isinstance(exc, ConfigError) else ConfigError(f"{type(exc).__name__}: {exc}")
+
+
+# -- tunnel probes ----------------------------------------------------------------------------------------------
+class ProbeResponder(asyncio.DatagramProtocol):
+    """Gateway side: echo well-formed probes from the tunnel prefix (nothing else is answered)."""
+
+    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        self.network = network
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if len(data) == PROBE_LEN and data.startswith(PROBE_MAGIC) and \
+                ipaddress.ip_address(addr[0].split("%")[0]) in self.network:
+            self.transport.sendto(data, addr)
+
+
+class Prober(asyncio.DatagramProtocol):
+    """Home side: a probe to the gateway every interval. It is tunnel data, so when the gateway has restarted and
+    no longer knows our session, WireGuard's rule (data sent, nothing back for 15 s -> new handshake) repairs the
+    tunnel without waiting for the 2-minute rekey; the echoes measure the round trip for status."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sent = 0
+        self.replies = 0
+        self.last_reply: float | None = None
+        self.rtt: float | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self) -> None:
+        if self.transport is not None:
+            self.transport.sendto(PROBE_MAGIC + struct.pack("!d", time.monotonic()))
+            self.sent += 1
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if len(data) == PROBE_LEN and data.startswith(PROBE_MAGIC):
+            (t0,) = struct.unpack("!d", data[len(PROBE_MAGIC):])
+            now = time.monotonic()
+            if 0 <= now - t0 < 60:
+                self.rtt = now - t0
+                self.last_reply = now
+                self.replies += 1
+
+    def error_received(self, exc) -> None:  # e.g. no route while the tunnel is down: keep probing
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"sent": self.sent, "replies": self.replies,
+                "last_reply_ago": None if self.last_reply is None else round(time.monotonic() - self.last_reply, 1),
+                "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 2)}
+
+
+# -- the node ---------------------------------------------------------------------------------------------------
+class Node:
+    """A running gateway or home (see module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.cfg: Config = model.load(self.path)
+        self.tunnel: Tunnel | None = None
+        self.relay = None
+        self.ingress = None
+        self.control = None
+        self.metrics = None
+        self.prober: Prober | None = None
+        self.responder_transport = None
+        self.endpoint: tuple[str, int] | None = None
+        self.started_at = time.time()
+        self.reloads = {"ok": 0, "refused": 0}
+        self.handshake_restarts = 0
+        self.tasks: list[asyncio.Task] = []
+        self._reload_lock = asyncio.Lock()
+
+    # -- life cycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bring every part up in order (tunnel, then relay/ingress, then control and metrics), then READY=1."""
+        from wiregate.control import ControlServer
+
+        cfg = self.cfg
+        problems = model.check_files(cfg)
+        if problems:
+            raise ConfigError(f"{self.path}: {problems[0]}")
+        if isinstance(cfg, HomeConfig):
+            host, port = cfg.tunnel.gateway_endpoint
+            try:
+                from wiregate.resolver import resolve
+                self.endpoint = await resolve(host, port)
+            except OSError as exc:
+                log.warning("gateway endpoint %s: cannot resolve yet (%s); retrying", host, exc)
+        spec = tunnel_spec(cfg, self.endpoint)
+        self.tunnel = make_tunnel(spec)
+        await self.tunnel.start()
+        log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
+                 self.tunnel.spec.mode, cfg.tunnel.address)
+        loop = asyncio.get_running_loop()
+        if isinstance(cfg, GatewayConfig):
+            from wiregate.relay import Relay
+
+            self.relay = Relay(relay_config(cfg))
+            await self.relay.start()
+            net = ipaddress.ip_interface(cfg.tunnel.address).network
+            self.responder_transport, _ = await loop.create_datagram_endpoint(
+                lambda: ProbeResponder(net), local_addr=(cfg.tunnel.ip, PROBE_PORT))
+        else:
+            if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
+                await self._start_ingress(cfg)
+            else:
+                log.info("home %s: no [[listeners]] yet; only the tunnel runs", cfg.name)
+            self.prober = Prober()
+            await loop.create_datagram_endpoint(lambda: self.prober,
+                                                remote_addr=(cfg.tunnel.gateway_address, PROBE_PORT))
+            self.tasks.append(loop.create_task(self._probe_loop()))
+            self.tasks.append(loop.create_task(self._resolve_loop()))
+        self.control = await ControlServer.start(cfg.control_socket, self.handle)
+        if cfg.metrics_listen:
+            from wiregate.metrics import MetricsServer
+
+            self.metrics = MetricsServer(self.status)
+            await self.metrics.start(*cfg.metrics_listen)
+        sdnotify.notify("READY=1", f"STATUS={self._summary()}", f"MAINPID={os.getpid()}")
+        log.info("%s %s: ready (%s); control %s%s", cfg.role, cfg.name, self._summary(), cfg.control_socket,
+                 f", metrics http://{cfg.metrics_listen[0]}:{cfg.metrics_listen[1]}/metrics"
+                 if cfg.metrics_listen else "")
+
+    async def close(self) -> None:
+        """Drain (relay/ingress stop accepting; open connections get drain_timeout), then take the tunnel down."""
+        sdnotify.notify("STOPPING=1")
+        for t in self.tasks:
+            t.cancel()
+        if self.control is not None:
+            await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+        if self.prober is not None and self.prober.transport is not None:
+            self.prober.transport.close()
+        if self.responder_transport is not None:
+            self.responder_transport.close()
+        for part in (self.relay, self.ingress):
+            if part is not None:
+                try:
+                    await part.close(self.cfg.drain_timeout)
+                except Exception:  # noqa: BLE001 - the tunnel must still go down
+                    log.exception("closing %s failed", type(part).__name__)
+        if self.tunnel is not None:
+            await self.tunnel.close()
+        log.info("%s %s: stopped", self.cfg.role, self.cfg.name)
+
+    async def reload(self) -> bool:
+        """Re-read the file; apply it when every part accepts it, else log why and keep the running config."""
+        async with self._reload_lock:
+            sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                new = model.load(self.path)
+                if new.role != self.cfg.role:
+                    raise ConfigError(f"role: {new.role!r}: a running {self.cfg.role} cannot become a {new.role}")
+                if new.control_socket != self.cfg.control_socket or new.metrics_listen != self.cfg.metrics_listen:
+                    log.warning("reload: control.socket / metrics.listen changes need a restart; kept the old ones")
+                problems = model.check_files(new)
+                if problems:
+                    raise ConfigError(problems[0])
+                endpoint = self.endpoint
+                if isinstance(new, HomeConfig) and new.tunnel.gateway_endpoint != self.cfg.tunnel.gateway_endpoint:
+                    from wiregate.resolver import resolve
+                    try:
+                        endpoint = await resolve(*new.tunnel.gateway_endpoint)
+                    except OSError as exc:
+                        raise ConfigError(f"tunnel.gateway_endpoint: {format_hostport(*new.tunnel.gateway_endpoint)!r}"
+                                          f": cannot resolve: {exc}") from None
+                spec = tunnel_spec(new, endpoint)
+                self.tunnel._check_same(spec)
+                if isinstance(new, GatewayConfig):
+                    part_cfg = self._build(relay_config, new)
+                else:
+                    part_cfg = self._build(ingress_config, new) if new.listeners or self.ingress else None
+                await self.tunnel.update(spec)
+                part = self.relay if isinstance(new, GatewayConfig) else self.ingress
+                try:
+                    if part is None and isinstance(new, HomeConfig):
+                        if new.listeners:
+                            await self._start_ingress(new)
+                    elif part is not None:
+                        await part.reload(part_cfg)
+                except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
+                    raise _wrap_part_error(exc) from None
+            except ConfigError as exc:
+                self.reloads["refused"] += 1
+                log.error("reload refused, keeping the running config: %s", exc)
+                sdnotify.notify("READY=1", f"STATUS=reload refused: {exc}")
+                return False
+            self.cfg = new
+            self.endpoint = endpoint
+            self.reloads["ok"] += 1
+            log.info("reload: applied %s (%s)", self.path, self._summary())
+            sdnotify.notify("READY=1", f"STATUS={self._summary()}")
+            return True
+
+    @staticmethod
+    def _build(fn, cfg):
+        try:
+            return fn(cfg)
+        except Exception as exc:  # noqa: BLE001 - the part's own validation
+            raise _wrap_part_error(exc) from None
+
+    async def _start_ingress(self, cfg: HomeConfig) -> None:
+        from wiregate.ingress import Ingress
+
+        ingress = Ingress(ingress_config(cfg))
+        await ingress.start()
+        self.ingress = ingress
+
+    # -- home helpers --------------------------------------------------------------------------------------
+    async def _probe_loop(self) -> None:
+        last_restart = 0.0
+        while True:
+            self.prober.send()
+            await asyncio.sleep(self.cfg.tunnel.probe_interval)
+            # The tunnel worked and probes now go unanswered: the gateway may have restarted and lost our
+            # session. WireGuard alone would retry 15 s after unanswered data; restarting the handshake now
+            # reconnects within a few seconds of the gateway coming back. At most once per RESTART_EVERY.
+            p, now = self.prober, time.monotonic()
+            silent = now - p.last_reply if p.last_reply is not None else 0.0
+            if silent > max(3 * self.cfg.tunnel.probe_interval, PROBE_SILENCE) and now - last_restart > RESTART_EVERY:
+                last_restart = now
+                if await self.tunnel.restart_handshake():
+                    self.handshake_restarts += 1
+                    log.info("tunnel: no answer from the gateway for %.0fs; starting a new handshake", silent)
+
+    async def _resolve_loop(self) -> None:
+        from wiregate.resolver import resolve
+
+        while True:
+            await asyncio.sleep(self.cfg.tunnel.resolve_interval if self.endpoint else 2.0)
+            host, port = self.cfg.tunnel.gateway_endpoint
+            try:
+                ep = await resolve(host, port)
+            except OSError as exc:
+                log.warning("gateway endpoint %s: lookup failed (%s); keeping %s", host, exc,
+                            describe_endpoint(self.endpoint))
+                continue
+            if ep != self.endpoint:
+                log.info("gateway endpoint %s now resolves to %s (was %s)", host, describe_endpoint(ep),
+                         describe_endpoint(self.endpoint))
+                self.endpoint = ep
+                try:
+                    await self.tunnel.update(tunnel_spec(self.cfg, ep))
+                except WiregateError as exc:
+                    log.error("gateway endpoint: cannot apply %s: %s", describe_endpoint(ep), exc)
+
+    # -- status and control --------------------------------------------------------------------------------
+    def _summary(self) -> str:
+        c = self.cfg
+        if isinstance(c, GatewayConfig):
+            return f"{len(c.sites)} site(s), {len(c.services)} service(s)"
+        return f"{len(c.listeners)} listener(s), gateway {describe_endpoint(self.endpoint)}"
+
+    def status(self) -> dict[str, Any]:
+        """Everything `wiregate status` shows: tunnel peers, services/backends or listeners, connections."""
+        st: dict[str, Any] = {"role": self.cfg.role, "name": self.cfg.name, "pid": os.getpid(),
+                              "config": str(self.path), "uptime": round(time.time() - self.started_at, 1),
+                              "reloads": dict(self.reloads)}
+        st["tunnel"] = self.tunnel.status() if self.tunnel else {}
+        if self.relay is not None:
+            st["relay"] = self.relay.status()
+        if self.ingress is not None:
+            st["ingress"] = self.ingress.status()
+        if isinstance(self.cfg, HomeConfig):
+            st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
+                                      "resolved": describe_endpoint(self.endpoint)}
+        if self.prober is not None:
+            st["probe"] = dict(self.prober.status(), handshake_restarts=self.handshake_restarts)
+        return st
+
+    async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Control socket requests: status, reload, ping."""
+        cmd = req["cmd"]
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "reload":
+            ok = await self.reload()
+            return {"ok": ok} if ok else {"ok": False, "error": "reload refused (see the log)"}
+        if cmd == "ping":
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown cmd {cmd!r} (status, reload, ping)"}
+
+
+async def run_node(path: Path) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    node = Node(path)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(node.reload()))
+    try:
+        await node.start()
+    except OSError as exc:  # a port taken, a device missing...: one clean line, not a traceback
+        await node.close()
+        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: cannot start: {exc}") from None
+    except BaseException:
+        await node.close()
+        raise
+    try:
+        await stop.wait()
+        log.info("%s %s: stopping (drain up to %.0fs)", node.cfg.role, node.cfg.name, node.cfg.drain_timeout)
+    finally:
+        await node.close()
+    return 0
+
+
+def find_control_socket(name_or_file: str | None) -> Path:
+    """The control socket for a config file, an instance name, or the only socket in /run/wiregate."""
+    if name_or_file:
+        p = Path(name_or_file)
+        if p.suffix == ".toml" or p.is_file():
+            return model.load(p).control_socket
+        if p.suffix == ".ctl" or "/" in name_or_file:
+            return p
+        return model.DEFAULT_RUN_DIR / f"{name_or_file}.ctl"
+    socks = sorted(model.DEFAULT_RUN_DIR.glob("*.ctl")) if model.DEFAULT_RUN_DIR.is_dir() else []
+    if len(socks) == 1:
+        return socks[0]
+    if not socks:
+        raise WiregateError(f"no control socket in {model.DEFAULT_RUN_DIR} (is `wiregate run` running?)")
+    raise WiregateError(f"several wiregate instances run ({', '.join(s.stem for s in socks)}); name one")
+

@@ -1,0 +1,79 @@
+"""A UDP middlebox that drops and delays datagrams both ways (what `tc netem loss 10% delay 100ms` does, for
+kernels without netem). Run it where the gateway's endpoint should be:
+
+    python -m wiregate.testing.lossy LISTEN_IP:PORT TARGET_IP:PORT --loss 0.1 --delay 0.1 [--seed 1]
+
+Datagrams from a client go to TARGET from one upstream socket; replies go back to the client that sent last
+(one client, as a home behind NAT). Counters are printed on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+
+
+def _addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Box:
+    def __init__(self, target: tuple[str, int], loss: float, delay: float, seed: int) -> None:
+        self.target, self.loss, self.delay = target, loss, delay
+        self.rng = random.Random(seed)
+        self.client: tuple[str, int] | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+        self.counts = {"in": 0, "out": 0, "dropped": 0}
+
+    def _later(self, send, data: bytes, addr) -> None:
+        if self.rng.random() < self.loss:
+            self.counts["dropped"] += 1
+            return
+        asyncio.get_running_loop().call_later(self.delay, send, data, addr)
+
+    def from_client(self, data: bytes, addr) -> None:
+        self.client = addr
+        self.counts["in"] += 1
+        self._later(self.back.sendto, data, self.target)
+
+    def from_target(self, data: bytes, addr) -> None:
+        if self.client is not None:
+            self.counts["out"] += 1
+            self._later(self.front.sendto, data, self.client)
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    def datagram_received(self, data, addr) -> None:
+        self.handler(data, addr)
+
+    def error_received(self, exc) -> None:
+        pass
+
+
+async def main(args: argparse.Namespace) -> None:
+    box = Box(_addr(args.target), args.loss, args.delay, args.seed)
+    loop = asyncio.get_running_loop()
+    box.front, _ = await loop.create_datagram_endpoint(lambda: _Proto(box.from_client), local_addr=_addr(args.listen))
+    box.back, _ = await loop.create_datagram_endpoint(lambda: _Proto(box.from_target), family=2)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    print(box.counts, flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("listen")
+    p.add_argument("target")
+    p.add_argument("--loss", type=float, default=0.0)
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=1)
+    asyncio.run(main(p.parse_args()))

@@ -1,0 +1,304 @@
+"""The tunnel under a node, in one of three modes, behind one small interface.
+
+- `builtin`: wiregate's own WireGuard (`wiregate.wireguard.interface.WireGuardInterface`) on a TUN device.
+- `kernel`: Linux's WireGuard, created and configured over netlink (pyroute2), removed on close.
+- `external`: the interface exists already (wg-quick, wireguard-go...); wiregate only reads its state (`wg show`).
+
+`auto` picks kernel when the kernel can make a WireGuard link, else builtin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from wiregate.config.keys import encode_key
+from wiregate.config.schema import format_hostport
+from wiregate.errors import ConfigError, WiregateError
+
+log = logging.getLogger("wiregate.tunnel")
+WG_SHOW_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    public_key: bytes
+    allowed_ips: tuple[str, ...]
+    preshared_key: bytes | None = None
+    endpoint: tuple[str, int] | None = None  # an IP address: names are resolved by the node
+    persistent_keepalive: int = 0
+    label: str = ""
+
+    def __repr__(self) -> str:  # keep the preshared key out of logs
+        return f"PeerSpec({self.label or encode_key(self.public_key)[:8]}, endpoint={self.endpoint})"
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelSpec:
+    mode: str
+    interface: str
+    private_key: bytes
+    address: str
+    listen_port: int
+    mtu: int
+    peers: tuple[PeerSpec, ...]
+
+    def __repr__(self) -> str:  # keep the private key out of logs
+        return f"TunnelSpec({self.mode}, {self.interface}, {self.address}, peers={self.peers})"
+
+
+def kernel_has_wireguard() -> bool:
+    """True when this kernel can create a WireGuard link (module built in or loadable)."""
+    try:
+        from pyroute2 import IPRoute
+    except ImportError:
+        return False
+    probe = f"wgprobe{int(time.monotonic() * 1000) % 100000}"
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=probe, kind="wireguard")
+            ipr.link("del", ifname=probe)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no"
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """The concrete mode for a configured one (`auto` -> kernel or builtin)."""
+    if mode != "auto":
+        return mode
+    return "kernel" if kernel_has_wireguard() else "builtin"
+
+
+def make_tunnel(spec: TunnelSpec) -> Tunnel:
+    """The tunnel for the spec's (concrete) mode."""
+    mode = resolve_mode(spec.mode)
+    spec = replace(spec, mode=mode)
+    if mode == "builtin":
+        return BuiltinTunnel(spec)
+    if mode == "kernel":
+        return KernelTunnel(spec)
+    return ExternalTunnel(spec)
+
+
+class Tunnel:
+    """Common surface: start, close, update (peers / endpoints), status."""
+
+    def __init__(self, spec: TunnelSpec) -> None:
+        self.spec = spec
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def update(self, spec: TunnelSpec) -> None:
+        """Apply a new spec to the running tunnel (peers added/removed/changed); ConfigError if it needs a restart."""
+        raise NotImplementedError
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def restart_handshake(self) -> bool:
+        """Drop the peers' sessions so the next packet starts a handshake at once; False when not ours to do."""
+        return False
+
+    def _check_same(self, spec: TunnelSpec) -> None:
+        for what in ("interface", "private_key", "address", "mode"):
+            if getattr(spec, what) != getattr(self.spec, what):
+                key = "private_key_file" if what == "private_key" else what
+                raise ConfigError(f"tunnel.{key}: changed; restart wiregate to apply it (reload keeps the old one)")
+
+
+# -- builtin ----------------------------------------------------------------------------------------------------
+class BuiltinTunnel(Tunnel):
+    def _wgquick(self, spec: TunnelSpec):
+        from wiregate.wireguard.config import PeerSection, WgQuickConfig
+
+        return WgQuickConfig(
+            private_key=spec.private_key, listen_port=spec.listen_port or None, addresses=(spec.address,),
+            mtu=spec.mtu,
+            peers=tuple(PeerSection(public_key=p.public_key, preshared_key=p.preshared_key,
+                                    allowed_ips=p.allowed_ips, endpoint=p.endpoint,
+                                    persistent_keepalive=p.persistent_keepalive) for p in spec.peers))
+
+    async def start(self) -> None:
+        from wiregate.wireguard.interface import WireGuardInterface
+
+        self.iface = WireGuardInterface(self.spec.interface, self._wgquick(self.spec), mtu=self.spec.mtu)
+        await self.iface.start()
+
+    async def close(self) -> None:
+        await self.iface.close()
+
+    async def update(self, spec: TunnelSpec) -> None:
+        self._check_same(spec)
+        self.iface.update(self._wgquick(spec))
+        self.spec = spec
+
+    async def restart_handshake(self) -> bool:
+        # removing and re-adding the peers forgets their sessions; endpoints and allowed IPs come back as configured
+        self.iface.update(self._wgquick(replace(self.spec, peers=())))
+        self.iface.update(self._wgquick(self.spec))
+        return True
+
+    def status(self) -> dict[str, Any]:
+        st = self.iface.status()
+        labels = {encode_key(p.public_key): p.label for p in self.spec.peers}
+        peers = [{"name": labels.get(p["public_key"], ""), "public_key": p["public_key"], "endpoint": p["endpoint"],
+                  "last_handshake": p["last_handshake"], "rx_bytes": p["rx_bytes"], "tx_bytes": p["tx_bytes"]}
+                 for p in st["peers"]]
+        return {"mode": "builtin", "interface": self.spec.interface, "address": self.spec.address,
+                "listen_port": st.get("listen_port"), "peers": peers}
+
+
+# -- reading any interface with `wg show` (kernel and external modes) ------------------------------------------
+def wg_show_dump(interface: str) -> dict[str, Any]:
+    """An interface's state from `wg show IF dump` (kernel or userspace); raises WiregateError when unavailable."""
+    wg = shutil.which("wg") or "/usr/bin/wg"
+    try:
+        r = subprocess.run([wg, "show", interface, "dump"], capture_output=True, text=True,
+                           timeout=WG_SHOW_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WiregateError(f"tunnel: cannot run `wg show {interface} dump`: {exc}") from None
+    if r.returncode != 0:
+        raise WiregateError(f"tunnel: `wg show {interface}`: {r.stderr.strip() or 'failed'}")
+    lines = r.stdout.splitlines()
+    if not lines:
+        raise WiregateError(f"tunnel: `wg show {interface}` printed nothing")
+    head = lines[0].split("\t")
+    peers = []
+    for line in lines[1:]:
+        f = line.split("\t")
+        if len(f) < 8:
+            continue
+        hs = int(f[4]) if f[4].isdigit() else 0
+        peers.append({"public_key": f[0], "endpoint": None if f[2] == "(none)" else f[2],
+                      "last_handshake": hs or None, "rx_bytes": int(f[5]), "tx_bytes": int(f[6])})
+    return {"listen_port": int(head[2]) if len(head) > 2 and head[2].isdigit() else None, "peers": peers}
+
+
+class ExternalTunnel(Tunnel):
+    """An interface someone else runs; wiregate checks that it exists and reports its state."""
+
+    async def start(self) -> None:
+        from pathlib import Path
+
+        if not Path(f"/sys/class/net/{self.spec.interface}").exists():
+            raise WiregateError(f"tunnel.interface: {self.spec.interface!r}: no such interface (mode external "
+                                "expects it up already, e.g. from wg-quick)")
+        ip = str(ipaddress.ip_interface(self.spec.address).ip)
+        out = subprocess.run(["ip", "-o", "addr", "show", "dev", self.spec.interface], capture_output=True,
+                             text=True, timeout=5).stdout
+        if f" {ip}/" not in out:
+            log.warning("tunnel: %s does not carry the configured address %s", self.spec.interface, ip)
+
+    async def close(self) -> None:
+        pass
+
+    async def update(self, spec: TunnelSpec) -> None:
+        self._check_same(spec)
+        self.spec = spec  # peers are the external program's business
+
+    def status(self) -> dict[str, Any]:
+        try:
+            st = wg_show_dump(self.spec.interface)
+        except WiregateError as exc:
+            return {"mode": "external", "interface": self.spec.interface, "address": self.spec.address,
+                    "error": str(exc), "peers": []}
+        labels = {encode_key(p.public_key): p.label for p in self.spec.peers}
+        for p in st["peers"]:
+            p["name"] = labels.get(p["public_key"], "")
+        return {"mode": "external", "interface": self.spec.interface, "address": self.spec.address, **st}
+
+
+# -- kernel -----------------------------------------------------------------------------------------------------
+class KernelTunnel(Tunnel):
+    """Linux WireGuard over netlink (pyroute2): the link is created at start and deleted at close."""
+
+    created = False  # only a link this object made is ever deleted (never someone else's wg0)
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._start)
+
+    def _start(self) -> None:
+        from pyroute2 import IPRoute
+
+        s = self.spec
+        iface = ipaddress.ip_interface(s.address)
+        with IPRoute() as ipr:
+            try:
+                ipr.link("add", ifname=s.interface, kind="wireguard")
+            except Exception as exc:  # noqa: BLE001 - pyroute2 raises NetlinkError
+                raise WiregateError(f"tunnel: cannot create kernel WireGuard link {s.interface!r}: {exc} "
+                                    "(mode = \"builtin\" works without the kernel module)") from None
+            self.created = True
+            idx = ipr.link_lookup(ifname=s.interface)[0]
+            try:
+                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.link("set", index=idx, mtu=s.mtu)
+                self._configure(s, replace_peers=True)
+                ipr.link("set", index=idx, state="up")
+            except BaseException:
+                ipr.link("del", index=idx)
+                self.created = False
+                raise
+
+    def _configure(self, s: TunnelSpec, replace_peers: bool = False, remove: tuple[bytes, ...] = ()) -> None:
+        from pyroute2 import WireGuard
+
+        with WireGuard() as wg:
+            wg.set(s.interface, private_key=encode_key(s.private_key), listen_port=s.listen_port or None)
+            for key in remove:
+                wg.set(s.interface, peer={"public_key": encode_key(key), "remove": True})
+            for p in s.peers:
+                peer: dict[str, Any] = {"public_key": encode_key(p.public_key), "allowed_ips": list(p.allowed_ips),
+                                        "persistent_keepalive": p.persistent_keepalive,
+                                        "replace_allowed_ips": True}
+                if p.preshared_key:
+                    peer["preshared_key"] = encode_key(p.preshared_key)
+                if p.endpoint:
+                    peer["endpoint_addr"], peer["endpoint_port"] = p.endpoint
+                wg.set(s.interface, peer=peer)
+
+    async def close(self) -> None:
+        if not self.created:
+            return
+
+        def down() -> None:
+            from pyroute2 import IPRoute
+
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=self.spec.interface)
+                if idx:
+                    ipr.link("del", index=idx[0])
+        await asyncio.get_running_loop().run_in_executor(None, down)
+        self.created = False
+
+    async def update(self, spec: TunnelSpec) -> None:
+        self._check_same(spec)
+        gone = tuple({p.public_key for p in self.spec.peers} - {p.public_key for p in spec.peers})
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._configure(spec, remove=gone))
+        self.spec = spec
+
+    async def restart_handshake(self) -> bool:
+        keys = tuple(p.public_key for p in self.spec.peers)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._configure(self.spec, remove=keys))
+        return True
+
+    def status(self) -> dict[str, Any]:
+        st = ExternalTunnel.status(self)  # `wg show` reads kernel interfaces too
+        st["mode"] = "kernel"
+        return st
+
+
+def describe_endpoint(ep: tuple[str, int] | None) -> str:
+    """An endpoint for logs."""
+    return "-" if ep is None else format_hostport(*ep)

@@ -1,0 +1,348 @@
+"""The whole system end to end: client, VPS and home in network namespaces, each side a `wiregate run` process.
+
+Some tests run the home side without listeners (the tunnel alone) and put a sample service straight on the home
+tunnel address: they exercise gateway relay + tunnel repair without depending on the ingress part.
+Times measured here are printed (pytest -s shows them) and bounded by the assertions.
+"""
+
+from __future__ import annotations
+
+import ast
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wiregate.config.pairing import site_add
+from wiregate.testing.peers import need
+from wiregate.testing.system import (
+    CLIENT_IP,
+    GATEWAY_NAME,
+    HOME_TUNNEL_IP,
+    VPS_IP,
+    VPS_PUBLIC_IP,
+    SystemLab,
+    client_requests,
+    ingress_available,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+ECHO_ONLY = f"""
+[[services]]
+name = "echo"
+listen = ["{VPS_PUBLIC_IP}:7000"]
+"""
+
+
+def _needs_ingress() -> None:
+    if not ingress_available():
+        pytest.skip("needs the home ingress part (wiregate.ingress, branch ingress) merged")
+
+
+def _echo_at_home(sl: SystemLab) -> None:
+    """A PROXY-reading echo service on the home tunnel address, port 7000 (what the gateway's echo targets)."""
+    sl.samples_proc = sl.lab.spawn(sl.home, [sys.executable, "-m", "wiregate.testing.samples", "--echo",
+                                             f"{HOME_TUNNEL_IP}:7000", "--proxy"], stdout=subprocess.PIPE,
+                                   text=True)
+    assert sl.samples_proc.stdout.readline().strip() == "ready"
+
+
+def _echo_ok(sl: SystemLab) -> bool:
+    return client_requests(sl, "echo").get("echo", "").startswith(f"echo client {CLIENT_IP}:")
+
+
+def _tunnel_only(lab, tmp_path, **pair) -> SystemLab:
+    sl = SystemLab(lab, tmp_path / "sys")
+    sl.pair(**pair)
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    sl.start_gateway()
+    sl.start_home()
+    _echo_at_home(sl)
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    return sl
+
+
+def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
+    _needs_ingress()
+    sl = SystemLab(lab, tmp_path / "sys")
+    sl.pair()
+    sl.add_sample_services()
+    sl.start_samples()
+    sl.start_gateway()
+    sl.start_home()
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    seen = client_requests(sl)
+    print(seen)
+    assert seen["tls-a"].startswith(f"tls a.example client {CLIENT_IP}:") and seen["tls-a"].endswith("cert-ok")
+    assert seen["tls-b"].startswith(f"tls b.example client {CLIENT_IP}:") and seen["tls-b"].endswith("cert-ok")
+    assert seen["http"] == f"http www.example client {CLIENT_IP}"
+    assert seen["echo"].startswith(f"echo client {CLIENT_IP}:") and seen["echo"].endswith("| ping")
+    assert seen["udp"].startswith(f"udp client {CLIENT_IP}:") and seen["udp"].endswith(" ping")
+    assert f"{CLIENT_IP}:" in sl.log_tail("gateway", 20000)  # the gateway's access log names the real client
+    assert f"client {CLIENT_IP}:" in sl.log_tail("home", 20000)  # so does the home's, from the PROXY header
+
+
+def test_real_client_address_through_wireguard_go_home_in_external_mode(lab, tmp_path):
+    _needs_ingress()
+    need("wireguard-go", "wg", "wg-quick")
+    sl = SystemLab(lab, tmp_path / "sys", home_mode="external")
+    sl.pair()
+    sl.add_sample_services()
+    sl.start_samples()
+    sl.start_gateway()
+    sl.start_home()
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    seen = client_requests(sl)
+    print(seen)
+    for key in ("tls-a", "tls-b", "echo", "udp"):
+        assert f"client {CLIENT_IP}:" in seen[key], seen
+    assert seen["http"] == f"http www.example client {CLIENT_IP}"
+    st = sl.status("home")
+    assert st["tunnel"]["mode"] == "external" and st["tunnel"]["peers"][0]["last_handshake"]
+
+
+def test_gateway_relays_to_wireguard_go_home_with_client_address(lab, tmp_path):
+    """Gateway (built-in tunnel + relay) against a home that is only wireguard-go: no wiregate at home at all."""
+    need("wireguard-go", "wg", "wg-quick")
+    sl = SystemLab(lab, tmp_path / "sys", home_mode="external")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    sl.start_gateway()
+    sl.start_home()  # external mode: wireguard-go runs the tunnel, wiregate (no listeners yet) only watches it
+    _echo_at_home(sl)
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    st = sl.status("gateway")
+    (peer,) = st["tunnel"]["peers"]
+    assert peer["name"] == "home" and peer["endpoint"].startswith("198.51.100.2:") and peer["last_handshake"]
+    assert st["relay"]["services"]["echo"]["backends"][0]["state"] == "up"
+    home = sl.status("home")["tunnel"]  # read from wireguard-go with `wg show dump`
+    assert home["mode"] == "external" and home["listen_port"]
+    (gw,) = home["peers"]
+    assert gw["name"] == "gateway" and gw["endpoint"] == f"{VPS_IP}:51820" and gw["rx_bytes"] > 0
+    # metrics on the gateway's loopback, and an access log naming the real client
+    r = sl.vps.run([sys.executable, "-c", "import urllib.request; print(urllib.request.urlopen("
+                    "'http://127.0.0.1:9851/metrics', timeout=10).read().decode())"])
+    assert 'wiregate_backend_up{backend="home",service="echo"} 1.0' in r.stdout
+    assert 'wiregate_service_events_total{event="accepted",service="echo"}' in r.stdout
+    assert f"{CLIENT_IP}:" in sl.log_tail("gateway", 50000)
+
+
+def test_gateway_killed_and_restarted_home_reconnects_without_action(lab, tmp_path):
+    sl = _tunnel_only(lab, tmp_path)
+    sl.gateway_proc.kill()  # SIGKILL: no clean shutdown, stale control and UAPI sockets stay behind
+    sl.gateway_proc.wait(10)
+    assert not _echo_ok(sl)
+    sl.start_gateway()
+    t0 = time.monotonic()
+    wait_for(lambda: _echo_ok(sl), 60, 1.0)
+    took = time.monotonic() - t0
+    print(f"\nhome reconnected {took:.1f}s after the gateway was back (probe every 1s, handshake restarted "
+          "after 3s without answers)")
+    assert took < 15
+    assert sl.status("home")["probe"]["handshake_restarts"] >= 1
+    assert sl.home_proc.poll() is None  # the home process was not touched
+
+
+def test_home_moves_to_a_new_address(lab, tmp_path):
+    sl = _tunnel_only(lab, tmp_path)
+    dev = sl.home_link[1]
+    # the old address goes first (deleting a primary address would take a secondary of its subnet with it)
+    sl.home.run(["ip", "addr", "del", "198.51.100.2/24", "dev", dev])
+    sl.home.run(["ip", "addr", "add", "198.51.100.20/24", "dev", dev])
+
+    def moved() -> bool:
+        (peer,) = sl.status("gateway")["tunnel"]["peers"]
+        return (peer["endpoint"] or "").startswith("198.51.100.20:")
+    took = wait_for(moved, 20, 0.2)
+    print(f"\ngateway follows the home's new address after {took:.1f}s")
+    assert _echo_ok(sl)
+
+
+def test_gateway_dns_name_moves_and_home_follows(lab, tmp_path):
+    sl = _tunnel_only(lab, tmp_path, resolve_interval=1.0)
+    vdev = sl.home_link[0]
+    sl.vps.run(["ip", "addr", "del", f"{VPS_IP}/24", "dev", vdev])  # the old address is gone for good
+    sl.vps.run(["ip", "addr", "add", "198.51.100.3/24", "dev", vdev])
+    t0 = time.monotonic()
+    sl.set_gateway_address("198.51.100.3")  # the DNS change, seen through $WIREGATE_HOSTS
+    wait_for(lambda: sl.status("home")["gateway_endpoint"]["resolved"] == "198.51.100.3:51820", 15, 0.2)
+    wait_for(lambda: _echo_ok(sl), 30, 0.5)
+    print(f"\nhome follows {GATEWAY_NAME} to its new address in {time.monotonic() - t0:.1f}s")
+    assert "now resolves to 198.51.100.3:51820" in sl.log_tail("home", 20000)
+
+
+TRANSFER = r"""
+import hashlib, os, socket, sys, threading
+n = int(sys.argv[2])
+data = os.urandom(n)
+s = socket.create_connection((sys.argv[1], 7000), timeout=60)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=send, daemon=True).start()
+buf = b""
+while True:
+    c = s.recv(65536)
+    if not c:
+        break
+    buf += c
+head, _, body = buf.partition(b"\n")
+print(head.decode(), len(body), hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest())
+"""
+
+
+def test_transfer_is_byte_exact_through_loss_and_delay(lab, tmp_path):
+    """10% loss and 100 ms delay each way on the tunnel's UDP path (a userspace middlebox: no netem here)."""
+    sl = SystemLab(lab, tmp_path / "sys")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    # home dials the middlebox (port 51821 on the VPS), which forwards to the gateway's 51820 and back
+    sl._edit(sl.home_file, f'gateway_endpoint = "{GATEWAY_NAME}:51820"', f'gateway_endpoint = "{GATEWAY_NAME}:51821"')
+    box = lab.spawn(sl.vps, [sys.executable, "-m", "wiregate.testing.lossy", f"{VPS_IP}:51821",
+                             f"{VPS_IP}:51820", "--loss", "0.1", "--delay", "0.1"], stdout=subprocess.PIPE,
+                    text=True)
+    assert box.stdout.readline().strip() == "ready"
+    sl.start_gateway()
+    sl.start_home()
+    _echo_at_home(sl)
+    wait_for(lambda: _echo_ok(sl), 40, 1.0)
+    n = 128 * 1024
+    t0 = time.monotonic()
+    r = sl.client_python(TRANSFER, VPS_PUBLIC_IP, str(n), timeout=90)
+    took = time.monotonic() - t0
+    print(f"\n{n} bytes each way through 10% loss + 100 ms delay in {took:.1f}s: {r.stdout.strip()}")
+    head, length, same = r.stdout.split()[-3:] if r.stdout else ("", "", "")
+    assert r.stdout.startswith(f"echo client {CLIENT_IP}:"), r.stderr
+    assert (length, same) == (str(n), "True")
+    box.terminate()
+    counts = ast.literal_eval(box.stdout.read().strip().splitlines()[-1])  # the middlebox's {"in", "out", "dropped"}
+    print("middlebox:", counts)
+    assert counts["dropped"] > 0.05 * (counts["in"] + counts["out"])  # the loss really happened
+
+
+HOLD = r"""
+import socket, sys
+conns = []
+for i in range(int(sys.argv[2])):
+    s = socket.create_connection((sys.argv[1], 7000), timeout=30)
+    s.sendall(b"hello")
+    got = b""
+    while not got.endswith(b"hello"):
+        got += s.recv(100)
+    conns.append(s)
+print("open", len(conns), flush=True)
+def check(tag):
+    ok = 0
+    for i, s in enumerate(conns):
+        msg = f"{tag}-{i}".encode()
+        got = b""
+        try:
+            s.sendall(msg)
+            while len(got) < len(msg):
+                c = s.recv(100)
+                if not c:
+                    break
+                got += c
+        except OSError:
+            pass
+        ok += got == msg
+    return ok
+for tag in ("after-reload", "after-sigterm"):
+    sys.stdin.readline()
+    print(tag, check(tag), flush=True)
+for s in conns:
+    s.close()
+"""
+
+
+def test_reload_with_open_connections_loses_none_and_sigterm_drains(lab, tmp_path):
+    sl = _tunnel_only(lab, tmp_path)
+    n = 20
+    holder = lab.spawn(sl.client, [sys.executable, "-c", HOLD, VPS_PUBLIC_IP, str(n)], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().split() == ["open", str(n)]
+    gw = sl.gateway_file
+    good = gw.read_text()
+    # a bad file first: refused with a clear log line, the running config stays
+    gw.write_text(good.replace(f'listen = ["{VPS_PUBLIC_IP}:7000"]', 'listen = ["0.0.0.0:99999"]'))
+    sl.gateway_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in sl.log_tail("gateway", 20000), 10)
+    assert 'services[0].listen[0]: "0.0.0.0:99999": port out of range' in sl.log_tail("gateway", 20000)
+    # then a good one that adds a service, and a second site paired meanwhile (`site add` appends it)
+    gw.write_text(good + f'\n[[services]]\nname = "echo2"\nlisten = ["{VPS_PUBLIC_IP}:7001"]\nport = 7000\n')
+    site_add(gw, "cabin")
+    sl.gateway_proc.send_signal(signal.SIGHUP)
+    sl.home_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sl.status("gateway")["reloads"] == {"ok": 1, "refused": 1}, 10)
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().split() == ["after-reload", str(n)]
+    r = sl.client_python("import socket,sys; s=socket.create_connection((sys.argv[1],7001),timeout=10); "
+                         "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
+    assert r.stdout.startswith(f"echo client {CLIENT_IP}:")
+    assert sl.status("home")["reloads"]["ok"] == 1
+    peers = sl.status("gateway")["tunnel"]["peers"]
+    assert sorted(p["name"] for p in peers) == ["cabin", "home"]
+    # SIGTERM: no new connections, the open ones keep working until they end (drain), then the process exits
+    sl.gateway_proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping (drain" in sl.log_tail("gateway", 50000), 10)
+    assert not _echo_ok(sl)
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().split() == ["after-sigterm", str(n)]
+    holder.stdin.close()
+    assert sl.gateway_proc.wait(15) == 0
+
+
+def test_kernel_mode_gateway_serves_a_builtin_home(lab, tmp_path):
+    from wiregate.tunnel import kernel_has_wireguard
+
+    if not kernel_has_wireguard():
+        pytest.skip("this kernel has no WireGuard module (mode = \"kernel\" needs it)")
+    sl = SystemLab(lab, tmp_path / "sys", gateway_mode="kernel")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    sl.start_gateway()
+    sl.start_home()
+    _echo_at_home(sl)
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    st = sl.status("gateway")["tunnel"]
+    assert st["mode"] == "kernel" and st["peers"][0]["last_handshake"]
+
+
+def test_listeners_added_at_home_start_at_the_next_reload(lab, tmp_path):
+    _needs_ingress()
+    sl = _tunnel_only(lab, tmp_path)  # home joined, no listeners yet: the tunnel alone runs
+    sl.gateway_file.write_text(sl.gateway_file.read_text() + f'\n[[services]]\nname = "late"\n'
+                               f'listen = ["{VPS_PUBLIC_IP}:7002"]\nport = 7100\n')
+    sl.home_file.write_text(sl.home_file.read_text() + '\n[[listeners]]\nname = "late"\nlisten = "tunnel:7100"\n'
+                            f'[[listeners.routes]]\nname = "echo"\ntarget = "{HOME_TUNNEL_IP}:7000"\n'
+                            'send_proxy = "v2"\n')
+    sl.home_proc.send_signal(signal.SIGHUP)
+    sl.gateway_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sl.status("home")["reloads"]["ok"] == 1 and sl.status("gateway")["reloads"]["ok"] == 1, 10)
+    r = sl.client_python("import socket,sys; s=socket.create_connection((sys.argv[1],7002),timeout=10); "
+                         "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
+    assert r.stdout.startswith(f"echo client {CLIENT_IP}:"), r.stdout + r.stderr
+    assert "late" in sl.status("home")["ingress"]
+
+
+def test_gateway_that_cannot_bind_its_port_exits_with_one_clean_line(lab, tmp_path):
+    sl = SystemLab(lab, tmp_path / "sys")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    squatter = lab.spawn(sl.vps, [sys.executable, "-c", "import socket,sys,time; s=socket.socket(); "
+                                  f"s.bind(('{VPS_PUBLIC_IP}', 7000)); s.listen(); print('bound', flush=True); "
+                                  "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert squatter.stdout.readline().strip() == "bound"
+    with pytest.raises(RuntimeError, match="exited with 2") as exc:
+        sl.start_gateway()
+    log = sl.log_tail("gateway")
+    assert "Traceback" not in log and "wiregate: error:" in log and "7000" in log, log
+    assert str(exc.value).count("wiregate: error:") == 1
+    # the tunnel interface it had made is gone again
+    assert sl.gw_if not in sl.vps.run(["ip", "-br", "link"]).stdout

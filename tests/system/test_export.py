@@ -1,0 +1,133 @@
+"""`wiregate export`: each classic-stack config is accepted by the real program (haproxy, nginx, wg-quick, systemd)."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import GW_KEY, HOME_KEY, wiregate
+from wiregate.config import keys, load
+from wiregate.config.export import export
+from wiregate.errors import ConfigError
+from wiregate.testing.peers import need, which
+
+HOME_EXTRA = """
+[[listeners]]
+name = "http"
+listen = "tunnel:80"
+
+[[listeners.routes]]
+name = "site"
+host = ["www.example.org"]
+path_prefix = "/app"
+target = "192.168.1.12:8080"
+http_headers = true
+
+[[listeners]]
+name = "dns"
+listen = "tunnel:53"
+protocol = "udp"
+
+[[listeners.routes]]
+name = "dns"
+target = "192.168.1.1:53"
+"""
+
+
+@pytest.fixture
+def home_full(home_file):
+    home_file.write_text(home_file.read_text() + HOME_EXTRA)
+    return home_file
+
+
+def _write(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_haproxy_export_is_valid_for_haproxy_and_sends_proxy_v2(gw_file, tmp_path):
+    need("haproxy")
+    out = _write(tmp_path / "x", export("haproxy", load(gw_file)))
+    text = (out / "haproxy.cfg").read_text()
+    assert "server home 192.0.2.2:443 send-proxy-v2 check inter 2s rise 2 fall 3 check-send-proxy" in text
+    assert "bind [::]:443 v6only" in text and "does not relay UDP" in text
+    r = subprocess.run([which("haproxy"), "-c", "-f", str(out / "haproxy.cfg")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("side", ["gateway", "home"])
+def test_nginx_export_passes_nginx_t(side, gw_file, home_full, tmp_path):
+    need("nginx")
+    cfg = load(gw_file if side == "gateway" else home_full)
+    out = _write(tmp_path / "x", export("nginx", cfg))
+    conf = out / "nginx.conf"
+    text = conf.read_text()
+    if side == "gateway":
+        assert "listen 0.0.0.0:53 udp;" in text and "proxy_protocol on;" in text
+    else:
+        assert "ssl_preread on;" in text and "blog.example.org https_blog;" in text
+        assert "proxy_set_header X-Forwarded-For $proxy_protocol_addr;" in text and "location /app" in text
+    r = subprocess.run([which("nginx"), "-t", "-c", str(conf), "-g", f"pid {tmp_path}/nginx.pid;"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "test is successful" in r.stderr
+
+
+@pytest.mark.parametrize("side", ["gateway", "home"])
+def test_wg_quick_export_is_read_by_wg_quick_strip(side, gw_file, home_file, tmp_path):
+    need("wg-quick", "wg")
+    path = gw_file if side == "gateway" else home_file
+    r = wiregate("export", "wg-quick", str(path), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    conf = tmp_path / "out" / "wg0.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600  # holds the private key
+    r = subprocess.run([which("wg-quick"), "strip", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    stripped = r.stdout
+    assert "Address" not in stripped and "MTU" not in stripped  # wg-quick-only keys gone: `wg setconf` input
+    own, peer = (GW_KEY, HOME_KEY) if side == "gateway" else (HOME_KEY, GW_KEY)
+    assert f"PrivateKey = {keys.encode_key(own)}" in stripped
+    assert f"PublicKey = {keys.encode_key(keys.public_key(peer))}" in stripped
+    if side == "home":
+        assert "Endpoint = vps.example.net:51820" in stripped and "AllowedIPs = 192.0.2.1/32" in stripped
+    else:
+        assert "ListenPort = 51820" in stripped and "AllowedIPs = 192.0.2.2/32" in stripped
+
+
+def test_traefik_export_routes_by_sni_and_host_with_trusted_proxy_protocol(home_full):
+    files = export("traefik", load(home_full))
+    static = tomllib.loads(files["traefik.toml"])
+    dyn = tomllib.loads(files["dynamic.toml"])
+    assert static["entryPoints"]["https"] == {"address": "192.0.2.2:443",
+                                              "proxyProtocol": {"trustedIPs": ["192.0.2.1/32"]}}
+    assert static["entryPoints"]["dns"]["address"] == "192.0.2.2:53/udp"
+    blog = dyn["tcp"]["routers"]["https-blog"]
+    assert blog["rule"] == "HostSNI(`blog.example.org`)" and blog["tls"] == {"passthrough": True}
+    assert dyn["tcp"]["services"]["https-blog"]["loadBalancer"]["proxyProtocol"] == {"version": 2}
+    assert dyn["tcp"]["routers"]["https-web"]["rule"] == "HostSNI(`*`)"  # the default route catches the rest
+    assert dyn["http"]["routers"]["http-site"]["rule"] == "(Host(`www.example.org`)) && (PathPrefix(`/app`))"
+    assert dyn["udp"]["services"]["dns-dns"]["loadBalancer"]["servers"] == [{"address": "192.168.1.1:53"}]
+
+
+def test_systemd_export_units_pass_systemd_analyze(gw_file, tmp_path):
+    if not which("systemd-analyze"):
+        pytest.skip("needs systemd-analyze (package systemd)")
+    out = _write(tmp_path / "u", export("systemd", load(gw_file)))
+    text = (out / "haproxy.service.d" / "10-after-wireguard.conf").read_text()
+    assert "After=wg-quick@wg0.service" in text
+    r = subprocess.run([which("systemd-analyze"), "verify", str(out / "wiregate-classic.target")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_export_for_the_wrong_side_says_which_side_fits(home_file, gw_file):
+    with pytest.raises(ConfigError, match="give the gateway file"):
+        export("haproxy", load(home_file))
+    r = wiregate("export", "traefik", str(gw_file))
+    assert r.returncode == 2 and "give the home file" in r.stderr and "Traceback" not in r.stderr
