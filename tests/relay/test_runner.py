@@ -26,8 +26,8 @@ def write(path: Path, port: int, backend_port: int, **extra) -> None:
     path.write_text(json.dumps({"services": [svc], **extra}))
 
 
-def start(path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(path)],
+def start(path: Path, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(path), *extra],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
 
@@ -97,13 +97,21 @@ async def test_workers_share_the_listeners_with_reuseport_and_all_reload(tmp_pat
     port = local_port()
     cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
     write(cfg, port, b.port, workers=2)
-    proc = start(cfg, log)
+    proc = start(cfg, log, "-v")  # -v: every connection is logged, with the pid of the worker that took it
     try:
         await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
-        await asyncio.sleep(0.5)
+
+        async def both_started():
+            return log.read_text().count("event loop, pid") == 2
+        await until(both_started, what="both workers started")
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 2
+        assert log.read_text().count("uvloop event loop") == 2  # uvloop is a dependency, so workers run on it
         assert [await greeting(port) for _ in range(20)] == ["w"] * 20
+        # the kernel spread the 20 connections over both workers (all on one: probability 2 in a million)
+        served = {line.split("[", 1)[1].split("]", 1)[0] for line in log.read_text().splitlines()
+                  if " -> " in line and " via " in line}
+        assert served == set(children)
         write(cfg, port, b2.port, workers=2)
         proc.send_signal(signal.SIGHUP)  # the supervisor checks the file and passes the signal to every worker
 
