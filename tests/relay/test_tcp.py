@@ -491,3 +491,15 @@ async def test_ipv6_backend_gets_the_ipv4_client_in_its_header():
     # the header names the client and the listener; the backend's own family does not matter (as in HAProxy)
     assert h.source[0] == "127.0.0.1" and h.destination == ("127.0.0.1", port)
     server.close()
+
+
+async def test_a_wildcard_listener_puts_the_address_the_client_reached_in_the_header():
+    b = await EchoBackend().start()
+    port = local_port()
+    svc = tcp_service(port, [b.backend])
+    svc = type(svc)(**{**{f: getattr(svc, f) for f in svc.__slots__}, "listen": (("0.0.0.0", port),)})
+    async with running(RelayConfig((svc,))):
+        assert await exchange(port, b"two", host="127.0.0.2") == b"two"
+        assert await exchange(port, b"three", host="127.0.0.3") == b"three"
+    assert [h.destination for h in b.headers] == [("127.0.0.2", port), ("127.0.0.3", port)]
+    await b.stop()

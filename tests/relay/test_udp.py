@@ -108,3 +108,31 @@ async def test_idle_flows_expire_and_the_table_is_bounded():
         for s in (a, b, c):
             s.close()
     backend.transport.close()
+
+
+async def test_a_wildcard_listener_names_and_answers_from_the_address_the_client_wrote_to():
+    """On 0.0.0.0 the relay learns each datagram's destination (IP_PKTINFO): it goes into the header, and the
+    reply leaves from it. A connected client socket accepts replies only from the address it wrote to."""
+    backend, bport = await udp_backend(proxy=True)
+    headers = []
+    feed = backend.datagram_received
+
+    def record(data, addr):
+        dec = Decoder()
+        headers.append(dec.feed(data))
+        feed(data, addr)
+    backend.datagram_received = record
+    port = local_port(socket.SOCK_DGRAM)
+    svc = UDPService("dns", (("0.0.0.0", port),), (Backend("127.0.0.1", bport),), proxy_protocol="v2")
+    loop = asyncio.get_running_loop()
+    async with running(RelayConfig((svc,))) as relay:
+        c = client_socket()
+        me = "127.0.0.1:%d" % c.getsockname()[1]
+        for dst in ("127.0.0.2", "127.0.0.3"):
+            c.connect((dst, port))
+            await loop.sock_sendall(c, dst.encode())
+            assert await asyncio.wait_for(loop.sock_recv(c, 65535), 2) == f"{me}|{dst}".encode()
+            assert headers[-1].destination == (dst, port)
+        assert relay.status()["services"]["dns"]["open"] == 2  # one flow per (client, address it wrote to)
+        c.close()
+    backend.transport.close()
