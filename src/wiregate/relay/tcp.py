@@ -437,7 +437,8 @@ class TCPConnection:
             self.timer.cancel()
             self.timer = None
         svc = self.svc
-        if self.halves is not None:
+        connecting = self.halves is None
+        if not connecting:
             io = svc.relay.io
             if isinstance(io, Poller) and self.bsock is not None:
                 # both sockets are closed just below, which takes them out of the epoll set: no epoll_ctl needed
@@ -448,8 +449,11 @@ class TCPConnection:
             else:
                 self.halves[0].stop()
                 self.halves[1].stop()
+            # each half points back at this connection: drop the cycle so reference counting frees all three now,
+            # instead of leaving them (and both socket objects) for the cyclic GC to find and free in bulk
+            self.halves = None
         if self.bsock is not None:
-            if self.halves is None:  # still connecting
+            if connecting:
                 try:
                     svc.relay.io.remove_writer(self.bsock.fileno())
                 except (OSError, ValueError):
