@@ -186,3 +186,37 @@ async def test_running_out_of_descriptors_drops_connections_not_the_relay(tmp_pa
     finally:
         stop(proc)
         await b.stop()
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_others_keep_serving(tmp_path):
+    from wiregate.relay.runner import EARLY_EXIT
+
+    b = await EchoBackend("w", greet=True).start()
+    port = local_port()
+    cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
+    write(cfg, port, b.port, workers=2)
+    proc = start(cfg, log)
+    started = time.monotonic()
+    try:
+        await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
+
+        async def workers_started(n: int):
+            return log.read_text().count("event loop, pid") == n
+        await until(lambda: workers_started(2), what="both workers started")
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        # a worker dying within EARLY_EXIT of its start is taken as a start failure (no restart loop): wait past it
+        await asyncio.sleep(max(0.0, EARLY_EXIT + 0.2 - (time.monotonic() - started)))
+        os.kill(int(children[0]), signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert [await greeting(port) for _ in range(10)] == ["w"] * 10  # the other worker takes everyone
+        await until(lambda: workers_started(3), timeout=10, what="a replacement worker")
+        now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(now) == 2 and children[0] not in now and children[1] in now
+        assert "restarting" in log.read_text()
+        assert [await greeting(port) for _ in range(10)] == ["w"] * 10
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 10)
+        assert proc.returncode == 0
+    finally:
+        stop(proc)
+        await b.stop()
