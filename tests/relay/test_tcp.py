@@ -527,3 +527,24 @@ async def test_closed_connections_are_freed_at_once_without_the_cycle_collector(
             gc.garbage.clear()
     assert leaked == []
     await b.stop()
+
+
+async def test_both_sockets_of_a_relayed_connection_have_nodelay(splice):
+    """Small writes are passed on at once in both directions (accepted sockets inherit TCP_NODELAY from the
+    listener; backend sockets set it themselves)."""
+    b = await EchoBackend().start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+        [conn] = relay.services["svc"].connections
+        for sock in (conn.csock, conn.bsock):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        t0 = time.monotonic()
+        for _ in range(20):  # ping-pong of 1-byte writes: Nagle + delayed ACK would cost ~40 ms a round
+            writer.write(b"y")
+            assert await reader.readexactly(1) == b"y"
+        assert time.monotonic() - t0 < 0.5
+        writer.close()
+    await b.stop()
