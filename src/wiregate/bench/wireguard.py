@@ -116,6 +116,54 @@ def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], 
     return top, round(100 * loop_tt / total, 1) if loop_tt else None
 
 
+# Stages of the data path, by the functions whose own time (cProfile) belongs to them. The first match wins;
+# what matches nothing (asyncio/uvloop callbacks, the interface's _on_* and _after_io glue, timers) is the event
+# loop's share.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("tun_read", ("posix.read", "tun.py:read_batch", "offload.py:strip_header")),
+    ("tun_write", ("posix.write", "tun.py:write_batch", "tun.py:write", "offload.py:")),
+    ("aead", ("ChaCha20Poly1305' objects>", "method 'encrypt'", "method 'decrypt'")),
+    ("udp_syscalls", ("method 'recvmsg'", "method 'sendmsg'", "method 'sendto'")),
+    ("udp_batching", ("udp.py:",)),
+    ("core_receive", ("device.py:receive_datagrams", "replay.py:", "device.py:_update_endpoint",
+                      "device.py:_keep_key_fresh_receiving")),
+    ("core_send", ("device.py:send_packets", "device.py:_send_staged")),
+    ("routing", ("allowedips.py:",)),
+    ("timers", ("timers.py:",)),
+)
+
+
+def _stage_of(file: str, func: str) -> str:
+    name = f"{Path(file).name}:{func}" if file != "~" else func
+    for stage, marks in STAGES:
+        if any(m in name for m in marks):
+            return stage
+    return "event_loop"
+
+
+def _profile_stages(profile_dir: Path) -> dict[str, float]:
+    """Share (%) of the profiled busy time per data-path stage, over both wiregate processes. The idle wait in
+    epoll is left out: it is time with nothing to do, not overhead."""
+    files = sorted(str(p) for p in profile_dir.glob("*.prof"))
+    if not files:
+        return {}
+    st = pstats.Stats(*files)
+    shares: dict[str, float] = {}
+    for (file, _line, func), (_cc, _calls, tt, _ct, callers) in st.stats.items():
+        if "poll" in func and ("select" in func or "epoll" in func or file == "~"):
+            continue  # the loop's wait for readiness
+        stage = _stage_of(file, func)
+        if stage == "event_loop" and file == "~" and callers:
+            # a small builtin (len, list.append, bytes.join, struct.pack...) works for whoever called it
+            for (cfile, _cl, cfunc), caller_stats in callers.items():
+                cstage = _stage_of(cfile, cfunc)
+                shares[cstage] = shares.get(cstage, 0.0) + caller_stats[2]
+            continue
+        shares[stage] = shares.get(stage, 0.0) + tt
+    busy = sum(shares.values()) or 1.0
+    return {k: round(100 * v / busy, 1) for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+
+
 def run(args) -> dict[str, Any]:
     """The `wireguard` section of the results file (see module docstring)."""
     reason = can_use_netns() or missing_reason("wireguard-go", "wg", "iperf3", "ip")
@@ -132,6 +180,7 @@ def run(args) -> dict[str, Any]:
         for s in net.sides:
             net.stop(s)  # SIGTERM: `wg up` writes its profile on the way out
         top, loop_pct = _profile_top(Path(d))
+        stages = _profile_stages(Path(d))
     return {
         "throughput_ratio_vs_wireguard_go": ratio(ours["gbit_s"], wggo["gbit_s"]),
         "cpu_per_gb_ratio_vs_wireguard_go": ratio(ours["cpu_s_per_gb"], wggo["cpu_s_per_gb"]),
@@ -142,6 +191,7 @@ def run(args) -> dict[str, Any]:
         "repeat": repeat,
         "quick": quick,
         "profile_top_own_time": top,
+        "profile_stages_pct_of_busy": stages,
         "profile_event_loop_pct_incl_idle": loop_pct,
         "python": sys.version.split()[0],
     }

@@ -356,15 +356,25 @@ class Device(TimerRules):
         lookup4 = self._allowed.lookup_v4
         lookup6 = self._allowed.lookup_v6
         by_peer: dict[Peer, list[bytes]] = {}
+        # a batch from the TUN is mostly one flow: remember the last destination's route (a bytes compare is
+        # cheaper than the longest-prefix walk); the table cannot change inside this call
+        last_dst: bytes | None = None
+        peer: Peer | None = None
         for pkt in packets:
             n = len(pkt)
             if not n:
                 continue
             version = pkt[0] >> 4
             if version == 4 and n >= 20:
-                peer = lookup4(pkt[16:20])
+                dst = pkt[16:20]
+                if dst != last_dst:
+                    peer = lookup4(dst)
+                    last_dst = dst
             elif version == 6 and n >= 40:
-                peer = lookup6(pkt[24:40])
+                dst = pkt[24:40]
+                if dst != last_dst:
+                    peer = lookup6(dst)
+                    last_dst = dst
             else:
                 self.drops["tun_not_ip"] += 1
                 continue
@@ -543,6 +553,10 @@ class Device(TimerRules):
         drops = self.drops
         seen: dict[Peer, Addr] = {}  # peers with an authenticated transport packet -> address of the last one
         data_rx: set[Peer] = set()
+        # source check: a batch is mostly one flow, so the last source address's owner is remembered (4- and
+        # 16-byte keys cannot collide); the table cannot change inside this call
+        last_src: bytes | None = None
+        src_owner: Peer | None = None
         for data, addr in datagrams:
             if len(data) < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
@@ -590,7 +604,11 @@ class Device(TimerRules):
                     continue
                 if total != n:
                     pt = pt[:total]
-                if lookup4(pt[12:16]) is not peer:
+                src = pt[12:16]
+                if src != last_src:
+                    src_owner = lookup4(src)
+                    last_src = src
+                if src_owner is not peer:
                     drops["source_not_allowed"] += 1
                     continue
             elif version == 6:
@@ -603,7 +621,11 @@ class Device(TimerRules):
                     continue
                 if total != n:
                     pt = pt[:total]
-                if lookup6(pt[8:24]) is not peer:
+                src = pt[8:24]
+                if src != last_src:
+                    src_owner = lookup6(src)
+                    last_src = src
+                if src_owner is not peer:
                     drops["source_not_allowed"] += 1
                     continue
             else:
