@@ -32,8 +32,8 @@ from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
     DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
-    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, PADDING_MULTIPLE, RATELIMIT_BURST,
-    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE,
+    RATELIMIT_BURST, RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
     REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
@@ -55,8 +55,11 @@ _TYPE_RESPONSE = b"\x02\x00\x00\x00"
 _TYPE_COOKIE = b"\x03\x00\x00\x00"
 _TYPE_TRANSPORT = b"\x04\x00\x00\x00"
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
+# a transport message's first 16 bytes (type, receiver index, counter) in one call, and the AEAD nonce (32 zero
+# bits, then the counter little-endian) packed from the counter directly
+_TRANSPORT_HEADER = struct.Struct("<IIQ")
+_NONCE = struct.Struct("<4xQ")
 _PAD = bytes(PADDING_MULTIPLE)
 _KEEP = object()  # "argument not given" for update_peer
 _NEVER = float("-inf")
@@ -410,8 +413,9 @@ class Device(TimerRules):
             return
         staged = peer.staged
         encrypt = kp.send.encrypt
-        prefix = kp.header_prefix
-        pack = _U64.pack
+        remote = kp.remote_index
+        header = _TRANSPORT_HEADER.pack
+        nonce_of = _NONCE.pack
         mtu = self.mtu
         out = self._datagrams
         nonce = kp.send_nonce
@@ -429,8 +433,7 @@ class Device(TimerRules):
                     padded = mtu
                 if padded != last:
                     pkt = pkt + _PAD[:padded - last]
-            nb = pack(nonce)
-            dg = prefix + nb + encrypt(_NONCE_PREFIX + nb, pkt, None)
+            dg = header(MESSAGE_TRANSPORT, remote, nonce) + encrypt(nonce_of(nonce), pkt, None)
             out.append((dg, ep))
             tx += len(dg)
             nonce += 1
@@ -557,31 +560,32 @@ class Device(TimerRules):
         # 16-byte keys cannot collide); the table cannot change inside this call
         last_src: bytes | None = None
         src_owner: Peer | None = None
+        header = _TRANSPORT_HEADER.unpack_from
+        nonce_of = _NONCE.pack
         for data, addr in datagrams:
             if len(data) < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
                 continue
-            kind = data[:4]
-            if kind != _TYPE_TRANSPORT:
+            kind, receiver, counter = header(data)
+            if kind != MESSAGE_TRANSPORT:  # also catches a transport type with nonzero reserved bytes
                 try:
-                    self._receive_handshake(kind, data, addr, now)
+                    self._receive_handshake(data[:4], data, addr, now)
                 except Exception:  # noqa: BLE001 - a hostile datagram must never take the device down
                     drops["handshake_error"] += 1
                 continue
-            kp = kp_index.get(_U32.unpack_from(data, 4)[0])
+            kp = kp_index.get(receiver)
             if kp is None:
                 drops["unknown_index"] += 1
                 continue
             if now - kp.created >= REJECT_AFTER_TIME:
                 drops["expired_keypair"] += 1
                 continue
-            nb = data[8:16]
             try:
-                pt = kp.receive.decrypt(_NONCE_PREFIX + nb, data[16:], None)
+                pt = kp.receive.decrypt(nonce_of(counter), data[16:], None)
             except InvalidTag:
                 drops["decrypt"] += 1
                 continue
-            if not kp.replay.validate(_U64.unpack(nb)[0], REJECT_AFTER_MESSAGES):
+            if not kp.replay.validate(counter, REJECT_AFTER_MESSAGES):
                 drops["replay"] += 1
                 continue
             peer = kp.peer

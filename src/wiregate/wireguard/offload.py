@@ -72,6 +72,21 @@ def _emit(run: list[bytes], v6: bool, th: int, hl: int, out: list[bytes]) -> Non
     out.append(b"".join(parts))
 
 
+def _key_struct(v6: bool, h: int) -> struct.Struct:
+    """What must match inside a run, read in one call: version/TOS (v6: also the flow label), TTL/hop limit,
+    addresses, ports, and the TCP header apart from seq, flags and checksum (ack, data offset, window, urgent,
+    options). `h` is the IP + TCP header length."""
+    if v6:  # 0-3 ver/class/flow, 4-5 length, 6 next header, 7-39 hop limit + addresses, 40-43 ports, 44-47 seq
+        return struct.Struct(f"!4s3x37s4x5sx2s2x{h - 58}s")
+    # 0-1 ver/IHL/TOS, 2-7 length/id/frag, 8 TTL, 9-11 proto/csum, 12-23 addresses + ports, 24-27 seq
+    return struct.Struct(f"!2s6xs3x12s4x5sx2s2x{h - 38}s")
+
+
+# by (v6, header length): a TCP header is 20..60 bytes in steps of 4, so there are at most 22 of these
+_KEYS: dict[tuple[bool, int], struct.Struct] = {}
+_SEQ = struct.Struct("!I")
+
+
 def coalesce(packets: list[bytes]) -> list[bytes]:
     """IP packets (as decrypted, in order) -> TUN frames with virtio-net headers, TCP runs joined."""
     # Hot path (every received packet): ~1.45 us per packet on the test machine; written for few slices and attribute lookups.
@@ -80,7 +95,9 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
     run: list[bytes] = []  # segments of one flow; they share v6/th/hl below
     v6 = False
     th = hl = 0
-    key = b""
+    key: tuple = ()
+    keys = _KEYS
+    unpack_seq = _SEQ.unpack_from
     next_seq = seg = size = 0
     for p in packets:
         n = len(p)
@@ -108,13 +125,11 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
                 run = []
             append(PLAIN_VALID + p)
             continue
-        seq = int.from_bytes(p[t + 4:t + 8], "big")
-        # what must match inside a run: version/TOS (v6: also the flow label), TTL/hop limit, addresses, ports,
-        # and the TCP header apart from seq, flags and checksum (ack, data offset, window, urgent, options)
-        if pv6:
-            k = p[0:4] + p[7:44] + p[48:53] + p[54:56] + p[58:h]
-        else:
-            k = p[0:2] + p[8:9] + p[12:24] + p[28:33] + p[34:36] + p[38:h]
+        seq = unpack_seq(p, t + 4)[0]
+        ks = keys.get((pv6, h))
+        if ks is None:
+            ks = keys[(pv6, h)] = _key_struct(pv6, h)
+        k = ks.unpack_from(p)
         if run and seq == next_seq and k == key and plen <= seg and size + plen <= MAX_SUPER \
                 and len(run) < MAX_SEGMENTS:
             run.append(p)
