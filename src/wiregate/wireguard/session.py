@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from wiregate.wireguard.device import Peer
 
 
-
 class Keypair:
     """One direction pair of transport keys with its nonce counter, replay window and indices."""
 

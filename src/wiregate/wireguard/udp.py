@@ -107,9 +107,9 @@ class UdpSocket:
                         if level == SOL_UDP and kind == UDP_GRO:
                             seg = int.from_bytes(value[:4], "little")
                     if seg and len(data) > seg:
-                        mv = memoryview(data)
+                        # a bytes slice is one copy; bytes(memoryview slice) would make an extra object per datagram
                         for off in range(0, len(data), seg):
-                            out.append((bytes(mv[off:off + seg]), addr))
+                            out.append((data[off:off + seg], addr))
                         n += len(data) // seg + 1
                         continue
                 out.append((data, addr))
