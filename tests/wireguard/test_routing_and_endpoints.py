@@ -54,6 +54,36 @@ def test_send_routes_by_destination_and_receive_checks_the_source() -> None:
     assert p.a.drops["source_not_allowed"] == 2
 
 
+def test_source_check_holds_for_every_packet_of_a_mixed_batch() -> None:
+    # the receive loop remembers the last source's owner: a spoofed source between allowed ones, in one
+    # batch, must still be dropped, and the allowed ones after it still delivered
+    p = Pair()
+    p.connect()
+    p.b.update_peer(p.a.public_key, allowed_ips=("10.0.0.0/24", "fd00::/64"))
+    fine = [ip4("10.0.0.2", "10.0.0.1", b"one"), ip4("10.0.0.2", "10.0.0.1", b"two"),
+            ip4("10.0.0.2", "10.0.0.1", b"three"), ip6("fd00::2", "fd00::1", b"six")]
+    sent = [fine[0], fine[1], ip4("10.0.0.3", "10.0.0.1", b"spoof"), fine[2], ip6("fd00::3", "fd00::1", b"s6"),
+            fine[3]]
+    p.b.send_packets(sent, p.now)
+    batch = [(dg, ADDR_B) for dg, _ in p.b.take_datagrams()]
+    assert len(batch) == len(sent)
+    p.a.receive_datagrams(batch, p.now)
+    assert p.a.take_packets() == fine
+    assert p.a.drops["source_not_allowed"] == 2
+
+
+def test_send_routes_every_packet_of_a_mixed_batch() -> None:
+    # the send loop remembers the last destination's route: interleaved destinations still go to their owners
+    d = Device(KEY_A, rng=random.Random(1).randbytes)
+    k1, k2 = public_key(generate_private_key()), public_key(generate_private_key())
+    d.add_peer(PeerConfig(k1, allowed_ips=("10.0.0.0/8",), endpoint=("192.0.2.10", 1)))
+    d.add_peer(PeerConfig(k2, allowed_ips=("10.5.0.0/16",), endpoint=("192.0.2.20", 2)))
+    to1, to2, nowhere = ip4("10.0.0.1", "10.6.1.1"), ip4("10.0.0.1", "10.5.1.1"), ip4("10.0.0.1", "192.0.2.99")
+    d.send_packets([to2, to2, to1, to2, nowhere, to2, to1], 1.0)  # no sessions yet: the packets wait
+    assert list(d.peers[k1].staged) == [to1, to1] and list(d.peers[k2].staged) == [to2] * 4
+    assert d.drops["tun_no_route"] == 1
+
+
 def test_two_peers_split_by_longest_prefix() -> None:
     d = Device(KEY_A, rng=random.Random(1).randbytes)
     k1, k2 = public_key(generate_private_key()), public_key(generate_private_key())
