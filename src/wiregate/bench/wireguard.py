@@ -116,6 +116,78 @@ def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], 
     return top, round(100 * loop_tt / total, 1) if loop_tt else None
 
 
+# Data-path stages, in packet order: sender (TUN read -> route -> encrypt -> UDP send), then receiver (UDP receive
+# -> parse/check -> decrypt -> TUN write). A function listed here owns its own time; any other function (len,
+# bytes.join, the AllowedIPs lookups, ...) is charged to the stage of whoever called it, split by call edge, so the
+# same lookup counts as "route" under send_packets and as "receive: parse/check" under receive_datagrams.
+STAGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("send: TUN read", (("tun.py", "read_batch"), ("interface.py", "_on_tun"), ("~", "<built-in method posix.read>"))),
+    ("send: parse/route/queue", (("device.py", "send_packets"), ("device.py", "send_packet"))),
+    ("send: pad/nonce/header", (("device.py", "_send_staged"),)),
+    ("send: AEAD encrypt", (("~", "encrypt"),)),
+    ("send: UDP send", (("udp.py", "send_batch"), ("udp.py", "_send_gso"), ("udp.py", "send"),
+                        ("~", "<method 'sendmsg' of '_socket.socket' objects>"),
+                        ("~", "<method 'sendto' of '_socket.socket' objects>"))),
+    ("receive: UDP receive", (("udp.py", "recv_batch"), ("interface.py", "_on_udp"),
+                              ("~", "<method 'recvmsg' of '_socket.socket' objects>"))),
+    ("receive: parse/check", (("device.py", "receive_datagrams"), ("device.py", "receive_datagram"))),
+    ("receive: AEAD decrypt", (("~", "decrypt"),)),
+    ("receive: TUN write", (("tun.py", "write_batch"), ("offload.py", "*"), ("~", "<built-in method posix.write>"))),
+    ("loop, flush, timers", (("interface.py", "_after_io"), ("interface.py", "_on_timer"), ("events.py", "*"),
+                             ("base_events.py", "*"), ("selector_events.py", "*"), ("selectors.py", "*"),
+                             ("events.py", "*"))),
+)
+
+
+def _own_stage(key: tuple[str, int, str]) -> str | None:
+    file, _line, func = key
+    base = Path(file).name if file != "~" else "~"
+    for stage, members in STAGES:
+        for mfile, mfunc in members:
+            if mfile == base and (mfunc == "*" or mfunc == func
+                                  or (mfile == "~" and mfunc in ("encrypt", "decrypt")
+                                      and func.startswith(f"<method '{mfunc}' of ") and "ChaCha20" in func)):
+                return stage
+    return None
+
+
+def profile_stages(st: pstats.Stats) -> dict[str, float]:
+    """Percent of the profiled busy time per data-path stage (STAGES; the rest is "other"). The event loop's idle
+    wait (epoll) is left out: only the time spent working counts."""
+    stats = st.stats  # type: ignore[attr-defined]
+    memo: dict[tuple, dict[str, float]] = {}
+
+    def shares(key: tuple, depth: int = 0) -> dict[str, float]:
+        """How one second of `key`'s own time splits over the stages, following its callers."""
+        if key in memo:
+            return memo[key]
+        own = _own_stage(key)
+        if own is not None:
+            memo[key] = {own: 1.0}
+            return memo[key]
+        memo[key] = {"other": 1.0}  # guards recursion through cycles
+        callers = stats.get(key, (0, 0, 0.0, 0.0, {}))[4]
+        total = sum(edge[2] for edge in callers.values()) if callers else 0.0
+        if depth > 20 or not callers or total <= 0:
+            return memo[key]
+        out: dict[str, float] = {}
+        for caller, edge in callers.items():
+            for stage, frac in shares(caller, depth + 1).items():
+                out[stage] = out.get(stage, 0.0) + frac * edge[2] / total
+        memo[key] = out
+        return out
+
+    acc: dict[str, float] = {}
+    for key, (_cc, _nc, tt, _ct, _callers) in stats.items():
+        if key[2] in ("<method 'poll' of 'select.epoll' objects>", "run") or tt <= 0:
+            continue  # idle wait, and asyncio.run's own frame
+        for stage, frac in shares(key).items():
+            acc[stage] = acc.get(stage, 0.0) + tt * frac
+    busy = sum(acc.values()) or 1.0
+    order = [name for name, _ in STAGES] + ["other"]
+    return {stage: round(100 * acc[stage] / busy, 1) for stage in order if stage in acc}
+
+
 def run(args) -> dict[str, Any]:
     """The `wireguard` section of the results file (see module docstring)."""
     reason = can_use_netns() or missing_reason("wireguard-go", "wg", "iperf3", "ip")
@@ -132,6 +204,8 @@ def run(args) -> dict[str, Any]:
         for s in net.sides:
             net.stop(s)  # SIGTERM: `wg up` writes its profile on the way out
         top, loop_pct = _profile_top(Path(d))
+        stages = {tag: profile_stages(pstats.Stats(str(s.profile))) for tag, s in zip("ab", net.sides)
+                  if s.profile is not None and s.profile.exists()}
     return {
         "throughput_ratio_vs_wireguard_go": ratio(ours["gbit_s"], wggo["gbit_s"]),
         "cpu_per_gb_ratio_vs_wireguard_go": ratio(ours["cpu_s_per_gb"], wggo["cpu_s_per_gb"]),
@@ -143,6 +217,8 @@ def run(args) -> dict[str, Any]:
         "quick": quick,
         "profile_top_own_time": top,
         "profile_event_loop_pct_incl_idle": loop_pct,
+        # side a runs the iperf3 client (sends the data), side b the server (receives it, sends the ACKs)
+        "profile_stage_pct_of_busy": stages,
         "python": sys.version.split()[0],
     }
 
