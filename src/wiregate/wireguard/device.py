@@ -356,15 +356,24 @@ class Device(TimerRules):
         lookup4 = self._allowed.lookup_v4
         lookup6 = self._allowed.lookup_v6
         by_peer: dict[Peer, list[bytes]] = {}
+        # a batch is mostly one flow: remember the last destination's owner (the table cannot change mid-batch)
+        last4 = last6 = None
+        owner4 = owner6 = None
         for pkt in packets:
             n = len(pkt)
             if not n:
                 continue
             version = pkt[0] >> 4
             if version == 4 and n >= 20:
-                peer = lookup4(pkt[16:20])
+                dst = pkt[16:20]
+                if dst != last4:
+                    last4, owner4 = dst, lookup4(dst)
+                peer = owner4
             elif version == 6 and n >= 40:
-                peer = lookup6(pkt[24:40])
+                dst = pkt[24:40]
+                if dst != last6:
+                    last6, owner6 = dst, lookup6(dst)
+                peer = owner6
             else:
                 self.drops["tun_not_ip"] += 1
                 continue
@@ -543,24 +552,35 @@ class Device(TimerRules):
         drops = self.drops
         seen: dict[Peer, Addr] = {}  # peers with an authenticated transport packet -> address of the last one
         data_rx: set[Peer] = set()
+        # a batch is mostly one session and one flow: remember the last receiver index's keypair (already checked
+        # for age: `now` is fixed for the batch) and the last source addresses' owners. Handshake messages may
+        # retire keypairs, so they forget the keypair; confirming `next` retires only an older one, never the last.
+        last_idx = last4 = last6 = None
+        kp = owner4 = owner6 = None
         for data, addr in datagrams:
             if len(data) < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
                 continue
             kind = data[:4]
             if kind != _TYPE_TRANSPORT:
+                last_idx = None
                 try:
                     self._receive_handshake(kind, data, addr, now)
                 except Exception:  # noqa: BLE001 - a hostile datagram must never take the device down
                     drops["handshake_error"] += 1
                 continue
-            kp = kp_index.get(_U32.unpack_from(data, 4)[0])
-            if kp is None:
-                drops["unknown_index"] += 1
-                continue
-            if now - kp.created >= REJECT_AFTER_TIME:
-                drops["expired_keypair"] += 1
-                continue
+            idx = data[4:8]
+            if idx != last_idx:
+                kp = kp_index.get(_U32.unpack(idx)[0])
+                if kp is None:
+                    drops["unknown_index"] += 1
+                    last_idx = None
+                    continue
+                if now - kp.created >= REJECT_AFTER_TIME:
+                    drops["expired_keypair"] += 1
+                    last_idx = None
+                    continue
+                last_idx = idx
             nb = data[8:16]
             try:
                 pt = kp.receive.decrypt(_NONCE_PREFIX + nb, data[16:], None)
@@ -590,7 +610,10 @@ class Device(TimerRules):
                     continue
                 if total != n:
                     pt = pt[:total]
-                if lookup4(pt[12:16]) is not peer:
+                src = pt[12:16]
+                if src != last4:
+                    last4, owner4 = src, lookup4(src)
+                if owner4 is not peer:
                     drops["source_not_allowed"] += 1
                     continue
             elif version == 6:
@@ -603,7 +626,10 @@ class Device(TimerRules):
                     continue
                 if total != n:
                     pt = pt[:total]
-                if lookup6(pt[8:24]) is not peer:
+                src = pt[8:24]
+                if src != last6:
+                    last6, owner6 = src, lookup6(src)
+                if owner6 is not peer:
                     drops["source_not_allowed"] += 1
                     continue
             else:
