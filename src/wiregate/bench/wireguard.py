@@ -72,14 +72,16 @@ def _tunnel(lab: Lab, kind: str, profile_dir: Path | None = None) -> tuple[WgNet
     return net, (first * 1e3, rtt * 1e3)
 
 
-def _summary(runs: list[tuple[float, int, float]], pings: tuple[float, float]) -> dict[str, Any]:
+def _summary(runs: list[tuple[float, int, float]], pings: tuple[float, float], seconds: float) -> dict[str, Any]:
     gbps = [r[0] for r in runs]
     cpu_per_gb = [r[2] / (r[1] / 1e9) for r in runs if r[1]]
     first, rtt = pings
     return {"gbit_s": round(median(gbps), 3), "gbit_s_runs": [round(g, 3) for g in gbps],
             "first_packet_ms": round(first, 2), "ping_rtt_ms": round(rtt, 2),
             "handshake_ms": round(first - rtt, 2),  # the first echo minus a steady-state one
-            "cpu_s_per_gb": round(median(cpu_per_gb), 2)}
+            "cpu_s_per_gb": round(median(cpu_per_gb), 2),
+            # how many of the machine's cores both tunnel processes kept busy during the transfer
+            "tunnel_cores_busy": round(median([r[2] / seconds for r in runs]), 2)}
 
 
 def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
@@ -92,7 +94,7 @@ def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
         for i in range(repeat):
             for kind in (kinds if i % 2 == 0 else kinds[::-1]):
                 runs[kind].append(_iperf(nets[kind][0], seconds))
-        return {kind: _summary(runs[kind], nets[kind][1]) for kind in kinds}
+        return {kind: _summary(runs[kind], nets[kind][1], seconds) for kind in kinds}
 
 
 def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], float | None]:
