@@ -417,20 +417,27 @@ class Device(TimerRules):
         limit = REJECT_AFTER_MESSAGES
         tx = 0
         data_sent = False
-        while staged and nonce < limit:
-            pkt = staged.popleft()
+        if nonce + len(staged) <= limit:  # the common case: the whole queue fits under this keypair
+            batch = list(staged)
+            staged.clear()
+        else:
+            batch = [staged.popleft() for _ in range(min(len(staged), limit - nonce))]
+        append = out.append
+        for pkt in batch:
             n = len(pkt)
             if n:
                 data_sent = True
-                last = n % mtu if n > mtu else n
-                padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-                if padded > mtu:
-                    padded = mtu
-                if padded != last:
-                    pkt = pkt + _PAD[:padded - last]
+                # pad to a multiple of 16, capped at the MTU (a full-size TCP segment needs none)
+                if n & 15 or n > mtu:
+                    last = n % mtu if n > mtu else n
+                    padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+                    if padded > mtu:
+                        padded = mtu
+                    if padded != last:
+                        pkt = pkt + _PAD[:padded - last]
             nb = pack(nonce)
             dg = prefix + nb + encrypt(_NONCE_PREFIX + nb, pkt, None)
-            out.append((dg, ep))
+            append((dg, ep))
             tx += len(dg)
             nonce += 1
         kp.send_nonce = nonce
