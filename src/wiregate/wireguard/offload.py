@@ -72,6 +72,12 @@ def _emit(run: list[bytes], v6: bool, th: int, hl: int, out: list[bytes]) -> Non
     out.append(b"".join(parts))
 
 
+# the joinable-run key without the options: IPv4 version/IHL, TOS, TTL, addresses, ports, ack, data offset,
+# window; IPv6 version/class/flow label, hop limit, addresses, ports, ack, data offset, window
+_KEY4 = struct.Struct("!2s6xc3x12s4x5sx2s").unpack_from
+_KEY6 = struct.Struct("!4s3x37s4x5sx2s").unpack_from
+
+
 def coalesce(packets: list[bytes]) -> list[bytes]:
     """IP packets (as decrypted, in order) -> TUN frames with virtio-net headers, TCP runs joined."""
     # Hot path (every received packet): ~1.45 us per packet on the test machine; written for few slices and attribute lookups.
@@ -80,7 +86,7 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
     run: list[bytes] = []  # segments of one flow; they share v6/th/hl below
     v6 = False
     th = hl = 0
-    key = b""
+    key: tuple = ()
     next_seq = seg = size = 0
     for p in packets:
         n = len(p)
@@ -111,10 +117,11 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
         seq = int.from_bytes(p[t + 4:t + 8], "big")
         # what must match inside a run: version/TOS (v6: also the flow label), TTL/hop limit, addresses, ports,
         # and the TCP header apart from seq, flags and checksum (ack, data offset, window, urgent, options)
+        # (one struct call for the fixed fields costs less than half of slicing and concatenating them)
         if pv6:
-            k = p[0:4] + p[7:44] + p[48:53] + p[54:56] + p[58:h]
+            k = (_KEY6(p), p[58:h])
         else:
-            k = p[0:2] + p[8:9] + p[12:24] + p[28:33] + p[34:36] + p[38:h]
+            k = (_KEY4(p), p[38:h])
         if run and seq == next_seq and k == key and plen <= seg and size + plen <= MAX_SUPER \
                 and len(run) < MAX_SEGMENTS:
             run.append(p)
