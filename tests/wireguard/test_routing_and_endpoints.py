@@ -54,36 +54,6 @@ def test_send_routes_by_destination_and_receive_checks_the_source() -> None:
     assert p.a.drops["source_not_allowed"] == 2
 
 
-def test_source_check_holds_for_every_packet_of_a_mixed_batch() -> None:
-    # the receive loop remembers the last source's owner: a spoofed source between allowed ones, in one
-    # batch, must still be dropped, and the allowed ones after it still delivered
-    p = Pair()
-    p.connect()
-    p.b.update_peer(p.a.public_key, allowed_ips=("10.0.0.0/24", "fd00::/64"))
-    fine = [ip4("10.0.0.2", "10.0.0.1", b"one"), ip4("10.0.0.2", "10.0.0.1", b"two"),
-            ip4("10.0.0.2", "10.0.0.1", b"three"), ip6("fd00::2", "fd00::1", b"six")]
-    sent = [fine[0], fine[1], ip4("10.0.0.3", "10.0.0.1", b"spoof"), fine[2], ip6("fd00::3", "fd00::1", b"s6"),
-            fine[3]]
-    p.b.send_packets(sent, p.now)
-    batch = [(dg, ADDR_B) for dg, _ in p.b.take_datagrams()]
-    assert len(batch) == len(sent)
-    p.a.receive_datagrams(batch, p.now)
-    assert p.a.take_packets() == fine
-    assert p.a.drops["source_not_allowed"] == 2
-
-
-def test_send_routes_every_packet_of_a_mixed_batch() -> None:
-    # the send loop remembers the last destination's route: interleaved destinations still go to their owners
-    d = Device(KEY_A, rng=random.Random(1).randbytes)
-    k1, k2 = public_key(generate_private_key()), public_key(generate_private_key())
-    d.add_peer(PeerConfig(k1, allowed_ips=("10.0.0.0/8",), endpoint=("192.0.2.10", 1)))
-    d.add_peer(PeerConfig(k2, allowed_ips=("10.5.0.0/16",), endpoint=("192.0.2.20", 2)))
-    to1, to2, nowhere = ip4("10.0.0.1", "10.6.1.1"), ip4("10.0.0.1", "10.5.1.1"), ip4("10.0.0.1", "192.0.2.99")
-    d.send_packets([to2, to2, to1, to2, nowhere, to2, to1], 1.0)  # no sessions yet: the packets wait
-    assert list(d.peers[k1].staged) == [to1, to1] and list(d.peers[k2].staged) == [to2] * 4
-    assert d.drops["tun_no_route"] == 1
-
-
 def test_two_peers_split_by_longest_prefix() -> None:
     d = Device(KEY_A, rng=random.Random(1).randbytes)
     k1, k2 = public_key(generate_private_key()), public_key(generate_private_key())
@@ -189,3 +159,34 @@ def test_bad_endpoint_host_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError, match="Endpoint"):
         d.add_peer(PeerConfig(public_key(KEY_B), endpoint_host=text))
     assert not d.peers
+
+
+def test_one_batch_mixing_flows_sources_and_bad_datagrams_is_checked_packet_by_packet() -> None:
+    """The batch paths remember the last destination, source and receiver index: every packet must still get its
+    own verdict when flows, peers and bad datagrams alternate within one call."""
+    p = Pair()
+    p.connect()
+    p.b.update_peer(p.a.public_key, allowed_ips=("10.0.0.0/24", "fd00::/64"))
+    sent = [ip4("10.0.0.2", "10.0.0.1", b"ok1"), ip4("10.0.0.3", "10.0.0.1", b"spoof"),
+            ip4("10.0.0.2", "10.0.0.1", b"ok2"), ip6("fd00::2", "fd00::1", b"ok3"), ip6("fd00::3", "fd00::1", b"x"),
+            ip4("10.0.0.2", "10.0.0.1", b"ok4")]
+    p.b.send_packets(sent, p.now)
+    dgs = [dg for dg, _ in p.b.take_datagrams()]
+    assert len(dgs) == 6
+    bad_index = dgs[2][:4] + bytes(4) + dgs[2][8:]  # unknown receiver index
+    batch = [dgs[0], dgs[1], bad_index, dgs[2], dgs[0], dgs[3], dgs[4], dgs[5]]  # dgs[0] twice: a replay
+    p.a.receive_datagrams([(d, p.b_addr) for d in batch], p.now)
+    assert p.a.take_packets() == [sent[0], sent[2], sent[3], sent[5]]
+    assert (p.a.drops["source_not_allowed"], p.a.drops["unknown_index"], p.a.drops["replay"]) == (2, 1, 1)
+
+
+def test_one_send_batch_alternating_peers_routes_each_packet() -> None:
+    d = Device(KEY_A, rng=random.Random(1).randbytes)
+    k1, k2 = public_key(generate_private_key()), public_key(generate_private_key())
+    d.add_peer(PeerConfig(k1, allowed_ips=("10.1.0.0/16",), endpoint=("192.0.2.10", 1)))
+    d.add_peer(PeerConfig(k2, allowed_ips=("10.2.0.0/16",), endpoint=("192.0.2.20", 2)))
+    dsts = ["10.1.0.1", "10.2.0.1", "10.1.0.1", "10.1.0.1", "10.3.0.1", "10.2.0.1", "10.2.0.1", "10.1.0.1"]
+    d.send_packets([ip4("10.0.0.1", x) for x in dsts], 1.0)
+    # no sessions yet: each peer queues its packets and sends one initiation
+    assert sorted(addr for _, addr in d.take_datagrams()) == [("192.0.2.10", 1), ("192.0.2.20", 2)]
+    assert [len(d.peers[k].staged) for k in (k1, k2)] == [4, 3] and d.drops["tun_no_route"] == 1

@@ -1,45 +1,34 @@
-"""The benchmark's profile summary: cProfile own time grouped into data-path stages."""
+"""The benchmark's profile split: every function's own time lands in a data-path stage, helpers by their caller."""
 
 from __future__ import annotations
 
 import cProfile
-import os
-from pathlib import Path
+import pstats
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from wiregate.bench.wireguard import _profile_stages, _stage_of
-from wiregate.wireguard.offload import coalesce
+from tests.wireguard.wgcore_helpers import ADDR_A, Pair, ip4
+from wiregate.bench.wireguard import STAGES, profile_stages
 
 
-def test_functions_are_put_in_their_data_path_stage() -> None:
-    assert _stage_of("~", "<built-in method posix.read>") == "tun_read"
-    assert _stage_of("~", "<built-in method posix.write>") == "tun_write"
-    assert _stage_of("/x/wiregate/wireguard/offload.py", "coalesce") == "tun_write"
-    assert _stage_of("~", "<method 'decrypt' of 'cryptography.hazmat.bindings._rust.openssl.aead."
-                          "ChaCha20Poly1305' objects>") == "aead"
-    assert _stage_of("~", "<method 'sendmsg' of '_socket.socket' objects>") == "udp_syscalls"
-    assert _stage_of("/x/wiregate/wireguard/device.py", "receive_datagrams") == "core_receive"
-    assert _stage_of("/x/wiregate/wireguard/allowedips.py", "lookup") == "routing"
-    assert _stage_of("/x/asyncio/events.py", "_run") == "event_loop"
-
-
-def test_profile_of_a_workload_is_split_into_stages_that_add_up(tmp_path: Path) -> None:
-    aead = ChaCha20Poly1305(bytes(32))
-    r, w = os.pipe()
+def test_profile_of_a_device_pair_splits_into_send_and_receive_stages():
+    p = Pair()
+    p.connect()
+    p.a.update_peer(p.b.public_key, allowed_ips=("10.0.0.0/24",))
+    # alternating destinations defeat the last-destination memo, so AllowedIPs lookups run on every packet and
+    # must be charged to their caller's stage ("route"), not to "other"
+    batch = [ip4("10.0.0.1", f"10.0.0.{2 + i % 2}", b"z" * 1000) for i in range(64)]
     prof = cProfile.Profile()
     prof.enable()
-    for i in range(300):
-        aead.encrypt(i.to_bytes(12, "little"), bytes(1400), None)
-        os.write(w, b"x")
-        os.read(r, 1)
-        coalesce([bytes(60)])
+    delivered = 0
+    for _ in range(40):
+        p.a.send_packets(batch, p.now)
+        p.b.receive_datagrams([(d, ADDR_A) for d, _ in p.a.take_datagrams()], p.now)
+        delivered += len(p.b.take_packets())
     prof.disable()
-    os.close(r)
-    os.close(w)
-    prof.dump_stats(str(tmp_path / "a.prof"))
-    stages = _profile_stages(tmp_path)
-    for stage in ("aead", "tun_read", "tun_write"):
-        assert stages.get(stage, 0) > 0, stages
-    assert 99 <= sum(stages.values()) <= 101
-    assert _profile_stages(tmp_path / "none") == {}
+    assert delivered == 40 * 64
+    stages = profile_stages(pstats.Stats(prof))
+    assert set(stages) <= {name for name, _ in STAGES} | {"other"}
+    assert abs(sum(stages.values()) - 100) < 1
+    for stage in ("send: parse/route/queue", "send: pad/nonce/header", "send: AEAD encrypt",
+                  "receive: parse/check", "receive: AEAD decrypt"):
+        assert stages.get(stage, 0) > 1, (stage, stages)
+    assert stages.get("other", 0) < 6, stages  # the test's own loop only: lookups count as "route"

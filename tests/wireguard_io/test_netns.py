@@ -374,6 +374,43 @@ def test_dns_name_endpoint_is_resolved_in_the_background(lab):
         shutil.rmtree(etc, ignore_errors=True)
 
 
+@pytest.mark.timeout(90)
+def test_dns_endpoint_is_resolved_again_while_handshakes_keep_failing(lab):
+    """The name first points at an address nobody answers on; the peer then "moves" (the hosts file changes under
+    the running interface). Plain wg-quick would keep sending to the stale address forever; wiregate resolves the
+    name again after every third failed handshake retry (~15 s) and reaches the peer at its new address."""
+    import shutil
+    from pathlib import Path
+
+    need("wg", "wireguard-go")
+    net = WgNet(lab)
+    a, b = net.side("a", "wiregate"), net.side("b", "wireguard-go")
+    net.connect(a, b, endpoint_a=False, endpoint_b=False)
+    host = f"moved-b-{a.name}.test"
+    a.peers[0] = type(a.peers[0])(b.public_key, None, a.peers[0].allowed_ips, (host, b.port), 0)
+    etc = Path("/etc/netns") / a.ns.name
+    etc.mkdir(parents=True, exist_ok=True)
+    hosts = etc / "hosts"
+    stale = "192.0.2.99"  # on the veth's subnet, but nobody has it: initiations vanish
+    try:
+        hosts.write_text(f"127.0.0.1 localhost\n{stale} {host}\n")
+        net.start()
+        # the first initiation goes to the stale address and gets no answer
+        assert icmp_ping(a.ns, b.tunnel_ip, timeout=2) is None
+        assert dump(a)[1][2] == f"{stale}:{b.port}"
+        # rewritten in place: the bind mount `ip netns exec` made over /etc/hosts shows the same inode
+        with open(hosts, "r+") as f:
+            f.write(f"127.0.0.1 localhost\n{b.underlay_ip} {host}\n")
+            f.truncate()
+        deadline = time.monotonic() + 40
+        while dump(a)[1][2] != f"{b.underlay_ip}:{b.port}":
+            assert time.monotonic() < deadline, "the name was not resolved again while handshakes failed"
+            time.sleep(0.5)
+        assert icmp_ping(a.ns, b.tunnel_ip, timeout=10) is not None
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+
+
 def test_interface_deleted_under_a_running_wg_up_ends_it_cleanly(lab):
     need("wg")
     net = WgNet(lab)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,3 +132,27 @@ def test_splitting_the_frames_again_gives_back_every_payload_in_order(spec):
         body = pkt[hdr_len:]
         got.extend(body[i:i + gso_size] for i in range(0, len(body), gso_size))
     assert got == expect
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_every_header_byte_that_must_match_breaks_a_run_and_the_others_do_not(v6):
+    """Mutate one header byte of the second segment: bytes the kernel would copy from the first segment into every
+    segment it cuts (addresses, ports, TOS/TTL, ack, window, options...) must keep them apart; per-segment bytes
+    (lengths, IP id and checksum, TCP checksum) must not."""
+    first, second = tcp(0, b"a" * 100, v6=v6), tcp(100, b"b" * 100, v6=v6)
+    t = 40 if v6 else 20
+    h = t + 32
+    if v6:
+        free = {4, 5, t + 16, t + 17}
+        other = {6} | set(range(t + 4, t + 8)) | {t + 12, t + 13}  # next header, seq, data offset, flags
+    else:
+        free = {2, 3, 4, 5, 10, 11, t + 16, t + 17}
+        other = {0, 6, 7, 9} | set(range(t + 4, t + 8)) | {t + 12, t + 13}  # IHL, fragments, protocol, seq, ...
+    assert len(coalesce([first, second])) == 1
+    for i in range(h):
+        if i in other:
+            continue
+        mutated = bytearray(second)
+        mutated[i] ^= 0x01
+        frames = coalesce([first, bytes(mutated)])
+        assert len(frames) == (1 if i in free else 2), f"byte {i}"

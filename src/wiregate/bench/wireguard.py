@@ -74,14 +74,16 @@ def _tunnel(lab: Lab, kind: str, profile_dir: Path | None = None) -> tuple[WgNet
     return net, (first * 1e3, median(steady) * 1e3)
 
 
-def _summary(runs: list[tuple[float, int, float]], pings: tuple[float, float]) -> dict[str, Any]:
+def _summary(runs: list[tuple[float, int, float]], pings: tuple[float, float], seconds: float) -> dict[str, Any]:
     gbps = [r[0] for r in runs]
     cpu_per_gb = [r[2] / (r[1] / 1e9) for r in runs if r[1]]
     first, rtt = pings
     return {"gbit_s": round(median(gbps), 3), "gbit_s_runs": [round(g, 3) for g in gbps],
             "first_packet_ms": round(first, 2), "ping_rtt_ms": round(rtt, 2),
             "handshake_ms": round(first - rtt, 2),  # the first echo minus the median steady-state one
-            "cpu_s_per_gb": round(median(cpu_per_gb), 2)}
+            "cpu_s_per_gb": round(median(cpu_per_gb), 2),
+            # how many of the machine's cores both tunnel processes kept busy during the transfer
+            "tunnel_cores_busy": round(median([r[2] / seconds for r in runs]), 2)}
 
 
 def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
@@ -94,7 +96,7 @@ def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
         for i in range(repeat):
             for kind in (kinds if i % 2 == 0 else kinds[::-1]):
                 runs[kind].append(_iperf(nets[kind][0], seconds))
-        return {kind: _summary(runs[kind], nets[kind][1]) for kind in kinds}
+        return {kind: _summary(runs[kind], nets[kind][1], seconds) for kind in kinds}
 
 
 def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], float | None]:
@@ -118,52 +120,76 @@ def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], 
     return top, round(100 * loop_tt / total, 1) if loop_tt else None
 
 
-# Stages of the data path, by the functions whose own time (cProfile) belongs to them. The first match wins;
-# what matches nothing (asyncio/uvloop callbacks, the interface's _on_* and _after_io glue, timers) is the event
-# loop's share.
-STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("tun_read", ("posix.read", "tun.py:read_batch", "offload.py:strip_header")),
-    ("tun_write", ("posix.write", "tun.py:write_batch", "tun.py:write", "offload.py:")),
-    ("aead", ("ChaCha20Poly1305' objects>", "method 'encrypt'", "method 'decrypt'")),
-    ("udp_syscalls", ("method 'recvmsg'", "method 'sendmsg'", "method 'sendto'")),
-    ("udp_batching", ("udp.py:",)),
-    ("core_receive", ("device.py:receive_datagrams", "replay.py:", "device.py:_update_endpoint",
-                      "device.py:_keep_key_fresh_receiving")),
-    ("core_send", ("device.py:send_packets", "device.py:_send_staged")),
-    ("routing", ("allowedips.py:",)),
-    ("timers", ("timers.py:",)),
+# Data-path stages, in packet order: sender (TUN read -> route -> encrypt -> UDP send), then receiver (UDP receive
+# -> parse/check -> decrypt -> TUN write). A function listed here owns its own time; any other function (len,
+# bytes.join, the AllowedIPs lookups, ...) is charged to the stage of whoever called it, split by call edge, so the
+# same lookup counts as "route" under send_packets and as "receive: parse/check" under receive_datagrams.
+STAGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("send: TUN read", (("tun.py", "read_batch"), ("interface.py", "_on_tun"), ("~", "<built-in method posix.read>"))),
+    ("send: parse/route/queue", (("device.py", "send_packets"), ("device.py", "send_packet"))),
+    ("send: pad/nonce/header", (("device.py", "_send_staged"),)),
+    ("send: AEAD encrypt", (("~", "encrypt"),)),
+    ("send: UDP send", (("udp.py", "send_batch"), ("udp.py", "_send_gso"), ("udp.py", "send"),
+                        ("~", "<method 'sendmsg' of '_socket.socket' objects>"),
+                        ("~", "<method 'sendto' of '_socket.socket' objects>"))),
+    ("receive: UDP receive", (("udp.py", "recv_batch"), ("interface.py", "_on_udp"),
+                              ("~", "<method 'recvmsg' of '_socket.socket' objects>"))),
+    ("receive: parse/check", (("device.py", "receive_datagrams"), ("device.py", "receive_datagram"))),
+    ("receive: AEAD decrypt", (("~", "decrypt"),)),
+    ("receive: TUN write", (("tun.py", "write_batch"), ("offload.py", "*"), ("~", "<built-in method posix.write>"))),
+    ("loop, flush, timers", (("interface.py", "_after_io"), ("interface.py", "_on_timer"), ("events.py", "*"),
+                             ("base_events.py", "*"), ("selector_events.py", "*"), ("selectors.py", "*"),
+                             ("events.py", "*"))),
 )
 
 
-def _stage_of(file: str, func: str) -> str:
-    name = f"{Path(file).name}:{func}" if file != "~" else func
-    for stage, marks in STAGES:
-        if any(m in name for m in marks):
-            return stage
-    return "event_loop"
+def _own_stage(key: tuple[str, int, str]) -> str | None:
+    file, _line, func = key
+    base = Path(file).name if file != "~" else "~"
+    for stage, members in STAGES:
+        for mfile, mfunc in members:
+            if mfile == base and (mfunc == "*" or mfunc == func
+                                  or (mfile == "~" and mfunc in ("encrypt", "decrypt")
+                                      and func.startswith(f"<method '{mfunc}' of ") and "ChaCha20" in func)):
+                return stage
+    return None
 
 
-def _profile_stages(profile_dir: Path) -> dict[str, float]:
-    """Share (%) of the profiled busy time per data-path stage, over both wiregate processes. The idle wait in
-    epoll is left out: it is time with nothing to do, not overhead."""
-    files = sorted(str(p) for p in profile_dir.glob("*.prof"))
-    if not files:
-        return {}
-    st = pstats.Stats(*files)
-    shares: dict[str, float] = {}
-    for (file, _line, func), (_cc, _calls, tt, _ct, callers) in st.stats.items():
-        if "poll" in func and ("select" in func or "epoll" in func or file == "~"):
-            continue  # the loop's wait for readiness
-        stage = _stage_of(file, func)
-        if stage == "event_loop" and file == "~" and callers:
-            # a small builtin (len, list.append, bytes.join, struct.pack...) works for whoever called it
-            for (cfile, _cl, cfunc), caller_stats in callers.items():
-                cstage = _stage_of(cfile, cfunc)
-                shares[cstage] = shares.get(cstage, 0.0) + caller_stats[2]
-            continue
-        shares[stage] = shares.get(stage, 0.0) + tt
-    busy = sum(shares.values()) or 1.0
-    return {k: round(100 * v / busy, 1) for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+def profile_stages(st: pstats.Stats) -> dict[str, float]:
+    """Percent of the profiled busy time per data-path stage (STAGES; the rest is "other"). The event loop's idle
+    wait (epoll) is left out: only the time spent working counts."""
+    stats = st.stats  # type: ignore[attr-defined]
+    memo: dict[tuple, dict[str, float]] = {}
+
+    def shares(key: tuple, depth: int = 0) -> dict[str, float]:
+        """How one second of `key`'s own time splits over the stages, following its callers."""
+        if key in memo:
+            return memo[key]
+        own = _own_stage(key)
+        if own is not None:
+            memo[key] = {own: 1.0}
+            return memo[key]
+        memo[key] = {"other": 1.0}  # guards recursion through cycles
+        callers = stats.get(key, (0, 0, 0.0, 0.0, {}))[4]
+        total = sum(edge[2] for edge in callers.values()) if callers else 0.0
+        if depth > 20 or not callers or total <= 0:
+            return memo[key]
+        out: dict[str, float] = {}
+        for caller, edge in callers.items():
+            for stage, frac in shares(caller, depth + 1).items():
+                out[stage] = out.get(stage, 0.0) + frac * edge[2] / total
+        memo[key] = out
+        return out
+
+    acc: dict[str, float] = {}
+    for key, (_cc, _nc, tt, _ct, _callers) in stats.items():
+        if key[2] in ("<method 'poll' of 'select.epoll' objects>", "run") or tt <= 0:
+            continue  # idle wait, and asyncio.run's own frame
+        for stage, frac in shares(key).items():
+            acc[stage] = acc.get(stage, 0.0) + tt * frac
+    busy = sum(acc.values()) or 1.0
+    order = [name for name, _ in STAGES] + ["other"]
+    return {stage: round(100 * acc[stage] / busy, 1) for stage in order if stage in acc}
 
 
 def run(args) -> dict[str, Any]:
@@ -182,7 +208,8 @@ def run(args) -> dict[str, Any]:
         for s in net.sides:
             net.stop(s)  # SIGTERM: `wg up` writes its profile on the way out
         top, loop_pct = _profile_top(Path(d))
-        stages = _profile_stages(Path(d))
+        stages = {tag: profile_stages(pstats.Stats(str(s.profile))) for tag, s in zip("ab", net.sides)
+                  if s.profile is not None and s.profile.exists()}
     return {
         "throughput_ratio_vs_wireguard_go": ratio(ours["gbit_s"], wggo["gbit_s"]),
         "cpu_per_gb_ratio_vs_wireguard_go": ratio(ours["cpu_s_per_gb"], wggo["cpu_s_per_gb"]),
@@ -193,8 +220,9 @@ def run(args) -> dict[str, Any]:
         "repeat": repeat,
         "quick": quick,
         "profile_top_own_time": top,
-        "profile_stages_pct_of_busy": stages,
         "profile_event_loop_pct_incl_idle": loop_pct,
+        # side a runs the iperf3 client (sends the data), side b the server (receives it, sends the ACKs)
+        "profile_stage_pct_of_busy": stages,
         "python": sys.version.split()[0],
     }
 

@@ -32,8 +32,8 @@ from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
     DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
-    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE,
-    RATELIMIT_BURST, RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, PADDING_MULTIPLE, RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
     REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
@@ -55,11 +55,8 @@ _TYPE_RESPONSE = b"\x02\x00\x00\x00"
 _TYPE_COOKIE = b"\x03\x00\x00\x00"
 _TYPE_TRANSPORT = b"\x04\x00\x00\x00"
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
-# a transport message's first 16 bytes (type, receiver index, counter) in one call, and the AEAD nonce (32 zero
-# bits, then the counter little-endian) packed from the counter directly
-_TRANSPORT_HEADER = struct.Struct("<IIQ")
-_NONCE = struct.Struct("<4xQ")
 _PAD = bytes(PADDING_MULTIPLE)
 _KEEP = object()  # "argument not given" for update_peer
 _NEVER = float("-inf")
@@ -359,10 +356,9 @@ class Device(TimerRules):
         lookup4 = self._allowed.lookup_v4
         lookup6 = self._allowed.lookup_v6
         by_peer: dict[Peer, list[bytes]] = {}
-        # a batch from the TUN is mostly one flow: remember the last destination's route (a bytes compare is
-        # cheaper than the longest-prefix walk); the table cannot change inside this call
-        last_dst: bytes | None = None
-        peer: Peer | None = None
+        # a batch is mostly one flow: remember the last destination's owner (the table cannot change mid-batch)
+        last4 = last6 = None
+        owner4 = owner6 = None
         for pkt in packets:
             n = len(pkt)
             if not n:
@@ -370,14 +366,14 @@ class Device(TimerRules):
             version = pkt[0] >> 4
             if version == 4 and n >= 20:
                 dst = pkt[16:20]
-                if dst != last_dst:
-                    peer = lookup4(dst)
-                    last_dst = dst
+                if dst != last4:
+                    last4, owner4 = dst, lookup4(dst)
+                peer = owner4
             elif version == 6 and n >= 40:
                 dst = pkt[24:40]
-                if dst != last_dst:
-                    peer = lookup6(dst)
-                    last_dst = dst
+                if dst != last6:
+                    last6, owner6 = dst, lookup6(dst)
+                peer = owner6
             else:
                 self.drops["tun_not_ip"] += 1
                 continue
@@ -413,28 +409,35 @@ class Device(TimerRules):
             return
         staged = peer.staged
         encrypt = kp.send.encrypt
-        remote = kp.remote_index
-        header = _TRANSPORT_HEADER.pack
-        nonce_of = _NONCE.pack
+        prefix = kp.header_prefix
+        pack = _U64.pack
         mtu = self.mtu
         out = self._datagrams
         nonce = kp.send_nonce
         limit = REJECT_AFTER_MESSAGES
         tx = 0
         data_sent = False
-        while staged and nonce < limit:
-            pkt = staged.popleft()
+        if nonce + len(staged) <= limit:  # the common case: the whole queue fits under this keypair
+            batch = list(staged)
+            staged.clear()
+        else:
+            batch = [staged.popleft() for _ in range(min(len(staged), limit - nonce))]
+        append = out.append
+        for pkt in batch:
             n = len(pkt)
             if n:
                 data_sent = True
-                last = n % mtu if n > mtu else n
-                padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
-                if padded > mtu:
-                    padded = mtu
-                if padded != last:
-                    pkt = pkt + _PAD[:padded - last]
-            dg = header(MESSAGE_TRANSPORT, remote, nonce) + encrypt(nonce_of(nonce), pkt, None)
-            out.append((dg, ep))
+                # pad to a multiple of 16, capped at the MTU (a full-size TCP segment needs none)
+                if n & 15 or n > mtu:
+                    last = n % mtu if n > mtu else n
+                    padded = (last + PADDING_MULTIPLE - 1) & ~(PADDING_MULTIPLE - 1)
+                    if padded > mtu:
+                        padded = mtu
+                    if padded != last:
+                        pkt = pkt + _PAD[:padded - last]
+            nb = pack(nonce)
+            dg = prefix + nb + encrypt(_NONCE_PREFIX + nb, pkt, None)
+            append((dg, ep))
             tx += len(dg)
             nonce += 1
         kp.send_nonce = nonce
@@ -556,36 +559,42 @@ class Device(TimerRules):
         drops = self.drops
         seen: dict[Peer, Addr] = {}  # peers with an authenticated transport packet -> address of the last one
         data_rx: set[Peer] = set()
-        # source check: a batch is mostly one flow, so the last source address's owner is remembered (4- and
-        # 16-byte keys cannot collide); the table cannot change inside this call
-        last_src: bytes | None = None
-        src_owner: Peer | None = None
-        header = _TRANSPORT_HEADER.unpack_from
-        nonce_of = _NONCE.pack
+        # a batch is mostly one session and one flow: remember the last receiver index's keypair (already checked
+        # for age: `now` is fixed for the batch) and the last source addresses' owners. Handshake messages may
+        # retire keypairs, so they forget the keypair; confirming `next` retires only an older one, never the last.
+        last_idx = last4 = last6 = None
+        kp = owner4 = owner6 = None
         for data, addr in datagrams:
             if len(data) < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
                 continue
-            kind, receiver, counter = header(data)
-            if kind != MESSAGE_TRANSPORT:  # also catches a transport type with nonzero reserved bytes
+            kind = data[:4]
+            if kind != _TYPE_TRANSPORT:
+                last_idx = None
                 try:
-                    self._receive_handshake(data[:4], data, addr, now)
+                    self._receive_handshake(kind, data, addr, now)
                 except Exception:  # noqa: BLE001 - a hostile datagram must never take the device down
                     drops["handshake_error"] += 1
                 continue
-            kp = kp_index.get(receiver)
-            if kp is None:
-                drops["unknown_index"] += 1
-                continue
-            if now - kp.created >= REJECT_AFTER_TIME:
-                drops["expired_keypair"] += 1
-                continue
+            idx = data[4:8]
+            if idx != last_idx:
+                kp = kp_index.get(_U32.unpack(idx)[0])
+                if kp is None:
+                    drops["unknown_index"] += 1
+                    last_idx = None
+                    continue
+                if now - kp.created >= REJECT_AFTER_TIME:
+                    drops["expired_keypair"] += 1
+                    last_idx = None
+                    continue
+                last_idx = idx
+            nb = data[8:16]
             try:
-                pt = kp.receive.decrypt(nonce_of(counter), data[16:], None)
+                pt = kp.receive.decrypt(_NONCE_PREFIX + nb, data[16:], None)
             except InvalidTag:
                 drops["decrypt"] += 1
                 continue
-            if not kp.replay.validate(counter, REJECT_AFTER_MESSAGES):
+            if not kp.replay.validate(_U64.unpack(nb)[0], REJECT_AFTER_MESSAGES):
                 drops["replay"] += 1
                 continue
             peer = kp.peer
@@ -609,10 +618,9 @@ class Device(TimerRules):
                 if total != n:
                     pt = pt[:total]
                 src = pt[12:16]
-                if src != last_src:
-                    src_owner = lookup4(src)
-                    last_src = src
-                if src_owner is not peer:
+                if src != last4:
+                    last4, owner4 = src, lookup4(src)
+                if owner4 is not peer:
                     drops["source_not_allowed"] += 1
                     continue
             elif version == 6:
@@ -626,10 +634,9 @@ class Device(TimerRules):
                 if total != n:
                     pt = pt[:total]
                 src = pt[8:24]
-                if src != last_src:
-                    src_owner = lookup6(src)
-                    last_src = src
-                if src_owner is not peer:
+                if src != last6:
+                    last6, owner6 = src, lookup6(src)
+                if owner6 is not peer:
                     drops["source_not_allowed"] += 1
                     continue
             else:

@@ -7,21 +7,25 @@ it). Each keypair keeps one ChaCha20Poly1305 object per direction so the data pa
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from wiregate.wireguard.constants import MESSAGE_TRANSPORT
 from wiregate.wireguard.replay import ReplayFilter
 
 if TYPE_CHECKING:
     from wiregate.wireguard.device import Peer
+
+_HEADER_PREFIX = struct.Struct("<II")
 
 
 class Keypair:
     """One direction pair of transport keys with its nonce counter, replay window and indices."""
 
     __slots__ = ("send", "receive", "send_nonce", "created", "is_initiator", "local_index", "remote_index",
-                 "replay", "peer")
+                 "replay", "peer", "header_prefix")
 
     def __init__(self, send_key: bytes, receive_key: bytes, *, created: float, is_initiator: bool,
                  local_index: int, remote_index: int, peer: "Peer") -> None:
@@ -34,6 +38,8 @@ class Keypair:
         self.remote_index = remote_index
         self.replay = ReplayFilter()
         self.peer = peer
+        # type and receiver never change for this keypair; only the counter is packed per packet
+        self.header_prefix = _HEADER_PREFIX.pack(MESSAGE_TRANSPORT, remote_index)
 
 
 class Keypairs:
