@@ -32,8 +32,8 @@ from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
     DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
-    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, PADDING_MULTIPLE, RATELIMIT_BURST,
-    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE,
+    RATELIMIT_BURST, RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
     REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
@@ -53,10 +53,13 @@ Addr = tuple[str, int]
 _TYPE_INITIATION = b"\x01\x00\x00\x00"
 _TYPE_RESPONSE = b"\x02\x00\x00\x00"
 _TYPE_COOKIE = b"\x03\x00\x00\x00"
-_TYPE_TRANSPORT = b"\x04\x00\x00\x00"
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
+# a transport message's first 16 bytes (type, receiver index, counter) in one call, and the AEAD nonce (32 zero
+# bits, then the counter little-endian) packed from the counter directly
+_TRANSPORT_HEADER = struct.Struct("<IIQ")
+_NONCE = struct.Struct("<4xQ")
 _PAD = bytes(PADDING_MULTIPLE)
 _KEEP = object()  # "argument not given" for update_peer
 _NEVER = float("-inf")
@@ -564,21 +567,22 @@ class Device(TimerRules):
         # retire keypairs, so they forget the keypair; confirming `next` retires only an older one, never the last.
         last_idx = last4 = last6 = None
         kp = owner4 = owner6 = None
+        header = _TRANSPORT_HEADER.unpack_from
+        nonce_of = _NONCE.pack
         for data, addr in datagrams:
             if len(data) < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
                 continue
-            kind = data[:4]
-            if kind != _TYPE_TRANSPORT:
+            kind, idx, counter = header(data)
+            if kind != MESSAGE_TRANSPORT:  # also catches a transport type with nonzero reserved bytes
                 last_idx = None
                 try:
-                    self._receive_handshake(kind, data, addr, now)
+                    self._receive_handshake(data[:4], data, addr, now)
                 except Exception:  # noqa: BLE001 - a hostile datagram must never take the device down
                     drops["handshake_error"] += 1
                 continue
-            idx = data[4:8]
             if idx != last_idx:
-                kp = kp_index.get(_U32.unpack(idx)[0])
+                kp = kp_index.get(idx)
                 if kp is None:
                     drops["unknown_index"] += 1
                     last_idx = None
@@ -588,13 +592,12 @@ class Device(TimerRules):
                     last_idx = None
                     continue
                 last_idx = idx
-            nb = data[8:16]
             try:
-                pt = kp.receive.decrypt(_NONCE_PREFIX + nb, data[16:], None)
+                pt = kp.receive.decrypt(nonce_of(counter), data[16:], None)
             except InvalidTag:
                 drops["decrypt"] += 1
                 continue
-            if not kp.replay.validate(_U64.unpack(nb)[0], REJECT_AFTER_MESSAGES):
+            if not kp.replay.validate(counter, REJECT_AFTER_MESSAGES):
                 drops["replay"] += 1
                 continue
             peer = kp.peer
