@@ -563,9 +563,10 @@ class Device(TimerRules):
         # for age: `now` is fixed for the batch) and the last source addresses' owners. Handshake messages may
         # retire keypairs, so they forget the keypair; confirming `next` retires only an older one, never the last.
         last_idx = last4 = last6 = None
-        kp = owner4 = owner6 = None
+        kp = owner4 = owner6 = decrypt = validate = peer = None
         for data, addr in datagrams:
-            if len(data) < MESSAGE_KEEPALIVE_SIZE:
+            size = len(data)
+            if size < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
                 continue
             kind = data[:4]
@@ -588,19 +589,19 @@ class Device(TimerRules):
                     last_idx = None
                     continue
                 last_idx = idx
+                decrypt, validate, peer = kp.receive.decrypt, kp.replay.validate, kp.peer
             nb = data[8:16]
             try:
-                pt = kp.receive.decrypt(_NONCE_PREFIX + nb, data[16:], None)
+                pt = decrypt(_NONCE_PREFIX + nb, data[16:], None)
             except InvalidTag:
                 drops["decrypt"] += 1
                 continue
-            if not kp.replay.validate(_U64.unpack(nb)[0], REJECT_AFTER_MESSAGES):
+            if not validate(_U64.unpack(nb)[0], REJECT_AFTER_MESSAGES):
                 drops["replay"] += 1
                 continue
-            peer = kp.peer
             if kp is peer.keypairs.next:
                 self._confirm_next(peer, kp, addr, now)
-            peer.rx_bytes += len(pt) + MESSAGE_KEEPALIVE_SIZE
+            peer.rx_bytes += size  # header, ciphertext and tag: what wg counts
             seen[peer] = addr
             n = len(pt)
             if not n:
