@@ -8,6 +8,7 @@ DEBS   := haproxy nginx libnginx-mod-stream wireguard-go wireguard-tools iperf3 
 .PHONY: demo test bench venv debs clean
 
 $(VENV)/.installed: pyproject.toml
+	@sh scripts/install-debs.sh python3-venv  # Debian's python3 makes no venv without it
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'

@@ -25,7 +25,7 @@ from typing import Any
 
 from wiregate import sdnotify
 from wiregate.config import model
-from wiregate.config.keys import decode_key
+from wiregate.wireguard.keys import decode_key
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
@@ -420,11 +420,23 @@ async def run_node(path: Path) -> int:
     except BaseException:
         await node.close()
         raise
+    waits = [loop.create_task(stop.wait())]
+    failed = node.tunnel.failed() if node.tunnel is not None else None
+    if failed is not None:  # the TUN device was deleted or broke: nothing can flow, so exit for systemd to restart
+        waits.append(loop.create_task(failed.wait()))
     try:
-        await stop.wait()
-        log.info("%s %s: stopping (drain up to %.0fs)", node.cfg.role, node.cfg.name, node.cfg.drain_timeout)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            log.error("%s %s: the tunnel device %s failed; stopping", node.cfg.role, node.cfg.name,
+                      node.cfg.tunnel.interface)
+        else:
+            log.info("%s %s: stopping (drain up to %.0fs)", node.cfg.role, node.cfg.name, node.cfg.drain_timeout)
     finally:
+        for t in waits:
+            t.cancel()
         await node.close()
+    if not stop.is_set():
+        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: tunnel device {node.cfg.tunnel.interface} failed")
     return 0
 
 

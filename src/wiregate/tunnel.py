@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wiregate.config.keys import encode_key
+from wiregate.wireguard.keys import encode_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
 
@@ -110,11 +110,19 @@ class Tunnel:
         """Drop the peers' sessions so the next packet starts a handshake at once; False when not ours to do."""
         return False
 
+    # what a running tunnel cannot change: the device is made with these (the private key, the listen port and
+    # the peers are applied in place: Device.set_private_key expires the sessions and the peers handshake again)
+    RESTART_ONLY = ("interface", "address", "mode", "mtu")
+
     def _check_same(self, spec: TunnelSpec) -> None:
-        for what in ("interface", "private_key", "address", "mode"):
+        for what in self.RESTART_ONLY:
             if getattr(spec, what) != getattr(self.spec, what):
-                key = "private_key_file" if what == "private_key" else what
-                raise ConfigError(f"tunnel.{key}: changed; restart wiregate to apply it (reload keeps the old one)")
+                raise ConfigError(f"tunnel.{what}: changed from {getattr(self.spec, what)!r} to "
+                                  f"{getattr(spec, what)!r}; restart wiregate to apply it (reload keeps the old one)")
+
+    def failed(self) -> asyncio.Event | None:
+        """An event set when the tunnel device stops working under us (None: nothing to watch)."""
+        return None
 
 
 # -- builtin ----------------------------------------------------------------------------------------------------
@@ -137,6 +145,9 @@ class BuiltinTunnel(Tunnel):
 
     async def close(self) -> None:
         await self.iface.close()
+
+    def failed(self) -> asyncio.Event | None:
+        return self.iface.failed
 
     async def update(self, spec: TunnelSpec) -> None:
         self._check_same(spec)
@@ -205,7 +216,7 @@ class ExternalTunnel(Tunnel):
 
     async def update(self, spec: TunnelSpec) -> None:
         self._check_same(spec)
-        self.spec = spec  # peers are the external program's business
+        self.spec = spec  # keys and peers are the external program's business
 
     def status(self) -> dict[str, Any]:
         try:

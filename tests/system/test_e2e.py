@@ -346,3 +346,67 @@ def test_gateway_that_cannot_bind_its_port_exits_with_one_clean_line(lab, tmp_pa
     assert str(exc.value).count("wiregate: error:") == 1
     # the tunnel interface it had made is gone again
     assert sl.gw_if not in sl.vps.run(["ip", "-br", "link"]).stdout
+
+
+def test_reload_applies_a_new_gateway_key_and_the_tunnel_handshakes_again(lab, tmp_path):
+    """A key rotation is a reload, not a restart: the gateway's Device takes the new private key (its sessions
+    expire), the home takes the new public key, and traffic flows again without either process restarting."""
+    from wiregate.config.model import write_secret
+    from wiregate.wireguard import keys
+
+    sl = _tunnel_only(lab, tmp_path)
+    old_pub = sl.status("home")["tunnel"]["peers"][0]["public_key"]
+    new = keys.generate_private_key()
+    write_secret(sl.gw_dir / "gateway.key", keys.encode_key(new) + "\n")
+    text = sl.home_file.read_text()
+    assert old_pub in text
+    sl.home_file.write_text(text.replace(old_pub, keys.encode_key(keys.public_key(new))))
+    sl.gateway_proc.send_signal(signal.SIGHUP)
+    sl.home_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sl.status("home")["reloads"]["ok"] == 1 and sl.status("gateway")["reloads"]["ok"] == 1, 10)
+    t0 = time.monotonic()
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    print(f"\ntraffic flows {time.monotonic() - t0:.1f}s after the key rotation was reloaded")
+    (gw,) = sl.status("home")["tunnel"]["peers"]
+    assert gw["public_key"] == keys.encode_key(keys.public_key(new)) and gw["last_handshake"]
+    assert sl.gateway_proc.poll() is None and sl.home_proc.poll() is None
+
+
+def test_reload_that_changes_the_tunnel_address_is_refused_naming_the_key(lab, tmp_path):
+    sl = _tunnel_only(lab, tmp_path)
+    sl._edit(sl.home_file, 'address = "192.0.2.2/24"', 'address = "192.0.2.9/24"')
+    sl.home_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sl.status("home")["reloads"]["refused"] == 1, 10)
+    assert "tunnel.address: changed from '192.0.2.2/24' to '192.0.2.9/24'; restart" in sl.log_tail("home", 20000)
+    assert _echo_ok(sl)  # the running tunnel is untouched
+
+
+def test_home_exits_with_one_clean_line_when_its_tunnel_device_is_deleted(lab, tmp_path):
+    sl = _tunnel_only(lab, tmp_path)
+    sl.home.run(["ip", "link", "del", sl.home_if])
+    assert sl.home_proc.wait(15) != 0  # non-zero: systemd's Restart=on-failure brings it back
+    log = sl.log_tail("home", 20000)
+    assert "Traceback" not in log and log.count("wiregate: error:") == 1
+    assert f"tunnel device {sl.home_if} failed" in log
+
+
+def test_gateway_restart_with_a_wireguard_go_home_reconnects_without_action(lab, tmp_path):
+    """External mode: wiregate at home only probes; wireguard-go's own rule (data unanswered for 15 s -> new
+    handshake) repairs the tunnel. Slower than the built-in tunnel, which restarts the handshake itself."""
+    need("wireguard-go", "wg", "wg-quick")
+    sl = SystemLab(lab, tmp_path / "sys", home_mode="external")
+    sl.pair()
+    sl.add_sample_services(gateway_extra=ECHO_ONLY, home_extra="")
+    sl.start_gateway()
+    sl.start_home()
+    _echo_at_home(sl)
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    sl.gateway_proc.kill()
+    sl.gateway_proc.wait(10)
+    sl.start_gateway()
+    t0 = time.monotonic()
+    wait_for(lambda: _echo_ok(sl), 40, 1.0)
+    took = time.monotonic() - t0
+    print(f"\nwireguard-go home reconnected {took:.1f}s after the gateway was back")
+    assert took < 30
+    assert sl.wggo_proc.poll() is None and sl.home_proc.poll() is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.system.conftest import GW_KEY, HOME_KEY
-from wiregate.config import keys, load
+from wiregate.config import load
+from wiregate.wireguard import keys
 from wiregate.errors import ConfigError
 from wiregate.resolver import hosts_override, resolve_sync
 from wiregate.runner import relay_config, tunnel_spec

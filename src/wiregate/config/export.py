@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tomli_w
 
-from wiregate.config import keys
+from wiregate.wireguard import keys
 from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, read_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError
@@ -264,8 +264,9 @@ def _nginx_home(cfg: HomeConfig) -> str:
                 for t in ln.trusted:
                     out.append(f"        set_real_ip_from {t};")
                 out.append("        real_ip_header proxy_protocol;")
-                if r.host:
-                    out.append(f"        server_name {' '.join(r.host)};")
+                names = r.host or (r.sni if r.tls_cert else ())  # a terminating route serves its SNI names
+                if names:
+                    out.append(f"        server_name {' '.join(names)};")
                 if r.tls_cert:
                     out.append(f"        ssl_certificate {r.tls_cert};")
                     out.append(f"        ssl_certificate_key {r.tls_key};")
@@ -304,8 +305,9 @@ def traefik(cfg: Config) -> dict[str, str]:
                 dyn["udp"].setdefault("services", {})[rid] = {"loadBalancer": {"servers": [server]}}
             elif http_like:
                 rules = []
-                if r.host:
-                    rules.append(" || ".join(f"Host(`{h}`)" for h in r.host))
+                names = r.host or (r.sni if r.tls_cert else ())  # a terminating route serves its SNI names
+                if names:
+                    rules.append(" || ".join(f"Host(`{h}`)" for h in names))
                 if r.path_prefix:
                     rules.append(f"PathPrefix(`{r.path_prefix}`)")
                 router: dict = {"entryPoints": [ln.name], "service": rid,

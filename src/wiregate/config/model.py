@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import stat
@@ -19,6 +17,7 @@ from typing import Any
 from wiregate.config import schema
 from wiregate.config.schema import fail, format_hostport
 from wiregate.errors import ConfigError
+from wiregate.wireguard.keys import decode_key
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 4096
@@ -304,9 +303,9 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             rnames.add(r["name"])
             if bool(r["tls_cert"]) != bool(r["tls_key"]):
                 raise fail(f"{rp}.tls_cert", r["tls_cert"], "tls_cert and tls_key go together")
-            if r["tls_cert"] and r["sni"]:
-                raise fail(f"{rp}.sni", list(r["sni"]), "a route either passes TLS through by SNI or terminates "
-                           "it (tls_cert), not both")
+            if r["tls_cert"] and not r["sni"]:
+                raise fail(f"{rp}.tls_cert", r["tls_cert"], "terminating TLS needs the sni names this certificate "
+                           "serves (sni = [...])")
             if r["path_prefix"] and not r["path_prefix"].startswith("/"):
                 raise fail(f"{rp}.path_prefix", r["path_prefix"], "must start with '/'")
             if ln["protocol"] == "udp" and (r["sni"] or r["host"] or r["path_prefix"]):
@@ -385,15 +384,10 @@ def read_key(path: Path, what: str = "") -> bytes:
         data = f.read(MAX_KEY_FILE_BYTES + 1)
     if len(data) > MAX_KEY_FILE_BYTES:
         raise ConfigError(f"{label}{str(path)!r}: too large for a key file")
-    text = data.decode("ascii", "replace").strip()
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        # the content is secret: say what is wrong, never echo it
-        raise ConfigError(f"{label}{str(path)!r}: does not hold a WireGuard key (44 characters of base64)")
-    return raw
+        return decode_key(data.decode("ascii", "replace"), what)
+    except ConfigError:  # the content is secret: say what is wrong, never echo it
+        raise ConfigError(f"{label}{str(path)!r}: does not hold a WireGuard key (44 characters of base64)") from None
 
 
 def write_secret(path: Path, text: str) -> None:

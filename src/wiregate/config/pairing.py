@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from wiregate.config import keys, model, token
+from wiregate.config import model, token
+from wiregate.wireguard import keys
 from wiregate.config.schema import endpoint_parser, fail, format_hostport, p_interface, p_name
 from wiregate.errors import ConfigError
 

@@ -24,7 +24,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?\Z")
-_KEY_B64 = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\Z")
 REQUIRED = object()  # marks an option without a default
 
 
@@ -220,8 +219,12 @@ def p_target(path: str, v: object) -> tuple[str, int]:
 
 def p_key(path: str, v: object) -> str:
     """A WireGuard public key (44 characters of base64)."""
-    if not isinstance(v, str) or not _KEY_B64.match(v):
-        raise fail(path, v, "not a WireGuard key (44 characters of base64 ending in '=')")
+    from wiregate.wireguard.keys import decode_key
+
+    try:
+        decode_key(v if isinstance(v, str) else "", path)
+    except ConfigError:
+        raise fail(path, v, "not a WireGuard key (44 characters of base64 ending in '=')") from None
     return v
 
 
@@ -365,7 +368,7 @@ ROUTE = Table("routes", "where a listener sends a connection; the first match wi
     Opt("path_prefix", p_str, "", "HTTP path prefix (with `host`)"),
     Opt("send_proxy", choice("none", "v1", "v2"), "none", "PROXY header sent to the target"),
     Opt("http_headers", p_bool, False, "add X-Forwarded-For / Forwarded to plain HTTP requests"),
-    Opt("tls_cert", p_path, "", "certificate file: terminate TLS at wiregate for this route"),
+    Opt("tls_cert", p_path, "", "certificate file: terminate TLS at wiregate for the route's `sni` names (else passed through)"),
     Opt("tls_key", p_path, "", "key file for tls_cert (mode 0600)"),
 ), array=True)
 
