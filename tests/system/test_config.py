@@ -66,6 +66,10 @@ def test_home_tunnel_keyword_and_default_trust(home_file):
     ('listen = ["0.0.0.0:53"]', 'listen = ["0.0.0.0:53"]\n[services.health]\nrise = 0',
      'services[1].health.rise: 0: out of range 1..100'),
     ('[tunnel]', '[tunnel]\nmode = "magic"', 'tunnel.mode: "magic": must be one of auto, builtin, kernel, external'),
+    ('listen = ["0.0.0.0:53"]', 'listen = ["0.0.0.0:53"]\nproxy_tlvs = ["crc32c"]',
+     'services[1].proxy_tlvs: ["crc32c"]: needs a TCP service with proxy_protocol = "v2"'),
+    ('listen = ["0.0.0.0:443", "[::]:443"]', 'listen = ["0.0.0.0:443"]\nproxy_tlvs = ["crc"]',
+     'services[0].proxy_tlvs[0]: "crc": must be one of crc32c, unique-id'),
 ])
 def test_gateway_errors_name_key_path_and_value(old, new, expected):
     text = gateway_text()

@@ -55,9 +55,12 @@ def _write(tmp_path: Path, files: dict[str, str]) -> Path:
 
 def test_haproxy_export_is_valid_for_haproxy_and_sends_proxy_v2(gw_file, tmp_path):
     need("haproxy")
+    gw_file.write_text(gw_file.read_text().replace('"[::]:443"]', '"[::]:443"]\nproxy_tlvs = ["crc32c", "unique-id"]'))
     out = _write(tmp_path / "x", export("haproxy", load(gw_file)))
     text = (out / "haproxy.cfg").read_text()
-    assert "server home 192.0.2.2:443 send-proxy-v2 check inter 2s rise 2 fall 3 check-send-proxy" in text
+    assert ("server home 192.0.2.2:443 send-proxy-v2 proxy-v2-options crc32c,unique-id check inter 2s rise 2 "
+            "fall 3 check-send-proxy") in text
+    assert "unique-id-format " in text
     assert "bind [::]:443 v6only" in text and "does not relay UDP" in text
     r = subprocess.run([which("haproxy"), "-c", "-f", str(out / "haproxy.cfg")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -32,12 +32,14 @@ def test_home_tunnel_peer_is_the_gateway_at_the_resolved_endpoint(home_file):
 def test_relay_services_forward_to_site_tunnel_addresses(gw_file):
     text = gw_file.read_text().replace('listen = ["0.0.0.0:53"]', 'listen = ["0.0.0.0:53"]\nport = 5353\n'
                                        '[services.health]\nenabled = false')
+    text = text.replace('"[::]:443"]', '"[::]:443"]\nproxy_tlvs = ["unique-id", "crc32c"]')
     gw_file.write_text(text)
     rc = relay_config(load(gw_file))
     https, dns = rc.services
     assert [(b.host, b.port, b.name) for b in https.backends] == [("192.0.2.2", 443, "home")]
     assert https.listen == (("0.0.0.0", 443), ("::", 443)) and https.proxy_protocol == "v2"
     assert https.health is not None and https.health.fall == 3
+    assert https.proxy_tlvs == ("unique-id", "crc32c")
     assert [(b.host, b.port) for b in dns.backends] == [("192.0.2.2", 5353)]
     assert dns.proxy_protocol == "v2"  # the default on both transports: home learns the client address
 

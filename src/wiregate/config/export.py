@@ -96,6 +96,8 @@ def haproxy(cfg: Config) -> dict[str, str]:
             "    stick-table type ipv6 size 100k store conn_cur",
             "    tcp-request connection track-sc0 src",
             f"    tcp-request connection reject if {{ sc0_conn_cur gt {s.max_per_source} }}",
+            *(["    unique-id-format %{+X}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid"]  # the id the unique-id TLV carries
+              if "unique-id" in s.proxy_tlvs else []),
             f"    default_backend {s.name}",
             "",
             f"backend {s.name}",
@@ -106,6 +108,8 @@ def haproxy(cfg: Config) -> dict[str, str]:
             "    option redispatch",
         ]
         proxy = {"v1": " send-proxy", "v2": " send-proxy-v2", "none": ""}[s.proxy_protocol]
+        if s.proxy_tlvs:
+            proxy += f" proxy-v2-options {','.join(s.proxy_tlvs)}"
         h = s.health
         check = f" check inter {_dur(h.interval)} rise {h.rise} fall {h.fall}" if h.enabled else ""
         if check and proxy:

@@ -68,6 +68,7 @@ class Service:
     port: int
     sites: tuple[str, ...]
     proxy_protocol: str
+    proxy_tlvs: tuple[str, ...]
     balance: str
     connect_timeout: float
     retries: int
@@ -245,10 +246,13 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
             bound[key] = s["name"]
         if s["protocol"] == "udp" and s["proxy_protocol"] == "v1":
             raise fail(f"{p}.proxy_protocol", "v1", "UDP needs \"v2\" or \"none\" (v1 has no datagram form)")
+        if s["proxy_tlvs"] and (s["protocol"] == "udp" or s["proxy_protocol"] != "v2"):
+            raise fail(f"{p}.proxy_tlvs", list(s["proxy_tlvs"]), "needs a TCP service with proxy_protocol = \"v2\"")
         h = s["health"]
         services.append(Service(
             name=s["name"], protocol=s["protocol"], listen=s["listen"], port=s["port"] or s["listen"][0][1],
-            sites=s["sites"], proxy_protocol=s["proxy_protocol"], balance=s["balance"],
+            sites=s["sites"], proxy_protocol=s["proxy_protocol"], proxy_tlvs=s["proxy_tlvs"],
+            balance=s["balance"],
             connect_timeout=s["connect_timeout"], retries=s["retries"], idle_timeout=s["idle_timeout"],
             max_connections=s["max_connections"], max_per_source=s["max_per_source"],
             flow_idle_timeout=s["flow_idle_timeout"], max_flows=s["max_flows"],
