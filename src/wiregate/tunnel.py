@@ -215,8 +215,29 @@ class ExternalTunnel(Tunnel):
         pass
 
     async def update(self, spec: TunnelSpec) -> None:
+        """Keys and peers are the external program's business; only a peer endpoint that moved (the gateway's DNS
+        name now resolves elsewhere) is pushed with `wg set`, as wireguard-tools' reresolve-dns.sh would."""
         self._check_same(spec)
-        self.spec = spec  # keys and peers are the external program's business
+        old = {p.public_key: p.endpoint for p in self.spec.peers}
+        moved = [p for p in spec.peers if p.endpoint and p.public_key in old and old[p.public_key] != p.endpoint]
+        self.spec = spec
+        for p in moved:
+            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+
+    def _set_endpoint(self, p: PeerSpec) -> None:
+        wg = shutil.which("wg") or "/usr/bin/wg"
+        ep = format_hostport(*p.endpoint)
+        try:
+            r = subprocess.run([wg, "set", self.spec.interface, "peer", encode_key(p.public_key), "endpoint", ep],
+                               capture_output=True, text=True, timeout=WG_SHOW_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("tunnel: cannot run `wg set` to move peer %s to %s: %s", p.label, ep, exc)
+            return
+        if r.returncode != 0:
+            log.warning("tunnel: `wg set %s peer ... endpoint %s` failed: %s", self.spec.interface, ep,
+                        r.stderr.strip())
+        else:
+            log.info("tunnel: peer %s endpoint set to %s on %s", p.label, ep, self.spec.interface)
 
     def status(self) -> dict[str, Any]:
         try:

@@ -180,8 +180,9 @@ def test_home_moves_to_a_new_address(lab, tmp_path, home_mode):
     assert took < (5 if home_mode == "builtin" else 40)
 
 
-def test_gateway_dns_name_moves_and_home_follows(lab, tmp_path):
-    sl = _tunnel_only(lab, tmp_path, resolve_interval=1.0)
+@pytest.mark.parametrize("home_mode", ["builtin", "external"])  # external: wiregate sets wireguard-go's endpoint
+def test_gateway_dns_name_moves_and_home_follows(lab, tmp_path, home_mode):
+    sl = _tunnel_only(lab, tmp_path, home_mode, resolve_interval=1.0)
     vdev = sl.home_link[0]
     sl.vps.run(["ip", "addr", "del", f"{VPS_IP}/24", "dev", vdev])  # the old address is gone for good
     sl.vps.run(["ip", "addr", "add", "198.51.100.3/24", "dev", vdev])
@@ -191,6 +192,9 @@ def test_gateway_dns_name_moves_and_home_follows(lab, tmp_path):
     wait_for(lambda: _echo_ok(sl), 30, 0.5)
     print(f"\nhome follows {GATEWAY_NAME} to its new address in {time.monotonic() - t0:.1f}s")
     assert "now resolves to 198.51.100.3:51820" in sl.log_tail("home", 20000)
+    if home_mode == "external":  # wiregate pushed the new address into wireguard-go with `wg set`
+        assert "peer gateway endpoint set to 198.51.100.3:51820" in sl.log_tail("home", 20000)
+        assert sl.status("home")["tunnel"]["peers"][0]["endpoint"] == "198.51.100.3:51820"
 
 
 TRANSFER = r"""
