@@ -435,3 +435,42 @@ def test_gateway_restart_with_a_wireguard_go_home_reconnects_without_action(lab,
     print(f"\nwireguard-go home reconnected {took:.1f}s after the gateway was back")
     assert took < 30
     assert sl.wggo_proc.poll() is None and sl.home_proc.poll() is None
+
+
+def test_home_reload_keeps_connections_open_through_the_ingress(lab, tmp_path):
+    """The full path (gateway relay -> tunnel -> home ingress -> service) with 10 open connections while the home
+    reloads a changed file (a listener added, the echo route's PROXY version changed): none is lost, the new
+    listener serves, and new connections take the new route settings."""
+    _needs_ingress()
+    sl = SystemLab(lab, tmp_path / "sys")
+    sl.pair()
+    sl.add_sample_services()
+    sl.start_samples()
+    sl.start_gateway()
+    sl.start_home()
+    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    n = 10
+    holder = lab.spawn(sl.client, [sys.executable, "-c", HOLD, VPS_PUBLIC_IP, str(n)], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().split() == ["open", str(n)]
+    assert sl.status("home")["ingress"]["echo"]["open"] == n
+    sl.gateway_file.write_text(sl.gateway_file.read_text() + f'\n[[services]]\nname = "late"\n'
+                               f'listen = ["{VPS_PUBLIC_IP}:7002"]\nport = 7100\n')
+    text = sl.home_file.read_text()
+    text = text.replace('target = "127.0.0.1:7007"\nsend_proxy = "v2"', 'target = "127.0.0.1:7007"\nsend_proxy = "v1"')
+    sl.home_file.write_text(text + '\n[[listeners]]\nname = "late"\nlisten = "tunnel:7100"\n'
+                            '[[listeners.routes]]\nname = "echo"\ntarget = "127.0.0.1:7007"\nsend_proxy = "v2"\n')
+    sl.home_proc.send_signal(signal.SIGHUP)
+    sl.gateway_proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sl.status("home")["reloads"]["ok"] == 1 and sl.status("gateway")["reloads"]["ok"] == 1, 10)
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().split() == ["after-reload", str(n)]
+    st = sl.status("home")["ingress"]
+    assert st["echo"]["routes"]["echo"]["send_proxy"] == "v1" and "late" in st
+    assert _echo_ok(sl)  # a new connection through the changed route still carries the client address
+    r = sl.client_python("import socket,sys; s=socket.create_connection((sys.argv[1],7002),timeout=10); "
+                         "print(s.recv(100).decode().strip())", VPS_PUBLIC_IP)
+    assert r.stdout.startswith(f"echo client {CLIENT_IP}:"), r.stdout + r.stderr
+    holder.stdin.close()
+    holder.wait(30)
