@@ -344,7 +344,7 @@ class Node:
                 last_restart = now
                 if await self.tunnel.restart_handshake():
                     self.handshake_restarts += 1
-                    log.info("tunnel: no answer from the gateway for %.0fs; starting a new handshake", silent)
+                    log.info("tunnel: no answer from the gateway for %.0fs; %s", silent, self.tunnel.REPAIR)
 
     async def _resolve_loop(self) -> None:
         from wiregate.resolver import resolve

@@ -106,6 +106,9 @@ class Tunnel:
     def status(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    # what restart_handshake does, for the log line
+    REPAIR = "starting a new handshake"
+
     async def restart_handshake(self) -> bool:
         """Drop the peers' sessions so the next packet starts a handshake at once; False when not ours to do."""
         return False
@@ -223,6 +226,17 @@ class ExternalTunnel(Tunnel):
         self.spec = spec
         for p in moved:
             await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+
+    REPAIR = "setting the gateway endpoint again (a fresh source address)"
+
+    async def restart_handshake(self) -> bool:
+        """The sessions are the external program's; but setting a peer's endpoint again makes wireguard-go and the
+        kernel forget the source address they stuck to, which is what keeps a home that changed address silent
+        until their own 15 s handshake retry."""
+        peers = [p for p in self.spec.peers if p.endpoint]
+        for p in peers:
+            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+        return bool(peers)
 
     def _set_endpoint(self, p: PeerSpec) -> None:
         wg = shutil.which("wg") or "/usr/bin/wg"
