@@ -25,11 +25,11 @@ from typing import Any
 
 from wiregate import sdnotify
 from wiregate.config import model
-from wiregate.wireguard.keys import decode_key
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
+from wiregate.wireguard.keys import decode_key
 
 log = logging.getLogger("wiregate.run")
 
@@ -260,7 +260,7 @@ class Node:
             if part is not None:
                 try:
                     await part.close(self.cfg.drain_timeout)
-                except Exception:  # noqa: BLE001 - the tunnel must still go down
+                except Exception:  # the tunnel must still go down
                     log.exception("closing %s failed", type(part).__name__)
         if self.tunnel is not None:
             await self.tunnel.close()

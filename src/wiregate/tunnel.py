@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wiregate.wireguard.keys import encode_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
+from wiregate.wireguard.keys import encode_key
 
 log = logging.getLogger("wiregate.tunnel")
 WG_SHOW_TIMEOUT = 5.0
@@ -179,7 +179,7 @@ def wg_show_dump(interface: str) -> dict[str, Any]:
     wg = shutil.which("wg") or "/usr/bin/wg"
     try:
         r = subprocess.run([wg, "show", interface, "dump"], capture_output=True, text=True,
-                           timeout=WG_SHOW_TIMEOUT)
+                           timeout=WG_SHOW_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WiregateError(f"tunnel: cannot run `wg show {interface} dump`: {exc}") from None
     if r.returncode != 0:
@@ -209,8 +209,9 @@ class ExternalTunnel(Tunnel):
             raise WiregateError(f"tunnel.interface: {self.spec.interface!r}: no such interface (mode external "
                                 "expects it up already, e.g. from wg-quick)")
         ip = str(ipaddress.ip_interface(self.spec.address).ip)
-        out = subprocess.run(["ip", "-o", "addr", "show", "dev", self.spec.interface], capture_output=True,
-                             text=True, timeout=5).stdout
+        argv = ["ip", "-o", "addr", "show", "dev", self.spec.interface]
+        out = (await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(
+            argv, capture_output=True, text=True, timeout=5, check=False))).stdout
         if f" {ip}/" not in out:
             log.warning("tunnel: %s does not carry the configured address %s", self.spec.interface, ip)
 
@@ -243,7 +244,7 @@ class ExternalTunnel(Tunnel):
         ep = format_hostport(*p.endpoint)
         try:
             r = subprocess.run([wg, "set", self.spec.interface, "peer", encode_key(p.public_key), "endpoint", ep],
-                               capture_output=True, text=True, timeout=WG_SHOW_TIMEOUT)
+                               capture_output=True, text=True, timeout=WG_SHOW_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("tunnel: cannot run `wg set` to move peer %s to %s: %s", p.label, ep, exc)
             return

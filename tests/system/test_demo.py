@@ -13,7 +13,6 @@ import pytest
 from wiregate.cli.demo import NEEDS_ROOT
 from wiregate.testing.netns import can_use_netns
 from wiregate.testing.peers import which
-from wiregate.testing.system import ingress_available
 
 
 def test_demo_without_root_says_it_needs_root_and_why():
@@ -35,8 +34,6 @@ def test_demo_reports_the_client_address_for_every_service():
     reason = can_use_netns()
     if reason:
         pytest.skip(reason)
-    if not ingress_available():
-        pytest.skip("needs the home ingress part (wiregate.ingress, branch ingress) merged")
     before = _namespaces()
     r = subprocess.run([sys.executable, "-m", "wiregate", "demo"], capture_output=True, text=True, timeout=110)
     print(r.stdout[-4000:])

@@ -26,7 +26,6 @@ from wiregate.testing.system import (
     VPS_PUBLIC_IP,
     SystemLab,
     client_requests,
-    ingress_available,
     wait_for,
 )
 
@@ -37,11 +36,6 @@ ECHO_ONLY = f"""
 name = "echo"
 listen = ["{VPS_PUBLIC_IP}:7000"]
 """
-
-
-def _needs_ingress() -> None:
-    if not ingress_available():
-        pytest.skip("needs the home ingress part (wiregate.ingress, branch ingress) merged")
 
 
 def _echo_at_home(sl: SystemLab) -> None:
@@ -70,7 +64,6 @@ def _tunnel_only(lab, tmp_path, home_mode: str = "builtin", **pair) -> SystemLab
 
 
 def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
-    _needs_ingress()
     sl = SystemLab(lab, tmp_path / "sys")
     sl.pair()
     sl.add_sample_services()
@@ -100,7 +93,6 @@ def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
 
 
 def test_real_client_address_through_wireguard_go_home_in_external_mode(lab, tmp_path):
-    _needs_ingress()
     need("wireguard-go", "wg", "wg-quick")
     sl = SystemLab(lab, tmp_path / "sys", home_mode="external")
     sl.pair()
@@ -243,7 +235,7 @@ def test_transfer_is_byte_exact_through_loss_and_delay(lab, tmp_path, home_mode)
     r = sl.client_python(TRANSFER, VPS_PUBLIC_IP, str(n), timeout=90)
     took = time.monotonic() - t0
     print(f"\n{n} bytes each way through 10% loss + 100 ms delay in {took:.1f}s: {r.stdout.strip()}")
-    head, length, same = r.stdout.split()[-3:] if r.stdout else ("", "", "")
+    _head, length, same = r.stdout.split()[-3:] if r.stdout else ("", "", "")
     assert r.stdout.startswith(f"echo client {CLIENT_IP}:"), r.stderr
     assert (length, same) == (str(n), "True")
     box.terminate()
@@ -343,7 +335,6 @@ def test_kernel_mode_gateway_serves_a_builtin_home(lab, tmp_path):
 
 
 def test_listeners_added_at_home_start_at_the_next_reload(lab, tmp_path):
-    _needs_ingress()
     sl = _tunnel_only(lab, tmp_path)  # home joined, no listeners yet: the tunnel alone runs
     sl.gateway_file.write_text(sl.gateway_file.read_text() + f'\n[[services]]\nname = "late"\n'
                                f'listen = ["{VPS_PUBLIC_IP}:7002"]\nport = 7100\n')
@@ -444,7 +435,6 @@ def test_home_reload_keeps_connections_open_through_the_ingress(lab, tmp_path):
     """The full path (gateway relay -> tunnel -> home ingress -> service) with 10 open connections while the home
     reloads a changed file (a listener added, the echo route's PROXY version changed): none is lost, the new
     listener serves, and new connections take the new route settings."""
-    _needs_ingress()
     sl = SystemLab(lab, tmp_path / "sys")
     sl.pair()
     sl.add_sample_services()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import tomllib
@@ -12,10 +11,10 @@ import pytest
 
 from tests.system.conftest import GW_KEY, HOME_KEY, wiregate
 from wiregate.config import load
-from wiregate.wireguard import keys
 from wiregate.config.export import export
 from wiregate.errors import ConfigError
 from wiregate.testing.peers import need, which
+from wiregate.wireguard import keys
 
 HOME_EXTRA = """
 [[listeners]]

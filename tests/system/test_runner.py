@@ -6,11 +6,11 @@ import pytest
 
 from tests.system.conftest import GW_KEY, HOME_KEY
 from wiregate.config import load
-from wiregate.wireguard import keys
 from wiregate.errors import ConfigError
 from wiregate.resolver import hosts_override, resolve_sync
 from wiregate.runner import relay_config, tunnel_spec
 from wiregate.tunnel import kernel_has_wireguard, resolve_mode
+from wiregate.wireguard import keys
 
 
 def test_gateway_tunnel_has_one_peer_per_site_with_its_address(gw_file):

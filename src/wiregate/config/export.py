@@ -19,10 +19,10 @@ from pathlib import Path
 
 import tomli_w
 
-from wiregate.wireguard import keys
 from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, read_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError
+from wiregate.wireguard import keys
 
 FORMATS = ("haproxy", "wg-quick", "nginx", "traefik", "systemd")
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"  # Debian's libnginx-mod-stream
