@@ -19,7 +19,8 @@ venv: $(VENV)/.installed
 debs:
 	@sh scripts/install-debs.sh $(DEBS)
 
-demo: venv debs
+demo: venv  # the demo needs only ip(8) and Python; the peers of the tests are not installed for it
+	@sh scripts/install-debs.sh iproute2
 	$(BIN)/wiregate demo
 
 test: venv debs
