@@ -80,6 +80,10 @@ def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
     assert seen["udp"].startswith(f"udp client {CLIENT_IP}:") and seen["udp"].endswith(" ping")
     assert f"{CLIENT_IP}:" in sl.log_tail("gateway", 20000)  # the gateway's access log names the real client
     assert f"client {CLIENT_IP}:" in sl.log_tail("home", 20000)  # so does the home's, from the PROXY header
+    # the gateway's health checks (PROXY LOCAL, then close) are counted at home, not logged as refusals
+    wait_for(lambda: sl.status("home")["ingress"]["https"]["health_checks"] >= 1, 10)
+    assert "closed_early" not in sl.log_tail("home", 50000)
+    assert sl.status("home")["ingress"]["https"]["refused"] == {}
     # `wiregate status FILE`, as a user runs it, asks the running process over its control socket
     r = sl.vps.run([sys.executable, "-m", "wiregate", "status", str(sl.gateway_file)], check=False)
     assert r.returncode == 0, r.stderr
