@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -38,18 +39,25 @@ PROBE_MAGIC = b"wgprobe1"
 PROBE_LEN = len(PROBE_MAGIC) + 8
 PROBE_SILENCE = 3.0  # seconds without a probe answer before the home restarts the handshake
 RESTART_EVERY = 10.0  # seconds between such restarts while the gateway stays away
+SITES_SAVE_EVERY = 2.0  # seconds between saves of the sites' last endpoints (gateway)
+MAX_SITES_FILE = 1 << 20
 
 
 # -- pure builders ----------------------------------------------------------------------------------------------
-def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None) -> TunnelSpec:
-    """The tunnel a config asks for; reads key files (mode-checked). `endpoint` = resolved gateway address."""
+def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None,
+                site_endpoints: dict[str, tuple[str, int]] | None = None) -> TunnelSpec:
+    """The tunnel a config asks for; reads key files (mode-checked). `endpoint` = resolved gateway address (home);
+    `site_endpoints` = the sites' last known addresses by public key (gateway; a site without one is learnt when it
+    speaks)."""
     t = cfg.tunnel
     private = model.read_key(t.private_key_file, "tunnel.private_key_file")
     if isinstance(cfg, GatewayConfig):
+        known = site_endpoints or {}
         peers = tuple(
             PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
                      preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
-                                    if s.preshared_key_file else None), label=s.name)
+                                    if s.preshared_key_file else None), endpoint=known.get(s.public_key),
+                     label=s.name)
             for i, s in enumerate(cfg.sites))
         listen_port = t.listen_port
     else:
@@ -110,6 +118,34 @@ def ingress_config(cfg: HomeConfig):
                                   sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
                                   idle_timeout=ln.idle_timeout, server_first=ln.server_first))
     return IngressConfig(listeners=tuple(listeners))
+
+
+def sites_file(cfg: Config) -> Path:
+    """Where a gateway keeps its sites' last endpoints across restarts: beside its control socket."""
+    return cfg.control_socket.with_suffix(".sites")
+
+
+def load_site_endpoints(path: Path) -> dict[str, tuple[str, int]]:
+    """{public key: (ip, port)} saved by a previous run; entries that do not parse are skipped, a missing or broken
+    file gives {} (the file is only a hint: sites are learnt again when they speak)."""
+    from wiregate.wireguard.config import split_endpoint
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SITES_FILE + 1)
+        doc = json.loads(data) if len(data) <= MAX_SITES_FILE else {}
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, tuple[str, int]] = {}
+    for key, ep in (doc.items() if isinstance(doc, dict) else ()):
+        try:
+            host, port = split_endpoint(ep)
+            ipaddress.ip_address(host)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if 0 < port < 65536:
+            out[key] = (host, port)
+    return out
 
 
 def _wrap_part_error(exc: Exception) -> ConfigError:
@@ -189,6 +225,7 @@ class Node:
         self.started_at = time.time()
         self.reloads = {"ok": 0, "refused": 0}
         self.handshake_restarts = 0
+        self.saved_sites: dict[str, str] = {}
         self.tasks: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
 
@@ -208,7 +245,8 @@ class Node:
                 self.endpoint = await resolve(host, port)
             except OSError as exc:
                 log.warning("gateway endpoint %s: cannot resolve yet (%s); retrying", host, exc)
-        spec = tunnel_spec(cfg, self.endpoint)
+        known = load_site_endpoints(sites_file(cfg)) if isinstance(cfg, GatewayConfig) else {}
+        spec = tunnel_spec(cfg, self.endpoint, known)
         self.tunnel = make_tunnel(spec)
         await self.tunnel.start()
         log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
@@ -222,6 +260,8 @@ class Node:
             net = ipaddress.ip_interface(cfg.tunnel.address).network
             self.responder_transport, _ = await loop.create_datagram_endpoint(
                 lambda: ProbeResponder(net), local_addr=(cfg.tunnel.ip, PROBE_PORT))
+            self._knock(known)
+            self.tasks.append(loop.create_task(self._save_sites_loop()))
         else:
             if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
                 await self._start_ingress(cfg)
@@ -246,6 +286,8 @@ class Node:
     async def close(self) -> None:
         """Drain (relay/ingress stop accepting; open connections get drain_timeout), then take the tunnel down."""
         sdnotify.notify("STOPPING=1")
+        if isinstance(self.cfg, GatewayConfig) and self.tunnel is not None and self.control is not None:
+            self._save_sites()
         for t in self.tasks:
             t.cancel()
         if self.control is not None:
@@ -328,6 +370,32 @@ class Node:
         ingress = Ingress(ingress_config(cfg))
         await ingress.start()
         self.ingress = ingress
+
+    # -- gateway helpers -----------------------------------------------------------------------------------
+    def _knock(self, known: dict[str, tuple[str, int]]) -> None:
+        """After a restart: one datagram into the tunnel for each site with a saved endpoint. Having no session,
+        WireGuard starts a handshake to that endpoint at once, so the site's tunnel is back within a round trip
+        instead of when the site notices the silence (its probe timeout or WireGuard's 15 s)."""
+        sites = [s for s in self.cfg.sites if s.public_key in known]
+        for s in sites:
+            self.responder_transport.sendto(b"\0", (s.address, PROBE_PORT))
+        if sites:
+            log.info("gateway: handshaking with %d site(s) at their last endpoints (%s)", len(sites),
+                     ", ".join(s.name for s in sites))
+
+    def _save_sites(self) -> None:
+        eps = {p["public_key"]: p["endpoint"] for p in self.tunnel.status().get("peers", []) if p.get("endpoint")}
+        if eps and eps != self.saved_sites:
+            try:
+                model.write_text(sites_file(self.cfg), json.dumps(eps, sort_keys=True) + "\n", mode=0o600)
+                self.saved_sites = eps
+            except OSError as exc:
+                log.warning("cannot save the sites' endpoints to %s: %s", sites_file(self.cfg), exc.strerror)
+
+    async def _save_sites_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SITES_SAVE_EVERY)
+            self._save_sites()
 
     # -- home helpers --------------------------------------------------------------------------------------
     async def _probe_loop(self) -> None:

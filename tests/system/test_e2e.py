@@ -141,10 +141,32 @@ def test_gateway_relays_to_wireguard_go_home_with_client_address(lab, tmp_path):
 
 
 def test_gateway_killed_and_restarted_home_reconnects_without_action(lab, tmp_path):
-    sl = _tunnel_only(lab, tmp_path)
+    """The default 2 s probes. The gateway saved its sites' endpoints while it ran; restarted, it handshakes with
+    them at once, so the home is back within a round trip of the gateway (else: after 3 unanswered probes)."""
+    sl = _tunnel_only(lab, tmp_path, probe_interval=2.0)
+    saved = sl.dir / "gw.sites"
+    wait_for(saved.exists, 10)
     sl.gateway_proc.kill()  # SIGKILL: no clean shutdown, stale control and UAPI sockets stay behind
     sl.gateway_proc.wait(10)
     assert not _echo_ok(sl)
+    sl.start_gateway()
+    t0 = time.monotonic()
+    wait_for(lambda: _echo_ok(sl), 60, 0.2)
+    took = time.monotonic() - t0
+    print(f"\nhome reconnected {took:.1f}s after the gateway was back (the gateway handshook with the saved "
+          "endpoint)")
+    assert took < 3
+    assert "handshaking with 1 site(s) at their last endpoints (home)" in sl.log_tail("gateway", 50000)
+    assert sl.home_proc.poll() is None  # the home process was not touched
+
+
+def test_gateway_restarted_without_saved_endpoints_home_repairs_the_tunnel(lab, tmp_path):
+    """Without the saved endpoints (e.g. after a reboot cleared /run) the home notices: 3 unanswered probes
+    (1 s apart here) and it restarts the handshake itself."""
+    sl = _tunnel_only(lab, tmp_path)
+    sl.gateway_proc.kill()
+    sl.gateway_proc.wait(10)
+    (sl.dir / "gw.sites").unlink(missing_ok=True)
     sl.start_gateway()
     t0 = time.monotonic()
     wait_for(lambda: _echo_ok(sl), 60, 1.0)
@@ -153,7 +175,7 @@ def test_gateway_killed_and_restarted_home_reconnects_without_action(lab, tmp_pa
           "after 3s without answers)")
     assert took < 15
     assert sl.status("home")["probe"]["handshake_restarts"] >= 1
-    assert sl.home_proc.poll() is None  # the home process was not touched
+    assert "handshaking with" not in sl.log_tail("gateway", 50000)
 
 
 @pytest.mark.parametrize("home_mode", ["builtin", "external"])  # external: a wireguard-go home
@@ -414,8 +436,9 @@ def test_home_exits_with_one_clean_line_when_its_tunnel_device_is_deleted(lab, t
 
 
 def test_gateway_restart_with_a_wireguard_go_home_reconnects_without_action(lab, tmp_path):
-    """External mode: wiregate at home only probes; wireguard-go's own rule (data unanswered for 15 s -> new
-    handshake) repairs the tunnel. Slower than the built-in tunnel, which restarts the handshake itself."""
+    """External mode. With the saved endpoint the restarted gateway handshakes with wireguard-go at once; without
+    it only wireguard-go's own rule (data unanswered for 15 s -> new handshake) would repair the tunnel (18.5 s
+    measured), since wiregate does not touch the sessions of an interface it does not run."""
     need("wireguard-go", "wg", "wg-quick")
     sl = SystemLab(lab, tmp_path / "sys", home_mode="external")
     sl.pair()
@@ -424,16 +447,16 @@ def test_gateway_restart_with_a_wireguard_go_home_reconnects_without_action(lab,
     sl.start_home()
     _echo_at_home(sl)
     wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    wait_for((sl.dir / "gw.sites").exists, 10)
     sl.gateway_proc.kill()
     sl.gateway_proc.wait(10)
     sl.start_gateway()
     t0 = time.monotonic()
-    wait_for(lambda: _echo_ok(sl), 40, 1.0)
+    wait_for(lambda: _echo_ok(sl), 40, 0.2)
     took = time.monotonic() - t0
     print(f"\nwireguard-go home reconnected {took:.1f}s after the gateway was back")
-    assert took < 30
+    assert took < 3
     assert sl.wggo_proc.poll() is None and sl.home_proc.poll() is None
-
 
 def test_home_reload_keeps_connections_open_through_the_ingress(lab, tmp_path):
     """The full path (gateway relay -> tunnel -> home ingress -> service) with 10 open connections while the home

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.system.conftest import GW_KEY, HOME_KEY
@@ -81,3 +83,20 @@ def test_status_finds_the_socket_from_a_file_a_name_or_a_path(gw_file, tmp_path)
     assert find_control_socket(str(gw_file)) == Path("/run/wiregate/gw.ctl")
     assert find_control_socket("cabin") == Path("/run/wiregate/cabin.ctl")
     assert find_control_socket(str(tmp_path / "x.ctl")) == tmp_path / "x.ctl"
+
+
+def test_saved_site_endpoints_are_read_back_and_bad_entries_skipped(gw_file, tmp_path):
+    from wiregate.runner import load_site_endpoints, sites_file
+
+    cfg = load(gw_file)
+    path = tmp_path / "gw.sites"
+    home_pub = cfg.sites[0].public_key
+    path.write_text(json.dumps({home_pub: "198.51.100.2:40000", "other": "[fd00::2]:51820",
+                                "bad1": "example.com:1", "bad2": "198.51.100.9:0", "bad3": 7}))
+    known = load_site_endpoints(path)
+    assert known == {home_pub: ("198.51.100.2", 40000), "other": ("fd00::2", 51820)}
+    (peer,) = tunnel_spec(cfg, site_endpoints=known).peers
+    assert peer.endpoint == ("198.51.100.2", 40000)  # the restarted gateway can handshake with the site at once
+    path.write_text("{not json")
+    assert load_site_endpoints(path) == {} and load_site_endpoints(tmp_path / "missing") == {}
+    assert sites_file(cfg) == cfg.control_socket.with_suffix(".sites")

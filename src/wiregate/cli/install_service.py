@@ -37,7 +37,7 @@ Restart=on-failure
 RestartSec=2
 RuntimeDirectory=wiregate
 RuntimeDirectoryMode=0750
-RuntimeDirectoryPreserve=no
+RuntimeDirectoryPreserve=restart
 
 # hardening: only what a tunnel + proxy needs
 AmbientCapabilities={caps}
