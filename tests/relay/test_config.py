@@ -1,5 +1,6 @@
 """Relay config values and the JSON/TOML format: every fault names its field and value."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,9 @@ def test_workers_share_the_limits():
                                                        {**svc(), "name": "u", "protocol": "udp", "max_flows": 9}]})
     tcp, udp = per_worker(cfg).services
     assert (tcp.max_connections, tcp.max_per_source, udp.max_flows) == (3, 1, 5)
+    # a reloaded file asking for 4 workers while 2 run: shares follow the 2 that run (workers change on restart)
+    reloaded = per_worker(replace(cfg, workers=4), running=2)
+    assert reloaded.workers == 2 and reloaded.services[0].max_connections == 3
 
 
 def test_the_readme_example_is_a_valid_relay_file(tmp_path):

@@ -26,8 +26,8 @@ def write(path: Path, port: int, backend_port: int, **extra) -> None:
     path.write_text(json.dumps({"services": [svc], **extra}))
 
 
-def start(path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(path)],
+def start(path: Path, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(path), *extra],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
 
@@ -97,13 +97,21 @@ async def test_workers_share_the_listeners_with_reuseport_and_all_reload(tmp_pat
     port = local_port()
     cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
     write(cfg, port, b.port, workers=2)
-    proc = start(cfg, log)
+    proc = start(cfg, log, "-v")  # -v: every connection is logged, with the pid of the worker that took it
     try:
         await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
-        await asyncio.sleep(0.5)
+
+        async def both_started():
+            return log.read_text().count("event loop, pid") == 2
+        await until(both_started, what="both workers started")
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 2
+        assert log.read_text().count("uvloop event loop") == 2  # uvloop is a dependency, so workers run on it
         assert [await greeting(port) for _ in range(20)] == ["w"] * 20
+        # the kernel spread the 20 connections over both workers (all on one: probability 2 in a million)
+        served = {line.split("[", 1)[1].split("]", 1)[0] for line in log.read_text().splitlines()
+                  if " -> " in line and " via " in line}
+        assert served == set(children)
         write(cfg, port, b2.port, workers=2)
         proc.send_signal(signal.SIGHUP)  # the supervisor checks the file and passes the signal to every worker
 
@@ -175,6 +183,40 @@ async def test_running_out_of_descriptors_drops_connections_not_the_relay(tmp_pa
         assert proc.poll() is None
         assert [await greeting(port) for _ in range(3)] == ["fd"] * 3
         assert "Traceback" not in log.read_text()
+    finally:
+        stop(proc)
+        await b.stop()
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_others_keep_serving(tmp_path):
+    from wiregate.relay.runner import EARLY_EXIT
+
+    b = await EchoBackend("w", greet=True).start()
+    port = local_port()
+    cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
+    write(cfg, port, b.port, workers=2)
+    proc = start(cfg, log)
+    started = time.monotonic()
+    try:
+        await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
+
+        async def workers_started(n: int):
+            return log.read_text().count("event loop, pid") == n
+        await until(lambda: workers_started(2), what="both workers started")
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        # a worker dying within EARLY_EXIT of its start is taken as a start failure (no restart loop): wait past it
+        await asyncio.sleep(max(0.0, EARLY_EXIT + 0.2 - (time.monotonic() - started)))
+        os.kill(int(children[0]), signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert [await greeting(port) for _ in range(10)] == ["w"] * 10  # the other worker takes everyone
+        await until(lambda: workers_started(3), timeout=10, what="a replacement worker")
+        now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(now) == 2 and children[0] not in now and children[1] in now
+        assert "restarting" in log.read_text()
+        assert [await greeting(port) for _ in range(10)] == ["w"] * 10
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 10)
+        assert proc.returncode == 0
     finally:
         stop(proc)
         await b.stop()

@@ -491,3 +491,60 @@ async def test_ipv6_backend_gets_the_ipv4_client_in_its_header():
     # the header names the client and the listener; the backend's own family does not matter (as in HAProxy)
     assert h.source[0] == "127.0.0.1" and h.destination == ("127.0.0.1", port)
     server.close()
+
+
+async def test_a_wildcard_listener_puts_the_address_the_client_reached_in_the_header():
+    b = await EchoBackend().start()
+    port = local_port()
+    svc = tcp_service(port, [b.backend])
+    svc = type(svc)(**{**{f: getattr(svc, f) for f in svc.__slots__}, "listen": (("0.0.0.0", port),)})
+    async with running(RelayConfig((svc,))):
+        assert await exchange(port, b"two", host="127.0.0.2") == b"two"
+        assert await exchange(port, b"three", host="127.0.0.3") == b"three"
+    assert [h.destination for h in b.headers] == [("127.0.0.2", port), ("127.0.0.3", port)]
+    await b.stop()
+
+
+async def test_closed_connections_are_freed_at_once_without_the_cycle_collector(splice):
+    """A finished connection leaves no reference cycle behind: it is freed when it closes, and no pile of
+    connection objects waits for a (latency-costly) full garbage collection."""
+    import gc
+
+    b = await EchoBackend().start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)):
+        assert await exchange(port, b"warm") == b"warm"
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # collected cycles land in gc.garbage instead of being freed
+        try:
+            for i in range(20):
+                assert await exchange(port, b"%d" % i) == b"%d" % i
+            await asyncio.sleep(0.1)
+            gc.collect()
+            leaked = [type(o).__name__ for o in gc.garbage if type(o).__module__.startswith("wiregate.relay")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert leaked == []
+    await b.stop()
+
+
+async def test_both_sockets_of_a_relayed_connection_have_nodelay(splice):
+    """Small writes are passed on at once in both directions (accepted sockets inherit TCP_NODELAY from the
+    listener; backend sockets set it themselves)."""
+    b = await EchoBackend().start()
+    port = local_port()
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+        [conn] = relay.services["svc"].connections
+        for sock in (conn.csock, conn.bsock):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        t0 = time.monotonic()
+        for _ in range(20):  # ping-pong of 1-byte writes: Nagle + delayed ACK would cost ~40 ms a round
+            writer.write(b"y")
+            assert await reader.readexactly(1) == b"y"
+        assert time.monotonic() - t0 < 0.5
+        writer.close()
+    await b.stop()

@@ -108,3 +108,71 @@ async def test_idle_flows_expire_and_the_table_is_bounded():
         for s in (a, b, c):
             s.close()
     backend.transport.close()
+
+
+async def test_a_wildcard_listener_names_and_answers_from_the_address_the_client_wrote_to():
+    """On 0.0.0.0 the relay learns each datagram's destination (IP_PKTINFO): it goes into the header, and the
+    reply leaves from it. A connected client socket accepts replies only from the address it wrote to."""
+    backend, bport = await udp_backend(proxy=True)
+    headers = []
+    feed = backend.datagram_received
+
+    def record(data, addr):
+        dec = Decoder()
+        headers.append(dec.feed(data))
+        feed(data, addr)
+    backend.datagram_received = record
+    port = local_port(socket.SOCK_DGRAM)
+    svc = UDPService("dns", (("0.0.0.0", port),), (Backend("127.0.0.1", bport),), proxy_protocol="v2")
+    loop = asyncio.get_running_loop()
+    async with running(RelayConfig((svc,))) as relay:
+        c = client_socket()
+        me = "127.0.0.1:%d" % c.getsockname()[1]
+        for dst in ("127.0.0.2", "127.0.0.3"):
+            c.connect((dst, port))
+            await loop.sock_sendall(c, dst.encode())
+            assert await asyncio.wait_for(loop.sock_recv(c, 65535), 2) == f"{me}|{dst}".encode()
+            assert headers[-1].destination == (dst, port)
+        assert relay.status()["services"]["dns"]["open"] == 2  # one flow per (client, address it wrote to)
+        c.close()
+    backend.transport.close()
+
+
+async def test_ipv6_wildcard_listener_round_trip_names_the_ipv6_client_and_destination():
+    backend, bport = await udp_backend(proxy=True)
+    headers = []
+    feed = backend.datagram_received
+
+    def record(data, addr):
+        headers.append(Decoder().feed(data))
+        feed(data, addr)
+    backend.datagram_received = record
+    port = local_port(socket.SOCK_DGRAM)
+    svc = UDPService("dns", (("::", port),), (Backend("127.0.0.1", bport),), proxy_protocol="v2")
+    loop = asyncio.get_running_loop()
+    async with running(RelayConfig((svc,))):
+        c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        c.setblocking(False)
+        c.connect(("::1", port))
+        await loop.sock_sendall(c, b"six")
+        me = "::1:%d" % c.getsockname()[1]
+        assert await asyncio.wait_for(loop.sock_recv(c, 65535), 2) == f"{me}|six".encode()
+        assert headers[0].source == ("::1", c.getsockname()[1]) and headers[0].destination == ("::1", port)
+        c.close()
+    backend.transport.close()
+
+
+def test_pktinfo_control_messages_carry_the_address_both_ways():
+    import struct
+
+    from wiregate.relay.udp import IP_PKTINFO, destination_of, source_cmsg
+    # IPv6: in6_pktinfo has the same layout whether received (destination) or sent (source to use)
+    assert destination_of(source_cmsg(socket.AF_INET6, "2001:db8::7")) == "2001:db8::7"
+    # IPv4 received: the header's destination is ipi_addr, not ipi_spec_dst
+    got = [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=i4s4s", 2, bytes([192, 0, 2, 1]), bytes([203, 0, 113, 9])))]
+    assert destination_of(got) == "203.0.113.9"
+    # IPv4 sent: the source to use goes in ipi_spec_dst, with no interface forced
+    [(level, kind, data)] = source_cmsg(socket.AF_INET, "198.51.100.7")
+    assert (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO)
+    assert struct.unpack("=i4s4s", data) == (0, bytes([198, 51, 100, 7]), bytes(4))
+    assert destination_of([]) is None

@@ -52,6 +52,7 @@ class Lab:
         self.nginx_plain = free_port()
         self.nginx_pp = free_port()
         self.idle_sink: IdleSink | None = None
+        self.workers = 1  # relay worker processes = HAProxy threads (set by start)
         # HAProxy refuses to start when maxconn needs more descriptors than it may have
         # (2 per connection, plus 2 per pipe with splice: maxpipes defaults to maxconn/4)
         self.maxconn = max(1000, min(20000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 300) // 3))
@@ -76,6 +77,7 @@ class Lab:
             self.idle_sink.close()
 
     def start(self, workers: int) -> None:
+        self.workers = workers
         self.idle_sink = IdleSink()
         p = self.spawn([which("iperf3"), "-s", "-p", str(self.iperf_port)], "iperf3")
         self.wait(self.iperf_port, p, "iperf3")
@@ -109,15 +111,24 @@ http {{
         cfg.write_text(json.dumps(relay_config(ports, self, workers)))
         p = self.spawn([sys.executable, "-m", "wiregate.relay", "--config", str(cfg)], "relay")
         self.wait(ports["iperf"], p, "relay")
-        time.sleep(0.3 if workers > 1 else 0)  # let every worker bind
+        # memory counts the supervisor and every worker: wait until every worker has bound its listeners
+        deadline = time.monotonic() + 15
+        while len(relay_starts(self)) < workers:
+            if time.monotonic() > deadline or p.poll() is not None:
+                raise WiregateError(f"bench relay: only {len(relay_starts(self))} of {workers} relay workers "
+                                    f"started (see {self.dir}/relay.log)")
+            time.sleep(0.05)
         self.pids["relay"] = [p.pid, *children(p.pid)]
         self.ports["direct"] = {"iperf": self.iperf_port, "web": self.nginx_plain}
 
 
 def haproxy_config(ports: dict[str, int], lab: Lab, splice: bool) -> str:
     opts = "    option splice-request\n    option splice-response\n" if splice else ""
+    # nbthread set explicitly to the relay's worker count so both use the same number of cores (2.6 would pick
+    # one thread per CPU by itself; stating it keeps the comparison fair if the relay's count is changed)
     return f"""global
     maxconn {lab.maxconn}
+    nbthread {lab.workers}
     pidfile {lab.dir}/haproxy-{ports['iperf']}.pid
 defaults
     mode tcp
@@ -153,6 +164,24 @@ def relay_config(ports: dict[str, int], lab: Lab, workers: int) -> dict[str, Any
         svc("web", ports["web"], lab.nginx_pp, "v2"),
         svc("idle", ports["idle"], lab.idle_sink.port, "v2"),
     ]}
+
+
+def relay_starts(lab: Lab) -> list[tuple[str, str, str]]:
+    """(data path, event loop, pid) of every relay process that has started serving, from its log line."""
+    text = (lab.dir / "relay.log").read_text()
+    return re.findall(r"relay: \d+ service\(s\), (\w+) data path, (\w+) event loop, pid (\d+)", text)
+
+
+def relay_setup(lab: Lab) -> dict[str, Any]:
+    """What the relay processes report about themselves at start (from their log), for the results file."""
+    started = relay_starts(lab)
+    return {
+        "haproxy_nbthread": lab.workers,
+        "relay_worker_processes": len(started),
+        "relay_processes_counted_for_memory": len(lab.pids["relay"]),
+        "relay_data_path": sorted({d for d, _, _ in started}),
+        "relay_event_loop": sorted({e for _, e, _ in started}),
+    }
 
 
 def children(pid: int) -> list[int]:
@@ -332,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         lab.start(workers)
+        params.update(relay_setup(lab))
         for name in TARGETS:  # warm-up: first connections pay for lazy set-up in every program
             iperf(lab.ports[name]["iperf"], 1) if not quick else None
             wrk(lab.ports[name]["web"], 1, 10, 1)
@@ -379,6 +409,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "idle_memory_ratio_vs_haproxy": "<= 2.0"},
         "raw": {"throughput_gbit_s": tput, "wrk": rate, "idle": mem},
         "params": params,
+        "fairness": {
+            "cores": f"HAProxy runs nbthread {workers} in one process; the relay runs {workers} worker processes "
+                     "sharing the listeners with SO_REUSEPORT (plus an idle supervisor)",
+            "memory": "RSS summed over every relay process (supervisor and all workers) and over the HAProxy "
+                      "process; per connection = (RSS holding the idle connections - RSS before) / connections",
+            "idle_memory_ratio_baseline": "haproxy_default",
+            "conn_rate_ratio_baseline": "haproxy_default",
+            "throughput_ratio_baseline": "haproxy_splice",
+            "header": "HAProxy send-proxy-v2 and the relay proxy_protocol v2 toward the same nginx listener",
+        },
         "elapsed_s": round(elapsed, 1),
     }
     print_table(result)
@@ -400,6 +440,10 @@ def print_table(r: dict[str, Any]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    pr = r["params"]
+    print(f"cores: HAProxy nbthread {pr.get('haproxy_nbthread')}, relay {pr.get('relay_worker_processes')} worker "
+          f"processes ({'/'.join(pr.get('relay_event_loop', []))}, {'/'.join(pr.get('relay_data_path', []))}); "
+          f"relay memory summed over {pr.get('relay_processes_counted_for_memory')} processes")
     print(f"relay/haproxy+splice throughput {r['throughput_ratio_vs_haproxy']} (target >= 0.9), "
           f"relay/haproxy conn/s {r['conn_rate_ratio_vs_haproxy']} (>= 0.5), "
           f"relay/haproxy idle memory per conn {r['idle_memory_ratio_vs_haproxy']} (<= 2.0)")

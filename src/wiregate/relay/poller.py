@@ -82,6 +82,16 @@ class Poller:
         """Stop watching fd for writing."""
         self._set(fd, _OUT, None, 2)
 
+    def set_reader_only(self, fd: int, cb: Callable[[], object]) -> None:
+        """Watch fd for reading with cb and no longer for writing, in one epoll_ctl (a connect just completed)."""
+        entry = self.fds.get(fd)
+        if entry is None:
+            return self.add_reader(fd, cb)
+        entry[1], entry[2] = cb, None
+        if entry[0] != _IN:
+            entry[0] = _IN
+            self.ep.modify(fd, _IN)
+
     def forget(self, fd: int) -> None:
         """Drop fd without a syscall: only for a descriptor about to be closed (close removes it from the set)."""
         if self.fds.pop(fd, None) is not None and self._dispatching:

@@ -28,11 +28,16 @@ RESTART_DELAY = 1.0  # a worker that dies is restarted after this pause (no tigh
 EARLY_EXIT = 3.0  # a worker that exits this soon after its start failed to start: give up instead of looping
 
 
-def per_worker(config: RelayConfig) -> RelayConfig:
+def per_worker(config: RelayConfig, running: int | None = None) -> RelayConfig:
     """Share connection and flow limits among the workers (ceil), so that together they stay near the configured
     figure. The kernel spreads connections by hashing addresses and ports, so one worker may refuse a little early;
-    never do the workers together admit more than workers x ceil(limit / workers)."""
-    n = config.workers
+    never do the workers together admit more than workers x ceil(limit / workers).
+
+    `running`: the number of workers actually running, when it differs from the file's (a reload cannot change
+    it, so a reloaded file's `workers` must not change the shares)."""
+    n = config.workers if running is None else running
+    if n != config.workers:
+        config = replace(config, workers=n)
     if n == 1:
         return config
 
@@ -59,7 +64,8 @@ def _loop_factory():
 async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
     """Run one Relay until SIGTERM/SIGINT; SIGHUP reloads `path`. As a worker (reuse_port) limits are shared."""
     loop = asyncio.get_running_loop()
-    prepare = per_worker if reuse_port else (lambda c: c)
+    running = config.workers  # fixed for the life of the process; a reload that changes it warns in the supervisor
+    prepare = (lambda c: per_worker(c, running)) if reuse_port else (lambda c: c)
     relay = Relay(prepare(config), reuse_port=reuse_port)
     await relay.start()
     stop = asyncio.Event()
@@ -67,7 +73,9 @@ async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
     async def reload() -> None:
         try:
             new = load_config(path)
-            await relay.reload(prepare(new))
+            if not reuse_port and new.workers != running:  # (a supervisor warns for its workers)
+                log.warning("reload: workers changes only on restart (running %d)", running)
+            await relay.reload(prepare(replace(new, workers=running)))
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
 

@@ -53,6 +53,11 @@ class Relay:
         return self.loop
 
     @property
+    def event_loop(self) -> str:
+        """Which event loop runs this relay: "uvloop" or "asyncio" (the stock one)."""
+        return "uvloop" if type(self.loop).__module__.startswith("uvloop") else "asyncio"
+
+    @property
     def use_splice(self) -> bool:
         """True when new connections take the zero-copy path."""
         return self.config.splice and HAVE_SPLICE
@@ -73,8 +78,8 @@ class Relay:
             raise
         self.started = True
         self._arm_sweeper()
-        log.info("relay: %d service(s), %s data path, pid %d", len(self.services),
-                 "splice" if self.use_splice else "buffered", os.getpid())
+        log.info("relay: %d service(s), %s data path, %s event loop, pid %d", len(self.services),
+                 "splice" if self.use_splice else "buffered", self.event_loop, os.getpid())
 
     async def reload(self, config: RelayConfig) -> None:
         """Switch to `config` without dropping open connections; on any error the running config stays."""
@@ -262,6 +267,7 @@ class Relay:
         return {
             "pid": os.getpid(),
             "data_path": "splice" if self.use_splice else "buffered",
+            "event_loop": self.event_loop if self.started else None,
             "closing": self.closing,
             "open_connections": self.open_connections() if self.started else 0,
             "services": {name: rt.status() for name, rt in self.services.items()},

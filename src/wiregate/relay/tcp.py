@@ -52,6 +52,8 @@ def bind_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.soc
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         if kind == socket.SOCK_STREAM:
+            # accepted sockets inherit TCP_NODELAY from the listener (Linux, BSDs): one setsockopt per client saved
+            sock.setsockopt(*_NODELAY)
             sock.listen(4096)
         sock.setblocking(False)
     except BaseException:
@@ -326,13 +328,16 @@ class TCPConnection:
     def _on_connect(self) -> None:
         bsock = self.bsock
         assert bsock is not None
-        self.svc.relay.io.remove_writer(bsock.fileno())
+        io = self.svc.relay.io
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         err = bsock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
+            io.remove_writer(bsock.fileno())
             return self._connect_failed(os.strerror(err))
+        if not isinstance(io, Poller):  # (the Poller turns the write watch into a read watch in one call below)
+            io.remove_writer(bsock.fileno())
         self._connected()
 
     def _on_connect_timeout(self) -> None:
@@ -384,7 +389,6 @@ class TCPConnection:
             if header and bsock.send(header, socket.MSG_MORE) != len(header):
                 # a fresh socket's send buffer (>= 4 KiB) always takes a header of at most a few hundred bytes
                 raise OSError(errno.EAGAIN, "PROXY header did not fit the send buffer")
-            csock.setsockopt(*_NODELAY)
         except OSError as exc:
             log.info("%s: %s -> %s: %s", svc.config.name, format_addr(self.client), label, exc)
             return self.close(reset_client=True)
@@ -401,7 +405,12 @@ class TCPConnection:
             self.halves = (BufferedHalf(self, io, csock, bsock, scratch),
                            BufferedHalf(self, io, bsock, csock, scratch))
         self.halves[0].start()
-        self.halves[1].start()
+        if isinstance(io, Poller):
+            back = self.halves[1]
+            back.reading = True
+            io.set_reader_only(back.sfd, back.on_readable)  # one epoll_ctl MOD instead of a DEL and an ADD
+        else:
+            self.halves[1].start()
         # Clients usually speak first and their request is already queued: move it now instead of after another
         # loop round (costs one EAGAIN when it is not there, e.g. for server-first protocols such as SMTP).
         if self.halves[0].on_readable() == 0 and header and not self.closed:
@@ -437,7 +446,8 @@ class TCPConnection:
             self.timer.cancel()
             self.timer = None
         svc = self.svc
-        if self.halves is not None:
+        connecting = self.halves is None
+        if not connecting:
             io = svc.relay.io
             if isinstance(io, Poller) and self.bsock is not None:
                 # both sockets are closed just below, which takes them out of the epoll set: no epoll_ctl needed
@@ -448,8 +458,11 @@ class TCPConnection:
             else:
                 self.halves[0].stop()
                 self.halves[1].stop()
+            # each half points back at this connection: drop the cycle so reference counting frees all three now,
+            # instead of leaving them (and both socket objects) for the cyclic GC to find and free in bulk
+            self.halves = None
         if self.bsock is not None:
-            if self.halves is None:  # still connecting
+            if connecting:
                 try:
                     svc.relay.io.remove_writer(self.bsock.fileno())
                 except (OSError, ValueError):

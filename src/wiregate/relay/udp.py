@@ -3,13 +3,19 @@
 The backend sees each flow as a distinct source port of the relay; with proxy_protocol = "v2" every datagram
 toward it starts with a PROXY v2 header (command PROXY, protocol DGRAM) naming the real client, as the
 spec asks for datagram transports (section 2.2: one header per datagram). Replies carry no header.
+
+A listener on a wildcard address (0.0.0.0, ::) learns each datagram's destination address from IP_PKTINFO /
+IPV6_PKTINFO: that address goes into the PROXY header, and replies leave from it. Without this a host with
+several addresses would answer from whichever address the routing table picks, which clients drop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+import struct
 from typing import TYPE_CHECKING
 
 from wiregate.proxyproto import Protocol, encode_v2
@@ -24,6 +30,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("wiregate.relay")
 MAX_DATAGRAM = 65535
 DGRAM_BATCH = 64  # datagrams per readiness callback before letting other sockets run
+# linux/in.h IP_PKTINFO (Python exposes it only from 3.13 on); struct in_pktinfo {int ifindex; in_addr spec_dst,
+# addr}; struct in6_pktinfo {in6_addr addr; unsigned int ifindex}
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_IN_PKTINFO = struct.Struct("=i4s4s")
+_IN6_PKTINFO = struct.Struct("=16sI")
+_CMSG_SPACE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
+
+
+def enable_pktinfo(sock: socket.socket) -> None:
+    """Ask the kernel for each datagram's destination address (used on wildcard listeners)."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+def destination_of(ancdata: list[tuple[int, int, bytes]]) -> str | None:
+    """The destination address of a received datagram from its IP_PKTINFO/IPV6_PKTINFO control message."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _IN_PKTINFO.size:
+            return str(ipaddress.IPv4Address(_IN_PKTINFO.unpack_from(data)[2]))
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= _IN6_PKTINFO.size:
+            return str(ipaddress.IPv6Address(_IN6_PKTINFO.unpack_from(data)[0]))
+    return None
+
+
+def source_cmsg(family: int, local: str) -> list[tuple[int, int, bytes]]:
+    """Control message making a reply leave from `local` (the address the client wrote to)."""
+    if family == socket.AF_INET6:
+        return [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(ipaddress.IPv6Address(local).packed, 0))]
+    return [(socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, ipaddress.IPv4Address(local).packed, bytes(4)))]
 
 
 class UDPListener:
@@ -37,6 +74,10 @@ class UDPListener:
         self.local = plain_addr(sock.getsockname())
         self.addr = format_addr(self.local)
         self.reading = False
+        # a wildcard listener asks for each datagram's destination (header and reply source); see the module doc
+        self.wildcard = key[1].is_unspecified
+        if self.wildcard:
+            enable_pktinfo(sock)
 
     def resume(self) -> None:
         if not self.reading and self.sock.fileno() >= 0:
@@ -54,32 +95,47 @@ class UDPListener:
 
     def _on_datagram(self) -> None:
         sock = self.sock
+        wildcard = self.wildcard
+        local = self.local
         for _ in range(DGRAM_BATCH):
             try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
+                if wildcard:
+                    data, anc, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+                    dst = destination_of(anc)
+                    local = (plain_addr((dst, 0))[0], self.local[1]) if dst else self.local
+                else:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
             except BlockingIOError:
                 return
             except OSError:
                 continue  # an ICMP error queued on the listener says nothing about the next datagram
             if self.service is not None:
-                self.service.datagram(self, data, addr)
+                self.service.datagram(self, data, addr, local)
+
+    def reply(self, data: bytes, client: tuple, local: tuple[str, int]) -> None:
+        """Send a backend's datagram to the client, from the address the client wrote to."""
+        if self.wildcard:
+            self.sock.sendmsg([data], source_cmsg(self.sock.family, local[0]), 0, client)
+        else:
+            self.sock.sendto(data, client)
 
 
 class Flow:
     """One client address: its upstream socket toward the chosen backend."""
 
-    __slots__ = ("svc", "listener", "client", "raw_client", "key", "pool", "backend", "sock", "header")
+    __slots__ = ("svc", "listener", "client", "raw_client", "local", "key", "pool", "backend", "sock", "header")
 
     def __init__(self, svc: "UDPRuntime", listener: UDPListener, client: tuple[str, int], raw_client: tuple,
-                 key: tuple, backend: int, sock: socket.socket, header: bytes) -> None:
+                 local: tuple[str, int], key: tuple, backend: int, sock: socket.socket, header: bytes) -> None:
         self.svc, self.listener, self.client, self.raw_client = svc, listener, client, raw_client
+        self.local = local  # the address the client wrote to: replies leave from it
         self.key, self.backend, self.sock, self.header = key, backend, sock, header
         self.pool = svc.pool  # the pool `backend` indexes (a reload may replace svc.pool)
 
     def on_reply(self) -> None:
         """Datagrams from the backend go back to the client from the listener it wrote to."""
         svc = self.svc
-        out = self.listener.sock
+        listener = self.listener
         for _ in range(DGRAM_BATCH):
             try:
                 data = self.sock.recv(MAX_DATAGRAM)
@@ -91,7 +147,7 @@ class Flow:
             except OSError:
                 break
             try:
-                out.sendto(data, self.raw_client)
+                listener.reply(data, self.raw_client, self.local)
             except OSError:
                 pass  # a full socket buffer drops the datagram, as the network may
             svc.totals["replies"] += 1
@@ -125,13 +181,13 @@ class UDPRuntime:
         self.pool = BackendPool(config.backends, config.balance, None, self.loop.time(), self.pool)
         self.table.max_flows, self.table.idle_timeout = config.max_flows, config.flow_idle_timeout
 
-    def datagram(self, listener: UDPListener, data: bytes, addr: tuple) -> None:
-        """A datagram from a client: find or make its flow, forward (with a PROXY v2 DGRAM header if set)."""
+    def datagram(self, listener: UDPListener, data: bytes, addr: tuple, local: tuple[str, int]) -> None:
+        """A datagram from `addr` to `local`: find or make its flow, forward (with a PROXY v2 DGRAM header if set)."""
         now = self.loop.time()
-        key = (listener.key, addr[:2])
+        key = (listener.key, addr[:2], local[0])
         flow = self.table.get(key, now)
         if flow is None:
-            flow = self._new_flow(listener, addr, key, now)
+            flow = self._new_flow(listener, addr, local, key, now)
             if flow is None:
                 return
         self.totals["datagrams"] += 1
@@ -142,7 +198,8 @@ class UDPRuntime:
         except OSError:
             pass  # full buffer: dropped, as UDP may
 
-    def _new_flow(self, listener: UDPListener, addr: tuple, key: tuple, now: float) -> Flow | None:
+    def _new_flow(self, listener: UDPListener, addr: tuple, local: tuple[str, int], key: tuple,
+                  now: float) -> Flow | None:
         ok, expired = self.table.room(now)
         for f in expired:
             f.close()
@@ -169,8 +226,8 @@ class UDPRuntime:
             return None
         header = b""
         if self.config.proxy_protocol == "v2":
-            header = encode_v2(client, listener.local, protocol=Protocol.DGRAM)
-        flow = Flow(self, listener, client, addr, key, i, sock, header)
+            header = encode_v2(client, local, protocol=Protocol.DGRAM)
+        flow = Flow(self, listener, client, addr, local, key, i, sock, header)
         self.table.add(key, flow, now)
         self.loop.add_reader(sock.fileno(), flow.on_reply)
         self.totals["flows"] += 1
