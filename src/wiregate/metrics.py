@@ -82,6 +82,8 @@ class StatusCollector:
                 lopen.add_metric([name], ln.get("open", 0) or 0)
                 if isinstance(ln.get("accepted"), int):
                     levents.add_metric([name, "accepted"], ln["accepted"])
+                if isinstance(ln.get("health_checks"), int):
+                    levents.add_metric([name, "health_check"], ln["health_checks"])
                 for why, n in (ln.get("refused") or {}).items():
                     if isinstance(n, (int, float)):
                         levents.add_metric([name, f"refused_{why}"], n)

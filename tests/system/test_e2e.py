@@ -84,6 +84,9 @@ def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
     wait_for(lambda: sl.status("home")["ingress"]["https"]["health_checks"] >= 1, 10)
     assert "closed_early" not in sl.log_tail("home", 50000)
     assert sl.status("home")["ingress"]["https"]["refused"] == {}
+    r = sl.home.run([sys.executable, "-c", "import urllib.request; print(urllib.request.urlopen("
+                     "'http://127.0.0.1:9852/metrics', timeout=10).read().decode())"])
+    assert 'wiregate_listener_events_total{event="health_check",listener="https"}' in r.stdout
     # `wiregate status FILE`, as a user runs it, asks the running process over its control socket
     r = sl.vps.run([sys.executable, "-m", "wiregate", "status", str(sl.gateway_file)], check=False)
     assert r.returncode == 0, r.stderr
