@@ -276,7 +276,7 @@ class Node:
         if cfg.metrics_listen:
             from wiregate.metrics import MetricsServer
 
-            self.metrics = MetricsServer(self.status)
+            self.metrics = MetricsServer(self.status, self.tunnel.refresh)
             await self.metrics.start(*cfg.metrics_listen)
         sdnotify.notify("READY=1", f"STATUS={self._summary()}", f"MAINPID={os.getpid()}")
         log.info("%s %s: ready (%s); control %s%s", cfg.role, cfg.name, self._summary(), cfg.control_socket,
@@ -395,6 +395,7 @@ class Node:
     async def _save_sites_loop(self) -> None:
         while True:
             await asyncio.sleep(SITES_SAVE_EVERY)
+            await self.tunnel.refresh()
             self._save_sites()
 
     # -- home helpers --------------------------------------------------------------------------------------
@@ -463,6 +464,7 @@ class Node:
         """Control socket requests: status, reload, ping."""
         cmd = req["cmd"]
         if cmd == "status":
+            await self.tunnel.refresh()
             return {"ok": True, "status": self.status()}
         if cmd == "reload":
             ok = await self.reload()

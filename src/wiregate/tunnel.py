@@ -104,7 +104,11 @@ class Tunnel:
         raise NotImplementedError
 
     def status(self) -> dict[str, Any]:
+        """The tunnel's state as last read (never blocks: see refresh)."""
         raise NotImplementedError
+
+    async def refresh(self) -> None:
+        """Read the interface's state for status(), off the event loop where that takes a program (`wg show`)."""
 
     # what restart_handshake does, for the log line
     REPAIR = "starting a new handshake"
@@ -199,8 +203,43 @@ def wg_show_dump(interface: str) -> dict[str, Any]:
     return {"listen_port": int(head[2]) if len(head) > 2 and head[2].isdigit() else None, "peers": peers}
 
 
+class _WgShowCache:
+    """`wg show IF dump`, run in a thread and cached: status() is called from the event loop (control socket,
+    metrics) and must not wait up to WG_SHOW_TIMEOUT for a program while the relay's connections wait too."""
+
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        self.state: dict[str, Any] = {"error": "not read yet", "peers": []}
+        self._pending: asyncio.Future | None = None
+
+    async def refresh(self) -> None:
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._read)
+        await asyncio.shield(self._pending)
+
+    def _read(self) -> None:
+        try:
+            self.state = wg_show_dump(self.interface)
+        except WiregateError as exc:
+            self.state = {"error": str(exc), "peers": []}
+
+
+def _wg_status(spec: TunnelSpec, mode: str, cache: _WgShowCache) -> dict[str, Any]:
+    st = {k: (list(v) if k == "peers" else v) for k, v in cache.state.items()}
+    labels = {encode_key(p.public_key): p.label for p in spec.peers}
+    st["peers"] = [dict(p, name=labels.get(p["public_key"], "")) for p in st["peers"]]
+    return {"mode": mode, "interface": spec.interface, "address": spec.address, **st}
+
+
 class ExternalTunnel(Tunnel):
     """An interface someone else runs; wiregate checks that it exists and reports its state."""
+
+    def __init__(self, spec: TunnelSpec) -> None:
+        super().__init__(spec)
+        self.cache = _WgShowCache(spec.interface)
+
+    async def refresh(self) -> None:
+        await self.cache.refresh()
 
     async def start(self) -> None:
         from pathlib import Path
@@ -214,6 +253,7 @@ class ExternalTunnel(Tunnel):
             argv, capture_output=True, text=True, timeout=5, check=False))).stdout
         if f" {ip}/" not in out:
             log.warning("tunnel: %s does not carry the configured address %s", self.spec.interface, ip)
+        await self.refresh()
 
     async def close(self) -> None:
         pass
@@ -255,15 +295,7 @@ class ExternalTunnel(Tunnel):
             log.info("tunnel: peer %s endpoint set to %s on %s", p.label, ep, self.spec.interface)
 
     def status(self) -> dict[str, Any]:
-        try:
-            st = wg_show_dump(self.spec.interface)
-        except WiregateError as exc:
-            return {"mode": "external", "interface": self.spec.interface, "address": self.spec.address,
-                    "error": str(exc), "peers": []}
-        labels = {encode_key(p.public_key): p.label for p in self.spec.peers}
-        for p in st["peers"]:
-            p["name"] = labels.get(p["public_key"], "")
-        return {"mode": "external", "interface": self.spec.interface, "address": self.spec.address, **st}
+        return _wg_status(self.spec, "external", self.cache)
 
 
 # -- kernel -----------------------------------------------------------------------------------------------------
@@ -271,6 +303,13 @@ class KernelTunnel(Tunnel):
     """Linux WireGuard over netlink (pyroute2): the link is created at start and deleted at close."""
 
     created = False  # only a link this object made is ever deleted (never someone else's wg0)
+
+    def __init__(self, spec: TunnelSpec) -> None:
+        super().__init__(spec)
+        self.cache = _WgShowCache(spec.interface)
+
+    async def refresh(self) -> None:
+        await self.cache.refresh()
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._start)
@@ -341,9 +380,7 @@ class KernelTunnel(Tunnel):
         return True
 
     def status(self) -> dict[str, Any]:
-        st = ExternalTunnel.status(self)  # `wg show` reads kernel interfaces too
-        st["mode"] = "kernel"
-        return st
+        return _wg_status(self.spec, "kernel", self.cache)  # `wg show` reads kernel interfaces too
 
 
 def describe_endpoint(ep: tuple[str, int] | None) -> str:
