@@ -183,3 +183,38 @@ def test_bad_tls_files_are_a_config_error(tmp_path):
     route = Route("t", ("127.0.0.1", 1), sni=("a.example",), tls_cert=str(cert), tls_key=str(key))
     with pytest.raises(ConfigError, match="route 't': cannot load"):
         Ingress(IngressConfig((lst([route]),)))
+
+
+async def test_idle_connection_is_closed_after_idle_timeout(backends, ingress):
+    svc = await backends(echo)
+    ing = await ingress(lst([Route("app", ("127.0.0.1", svc.port))], default_route="app", trusted=(),
+                            idle_timeout=0.4))
+    r, w = await asyncio.open_connection("127.0.0.1", ing.addresses["web"][1])
+    w.write(b"ping")
+    assert await r.readexactly(4) == b"ping"
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await read_all(r, timeout=3) == b""
+    assert 0.3 <= loop.time() - t0 < 2.0
+    assert ing.status()["web"]["refused"] == {"idle_timeout": 1}
+    w.close()
+
+
+async def test_proxy_optional_mode_warns_and_takes_trusted_peers_with_or_without_header(backends, ingress, caplog):
+    svc = await backends(echo)
+    caplog.set_level(logging.WARNING, "wiregate.ingress")
+    ing = await ingress(lst([Route("app", ("127.0.0.1", svc.port), send_proxy="v1")], default_route="app",
+                            proxy_optional=True))
+    assert "proxy_optional is on" in caplog.text
+    port = ing.addresses["web"][1]
+    # With a header the client it names is passed on; without one the trusted peer itself is the client.
+    with_header = encode_v1(CLIENT, ("127.0.0.1", port))
+    got = await talk(port, with_header + b"a", expect=len(with_header) + 1)
+    assert got == with_header + b"a"
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    me = w.get_extra_info("sockname")
+    w.write(b"b")
+    expected = encode_v1(me, ("127.0.0.1", port)) + b"b"
+    async with asyncio.timeout(5):
+        assert await r.readexactly(len(expected)) == expected
+    w.close()
