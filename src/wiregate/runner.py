@@ -116,7 +116,9 @@ def ingress_config(cfg: HomeConfig):
         listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
                                   routes=routes, default_route=default, header_timeout=ln.header_timeout,
                                   sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
-                                  idle_timeout=ln.idle_timeout, server_first=ln.server_first))
+                                  idle_timeout=ln.idle_timeout, server_first=ln.server_first,
+                                  proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
+                                  max_sniff_bytes=ln.max_sniff_bytes))
     return IngressConfig(listeners=tuple(listeners))
 
 

@@ -135,3 +135,17 @@ def test_check_refuses_group_readable_key_file(gw_file):
 def test_docs_config_md_is_generated_from_the_schema():
     assert (ROOT / "docs" / "config.md").read_text() == schema.render_markdown(), \
         "docs/config.md is stale: run `wiregate check --schema > docs/config.md`"
+
+
+def test_home_listener_bounds_and_compat_mode_reach_the_ingress(tmp_path):
+    from wiregate.runner import ingress_config
+
+    text = home_text().replace('listen = "tunnel:443"',
+                               'listen = "tunnel:443"\nproxy_optional = true\nmax_header_bytes = 256\n'
+                               'max_sniff_bytes = 2048', 1)
+    (ln,) = ingress_config(loads(text, tmp_path)).listeners
+    assert (ln.proxy_optional, ln.max_header_bytes, ln.max_sniff_bytes) == (True, 256, 2048)
+    (default,) = ingress_config(loads(home_text(), tmp_path)).listeners
+    assert (default.proxy_optional, default.max_header_bytes, default.max_sniff_bytes) == (False, 4096, 16384)
+    msg = _err(home_text().replace('listen = "tunnel:443"', 'listen = "tunnel:443"\nmax_header_bytes = 70000', 1))
+    assert msg.startswith('listeners[0].max_header_bytes: 70000'), msg

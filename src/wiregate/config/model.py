@@ -152,6 +152,9 @@ class Listener:
     max_connections: int
     idle_timeout: float
     server_first: bool = False
+    proxy_optional: bool = False
+    max_header_bytes: int = 4096
+    max_sniff_bytes: int = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +332,8 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                   routes=tuple(routes), default_route=ln["default_route"],
                                   header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
                                   max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"],
-                                  server_first=ln["server_first"]))
+                                  server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
+                                  max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"]))
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
                       metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
