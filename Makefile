@@ -8,6 +8,7 @@ DEBS   := haproxy nginx libnginx-mod-stream wireguard-go wireguard-tools iperf3 
 .PHONY: demo test bench venv debs clean
 
 $(VENV)/.installed: pyproject.toml
+	@sh scripts/install-debs.sh python3-venv  # Debian's python3 makes no venv without it
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
@@ -18,7 +19,8 @@ venv: $(VENV)/.installed
 debs:
 	@sh scripts/install-debs.sh $(DEBS)
 
-demo: venv debs
+demo: venv  # the demo needs only ip(8) and Python; the peers of the tests are not installed for it
+	@sh scripts/install-debs.sh iproute2
 	$(BIN)/wiregate demo
 
 test: venv debs

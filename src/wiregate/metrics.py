@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -82,6 +82,8 @@ class StatusCollector:
                 lopen.add_metric([name], ln.get("open", 0) or 0)
                 if isinstance(ln.get("accepted"), int):
                     levents.add_metric([name, "accepted"], ln["accepted"])
+                if isinstance(ln.get("health_checks"), int):
+                    levents.add_metric([name, "health_check"], ln["health_checks"])
                 for why, n in (ln.get("refused") or {}).items():
                     if isinstance(n, (int, float)):
                         levents.add_metric([name, f"refused_{why}"], n)
@@ -101,7 +103,9 @@ def ingress_listeners(ingress: Any) -> dict[str, dict]:
 class MetricsServer:
     """GET /metrics on (host, port); anything else gets 404, oversized or slow requests are dropped."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any]],
+                 refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.refresh = refresh  # awaited before each scrape (e.g. reading `wg show` off the event loop)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatusCollector(status))
         self.server: asyncio.AbstractServer | None = None
@@ -132,6 +136,8 @@ class MetricsServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
             parts = head.split(b"\r\n", 1)[0].split()
             if len(parts) == 3 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
+                if self.refresh is not None:
+                    await self.refresh()
                 body, status, ctype = self.render(), b"200 OK", CONTENT_TYPE_LATEST.encode()
             else:
                 body, status, ctype = b"not found: try /metrics\n", b"404 Not Found", b"text/plain"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -25,11 +26,11 @@ from typing import Any
 
 from wiregate import sdnotify
 from wiregate.config import model
-from wiregate.config.keys import decode_key
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
+from wiregate.wireguard.keys import decode_key
 
 log = logging.getLogger("wiregate.run")
 
@@ -38,18 +39,25 @@ PROBE_MAGIC = b"wgprobe1"
 PROBE_LEN = len(PROBE_MAGIC) + 8
 PROBE_SILENCE = 3.0  # seconds without a probe answer before the home restarts the handshake
 RESTART_EVERY = 10.0  # seconds between such restarts while the gateway stays away
+SITES_SAVE_EVERY = 2.0  # seconds between saves of the sites' last endpoints (gateway)
+MAX_SITES_FILE = 1 << 20
 
 
 # -- pure builders ----------------------------------------------------------------------------------------------
-def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None) -> TunnelSpec:
-    """The tunnel a config asks for; reads key files (mode-checked). `endpoint` = resolved gateway address."""
+def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None,
+                site_endpoints: dict[str, tuple[str, int]] | None = None) -> TunnelSpec:
+    """The tunnel a config asks for; reads key files (mode-checked). `endpoint` = resolved gateway address (home);
+    `site_endpoints` = the sites' last known addresses by public key (gateway; a site without one is learnt when it
+    speaks)."""
     t = cfg.tunnel
     private = model.read_key(t.private_key_file, "tunnel.private_key_file")
     if isinstance(cfg, GatewayConfig):
+        known = site_endpoints or {}
         peers = tuple(
             PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
                      preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
-                                    if s.preshared_key_file else None), label=s.name)
+                                    if s.preshared_key_file else None), endpoint=known.get(s.public_key),
+                     label=s.name)
             for i, s in enumerate(cfg.sites))
         listen_port = t.listen_port
     else:
@@ -85,7 +93,7 @@ def relay_config(cfg: GatewayConfig):
                                  send_proxy=s.proxy_protocol != "none") if h.enabled else None
             services.append(TCPService(
                 name=s.name, listen=s.listen, backends=backends, proxy_protocol=s.proxy_protocol,
-                balance=s.balance, health=health, connect_timeout=s.connect_timeout, retries=s.retries,
+                proxy_tlvs=s.proxy_tlvs, balance=s.balance, health=health, connect_timeout=s.connect_timeout, retries=s.retries,
                 idle_timeout=s.idle_timeout, max_connections=s.max_connections, max_per_source=s.max_per_source))
         else:
             services.append(UDPService(name=s.name, listen=s.listen, backends=backends,
@@ -108,8 +116,38 @@ def ingress_config(cfg: HomeConfig):
         listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
                                   routes=routes, default_route=default, header_timeout=ln.header_timeout,
                                   sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
-                                  idle_timeout=ln.idle_timeout, server_first=ln.server_first))
+                                  idle_timeout=ln.idle_timeout, server_first=ln.server_first,
+                                  proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
+                                  max_sniff_bytes=ln.max_sniff_bytes))
     return IngressConfig(listeners=tuple(listeners))
+
+
+def sites_file(cfg: Config) -> Path:
+    """Where a gateway keeps its sites' last endpoints across restarts: beside its control socket."""
+    return cfg.control_socket.with_suffix(".sites")
+
+
+def load_site_endpoints(path: Path) -> dict[str, tuple[str, int]]:
+    """{public key: (ip, port)} saved by a previous run; entries that do not parse are skipped, a missing or broken
+    file gives {} (the file is only a hint: sites are learnt again when they speak)."""
+    from wiregate.wireguard.config import split_endpoint
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SITES_FILE + 1)
+        doc = json.loads(data) if len(data) <= MAX_SITES_FILE else {}
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, tuple[str, int]] = {}
+    for key, ep in (doc.items() if isinstance(doc, dict) else ()):
+        try:
+            host, port = split_endpoint(ep)
+            ipaddress.ip_address(host)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if 0 < port < 65536:
+            out[key] = (host, port)
+    return out
 
 
 def _wrap_part_error(exc: Exception) -> ConfigError:
@@ -189,6 +227,7 @@ class Node:
         self.started_at = time.time()
         self.reloads = {"ok": 0, "refused": 0}
         self.handshake_restarts = 0
+        self.saved_sites: dict[str, str] = {}
         self.tasks: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
 
@@ -208,7 +247,8 @@ class Node:
                 self.endpoint = await resolve(host, port)
             except OSError as exc:
                 log.warning("gateway endpoint %s: cannot resolve yet (%s); retrying", host, exc)
-        spec = tunnel_spec(cfg, self.endpoint)
+        known = load_site_endpoints(sites_file(cfg)) if isinstance(cfg, GatewayConfig) else {}
+        spec = tunnel_spec(cfg, self.endpoint, known)
         self.tunnel = make_tunnel(spec)
         await self.tunnel.start()
         log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
@@ -222,6 +262,8 @@ class Node:
             net = ipaddress.ip_interface(cfg.tunnel.address).network
             self.responder_transport, _ = await loop.create_datagram_endpoint(
                 lambda: ProbeResponder(net), local_addr=(cfg.tunnel.ip, PROBE_PORT))
+            self._knock(known)
+            self.tasks.append(loop.create_task(self._save_sites_loop()))
         else:
             if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
                 await self._start_ingress(cfg)
@@ -236,7 +278,7 @@ class Node:
         if cfg.metrics_listen:
             from wiregate.metrics import MetricsServer
 
-            self.metrics = MetricsServer(self.status)
+            self.metrics = MetricsServer(self.status, self.tunnel.refresh)
             await self.metrics.start(*cfg.metrics_listen)
         sdnotify.notify("READY=1", f"STATUS={self._summary()}", f"MAINPID={os.getpid()}")
         log.info("%s %s: ready (%s); control %s%s", cfg.role, cfg.name, self._summary(), cfg.control_socket,
@@ -246,6 +288,8 @@ class Node:
     async def close(self) -> None:
         """Drain (relay/ingress stop accepting; open connections get drain_timeout), then take the tunnel down."""
         sdnotify.notify("STOPPING=1")
+        if isinstance(self.cfg, GatewayConfig) and self.tunnel is not None and self.control is not None:
+            self._save_sites()
         for t in self.tasks:
             t.cancel()
         if self.control is not None:
@@ -260,7 +304,7 @@ class Node:
             if part is not None:
                 try:
                     await part.close(self.cfg.drain_timeout)
-                except Exception:  # noqa: BLE001 - the tunnel must still go down
+                except Exception:  # the tunnel must still go down
                     log.exception("closing %s failed", type(part).__name__)
         if self.tunnel is not None:
             await self.tunnel.close()
@@ -329,6 +373,33 @@ class Node:
         await ingress.start()
         self.ingress = ingress
 
+    # -- gateway helpers -----------------------------------------------------------------------------------
+    def _knock(self, known: dict[str, tuple[str, int]]) -> None:
+        """After a restart: one datagram into the tunnel for each site with a saved endpoint. Having no session,
+        WireGuard starts a handshake to that endpoint at once, so the site's tunnel is back within a round trip
+        instead of when the site notices the silence (its probe timeout or WireGuard's 15 s)."""
+        sites = [s for s in self.cfg.sites if s.public_key in known]
+        for s in sites:
+            self.responder_transport.sendto(b"\0", (s.address, PROBE_PORT))
+        if sites:
+            log.info("gateway: handshaking with %d site(s) at their last endpoints (%s)", len(sites),
+                     ", ".join(s.name for s in sites))
+
+    def _save_sites(self) -> None:
+        eps = {p["public_key"]: p["endpoint"] for p in self.tunnel.status().get("peers", []) if p.get("endpoint")}
+        if eps and eps != self.saved_sites:
+            try:
+                model.write_text(sites_file(self.cfg), json.dumps(eps, sort_keys=True) + "\n", mode=0o600)
+                self.saved_sites = eps
+            except OSError as exc:
+                log.warning("cannot save the sites' endpoints to %s: %s", sites_file(self.cfg), exc.strerror)
+
+    async def _save_sites_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SITES_SAVE_EVERY)
+            await self.tunnel.refresh()
+            self._save_sites()
+
     # -- home helpers --------------------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
         last_restart = 0.0
@@ -344,7 +415,7 @@ class Node:
                 last_restart = now
                 if await self.tunnel.restart_handshake():
                     self.handshake_restarts += 1
-                    log.info("tunnel: no answer from the gateway for %.0fs; starting a new handshake", silent)
+                    log.info("tunnel: no answer from the gateway for %.0fs; %s", silent, self.tunnel.REPAIR)
 
     async def _resolve_loop(self) -> None:
         from wiregate.resolver import resolve
@@ -395,6 +466,7 @@ class Node:
         """Control socket requests: status, reload, ping."""
         cmd = req["cmd"]
         if cmd == "status":
+            await self.tunnel.refresh()
             return {"ok": True, "status": self.status()}
         if cmd == "reload":
             ok = await self.reload()
@@ -420,11 +492,23 @@ async def run_node(path: Path) -> int:
     except BaseException:
         await node.close()
         raise
+    waits = [loop.create_task(stop.wait())]
+    failed = node.tunnel.failed() if node.tunnel is not None else None
+    if failed is not None:  # the TUN device was deleted or broke: nothing can flow, so exit for systemd to restart
+        waits.append(loop.create_task(failed.wait()))
     try:
-        await stop.wait()
-        log.info("%s %s: stopping (drain up to %.0fs)", node.cfg.role, node.cfg.name, node.cfg.drain_timeout)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            log.error("%s %s: the tunnel device %s failed; stopping", node.cfg.role, node.cfg.name,
+                      node.cfg.tunnel.interface)
+        else:
+            log.info("%s %s: stopping (drain up to %.0fs)", node.cfg.role, node.cfg.name, node.cfg.drain_timeout)
     finally:
+        for t in waits:
+            t.cancel()
         await node.close()
+    if not stop.is_set():
+        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: tunnel device {node.cfg.tunnel.interface} failed")
     return 0
 
 

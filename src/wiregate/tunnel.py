@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wiregate.config.keys import encode_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
+from wiregate.wireguard.keys import encode_key
 
 log = logging.getLogger("wiregate.tunnel")
 WG_SHOW_TIMEOUT = 5.0
@@ -104,17 +104,32 @@ class Tunnel:
         raise NotImplementedError
 
     def status(self) -> dict[str, Any]:
+        """The tunnel's state as last read (never blocks: see refresh)."""
         raise NotImplementedError
+
+    async def refresh(self) -> None:
+        """Read the interface's state for status(), off the event loop where that takes a program (`wg show`)."""
+
+    # what restart_handshake does, for the log line
+    REPAIR = "starting a new handshake"
 
     async def restart_handshake(self) -> bool:
         """Drop the peers' sessions so the next packet starts a handshake at once; False when not ours to do."""
         return False
 
+    # what a running tunnel cannot change: the device is made with these (the private key, the listen port and
+    # the peers are applied in place: Device.set_private_key expires the sessions and the peers handshake again)
+    RESTART_ONLY = ("interface", "address", "mode", "mtu")
+
     def _check_same(self, spec: TunnelSpec) -> None:
-        for what in ("interface", "private_key", "address", "mode"):
+        for what in self.RESTART_ONLY:
             if getattr(spec, what) != getattr(self.spec, what):
-                key = "private_key_file" if what == "private_key" else what
-                raise ConfigError(f"tunnel.{key}: changed; restart wiregate to apply it (reload keeps the old one)")
+                raise ConfigError(f"tunnel.{what}: changed from {getattr(self.spec, what)!r} to "
+                                  f"{getattr(spec, what)!r}; restart wiregate to apply it (reload keeps the old one)")
+
+    def failed(self) -> asyncio.Event | None:
+        """An event set when the tunnel device stops working under us (None: nothing to watch)."""
+        return None
 
 
 # -- builtin ----------------------------------------------------------------------------------------------------
@@ -137,6 +152,9 @@ class BuiltinTunnel(Tunnel):
 
     async def close(self) -> None:
         await self.iface.close()
+
+    def failed(self) -> asyncio.Event | None:
+        return self.iface.failed
 
     async def update(self, spec: TunnelSpec) -> None:
         self._check_same(spec)
@@ -165,7 +183,7 @@ def wg_show_dump(interface: str) -> dict[str, Any]:
     wg = shutil.which("wg") or "/usr/bin/wg"
     try:
         r = subprocess.run([wg, "show", interface, "dump"], capture_output=True, text=True,
-                           timeout=WG_SHOW_TIMEOUT)
+                           timeout=WG_SHOW_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WiregateError(f"tunnel: cannot run `wg show {interface} dump`: {exc}") from None
     if r.returncode != 0:
@@ -185,8 +203,43 @@ def wg_show_dump(interface: str) -> dict[str, Any]:
     return {"listen_port": int(head[2]) if len(head) > 2 and head[2].isdigit() else None, "peers": peers}
 
 
+class _WgShowCache:
+    """`wg show IF dump`, run in a thread and cached: status() is called from the event loop (control socket,
+    metrics) and must not wait up to WG_SHOW_TIMEOUT for a program while the relay's connections wait too."""
+
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        self.state: dict[str, Any] = {"error": "not read yet", "peers": []}
+        self._pending: asyncio.Future | None = None
+
+    async def refresh(self) -> None:
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._read)
+        await asyncio.shield(self._pending)
+
+    def _read(self) -> None:
+        try:
+            self.state = wg_show_dump(self.interface)
+        except WiregateError as exc:
+            self.state = {"error": str(exc), "peers": []}
+
+
+def _wg_status(spec: TunnelSpec, mode: str, cache: _WgShowCache) -> dict[str, Any]:
+    st = {k: (list(v) if k == "peers" else v) for k, v in cache.state.items()}
+    labels = {encode_key(p.public_key): p.label for p in spec.peers}
+    st["peers"] = [dict(p, name=labels.get(p["public_key"], "")) for p in st["peers"]]
+    return {"mode": mode, "interface": spec.interface, "address": spec.address, **st}
+
+
 class ExternalTunnel(Tunnel):
     """An interface someone else runs; wiregate checks that it exists and reports its state."""
+
+    def __init__(self, spec: TunnelSpec) -> None:
+        super().__init__(spec)
+        self.cache = _WgShowCache(spec.interface)
+
+    async def refresh(self) -> None:
+        await self.cache.refresh()
 
     async def start(self) -> None:
         from pathlib import Path
@@ -195,28 +248,54 @@ class ExternalTunnel(Tunnel):
             raise WiregateError(f"tunnel.interface: {self.spec.interface!r}: no such interface (mode external "
                                 "expects it up already, e.g. from wg-quick)")
         ip = str(ipaddress.ip_interface(self.spec.address).ip)
-        out = subprocess.run(["ip", "-o", "addr", "show", "dev", self.spec.interface], capture_output=True,
-                             text=True, timeout=5).stdout
+        argv = ["ip", "-o", "addr", "show", "dev", self.spec.interface]
+        out = (await asyncio.get_running_loop().run_in_executor(None, lambda: subprocess.run(
+            argv, capture_output=True, text=True, timeout=5, check=False))).stdout
         if f" {ip}/" not in out:
             log.warning("tunnel: %s does not carry the configured address %s", self.spec.interface, ip)
+        await self.refresh()
 
     async def close(self) -> None:
         pass
 
     async def update(self, spec: TunnelSpec) -> None:
+        """Keys and peers are the external program's business; only a peer endpoint that moved (the gateway's DNS
+        name now resolves elsewhere) is pushed with `wg set`, as wireguard-tools' reresolve-dns.sh would."""
         self._check_same(spec)
-        self.spec = spec  # peers are the external program's business
+        old = {p.public_key: p.endpoint for p in self.spec.peers}
+        moved = [p for p in spec.peers if p.endpoint and p.public_key in old and old[p.public_key] != p.endpoint]
+        self.spec = spec
+        for p in moved:
+            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+
+    REPAIR = "setting the gateway endpoint again (a fresh source address)"
+
+    async def restart_handshake(self) -> bool:
+        """The sessions are the external program's; but setting a peer's endpoint again makes wireguard-go and the
+        kernel forget the source address they stuck to, which is what keeps a home that changed address silent
+        until their own 15 s handshake retry."""
+        peers = [p for p in self.spec.peers if p.endpoint]
+        for p in peers:
+            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+        return bool(peers)
+
+    def _set_endpoint(self, p: PeerSpec) -> None:
+        wg = shutil.which("wg") or "/usr/bin/wg"
+        ep = format_hostport(*p.endpoint)
+        try:
+            r = subprocess.run([wg, "set", self.spec.interface, "peer", encode_key(p.public_key), "endpoint", ep],
+                               capture_output=True, text=True, timeout=WG_SHOW_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("tunnel: cannot run `wg set` to move peer %s to %s: %s", p.label, ep, exc)
+            return
+        if r.returncode != 0:
+            log.warning("tunnel: `wg set %s peer ... endpoint %s` failed: %s", self.spec.interface, ep,
+                        r.stderr.strip())
+        else:
+            log.info("tunnel: peer %s endpoint set to %s on %s", p.label, ep, self.spec.interface)
 
     def status(self) -> dict[str, Any]:
-        try:
-            st = wg_show_dump(self.spec.interface)
-        except WiregateError as exc:
-            return {"mode": "external", "interface": self.spec.interface, "address": self.spec.address,
-                    "error": str(exc), "peers": []}
-        labels = {encode_key(p.public_key): p.label for p in self.spec.peers}
-        for p in st["peers"]:
-            p["name"] = labels.get(p["public_key"], "")
-        return {"mode": "external", "interface": self.spec.interface, "address": self.spec.address, **st}
+        return _wg_status(self.spec, "external", self.cache)
 
 
 # -- kernel -----------------------------------------------------------------------------------------------------
@@ -224,6 +303,13 @@ class KernelTunnel(Tunnel):
     """Linux WireGuard over netlink (pyroute2): the link is created at start and deleted at close."""
 
     created = False  # only a link this object made is ever deleted (never someone else's wg0)
+
+    def __init__(self, spec: TunnelSpec) -> None:
+        super().__init__(spec)
+        self.cache = _WgShowCache(spec.interface)
+
+    async def refresh(self) -> None:
+        await self.cache.refresh()
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._start)
@@ -294,9 +380,7 @@ class KernelTunnel(Tunnel):
         return True
 
     def status(self) -> dict[str, Any]:
-        st = ExternalTunnel.status(self)  # `wg show` reads kernel interfaces too
-        st["mode"] = "kernel"
-        return st
+        return _wg_status(self.spec, "kernel", self.cache)  # `wg show` reads kernel interfaces too
 
 
 def describe_endpoint(ep: tuple[str, int] | None) -> str:

@@ -225,15 +225,17 @@ async def test_max_connections_makes_new_clients_wait_until_one_ends():
 async def test_idle_connections_are_closed_after_the_idle_timeout():
     b = await EchoBackend().start()
     port = local_port()
-    async with running(RelayConfig((tcp_service(port, [b.backend], idle_timeout=0.3),))):
+    # generous margins: a loaded CI machine can stretch a 0.1 s sleep a lot
+    async with running(RelayConfig((tcp_service(port, [b.backend], idle_timeout=0.8),))):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(4):  # traffic keeps it open past the timeout
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < 1.6:  # traffic keeps it open past twice the timeout
             writer.write(b"ping")
             assert await reader.readexactly(4) == b"ping"
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.1)
         t0 = time.monotonic()
-        assert await asyncio.wait_for(reader.read(-1), 3) == b""
-        assert 0.2 < time.monotonic() - t0 < 1.5
+        assert await asyncio.wait_for(reader.read(-1), 6) == b""
+        assert 0.6 < time.monotonic() - t0 < 4.0
         writer.close()
     await b.stop()
 
@@ -392,6 +394,7 @@ async def test_drain_deadline_closes_connections_that_stay_open():
     await b.stop()
 
 
+@pytest.mark.timeout(150)
 async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files, splice):
     b = await EchoBackend(proxy=True).start()
     port = local_port()
@@ -406,7 +409,7 @@ async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files,
             nonlocal peak
             payload = hashlib.sha256(str(i).encode()).digest() * (1 + i % 64)
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            await asyncio.wait_for(all_open.wait(), 30)  # every connection is open before any sends
+            await asyncio.wait_for(all_open.wait(), 60)  # every connection is open before any sends
             writer.write(payload)
             writer.write_eof()
             got = await reader.read(-1)
@@ -422,11 +425,12 @@ async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files,
 
         t0 = time.monotonic()
         watcher = asyncio.create_task(watch())
-        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 45)
+        # bounds are generous (a loaded 2-core machine runs client, relay and backend in this one process)
+        results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 120)
         await watcher
         assert peak == n  # they really were open together
         assert all(results)
-        assert time.monotonic() - t0 < 45
+        assert time.monotonic() - t0 < 120
     assert len(b.headers) == n
     await b.stop()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wiregate.config import keys
+from wiregate.wireguard import keys
 
 GW_KEY = bytes(range(1, 33))  # fixed: conftest may be imported twice (as conftest and by tests)
 HOME_KEY = bytes(range(101, 133))

@@ -66,6 +66,10 @@ def test_home_tunnel_keyword_and_default_trust(home_file):
     ('listen = ["0.0.0.0:53"]', 'listen = ["0.0.0.0:53"]\n[services.health]\nrise = 0',
      'services[1].health.rise: 0: out of range 1..100'),
     ('[tunnel]', '[tunnel]\nmode = "magic"', 'tunnel.mode: "magic": must be one of auto, builtin, kernel, external'),
+    ('listen = ["0.0.0.0:53"]', 'listen = ["0.0.0.0:53"]\nproxy_tlvs = ["crc32c"]',
+     'services[1].proxy_tlvs: ["crc32c"]: needs a TCP service with proxy_protocol = "v2"'),
+    ('listen = ["0.0.0.0:443", "[::]:443"]', 'listen = ["0.0.0.0:443"]\nproxy_tlvs = ["crc"]',
+     'services[0].proxy_tlvs[0]: "crc": must be one of crc32c, unique-id'),
 ])
 def test_gateway_errors_name_key_path_and_value(old, new, expected):
     text = gateway_text()
@@ -131,3 +135,17 @@ def test_check_refuses_group_readable_key_file(gw_file):
 def test_docs_config_md_is_generated_from_the_schema():
     assert (ROOT / "docs" / "config.md").read_text() == schema.render_markdown(), \
         "docs/config.md is stale: run `wiregate check --schema > docs/config.md`"
+
+
+def test_home_listener_bounds_and_compat_mode_reach_the_ingress(tmp_path):
+    from wiregate.runner import ingress_config
+
+    text = home_text().replace('listen = "tunnel:443"',
+                               'listen = "tunnel:443"\nproxy_optional = true\nmax_header_bytes = 256\n'
+                               'max_sniff_bytes = 2048', 1)
+    (ln,) = ingress_config(loads(text, tmp_path)).listeners
+    assert (ln.proxy_optional, ln.max_header_bytes, ln.max_sniff_bytes) == (True, 256, 2048)
+    (default,) = ingress_config(loads(home_text(), tmp_path)).listeners
+    assert (default.proxy_optional, default.max_header_bytes, default.max_sniff_bytes) == (False, 4096, 16384)
+    msg = _err(home_text().replace('listen = "tunnel:443"', 'listen = "tunnel:443"\nmax_header_bytes = 70000', 1))
+    assert msg.startswith('listeners[0].max_header_bytes: 70000'), msg

@@ -169,6 +169,8 @@ def test_install_service_writes_a_unit_systemd_accepts(gw_file, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-def test_unit_for_external_mode_drops_net_admin():
+def test_unit_for_external_mode_keeps_net_admin_for_wg_but_makes_no_uapi_dir():
     text = unit_text(__import__("pathlib").Path("/etc/wiregate/home.toml"), "home", "/usr/bin/wiregate", "external")
-    assert "CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n" in text
+    assert "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE\n" in text and "mkdir" not in text
+    text = unit_text(__import__("pathlib").Path("/etc/wiregate/home.toml"), "home", "/usr/bin/wiregate", "builtin")
+    assert "ExecStartPre=+/bin/mkdir -p -m 0755 /run/wireguard\n" in text and "-/run/wireguard" in text

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.system.conftest import GW_KEY, HOME_KEY, wiregate
-from wiregate.config import keys, load
+from wiregate.config import load
 from wiregate.config.export import export
 from wiregate.errors import ConfigError
 from wiregate.testing.peers import need, which
+from wiregate.wireguard import keys
 
 HOME_EXTRA = """
 [[listeners]]
@@ -53,9 +54,12 @@ def _write(tmp_path: Path, files: dict[str, str]) -> Path:
 
 def test_haproxy_export_is_valid_for_haproxy_and_sends_proxy_v2(gw_file, tmp_path):
     need("haproxy")
+    gw_file.write_text(gw_file.read_text().replace('"[::]:443"]', '"[::]:443"]\nproxy_tlvs = ["crc32c", "unique-id"]'))
     out = _write(tmp_path / "x", export("haproxy", load(gw_file)))
     text = (out / "haproxy.cfg").read_text()
-    assert "server home 192.0.2.2:443 send-proxy-v2 check inter 2s rise 2 fall 3 check-send-proxy" in text
+    assert ("server home 192.0.2.2:443 send-proxy-v2 proxy-v2-options crc32c,unique-id check inter 2s rise 2 "
+            "fall 3 check-send-proxy") in text
+    assert "unique-id-format " in text
     assert "bind [::]:443 v6only" in text and "does not relay UDP" in text
     r = subprocess.run([which("haproxy"), "-c", "-f", str(out / "haproxy.cfg")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -131,3 +135,45 @@ def test_export_for_the_wrong_side_says_which_side_fits(home_file, gw_file):
         export("haproxy", load(home_file))
     r = wiregate("export", "traefik", str(gw_file))
     assert r.returncode == 2 and "give the home file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tls_terminating_route_loads_builds_and_exports_for_nginx_and_traefik(home_file, tmp_path):
+    from wiregate.runner import ingress_config
+    from wiregate.testing.samples import make_cert
+
+    cert, key = make_cert("secure.example.org", tmp_path / "certs")
+    home_file.write_text(home_file.read_text() + f"""
+[[listeners]]
+name = "tls"
+listen = "tunnel:8443"
+
+[[listeners.routes]]
+name = "secure"
+sni = ["secure.example.org"]
+tls_cert = "{cert}"
+tls_key = "{key}"
+target = "192.168.1.13:8080"
+""")
+    cfg = load(home_file)
+    ing = ingress_config(cfg)  # the ingress accepts the route as the home file states it
+    route = ing.listeners[-1].routes[0]
+    assert route.sni == ("secure.example.org",) and route.tls_cert == str(cert)
+    dyn = tomllib.loads(export("traefik", cfg)["dynamic.toml"])
+    assert dyn["http"]["routers"]["tls-secure"]["rule"] == "(Host(`secure.example.org`))"
+    assert dyn["http"]["routers"]["tls-secure"]["tls"] == {}
+    need("nginx")
+    out = _write(tmp_path / "x", export("nginx", cfg))
+    text = (out / "nginx.conf").read_text()
+    assert "listen 192.0.2.2:8443 ssl proxy_protocol;" in text and "server_name secure.example.org;" in text
+    r = subprocess.run([which("nginx"), "-t", "-c", str(out / "nginx.conf"), "-g", f"pid {tmp_path}/nginx.pid;"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_tls_cert_without_sni_names_is_refused_naming_the_key(home_file, tmp_path):
+    (tmp_path / "c.pem").write_text("x")
+    home_file.write_text(home_file.read_text().replace(
+        'name = "web"\n', f'name = "web"\ntls_cert = "{tmp_path}/c.pem"\ntls_key = "{tmp_path}/c.pem"\n'))
+    with pytest.raises(ConfigError) as e:
+        load(home_file)
+    assert "listeners[0].routes[1].tls_cert" in str(e.value) and "sni" in str(e.value)

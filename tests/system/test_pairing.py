@@ -8,10 +8,11 @@ import stat
 import pytest
 
 from tests.system.conftest import wiregate
-from wiregate.config import keys, load, token
+from wiregate.config import load, token
 from wiregate.config.model import read_key
 from wiregate.config.pairing import init_gateway, site_add
 from wiregate.errors import ConfigError
+from wiregate.wireguard import keys
 
 
 def _tok(**kw) -> token.JoinToken:

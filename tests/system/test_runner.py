@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.system.conftest import GW_KEY, HOME_KEY
-from wiregate.config import keys, load
+from wiregate.config import load
 from wiregate.errors import ConfigError
 from wiregate.resolver import hosts_override, resolve_sync
 from wiregate.runner import relay_config, tunnel_spec
 from wiregate.tunnel import kernel_has_wireguard, resolve_mode
+from wiregate.wireguard import keys
 
 
 def test_gateway_tunnel_has_one_peer_per_site_with_its_address(gw_file):
@@ -31,12 +34,14 @@ def test_home_tunnel_peer_is_the_gateway_at_the_resolved_endpoint(home_file):
 def test_relay_services_forward_to_site_tunnel_addresses(gw_file):
     text = gw_file.read_text().replace('listen = ["0.0.0.0:53"]', 'listen = ["0.0.0.0:53"]\nport = 5353\n'
                                        '[services.health]\nenabled = false')
+    text = text.replace('"[::]:443"]', '"[::]:443"]\nproxy_tlvs = ["unique-id", "crc32c"]')
     gw_file.write_text(text)
     rc = relay_config(load(gw_file))
     https, dns = rc.services
     assert [(b.host, b.port, b.name) for b in https.backends] == [("192.0.2.2", 443, "home")]
     assert https.listen == (("0.0.0.0", 443), ("::", 443)) and https.proxy_protocol == "v2"
     assert https.health is not None and https.health.fall == 3
+    assert https.proxy_tlvs == ("unique-id", "crc32c")
     assert [(b.host, b.port) for b in dns.backends] == [("192.0.2.2", 5353)]
     assert dns.proxy_protocol == "v2"  # the default on both transports: home learns the client address
 
@@ -78,3 +83,20 @@ def test_status_finds_the_socket_from_a_file_a_name_or_a_path(gw_file, tmp_path)
     assert find_control_socket(str(gw_file)) == Path("/run/wiregate/gw.ctl")
     assert find_control_socket("cabin") == Path("/run/wiregate/cabin.ctl")
     assert find_control_socket(str(tmp_path / "x.ctl")) == tmp_path / "x.ctl"
+
+
+def test_saved_site_endpoints_are_read_back_and_bad_entries_skipped(gw_file, tmp_path):
+    from wiregate.runner import load_site_endpoints, sites_file
+
+    cfg = load(gw_file)
+    path = tmp_path / "gw.sites"
+    home_pub = cfg.sites[0].public_key
+    path.write_text(json.dumps({home_pub: "198.51.100.2:40000", "other": "[fd00::2]:51820",
+                                "bad1": "example.com:1", "bad2": "198.51.100.9:0", "bad3": 7}))
+    known = load_site_endpoints(path)
+    assert known == {home_pub: ("198.51.100.2", 40000), "other": ("fd00::2", 51820)}
+    (peer,) = tunnel_spec(cfg, site_endpoints=known).peers
+    assert peer.endpoint == ("198.51.100.2", 40000)  # the restarted gateway can handshake with the site at once
+    path.write_text("{not json")
+    assert load_site_endpoints(path) == {} and load_site_endpoints(tmp_path / "missing") == {}
+    assert sites_file(cfg) == cfg.control_socket.with_suffix(".sites")

@@ -44,11 +44,6 @@ def run(args: argparse.Namespace) -> int:
     if reason:
         print(f"wiregate demo: {reason}", file=sys.stderr)
         return 1
-    from wiregate.testing.system import ingress_available
-
-    if not ingress_available():
-        print("wiregate demo: the home ingress part (wiregate.ingress) is not installed in this build", file=sys.stderr)
-        return 1
     from wiregate.testing.system import (
         CLIENT_IP,
         GATEWAY_NAME,

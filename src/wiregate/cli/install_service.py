@@ -12,7 +12,12 @@ HELP = "write a systemd unit for `wiregate run FILE` (Type=notify, reload by SIG
 
 def unit_text(config: Path, name: str, exe: str, mode: str) -> str:
     """The unit file text for a node; the capabilities depend on what the tunnel mode must do."""
-    caps = "CAP_NET_BIND_SERVICE" if mode == "external" else "CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW"
+    # external: `wg show` / `wg set` on the user's interface need CAP_NET_ADMIN (netlink), no TUN device is made
+    caps = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE" if mode == "external" else \
+        "CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW"
+    # the UAPI socket directory is shared with wg-quick/wireguard-go: made (as root, outside the sandbox) when
+    # missing, never removed; ProtectSystem=strict would otherwise leave /run read-only for the mkdir
+    uapi_dir = "" if mode == "external" else "ExecStartPre=+/bin/mkdir -p -m 0755 /run/wireguard\n"
     return f"""# written by `wiregate install-service`; see docs/system.md
 [Unit]
 Description=wiregate {name} ({config})
@@ -23,7 +28,7 @@ Wants=network-online.target
 [Service]
 Type=notify
 NotifyAccess=main
-ExecStartPre={exe} check {config}
+{uapi_dir}ExecStartPre={exe} check {config}
 ExecStart={exe} run {config}
 ExecReload=/bin/kill -HUP $MAINPID
 KillSignal=SIGTERM
@@ -32,14 +37,14 @@ Restart=on-failure
 RestartSec=2
 RuntimeDirectory=wiregate
 RuntimeDirectoryMode=0750
-RuntimeDirectoryPreserve=no
+RuntimeDirectoryPreserve=restart
 
 # hardening: only what a tunnel + proxy needs
 AmbientCapabilities={caps}
 CapabilityBoundingSet={caps}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=/run/wiregate /run/wireguard
+ReadWritePaths=/run/wiregate -/run/wireguard
 ProtectHome=yes
 PrivateTmp=yes
 ProtectKernelModules=yes

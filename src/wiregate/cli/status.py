@@ -71,6 +71,7 @@ def render(st: dict[str, Any]) -> str:
             refused = ", ".join(f"{k} {v}" for k, v in (ln.get("refused") or {}).items())
             out.append(f"  listener {name} ({ln.get('protocol', 'tcp')}) on {ln.get('listen', '')}: "
                        f"open {ln.get('open', 0)}, accepted {ln.get('accepted', 0)}"
+                       + (f", health checks {ln['health_checks']}" if ln.get("health_checks") else "")
                        + (f", refused: {refused}" if refused else ""))
     return "\n".join(out)
 

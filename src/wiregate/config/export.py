@@ -19,10 +19,10 @@ from pathlib import Path
 
 import tomli_w
 
-from wiregate.config import keys
 from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, read_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError
+from wiregate.wireguard import keys
 
 FORMATS = ("haproxy", "wg-quick", "nginx", "traefik", "systemd")
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"  # Debian's libnginx-mod-stream
@@ -96,6 +96,8 @@ def haproxy(cfg: Config) -> dict[str, str]:
             "    stick-table type ipv6 size 100k store conn_cur",
             "    tcp-request connection track-sc0 src",
             f"    tcp-request connection reject if {{ sc0_conn_cur gt {s.max_per_source} }}",
+            *(["    unique-id-format %{+X}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid"]  # the id the unique-id TLV carries
+              if "unique-id" in s.proxy_tlvs else []),
             f"    default_backend {s.name}",
             "",
             f"backend {s.name}",
@@ -106,6 +108,8 @@ def haproxy(cfg: Config) -> dict[str, str]:
             "    option redispatch",
         ]
         proxy = {"v1": " send-proxy", "v2": " send-proxy-v2", "none": ""}[s.proxy_protocol]
+        if s.proxy_tlvs:
+            proxy += f" proxy-v2-options {','.join(s.proxy_tlvs)}"
         h = s.health
         check = f" check inter {_dur(h.interval)} rise {h.rise} fall {h.fall}" if h.enabled else ""
         if check and proxy:
@@ -264,8 +268,9 @@ def _nginx_home(cfg: HomeConfig) -> str:
                 for t in ln.trusted:
                     out.append(f"        set_real_ip_from {t};")
                 out.append("        real_ip_header proxy_protocol;")
-                if r.host:
-                    out.append(f"        server_name {' '.join(r.host)};")
+                names = r.host or (r.sni if r.tls_cert else ())  # a terminating route serves its SNI names
+                if names:
+                    out.append(f"        server_name {' '.join(names)};")
                 if r.tls_cert:
                     out.append(f"        ssl_certificate {r.tls_cert};")
                     out.append(f"        ssl_certificate_key {r.tls_key};")
@@ -304,8 +309,9 @@ def traefik(cfg: Config) -> dict[str, str]:
                 dyn["udp"].setdefault("services", {})[rid] = {"loadBalancer": {"servers": [server]}}
             elif http_like:
                 rules = []
-                if r.host:
-                    rules.append(" || ".join(f"Host(`{h}`)" for h in r.host))
+                names = r.host or (r.sni if r.tls_cert else ())  # a terminating route serves its SNI names
+                if names:
+                    rules.append(" || ".join(f"Host(`{h}`)" for h in names))
                 if r.path_prefix:
                     rules.append(f"PathPrefix(`{r.path_prefix}`)")
                 router: dict = {"entryPoints": [ln.name], "service": rid,

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import stat
@@ -19,6 +17,7 @@ from typing import Any
 from wiregate.config import schema
 from wiregate.config.schema import fail, format_hostport
 from wiregate.errors import ConfigError
+from wiregate.wireguard.keys import decode_key
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 4096
@@ -69,6 +68,7 @@ class Service:
     port: int
     sites: tuple[str, ...]
     proxy_protocol: str
+    proxy_tlvs: tuple[str, ...]
     balance: str
     connect_timeout: float
     retries: int
@@ -152,6 +152,9 @@ class Listener:
     max_connections: int
     idle_timeout: float
     server_first: bool = False
+    proxy_optional: bool = False
+    max_header_bytes: int = 4096
+    max_sniff_bytes: int = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +249,13 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
             bound[key] = s["name"]
         if s["protocol"] == "udp" and s["proxy_protocol"] == "v1":
             raise fail(f"{p}.proxy_protocol", "v1", "UDP needs \"v2\" or \"none\" (v1 has no datagram form)")
+        if s["proxy_tlvs"] and (s["protocol"] == "udp" or s["proxy_protocol"] != "v2"):
+            raise fail(f"{p}.proxy_tlvs", list(s["proxy_tlvs"]), "needs a TCP service with proxy_protocol = \"v2\"")
         h = s["health"]
         services.append(Service(
             name=s["name"], protocol=s["protocol"], listen=s["listen"], port=s["port"] or s["listen"][0][1],
-            sites=s["sites"], proxy_protocol=s["proxy_protocol"], balance=s["balance"],
+            sites=s["sites"], proxy_protocol=s["proxy_protocol"], proxy_tlvs=s["proxy_tlvs"],
+            balance=s["balance"],
             connect_timeout=s["connect_timeout"], retries=s["retries"], idle_timeout=s["idle_timeout"],
             max_connections=s["max_connections"], max_per_source=s["max_per_source"],
             flow_idle_timeout=s["flow_idle_timeout"], max_flows=s["max_flows"],
@@ -304,9 +310,9 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             rnames.add(r["name"])
             if bool(r["tls_cert"]) != bool(r["tls_key"]):
                 raise fail(f"{rp}.tls_cert", r["tls_cert"], "tls_cert and tls_key go together")
-            if r["tls_cert"] and r["sni"]:
-                raise fail(f"{rp}.sni", list(r["sni"]), "a route either passes TLS through by SNI or terminates "
-                           "it (tls_cert), not both")
+            if r["tls_cert"] and not r["sni"]:
+                raise fail(f"{rp}.tls_cert", r["tls_cert"], "terminating TLS needs the sni names this certificate "
+                           "serves (sni = [...])")
             if r["path_prefix"] and not r["path_prefix"].startswith("/"):
                 raise fail(f"{rp}.path_prefix", r["path_prefix"], "must start with '/'")
             if ln["protocol"] == "udp" and (r["sni"] or r["host"] or r["path_prefix"]):
@@ -326,7 +332,8 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                   routes=tuple(routes), default_route=ln["default_route"],
                                   header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
                                   max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"],
-                                  server_first=ln["server_first"]))
+                                  server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
+                                  max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"]))
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
                       metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
@@ -385,15 +392,10 @@ def read_key(path: Path, what: str = "") -> bytes:
         data = f.read(MAX_KEY_FILE_BYTES + 1)
     if len(data) > MAX_KEY_FILE_BYTES:
         raise ConfigError(f"{label}{str(path)!r}: too large for a key file")
-    text = data.decode("ascii", "replace").strip()
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        # the content is secret: say what is wrong, never echo it
-        raise ConfigError(f"{label}{str(path)!r}: does not hold a WireGuard key (44 characters of base64)")
-    return raw
+        return decode_key(data.decode("ascii", "replace"), what)
+    except ConfigError:  # the content is secret: say what is wrong, never echo it
+        raise ConfigError(f"{label}{str(path)!r}: does not hold a WireGuard key (44 characters of base64)") from None
 
 
 def write_secret(path: Path, text: str) -> None:

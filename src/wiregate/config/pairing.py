@@ -12,9 +12,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from wiregate.config import keys, model, token
-from wiregate.config.schema import endpoint_parser, fail, format_hostport, p_interface, p_name
+from wiregate.config import model, token
+from wiregate.config.schema import (
+    endpoint_parser,
+    fail,
+    format_hostport,
+    p_interface,
+    p_name,
+)
 from wiregate.errors import ConfigError
+from wiregate.wireguard import keys
 
 GATEWAY_FILE = "gateway.toml"
 GATEWAY_KEY = "gateway.key"

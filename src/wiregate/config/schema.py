@@ -24,7 +24,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?\Z")
-_KEY_B64 = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\Z")
 REQUIRED = object()  # marks an option without a default
 
 
@@ -220,8 +219,12 @@ def p_target(path: str, v: object) -> tuple[str, int]:
 
 def p_key(path: str, v: object) -> str:
     """A WireGuard public key (44 characters of base64)."""
-    if not isinstance(v, str) or not _KEY_B64.match(v):
-        raise fail(path, v, "not a WireGuard key (44 characters of base64 ending in '=')")
+    from wiregate.wireguard.keys import decode_key
+
+    try:
+        decode_key(v if isinstance(v, str) else "", path)
+    except ConfigError:
+        raise fail(path, v, "not a WireGuard key (44 characters of base64 ending in '=')") from None
     return v
 
 
@@ -344,7 +347,10 @@ GATEWAY = Table("gateway file", "the VPS side", COMMON_TOP + (
         Opt("sites", list_of(p_name, "list of site names"), (), "sites serving this service; empty = all sites"),
         Opt("proxy_protocol", choice("none", "v1", "v2"), "v2",
             "PROXY header sent to the site (UDP: `none` or `v2`)"),
-        Opt("balance", choice("roundrobin", "leastconn", "source"), "roundrobin", "how a site is picked"),
+        Opt("proxy_tlvs", list_of(choice("crc32c", "unique-id"), "list of `crc32c`, `unique-id`"), (),
+            "TCP with `v2`: extra TLVs in the header (checksum; a unique connection id for the logs at home)"),
+        Opt("balance", choice("roundrobin", "leastconn", "source"), "roundrobin",
+            "how a site is picked for a TCP connection (a UDP client always stays with one site)"),
         Opt("connect_timeout", p_seconds, 5.0, "seconds to connect through the tunnel"),
         Opt("retries", int_range(0, 10), 2, "other sites tried when a connect fails"),
         Opt("idle_timeout", p_seconds, 3600.0, "seconds a TCP connection may stay silent"),
@@ -365,7 +371,7 @@ ROUTE = Table("routes", "where a listener sends a connection; the first match wi
     Opt("path_prefix", p_str, "", "HTTP path prefix (with `host`)"),
     Opt("send_proxy", choice("none", "v1", "v2"), "none", "PROXY header sent to the target"),
     Opt("http_headers", p_bool, False, "add X-Forwarded-For / Forwarded to plain HTTP requests"),
-    Opt("tls_cert", p_path, "", "certificate file: terminate TLS at wiregate for this route"),
+    Opt("tls_cert", p_path, "", "certificate file: terminate TLS at wiregate for the route's `sni` names (else passed through)"),
     Opt("tls_key", p_path, "", "key file for tls_cert (mode 0600)"),
 ), array=True)
 
@@ -397,8 +403,12 @@ HOME = Table("home file", "the home side", COMMON_TOP + (
         Opt("trusted", list_of(p_network, "list of addresses/prefixes"), (),
             "peers that must send a PROXY header; empty = the gateway's tunnel address"),
         Opt("default_route", p_str, "", "route used when none matches; \"\" = refuse"),
+        Opt("proxy_optional", p_bool, False,
+            "Traefik's mode: trusted peers may omit the PROXY header (off: the PROXY spec forbids guessing; warns)"),
         Opt("header_timeout", p_seconds, 5.0, "seconds to receive the PROXY header"),
+        Opt("max_header_bytes", int_range(16, 65551), 4096, "longest PROXY header taken"),
         Opt("sniff_timeout", p_seconds, 5.0, "seconds to receive the TLS ClientHello / HTTP head"),
+        Opt("max_sniff_bytes", int_range(512, 1_048_576), 16384, "longest TLS ClientHello / HTTP request head"),
         Opt("max_connections", int_range(1, 1_000_000), 10000, "open connections at most"),
         Opt("idle_timeout", p_seconds, 3600.0, "seconds a connection may stay silent"),
         Opt("server_first", p_bool, False,

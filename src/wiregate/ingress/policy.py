@@ -29,6 +29,8 @@ BAD_REQUEST = "bad_request"
 SNIFF_TIMEOUT = "sniff_timeout"
 NO_ROUTE = "no_route"
 CLOSED_EARLY = "closed_early"
+# not a refusal: a trusted proxy's LOCAL header, then nothing (HAProxy's check-send-proxy, the relay's health checks)
+HEALTH_CHECK = "health_check"
 LIMIT = "connection_limit"
 
 Addr = tuple[str, int]
@@ -166,6 +168,8 @@ class HeadPhase:
     def receive_eof(self, now: float) -> Refused:
         """The peer closed before a decision."""
         self.done = True
+        if self._header is not None and self._header.is_local and not self._buf:
+            return Refused(HEALTH_CHECK, "LOCAL header, then closed (a proxy's health check)")
         what = "the PROXY header" if self._state != "sniff" else "a routable request"
         return Refused(CLOSED_EARLY, f"closed after {len(self._buf)} bytes, before {what}")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
-from wiregate.ingress.policy import LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
+from wiregate.ingress.policy import HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
 from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, Pipes, SpliceHalf
 from wiregate.proxyproto import encode_v1, encode_v2
 
@@ -64,6 +64,7 @@ class Runtime:
     open: int = 0
     accepted: int = 0
     refused: collections.Counter = field(default_factory=collections.Counter)
+    health_checks: int = 0
     links: set = field(default_factory=set)
     tasks: set = field(default_factory=set)
     udp: object = None  # UdpRuntime for protocol "udp"
@@ -255,7 +256,7 @@ class Ingress:
                                     "http_headers": r.http_headers, "tls": bool(r.tls_cert)}
                            for r in lst.routes},
                 "default_route": lst.default_route, "open": rt.open, "accepted": rt.accepted,
-                "refused": dict(rt.refused),
+                "refused": dict(rt.refused), "health_checks": rt.health_checks,
             }
         return out
 
@@ -325,6 +326,9 @@ class Ingress:
 
     def _refuse(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int], ev: Refused,
                 phase: HeadPhase) -> None:
+        if ev.reason == HEALTH_CHECK:  # valid per the PROXY spec; every 2 s from the gateway: counted, not logged
+            rt.health_checks += 1
+            return
         rt.refused[ev.reason] += 1
         client = "" if phase._client == peer else f" (client {fmt(phase._client)})"
         log.warning("listener %s: refused %s%s: %s: %s", rt.listener.name, fmt(peer), client, ev.reason, ev.detail)

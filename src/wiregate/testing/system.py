@@ -27,6 +27,7 @@ from pathlib import Path
 from wiregate.config import pairing
 from wiregate.testing.netns import Lab, Netns
 from wiregate.testing.peers import stop, which
+from wiregate.testing.wgnet import WG_GO_ENV
 
 CLIENT_IP, VPS_PUBLIC_IP = "203.0.113.2", "203.0.113.1"
 VPS_IP, HOME_IP = "198.51.100.1", "198.51.100.2"
@@ -34,7 +35,6 @@ GATEWAY_TUNNEL_IP, HOME_TUNNEL_IP = "192.0.2.1", "192.0.2.2"
 GATEWAY_NAME = "gateway.wiregate.test"
 WG_PORT = 51820
 SAMPLE_NAMES = ("a.example", "b.example")
-WG_GO_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
 _n = itertools.count()
 
 GATEWAY_SERVICES = f"""
@@ -274,7 +274,7 @@ class SystemLab:
         self.home.run(["ip", "link", "set", "dev", self.home_if, "mtu", str(cfg.tunnel.mtu), "up"])
 
     def _hosts_ip(self) -> str:
-        m = re.search(r"^(\S+)\s+" + re.escape(GATEWAY_NAME), self.hosts.read_text(), re.M)
+        m = re.search(r"^(\S+)\s+" + re.escape(GATEWAY_NAME), self.hosts.read_text(), re.MULTILINE)
         return m.group(1) if m else VPS_IP
 
     # -- client side ---------------------------------------------------------------------------------------
@@ -348,16 +348,6 @@ def client_requests(sl: SystemLab, which: str = "tls-a,tls-b,http,echo,udp") -> 
     if not out:
         out["error"] = r.stderr[-2000:]
     return out
-
-
-def ingress_available() -> bool:
-    """True when the home ingress part (wiregate.ingress with its server) is installed in this build."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("wiregate.ingress.server") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def wait_for(cond, timeout: float, interval: float = 0.2) -> float:

@@ -566,11 +566,12 @@ class Device(TimerRules):
         # for age: `now` is fixed for the batch) and the last source addresses' owners. Handshake messages may
         # retire keypairs, so they forget the keypair; confirming `next` retires only an older one, never the last.
         last_idx = last4 = last6 = None
-        kp = owner4 = owner6 = None
+        kp = owner4 = owner6 = decrypt = validate = peer = None
         header = _TRANSPORT_HEADER.unpack_from
         nonce_of = _NONCE.pack
         for data, addr in datagrams:
-            if len(data) < MESSAGE_KEEPALIVE_SIZE:
+            size = len(data)
+            if size < MESSAGE_KEEPALIVE_SIZE:
                 drops["short"] += 1
                 continue
             kind, idx, counter = header(data)
@@ -592,18 +593,18 @@ class Device(TimerRules):
                     last_idx = None
                     continue
                 last_idx = idx
+                decrypt, validate, peer = kp.receive.decrypt, kp.replay.validate, kp.peer
             try:
-                pt = kp.receive.decrypt(nonce_of(counter), data[16:], None)
+                pt = decrypt(nonce_of(counter), data[16:], None)
             except InvalidTag:
                 drops["decrypt"] += 1
                 continue
-            if not kp.replay.validate(counter, REJECT_AFTER_MESSAGES):
+            if not validate(counter, REJECT_AFTER_MESSAGES):
                 drops["replay"] += 1
                 continue
-            peer = kp.peer
             if kp is peer.keypairs.next:
                 self._confirm_next(peer, kp, addr, now)
-            peer.rx_bytes += len(pt) + MESSAGE_KEEPALIVE_SIZE
+            peer.rx_bytes += size  # header, ciphertext and tag: what wg counts
             seen[peer] = addr
             n = len(pt)
             if not n:
