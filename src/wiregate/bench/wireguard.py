@@ -5,7 +5,8 @@ alternate between them (--quick: 2 runs of 2 s each; else --repeat runs of 10 s)
 Reported per implementation: TCP throughput (Gbit/s, median of --repeat runs), time to the first packet through a
 fresh tunnel and the handshake share of it (first echo minus the median of 5 later ones), and CPU seconds per
 gigabyte carried (utime+stime of both tunnel processes from /proc over the transfer). A last short run profiles
-both wiregate processes with cProfile and reports the functions with the most own time; the event loop's own entry (which holds the idle wait in epoll) is reported apart.
+both wiregate processes with cProfile and reports the functions with the most own time; the event loop's own
+entry (which holds the idle wait in epoll) is reported apart.
 """
 
 from __future__ import annotations
