@@ -194,6 +194,7 @@ class SpliceHalf(Half):
                     self.block()
                     return
                 except OSError:
+                    self.pending = left  # the bytes still in the pipe: stop() must not pool it as empty
                     self.link.close()
                     return
             if n < 16384:  # a short read almost surely emptied the socket; readiness is level-triggered
