@@ -10,7 +10,7 @@ import termios
 
 import pytest
 
-from wiregate.ingress.pump import HAVE_SPLICE, Link, Pipes, SpliceHalf
+from wiregate.ingress.pump import HAVE_SPLICE, Link, SpliceHalf, new_pipe_pool
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.skipif(not HAVE_SPLICE, reason="no splice(2) here")]
 
@@ -23,7 +23,7 @@ def queued(fd: int) -> int:
 
 async def test_a_pipe_left_with_bytes_by_a_failed_write_is_not_pooled():
     loop = asyncio.get_running_loop()
-    pipes = Pipes()
+    pipes = new_pipe_pool()
     client, client_peer = socket.socketpair()
     backend, backend_peer = socket.socketpair()
     for s in (client, backend):
@@ -31,11 +31,11 @@ async def test_a_pipe_left_with_bytes_by_a_failed_write_is_not_pooled():
     backend_peer.close()  # the destination is gone: splice into it fails with EPIPE, the bytes stay in the pipe
     closed = asyncio.Event()
     link = Link(loop, client, backend, lambda lk: closed.set())
-    up = SpliceHalf(link, client, backend, pipes)
-    down = SpliceHalf(link, backend, client, pipes)
+    up = SpliceHalf(link, loop, client, backend, pipes)
+    down = SpliceHalf(link, loop, backend, client, pipes)
     link.start(up, down)
     client_peer.sendall(b"x" * 5000)
     await asyncio.wait_for(closed.wait(), 5)
-    assert all(queued(r) == 0 for r, _ in pipes.free), "a pooled pipe still holds the old connection's bytes"
+    assert all(queued(r) == 0 for r, _ in pipes._free), "a pooled pipe still holds the old connection's bytes"
     pipes.close()
     client_peer.close()

@@ -17,7 +17,7 @@ from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
-from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, Pipes, SpliceHalf
+from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, SpliceHalf, new_pipe_pool
 from wiregate.proxyproto import encode_v1, encode_v2
 
 log = logging.getLogger("wiregate.ingress")
@@ -93,7 +93,7 @@ class Ingress:
         self._prepared = prepare(config)
         self.runtimes: dict[tuple, Runtime] = {}
         self.detached: list[Runtime] = []  # listeners removed by a reload whose connections still run
-        self.pipes = Pipes()
+        self.pipes = new_pipe_pool()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
         self.closing = False
@@ -407,8 +407,8 @@ class Ingress:
         link = Link(loop, sock, back, lambda lk: self._link_closed(rt, lk))
         rt.links.add(link)
         up = CopyHalf(link, sock, back, _transform(rt, fwd)) if fwd is not None or not HAVE_SPLICE else \
-            SpliceHalf(link, sock, back, self.pipes)
-        down = SpliceHalf(link, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
+            SpliceHalf(link, loop, sock, back, self.pipes)
+        down = SpliceHalf(link, loop, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
         link.start(up, down)
         return True
 
