@@ -10,6 +10,9 @@ is full the half stops reading its source and waits for the destination to drain
 Half-close: EOF on the source is passed on as shutdown(SHUT_WR) of the destination once everything before it
 was delivered; the other direction keeps flowing. Resets: a reset (or a write error) on one side is passed on
 as a reset (SO_LINGER 0 then close) of the other side.
+
+The home ingress (`wiregate.ingress.pump`) uses `SpliceHalf` and `PipePool` from here too, with its own `Owner`;
+a change here changes both.
 """
 
 from __future__ import annotations
