@@ -11,13 +11,13 @@ A JSON/TOML document maps 1:1 onto these classes (`from_dict`, `load_config`):
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
 
 log = logging.getLogger("wiregate.ingress")
@@ -232,21 +232,4 @@ def to_dict(config: IngressConfig) -> dict[str, Any]:
 
 def load_config(path: str | Path) -> IngressConfig:
     """Read a .json or .toml ingress file; ConfigError names the file and what is wrong."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
-    try:
-        return from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_file(path, from_dict)

@@ -8,13 +8,13 @@ The file format maps 1:1 onto these classes (see docs/relay.md and ``config_from
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
 
 PROXY_VERSIONS_TCP = ("none", "v1", "v2")
@@ -370,23 +370,7 @@ def config_from_dict(data: object) -> RelayConfig:
 
 def load_config(path: str | Path) -> RelayConfig:
     """Read a .json or .toml relay file; ConfigError names the file and what is wrong in it."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-            data: Any = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") from None
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+    return load_file(path, config_from_dict)
 
 
 def config_to_dict(config: RelayConfig) -> dict[str, Any]:
