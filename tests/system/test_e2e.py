@@ -63,14 +63,22 @@ def _tunnel_only(lab, tmp_path, home_mode: str = "builtin", **pair) -> SystemLab
     return sl
 
 
-def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
-    sl = SystemLab(lab, tmp_path / "sys")
+def _with_samples(lab, tmp_path, home_mode: str = "builtin") -> SystemLab:
+    """Both sides running with every sample service (TLS by SNI, HTTP by Host, TCP and UDP echo), tunnel up."""
+    if home_mode == "external":
+        need("wireguard-go", "wg", "wg-quick")
+    sl = SystemLab(lab, tmp_path / "sys", home_mode=home_mode)
     sl.pair()
     sl.add_sample_services()
     sl.start_samples()
     sl.start_gateway()
     sl.start_home()
     wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    return sl
+
+
+def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
+    sl = _with_samples(lab, tmp_path)
     seen = client_requests(sl)
     print(seen)
     assert seen["tls-a"].startswith(f"tls a.example client {CLIENT_IP}:") and seen["tls-a"].endswith("cert-ok")
@@ -100,14 +108,7 @@ def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
 
 
 def test_real_client_address_through_wireguard_go_home_in_external_mode(lab, tmp_path):
-    need("wireguard-go", "wg", "wg-quick")
-    sl = SystemLab(lab, tmp_path / "sys", home_mode="external")
-    sl.pair()
-    sl.add_sample_services()
-    sl.start_samples()
-    sl.start_gateway()
-    sl.start_home()
-    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    sl = _with_samples(lab, tmp_path, home_mode="external")
     seen = client_requests(sl)
     print(seen)
     for key in ("tls-a", "tls-b", "echo", "udp"):
@@ -465,13 +466,7 @@ def test_home_reload_keeps_connections_open_through_the_ingress(lab, tmp_path):
     """The full path (gateway relay -> tunnel -> home ingress -> service) with 10 open connections while the home
     reloads a changed file (a listener added, the echo route's PROXY version changed): none is lost, the new
     listener serves, and new connections take the new route settings."""
-    sl = SystemLab(lab, tmp_path / "sys")
-    sl.pair()
-    sl.add_sample_services()
-    sl.start_samples()
-    sl.start_gateway()
-    sl.start_home()
-    wait_for(lambda: _echo_ok(sl), 20, 0.5)
+    sl = _with_samples(lab, tmp_path)
     n = 10
     holder = lab.spawn(sl.client, [sys.executable, "-c", HOLD, VPS_PUBLIC_IP, str(n)], stdin=subprocess.PIPE,
                        stdout=subprocess.PIPE, text=True)
