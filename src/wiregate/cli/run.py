@@ -11,7 +11,8 @@ HELP = "run every part a gateway/home file declares (SIGHUP reloads, SIGTERM dra
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="gateway or home TOML file")
     p.add_argument("--access-log", action="store_true",
-                   help="log every connection and UDP flow with the real client address")
+                   help="gateway: log every connection and UDP flow (INFO) with the real client address and the "
+                        "address it connected to")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,9 +21,9 @@ def run(args: argparse.Namespace) -> int:
 
     from wiregate.runner import run_node
 
-    if args.access_log:  # the parts log each connection (client address -> site/route) at debug level
-        for name in ("wiregate.relay", "wiregate.ingress"):
-            logging.getLogger(name).setLevel(logging.DEBUG)
+    # the gateway's relay logs one INFO line per connection / UDP flow only when asked (the home's ingress
+    # always logs its connections with the real client address)
+    logging.getLogger("wiregate.relay.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
 
     try:
         import uvloop

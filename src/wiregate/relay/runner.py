@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
+    logging.getLogger("wiregate.relay.access").setLevel(logging.INFO if args.verbose else logging.WARNING)
     path = Path(args.config)
     try:
         config = load_config(path)

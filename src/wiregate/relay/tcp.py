@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from wiregate.relay.server import Relay
 
 log = logging.getLogger("wiregate.relay")
+# one INFO line per connection: client -> site via the address the client connected to (`wiregate run
+# --access-log`, `python -m wiregate.relay -v` turn it on; off, the line is not even formatted)
+access_log = logging.getLogger("wiregate.relay.access")
 ACCEPT_BATCH = 64  # accepts per readiness callback: amortises the loop round trip under connection storms
 EMFILE_PAUSE = 0.1  # out of descriptors: stop accepting this long rather than spin
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -392,9 +395,9 @@ class TCPConnection:
         except OSError as exc:
             log.info("%s: %s -> %s: %s", svc.config.name, format_addr(self.client), label, exc)
             return self.close(reset_client=True)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: %s -> %s via %s%s", svc.config.name, format_addr(self.client), label,
-                      self.listener.addr, f" id={uid}" if uid else "")
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s: %s -> %s via %s%s", svc.config.name, format_addr(self.client), label,
+                            format_addr(local), f" id={uid}" if uid else "")
         relay = svc.relay
         io = relay.io
         if relay.use_splice:
