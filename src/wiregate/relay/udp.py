@@ -232,9 +232,10 @@ class UDPRuntime:
         self.loop.add_reader(sock.fileno(), flow.on_reply)
         self.totals["flows"] += 1
         self._arm()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: UDP flow %s -> %s via %s", self.config.name, format_addr(client),
-                      self.config.backends[i].label, listener.addr)
+        access = logging.getLogger("wiregate.relay.access")  # --access-log: INFO, the address the client wrote to
+        if access.isEnabledFor(logging.INFO):
+            access.info("%s: UDP flow %s -> %s via %s", self.config.name, format_addr(client),
+                        self.config.backends[i].label, format_addr(local))
         return flow
 
     def flow_failed(self, flow: Flow) -> None:
