@@ -126,8 +126,9 @@ def test_check_cli_reports_ok_and_key_path_errors(gw_file, tmp_path):
 def test_check_refuses_group_readable_key_file(gw_file):
     os.chmod(gw_file.parent / "gateway.key", 0o640)
     r = wiregate("check", str(gw_file))
-    assert r.returncode == 1
-    assert "tunnel.private_key_file" in r.stdout and "mode 0640" in r.stdout and "chmod 600" in r.stdout
+    assert r.returncode == 2 and r.stdout == ""  # the same convention as config errors: stderr, status 2
+    assert r.stderr.startswith(f"wiregate: error: {gw_file}: tunnel.private_key_file: ")
+    assert "mode 0640" in r.stderr and "chmod 600" in r.stderr
     key_text = (gw_file.parent / "gateway.key").read_text().strip()
     assert key_text not in r.stdout + r.stderr  # a secret is never echoed
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "validate a config file (errors name the key path and the value at fault)"
+DESCRIPTION = ("Validate a gateway/home file and the key files it names. Prints one `ok` line on stdout and exits 0; "
+               "otherwise each problem (config or key file) is one line on stderr and the exit status is 2.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("check: give a FILE (or --schema)")
     cfg = load(args.file)
     problems = [] if args.no_files else check_files(cfg)
-    for p in problems:
-        print(f"{args.file}: {p}")
+    for p in problems:  # the convention of every wiregate error: stderr, one line, exit status 2
+        print(f"wiregate: error: {args.file}: {p}", file=sys.stderr)
     if problems:
-        return 1
+        return 2
     if isinstance(cfg, GatewayConfig):
         what = f"gateway {cfg.name!r}: {len(cfg.sites)} site(s), {len(cfg.services)} service(s)"
     else:

@@ -10,6 +10,7 @@ turns them into frozen dataclasses and checks what spans several keys.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import math
@@ -402,7 +403,9 @@ HOME = Table("home file", "the home side", COMMON_TOP + (
         Opt("protocol", choice("tcp", "udp"), "tcp", "transport"),
         Opt("trusted", list_of(p_network, "list of addresses/prefixes"), (),
             "peers that must send a PROXY header; empty = the gateway's tunnel address"),
-        Opt("default_route", p_str, "", "route used when none matches; \"\" = refuse"),
+        Opt("default_route", p_str, "",
+            "route used when none matches; \"\" = the route naming no `sni`/`host` if there is one, else refuse "
+            "(a lone `sni` route serves only its names)"),
         Opt("proxy_optional", p_bool, False,
             "Traefik's mode: trusted peers may omit the PROXY header (off: the PROXY spec forbids guessing; warns)"),
         Opt("header_timeout", p_seconds, 5.0, "seconds to receive the PROXY header"),
@@ -442,8 +445,8 @@ def parse(doc: dict, table: Table, path: str = "") -> dict[str, Any]:
                     raise fail(sub, value, f"must be a table ([{key}])")
                 out[key] = parse(value, child, sub)
         else:
-            close = [k for k in [*known, *kids] if _similar(k, key)]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = suggest(key, [*known, *kids])
+            hint = f" (did you mean {close!r}?)" if close else ""
             raise ConfigError(f"{sub}: unknown key{hint}")
     for o in table.opts:
         if o.key not in out:
@@ -458,9 +461,16 @@ def parse(doc: dict, table: Table, path: str = "") -> dict[str, Any]:
     return out
 
 
-def _similar(a: str, b: str) -> bool:
-    a, b = a.lower(), b.lower()
-    return a == b or a.replace("-", "_") == b.replace("-", "_") or (len(a) > 3 and (a in b or b in a))
+def suggest(key: object, candidates: list[str]) -> str | None:
+    """The known key a misspelt one was most likely meant to be (`send_prxy` -> `send_proxy`), or None."""
+    if not isinstance(key, str):
+        return None
+    norm = key.lower().replace("-", "_")
+    for c in candidates:
+        if c == norm or (len(c) > 3 and len(norm) > 3 and (c in norm or norm in c)):
+            return c
+    close = difflib.get_close_matches(norm, candidates, n=1, cutoff=0.7)
+    return close[0] if close else None
 
 
 def _default_text(o: Opt) -> str:
