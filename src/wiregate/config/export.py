@@ -326,7 +326,7 @@ def traefik(cfg: Config) -> dict[str, str]:
                 dyn["http"].setdefault("services", {})[rid] = {
                     "loadBalancer": {"servers": [{"url": f"http://{_bind(*r.target)}"}], "passHostHeader": True}}
             else:
-                sni = r.sni or (("*",) if r.name == ln.default_route or len(ln.routes) == 1 else ())
+                sni = r.sni or (("*",) if r.name == ln.default_route else ())
                 if not sni:
                     continue
                 rule = " || ".join(_sni_rule(n) for n in sni)

@@ -327,9 +327,24 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             raise fail(f"{p}.default_route", ln["default_route"], "is not a route of this listener")
         if ln["protocol"] == "udp" and len(routes) > 1:
             raise fail(f"{p}.routes", [r.name for r in routes], "a UDP listener has exactly one route")
+        # A route naming no sni/host matches no name, so it can only be the listener's default: that is what it
+        # means. A route with sni/host is never a default unless default_route says so (one SNI route must not
+        # serve every name); "" with no such route refuses what no route matches.
+        catch_all = [j for j, r in enumerate(routes) if not (r.sni or r.host or r.path_prefix)]
+        default = ln["default_route"]
+        if len(catch_all) > 1:
+            j = catch_all[1]
+            raise fail(f"{p}.routes[{j}]", routes[j].name,
+                       f"names no sni/host, like route {routes[catch_all[0]].name!r} before it (which takes every "
+                       "connection no other route matches); give it sni or host")
+        if catch_all and default and routes[catch_all[0]].name != default:
+            j = catch_all[0]
+            raise fail(f"{p}.routes[{j}]", routes[j].name, f"names no sni/host, so it would match nothing while "
+                       f"default_route is {default!r}; give it sni or host, or name it in default_route")
+        default = default or (routes[catch_all[0]].name if catch_all else "")
         trusted = ln["trusted"] or (str(ipaddress.ip_network(t["gateway_address"])),)
         listeners.append(Listener(name=ln["name"], listen=(host, port), protocol=ln["protocol"], trusted=trusted,
-                                  routes=tuple(routes), default_route=ln["default_route"],
+                                  routes=tuple(routes), default_route=default,
                                   header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
                                   max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"],
                                   server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
