@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="gateway", help="instance name (control socket, metrics); default gateway")
     p.add_argument("--address", default="192.0.2.1/24", help="gateway tunnel address/prefix (192.0.2.1/24)")
     p.add_argument("--listen-port", type=int, default=None, help="UDP port (default: the endpoint's port)")
+    p.add_argument("--interface", default=None,
+                   help="tunnel interface name (default wg-NAME: one per node, so nodes on one host do not collide)")
     p.add_argument("--force", action="store_true", help="replace existing files (the old key is lost)")
 
 
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from wiregate.config import pairing
 
     path = pairing.init_gateway(args.config_dir, args.endpoint, name=args.name, address=args.address,
-                                listen_port=args.listen_port, force=args.force)
+                                listen_port=args.listen_port, interface=args.interface, force=args.force)
     print(f"wrote {path} and {args.config_dir / pairing.GATEWAY_KEY} (mode 0600)")
     print(f"next: add [[services]] to {path}, then: wiregate site add NAME --config-dir {args.config_dir}")
     return 0

@@ -10,6 +10,11 @@ from pathlib import Path
 HELP = "write a systemd unit for `wiregate run FILE` (Type=notify, reload by SIGHUP, hardened)"
 
 
+def unit_name(name: str) -> str:
+    """The systemd unit `install-service` writes for the instance `name` (what `systemctl reload` takes)."""
+    return f"wiregate-{name}.service"
+
+
 def unit_text(config: Path, name: str, exe: str, mode: str) -> str:
     """The unit file text for a node; the capabilities depend on what the tunnel mode must do."""
     # external: `wg show` / `wg set` on the user's interface need CAP_NET_ADMIN (netlink), no TUN device is made
@@ -83,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     exe = args.exe or (str(beside) if beside.exists() else shutil.which("wiregate"))
     if not exe:
         raise ConfigError("install-service: cannot find the wiregate program; give --exe PATH")
-    unit = args.unit_dir / f"wiregate-{cfg.name}.service"
+    unit = args.unit_dir / unit_name(cfg.name)
     write_text(unit, unit_text(config, cfg.name, exe, cfg.tunnel.mode))
     print(f"wrote {unit}")
-    print(f"next: systemctl daemon-reload && systemctl enable --now wiregate-{cfg.name}")
+    print(f"next: systemctl daemon-reload && systemctl enable --now {unit.stem}")
     return 0

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wiregate.config import pairing
+    from wiregate.cli.install_service import unit_name
+    from wiregate.config import load, pairing
 
     path = args.config or args.config_dir / pairing.GATEWAY_FILE
     added = pairing.site_add(path, args.name, address=args.address)
@@ -32,5 +33,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(added.token)
     print("at home run: wiregate join TOKEN", file=sys.stderr)
-    print("then reload the gateway: systemctl reload wiregate (or kill -HUP its PID)", file=sys.stderr)
+    unit = unit_name(load(path).name).removesuffix(".service")
+    print(f"then reload the gateway: systemctl reload {unit} (the unit install-service writes), or kill -HUP "
+          "its PID", file=sys.stderr)
     return 0

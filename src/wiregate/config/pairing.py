@@ -17,6 +17,7 @@ from wiregate.config.schema import (
     endpoint_parser,
     fail,
     format_hostport,
+    p_ifname,
     p_interface,
     p_name,
 )
@@ -41,7 +42,15 @@ def _refuse_overwrite(paths: list[Path], force: bool) -> None:
             raise ConfigError(f"{p}: exists already; use --force to replace it (the old key would be lost)")
 
 
-def gateway_text(name: str, endpoint: tuple[str, int], address: str, listen_port: int, key_file: str) -> str:
+def default_interface(name: str) -> str:
+    """The tunnel interface `init`/`join` write for an instance: `wg-NAME` (cut to Linux's 15 characters). Instance
+    names are unique on a host already (they name the control socket), so a gateway and a home, or two homes, on
+    one host get different interfaces (and UAPI sockets) without the user choosing."""
+    return f"wg-{name}"[:15]
+
+
+def gateway_text(name: str, endpoint: tuple[str, int], address: str, listen_port: int, key_file: str,
+                 interface: str | None = None) -> str:
     """A fresh gateway file (no sites yet, one commented example service)."""
     return f"""# wiregate gateway (VPS side). Reference: docs/config.md; check with: wiregate check THIS_FILE
 role = "gateway"
@@ -49,6 +58,7 @@ name = {_q(name)}
 
 [tunnel]
 # mode = "auto"          # builtin | kernel | external | auto (kernel WireGuard when present, else builtin)
+interface = {_q(interface or default_interface(name))}   # one per node on a host
 endpoint = {_q(format_hostport(*endpoint))}   # what homes dial; goes into join tokens
 listen_port = {listen_port}
 address = {_q(address)}          # gateway tunnel address; sites get the next free ones
@@ -72,17 +82,18 @@ listen = "127.0.0.1:9851"
 
 
 def init_gateway(config_dir: Path, endpoint: str, *, name: str = "gateway", address: str = "192.0.2.1/24",
-                 listen_port: int | None = None, force: bool = False) -> Path:
+                 listen_port: int | None = None, interface: str | None = None, force: bool = False) -> Path:
     """Write gateway.toml and gateway.key (0600) into `config_dir`; returns the config path."""
     ep = endpoint_parser(51820)("--endpoint", endpoint)
     p_name("--name", name)
+    interface = p_ifname("--interface", interface or default_interface(name))
     address = p_interface("--address", address)
     cfg_path, key_path = config_dir / GATEWAY_FILE, config_dir / GATEWAY_KEY
     _refuse_overwrite([cfg_path, key_path], force)
     config_dir.mkdir(parents=True, exist_ok=True)
     private = keys.generate_private_key()
     model.write_secret(key_path, keys.encode_key(private) + "\n")
-    model.write_text(cfg_path, gateway_text(name, ep, address, listen_port or ep[1], GATEWAY_KEY))
+    model.write_text(cfg_path, gateway_text(name, ep, address, listen_port or ep[1], GATEWAY_KEY, interface))
     model.load(cfg_path)  # what we wrote must pass our own check
     return cfg_path
 
@@ -148,7 +159,7 @@ def site_add(config_path: Path, name: str, *, address: str | None = None) -> Sit
     return SiteAdded(token=tok, address=address, public_key=site_public)
 
 
-def home_text(tok: token.JoinToken, name: str, key_file: str) -> str:
+def home_text(tok: token.JoinToken, name: str, key_file: str, interface: str | None = None) -> str:
     """A fresh home file for a decoded join token, with a commented example listener."""
     return f"""# wiregate home side. Reference: docs/config.md; check with: wiregate check THIS_FILE
 role = "home"
@@ -156,6 +167,7 @@ name = {_q(name)}
 
 [tunnel]
 # mode = "auto"          # builtin | kernel | external | auto
+interface = {_q(interface or default_interface(name))}   # one per node on a host
 address = {_q(tok.site_address)}
 gateway_endpoint = {_q(format_hostport(*tok.endpoint))}
 gateway_public_key = {_q(keys.encode_key(tok.gateway_public_key))}
@@ -179,15 +191,17 @@ listen = "127.0.0.1:9852"
 """
 
 
-def join(tok_text: str, config_dir: Path, *, name: str | None = None, force: bool = False) -> Path:
+def join(tok_text: str, config_dir: Path, *, name: str | None = None, interface: str | None = None,
+         force: bool = False) -> Path:
     """Write home.toml and home.key (0600) from a join token; returns the config path."""
     tok = token.decode(tok_text)
     name = name or tok.site_name
     p_name("--name", name)
+    interface = p_ifname("--interface", interface or default_interface(name))
     cfg_path, key_path = config_dir / HOME_FILE, config_dir / HOME_KEY
     _refuse_overwrite([cfg_path, key_path], force)
     config_dir.mkdir(parents=True, exist_ok=True)
     model.write_secret(key_path, keys.encode_key(tok.site_private_key) + "\n")
-    model.write_text(cfg_path, home_text(tok, name, HOME_KEY))
+    model.write_text(cfg_path, home_text(tok, name, HOME_KEY, interface))
     model.load(cfg_path)
     return cfg_path

@@ -146,13 +146,13 @@ class SystemLab:
 
     def pair(self, *, resolve_interval: float = 1.0, probe_interval: float = 1.0) -> str:
         """init gateway -> site add home -> join, then point both files at this lab; returns the join token."""
-        pairing.init_gateway(self.gw_dir, f"{GATEWAY_NAME}:{WG_PORT}", name=f"gw{self.gw_if[3:]}")
+        pairing.init_gateway(self.gw_dir, f"{GATEWAY_NAME}:{WG_PORT}", name=f"gw{self.gw_if[3:]}",
+                             interface=self.gw_if)
         token = pairing.site_add(self.gateway_file, "home").token
-        pairing.join(token, self.home_dir, name=f"home{self.home_if[3:]}")
-        self._edit(self.gateway_file, "[tunnel]\n",
-                   f'[tunnel]\nmode = "{self.gateway_mode}"\ninterface = "{self.gw_if}"\n')
+        pairing.join(token, self.home_dir, name=f"home{self.home_if[3:]}", interface=self.home_if)
+        self._edit(self.gateway_file, "[tunnel]\n", f'[tunnel]\nmode = "{self.gateway_mode}"\n')
         self._edit(self.home_file, "[tunnel]\n",
-                   f'[tunnel]\nmode = "{self.home_mode}"\ninterface = "{self.home_if}"\n'
+                   f'[tunnel]\nmode = "{self.home_mode}"\n'
                    f"resolve_interval = {resolve_interval}\nprobe_interval = {probe_interval}\n"
                    "persistent_keepalive = 5\n")
         for path, name in ((self.gateway_file, "gw"), (self.home_file, "home")):
