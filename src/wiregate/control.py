@@ -5,7 +5,7 @@
 
 Reads are bounded in size (MAX_REQUEST bytes) and time (REQUEST_TIMEOUT); the number of clients at once is capped.
 Requests: {"cmd": "status"} -> the node's status; {"cmd": "reload"} -> re-read the file (as SIGHUP does);
-{"cmd": "ping"} -> {"ok": true}. Errors come back as {"ok": false, "error": "..."}.
+{"cmd": "ping"} -> {"ok": true, "pid": N}. Errors come back as {"ok": false, "error": "..."}.
 """
 
 from __future__ import annotations
@@ -142,3 +142,14 @@ def request(path: Path, req: dict[str, Any], timeout: float = 10.0) -> dict[str,
     if not isinstance(reply, dict):
         raise WiregateError(f"control socket {path}: reply is not a JSON object")
     return reply
+
+
+def answers(path: Path, timeout: float = 2.0) -> int | None:
+    """The pid of the node answering on the control socket `path`; None when nobody does (no socket, or a stale one
+    left by a killed run). A node too old to say its pid gives 0."""
+    try:
+        reply = request(path, {"cmd": "ping"}, timeout=timeout)
+    except WiregateError:
+        return None
+    pid = reply.get("pid")
+    return pid if isinstance(pid, int) else 0

@@ -41,6 +41,37 @@ PROBE_SILENCE = 3.0  # seconds without a probe answer before the home restarts t
 RESTART_EVERY = 10.0  # seconds between such restarts while the gateway stays away
 SITES_SAVE_EVERY = 2.0  # seconds between saves of the sites' last endpoints (gateway)
 MAX_SITES_FILE = 1 << 20
+# seconds without any handshake with the gateway before the home says so: WireGuard tries at once and again every
+# REKEY_TIMEOUT (5 s), so by then three attempts have gone unanswered (a wrong port, a firewall, a wrong key)
+HANDSHAKE_WARN_AFTER = 12.0
+
+
+class HandshakeWatch:
+    """Home side, pure: has the tunnel to the gateway ever handshaken? `update(now, handshaken)` returns "warn" once
+    when it has not for HANDSHAKE_WARN_AFTER seconds since `started`, then "ok" once when a handshake comes, else
+    None. A wrong gateway_endpoint is otherwise silent: the home is "ready" and WireGuard retries without a word."""
+
+    def __init__(self, started: float, warn_after: float = HANDSHAKE_WARN_AFTER) -> None:
+        self.started = started
+        self.warn_after = warn_after
+        self.warned = False
+        self.done = False  # a handshake was seen: nothing more to watch
+
+    def update(self, now: float, handshaken: bool) -> str | None:
+        if self.done:
+            return None
+        if handshaken:
+            self.done = True
+            return "ok" if self.warned else None
+        if not self.warned and now - self.started >= self.warn_after:
+            self.warned = True
+            return "warn"
+        return None
+
+    @property
+    def waiting(self) -> bool:
+        """True while the warning stands (no handshake yet, and the time is up)."""
+        return self.warned and not self.done
 
 
 # -- pure builders ----------------------------------------------------------------------------------------------
@@ -112,7 +143,7 @@ def ingress_config(cfg: HomeConfig):
                              send_proxy=r.send_proxy, http_headers=r.http_headers,
                              tls_cert=str(r.tls_cert) if r.tls_cert else None,
                              tls_key=str(r.tls_key) if r.tls_key else None) for r in ln.routes)
-        default = ln.default_route or (ln.routes[0].name if len(ln.routes) == 1 else None)
+        default = ln.default_route or None  # the model names it (a route without sni/host) or leaves it empty
         listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
                                   routes=routes, default_route=default, header_timeout=ln.header_timeout,
                                   sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
@@ -228,6 +259,7 @@ class Node:
         self.reloads = {"ok": 0, "refused": 0}
         self.handshake_restarts = 0
         self.saved_sites: dict[str, str] = {}
+        self.handshake_watch = HandshakeWatch(time.monotonic())
         self.tasks: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
 
@@ -252,7 +284,7 @@ class Node:
         self.tunnel = make_tunnel(spec)
         await self.tunnel.start()
         log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
-                 self.tunnel.spec.mode, cfg.tunnel.address)
+                 self.tunnel.mode, cfg.tunnel.address)
         loop = asyncio.get_running_loop()
         if isinstance(cfg, GatewayConfig):
             from wiregate.relay import Relay
@@ -401,11 +433,33 @@ class Node:
             self._save_sites()
 
     # -- home helpers --------------------------------------------------------------------------------------
+    def _no_handshake_text(self) -> str:
+        t = self.cfg.tunnel
+        waited = time.monotonic() - self.handshake_watch.started
+        return (f"no handshake with the gateway at {format_hostport(*t.gateway_endpoint)} "
+                f"({describe_endpoint(self.endpoint)}) in {waited:.0f}s: check tunnel.gateway_endpoint (the VPS's "
+                f"address and its WireGuard UDP port, listen_port in its gateway file), that UDP port "
+                f"{t.gateway_endpoint[1]} is open to the VPS, and that the gateway's file has this site's public key "
+                "(site add, then reload the gateway)")
+
+    async def _watch_handshake(self) -> None:
+        if self.handshake_watch.done:
+            return
+        await self.tunnel.refresh()  # kernel/external: `wg show`, only until the first handshake
+        peers = self.tunnel.status().get("peers", [])
+        verdict = self.handshake_watch.update(time.monotonic(), any(p.get("last_handshake") for p in peers))
+        if verdict == "warn":
+            log.warning("tunnel: %s", self._no_handshake_text())
+        elif verdict == "ok":
+            log.info("tunnel: handshake with the gateway done after %.0fs",
+                     time.monotonic() - self.handshake_watch.started)
+
     async def _probe_loop(self) -> None:
         last_restart = 0.0
         while True:
             self.prober.send()
             await asyncio.sleep(self.cfg.tunnel.probe_interval)
+            await self._watch_handshake()
             # The tunnel worked and probes now go unanswered: the gateway may have restarted and lost our
             # session. WireGuard alone would retry 15 s after unanswered data; restarting the handshake now
             # reconnects within a few seconds of the gateway coming back. At most once per RESTART_EVERY.
@@ -460,6 +514,8 @@ class Node:
                                       "resolved": describe_endpoint(self.endpoint)}
         if self.prober is not None:
             st["probe"] = dict(self.prober.status(), handshake_restarts=self.handshake_restarts)
+            if self.handshake_watch.waiting:
+                st["warnings"] = [f"tunnel: {self._no_handshake_text()}"]
         return st
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -472,13 +528,19 @@ class Node:
             ok = await self.reload()
             return {"ok": ok} if ok else {"ok": False, "error": "reload refused (see the log)"}
         if cmd == "ping":
-            return {"ok": True}
+            return {"ok": True, "pid": os.getpid()}
         return {"ok": False, "error": f"unknown cmd {cmd!r} (status, reload, ping)"}
 
 
 async def run_node(path: Path) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    from wiregate.control import answers
+
     node = Node(path)
+    pid = answers(node.cfg.control_socket)
+    if pid is not None:  # before the tunnel: a second run must not touch the first one's interface
+        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: already running (pid {pid}, control socket "
+                            f"{node.cfg.control_socket})")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -521,10 +583,16 @@ def find_control_socket(name_or_file: str | None) -> Path:
         if p.suffix == ".ctl" or "/" in name_or_file:
             return p
         return model.DEFAULT_RUN_DIR / f"{name_or_file}.ctl"
+    from wiregate.control import answers
+
     socks = sorted(model.DEFAULT_RUN_DIR.glob("*.ctl")) if model.DEFAULT_RUN_DIR.is_dir() else []
-    if len(socks) == 1:
-        return socks[0]
-    if not socks:
-        raise WiregateError(f"no control socket in {model.DEFAULT_RUN_DIR} (is `wiregate run` running?)")
-    raise WiregateError(f"several wiregate instances run ({', '.join(s.stem for s in socks)}); name one")
+    live = [s for s in socks if answers(s) is not None]  # a killed run leaves its socket behind
+    if len(live) == 1:
+        return live[0]
+    if live:
+        raise WiregateError(f"several wiregate instances run ({', '.join(s.stem for s in live)}); name one")
+    if socks:
+        raise WiregateError(f"no wiregate instance answers in {model.DEFAULT_RUN_DIR} (stale control socket(s) of "
+                            f"a stopped run: {', '.join(s.name for s in socks)})")
+    raise WiregateError(f"no control socket in {model.DEFAULT_RUN_DIR} (is `wiregate run` running?)")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from wiregate import __version__
@@ -56,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        sys.stdout.flush()  # here, where a reader that left is caught, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:  # `wiregate status | head -3`: the reader left; say nothing more, exit as SIGPIPE would
+        _quiet_stdout()
+        return 128 + signal.SIGPIPE
     except WiregateError as exc:
         print(f"wiregate: error: {exc}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ def render(st: dict[str, Any]) -> str:
 
     out = [f"{st['role']} {st['name']} (pid {st['pid']}, up {st['uptime']:.0f}s, config {st['config']}, "
            f"reloads ok {st['reloads']['ok']} refused {st['reloads']['refused']})"]
+    out += [f"warning: {w}" for w in st.get("warnings", ())]
     t = st.get("tunnel", {})
     out.append(f"tunnel {t.get('interface')} ({t.get('mode')} mode) {t.get('address')} "
                f"listening on UDP {t.get('listen_port')}")
