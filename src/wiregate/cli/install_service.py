@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -71,6 +72,62 @@ WantedBy=multi-user.target
 """
 
 
+# what the unit's sandbox hides from the service (see unit_text): these directories are empty or private inside it
+HIDDEN_BY_UNIT = {
+    "/home": "ProtectHome=yes", "/root": "ProtectHome=yes", "/run/user": "ProtectHome=yes",
+    "/tmp": "PrivateTmp=yes", "/var/tmp": "PrivateTmp=yes",
+}
+
+
+def hidden_by_unit(path: Path) -> str | None:
+    """The unit setting that hides `path` (symlinks followed) from the service, or None when the service sees it."""
+    real = Path(os.path.realpath(path))
+    for top, setting in HIDDEN_BY_UNIT.items():
+        if real == Path(top) or Path(top) in real.parents:
+            return setting
+    return None
+
+
+def _interpreter(exe: Path) -> Path | None:
+    """The program named on a script's `#!` line (None for a binary or an unreadable file)."""
+    try:
+        with open(exe, "rb") as f:
+            first = f.read(256).split(b"\n", 1)[0]
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith(b"#!") else []
+    return Path(os.fsdecode(words[0])) if words else None
+
+
+def unit_problems(cfg, config: Path, exe: str) -> list[str]:
+    """What the unit's service could not reach: the program, the config file and every file the config names."""
+    files: list[tuple[str, Path | None]] = [("the wiregate program (--exe)", Path(exe)), ("the config file", config),
+                                            ("tunnel.private_key_file", cfg.tunnel.private_key_file)]
+    if hasattr(cfg, "sites"):
+        files += [(f"sites[{i}].preshared_key_file", s.preshared_key_file) for i, s in enumerate(cfg.sites)]
+    else:
+        files.append(("tunnel.preshared_key_file", cfg.tunnel.preshared_key_file))
+        for i, ln in enumerate(cfg.listeners):
+            for j, r in enumerate(ln.routes):
+                files += [(f"listeners[{i}].routes[{j}].tls_cert", r.tls_cert),
+                          (f"listeners[{i}].routes[{j}].tls_key", r.tls_key)]
+    interpreter = _interpreter(Path(exe))
+    if interpreter is not None:  # a venv's python is often a link into the user's home (pyenv, uv, conda)
+        files.insert(1, ("the wiregate program's interpreter", interpreter))
+    out = []
+    for what, path in files:
+        setting = path is not None and hidden_by_unit(path)
+        if setting:
+            out.append(f"{what}: {str(path)!r}: hidden from the service by {setting} (it sees "
+                       f"{'an empty directory' if setting.startswith('ProtectHome') else 'a private, empty /tmp'}); "
+                       "move it, e.g. to /etc/wiregate")
+    sock = cfg.control_socket
+    if sock.parent != Path("/run/wiregate"):
+        out.append(f"control.socket: {str(sock)!r}: the service may write only in /run/wiregate "
+                   "(ProtectSystem=strict); leave control.socket empty")
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="gateway or home TOML file")
     p.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"), help="default /etc/systemd/system")
@@ -91,5 +148,8 @@ def run(args: argparse.Namespace) -> int:
     unit = args.unit_dir / unit_name(cfg.name)
     write_text(unit, unit_text(config, cfg.name, exe, cfg.tunnel.mode))
     print(f"wrote {unit}")
+    problems = unit_problems(cfg, config, exe)
+    for p in problems:  # the unit is written (files may be moved next), but it would not start as things are
+        print(f"wiregate: warning: {unit.name} will not start: {p}", file=sys.stderr)
     print(f"next: systemctl daemon-reload && systemctl enable --now {unit.stem}")
     return 0
