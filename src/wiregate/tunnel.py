@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any

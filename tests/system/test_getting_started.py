@@ -15,11 +15,11 @@ $WIREGATE_HOSTS (the name stays in the files as the README writes it).
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -194,7 +194,11 @@ def test_readme_getting_started_with_the_files_init_site_add_and_join_write(lab,
 
     # what the logs say: the real client at home and (with --access-log) at the gateway; no error, no traceback
     home_text, gw_text = home_log.read_text(), gw_log.read_text()
-    assert CLIENT_IP in home_text and CLIENT_IP in gw_text
+    assert f"listener https: client {CLIENT_IP}:" in home_text
+    assert re.search(rf" INFO wiregate\.relay\.access: https: {CLIENT_IP}:\d+ -> home via {VPS_PUBLIC_IP}:443\n",
+                     gw_text), gw_text
+    assert re.search(rf" INFO wiregate\.relay\.access: dns: UDP flow {CLIENT_IP}:\d+ -> home via {VPS_PUBLIC_IP}:53\n",
+                     gw_text), gw_text
     for text in (home_text, gw_text):
         assert " ERROR " not in text and "Traceback" not in text, text
     print(f"README getting started walked in {time.monotonic() - t0:.1f}s")

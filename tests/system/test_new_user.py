@@ -128,7 +128,7 @@ def test_output_into_a_pipe_nobody_reads_ends_without_a_traceback():
     os.close(r_fd)  # like `| head -3` once head has gone: every write fails with EPIPE
     try:
         proc = subprocess.run([sys.executable, "-m", "wiregate", "check", "--schema"], stdout=w_fd,
-                              stderr=subprocess.PIPE, text=True, timeout=30)
+                              stderr=subprocess.PIPE, text=True, timeout=30, check=False)
     finally:
         os.close(w_fd)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
@@ -159,7 +159,8 @@ def test_two_nodes_on_one_host_run_twice_status_piped_and_after_a_sigkill(lab, t
     os.close(r_fd)
     try:
         piped = subprocess.run(host.cmd([sys.executable, "-m", "wiregate", "status", "gateway"]), stdout=w_fd,
-                               stderr=subprocess.PIPE, text=True, timeout=30, env=host.env)
+                               stderr=subprocess.PIPE, text=True, timeout=30, env=host.env,
+                               check=False)
     finally:
         os.close(w_fd)
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
@@ -377,7 +378,8 @@ def test_the_units_commands_run_as_systemd_runs_them_see_their_files(lab, tmp_pa
         def sandboxed(argv: list[str]) -> list[str]:
             return ns.cmd(["unshare", "--mount", "sh", "-c", UNIT_SANDBOX, keep, str(etc / "hold"), *argv])
         for pre in svc["ExecStartPre"]:  # mkdir /run/wireguard, then `wiregate check FILE`
-            done = subprocess.run(sandboxed(_exec_argv(pre)), capture_output=True, text=True, timeout=30)
+            done = subprocess.run(sandboxed(_exec_argv(pre)), capture_output=True, text=True, timeout=30,
+                                  check=False)
             assert done.returncode == 0, (pre, done.stderr)
         assert "ok (gateway 'gateway'" in done.stdout
         note = etc / "notify"
@@ -407,7 +409,7 @@ def test_the_units_commands_run_as_systemd_runs_them_see_their_files(lab, tmp_pa
         # the same command with the config under /tmp: what the warning said, the sandbox does
         tmp_gw, _ = _pair(tmp_path)
         hidden = subprocess.run(sandboxed([*_exec_argv(pre)[:2], str(tmp_gw)]), capture_output=True, text=True,
-                                timeout=30)
+                                timeout=30, check=False)
         assert hidden.returncode == 2 and "cannot read: No such file or directory" in hidden.stderr, hidden.stderr
     finally:
         shutil.rmtree(etc, ignore_errors=True)
@@ -425,7 +427,8 @@ def test_building_the_package_prints_no_deprecation_warning(tmp_path):
         shutil.copy(root / name, src / name)
     shutil.copytree(root / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-v",
-                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=170)
+                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=170,
+                       check=False)
     if r.returncode != 0 and "Could not find a version that satisfies the requirement setuptools" in r.stderr:
         pytest.skip("pip cannot fetch setuptools for the isolated build here (no index, no cache)")
     assert r.returncode == 0, r.stderr[-3000:]
