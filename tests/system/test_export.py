@@ -113,7 +113,9 @@ def test_traefik_export_routes_by_sni_and_host_with_trusted_proxy_protocol(home_
     assert static["entryPoints"]["dns"]["address"] == "192.0.2.2:53/udp"
     blog = dyn["tcp"]["routers"]["https-blog"]
     assert blog["rule"] == "HostSNI(`blog.example.org`)" and blog["tls"] == {"passthrough": True}
-    assert dyn["tcp"]["services"]["https-blog"]["loadBalancer"]["proxyProtocol"] == {"version": 2}
+    assert dyn["tcp"]["services"]["https-blog"]["loadBalancer"]["serversTransport"] == "https-blog"
+    assert dyn["tcp"]["serversTransports"]["https-blog"] == {"proxyProtocol": {"version": 2},
+                                                             "terminationDelay": "3600s"}
     assert dyn["tcp"]["routers"]["https-web"]["rule"] == "HostSNI(`*`)"  # the default route catches the rest
     assert dyn["http"]["routers"]["http-site"]["rule"] == "(Host(`www.example.org`)) && (PathPrefix(`/app`))"
     assert dyn["udp"]["services"]["dns-dns"]["loadBalancer"]["servers"] == [{"address": "192.168.1.1:53"}]

@@ -39,8 +39,9 @@ def _bind(host: str, port: int) -> str:
     return format_hostport(host, port)
 
 
-def export(fmt: str, cfg: Config) -> dict[str, str]:
-    """Render `cfg` in format `fmt` (one of FORMATS); ConfigError when the format does not fit this side."""
+def export(fmt: str, cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
+    """Render `cfg` in format `fmt` (one of FORMATS); ConfigError when the format does not fit this side.
+    `out_dir`: where the files will be written (a file naming another by path names it there)."""
     if fmt == "haproxy":
         return haproxy(cfg)
     if fmt == "wg-quick":
@@ -48,7 +49,7 @@ def export(fmt: str, cfg: Config) -> dict[str, str]:
     if fmt == "nginx":
         return nginx(cfg)
     if fmt == "traefik":
-        return traefik(cfg)
+        return traefik(cfg, out_dir)
     if fmt == "systemd":
         return systemd(cfg)
     raise ConfigError(f"export: {fmt!r}: unknown format (one of {', '.join(FORMATS)})")
@@ -240,7 +241,7 @@ def _nginx_gateway(cfg: GatewayConfig) -> str:
             out.append(f"        proxy_connect_timeout {_dur(s.connect_timeout)};")
             out.append(f"        proxy_timeout {_dur(s.idle_timeout)};")
             out.append(f"        proxy_next_upstream_tries {s.retries + 1};")
-            out.append("        proxy_half_close on;  # a client's shutdown(SHUT_WR) reaches the site, replies still flow")
+            out.append("        proxy_half_close on;  # a client may shut its write side")
         else:
             if s.proxy_protocol != "none":
                 out.append("        # nginx cannot put a PROXY v2 header on each datagram; sent without one")
@@ -348,8 +349,12 @@ def _nginx_home(cfg: HomeConfig) -> str:
 
 
 # -- Traefik (home) ---------------------------------------------------------------------------------------------
-def traefik(cfg: Config) -> dict[str, str]:
-    """Traefik static (traefik.toml) and dynamic (dynamic.toml) configuration doing the home ingress's job."""
+TRAEFIK_DIR = Path("/etc/traefik")  # where the systemd export's traefik.service reads traefik.toml
+
+
+def traefik(cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
+    """Traefik static (traefik.toml) and dynamic (dynamic.toml) configuration doing the home ingress's job;
+    traefik.toml names dynamic.toml by its absolute path in `out_dir` (default /etc/traefik)."""
     if not isinstance(cfg, HomeConfig):
         raise ConfigError("export traefik: Traefik replaces the home ingress; give the home file "
                           "(for the gateway use 'export haproxy' or 'export nginx')")
@@ -397,14 +402,26 @@ def traefik(cfg: Config) -> dict[str, str]:
                 else:
                     router["priority"] = 1
                 dyn.setdefault("tcp", {}).setdefault("routers", {})[rid] = router
-                svc: dict = {"loadBalancer": {"servers": [server]}}
+                # the transport to the target: its PROXY header, and how long one direction may go on once the
+                # other has ended (a half-close; Traefik's default of 100 ms cuts replies short), as wiregate's
+                # idle_timeout does
+                transport: dict = {"terminationDelay": _dur(ln.idle_timeout)}
                 if r.send_proxy != "none":
-                    svc["loadBalancer"]["proxyProtocol"] = {"version": 1 if r.send_proxy == "v1" else 2}
-                dyn["tcp"].setdefault("services", {})[rid] = svc
-    static = {"entryPoints": entry, "providers": {"file": {"filename": "dynamic.toml", "watch": True}},
+                    transport["proxyProtocol"] = {"version": 1 if r.send_proxy == "v1" else 2}
+                dyn["tcp"].setdefault("serversTransports", {})[rid] = transport
+                dyn["tcp"].setdefault("services", {})[rid] = {"loadBalancer": {"servers": [server],
+                                                                                "serversTransport": rid}}
+    dynamic = (out_dir or TRAEFIK_DIR).absolute() / "dynamic.toml"
+    static = {"global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+              "entryPoints": entry, "providers": {"file": {"filename": str(dynamic), "watch": True}},
               "log": {"level": "INFO"}, "accessLog": {}}
     head = f"# Traefik equivalent of wiregate home {cfg.name!r} (`wiregate export traefik`)\n"
-    return {"traefik.toml": head + tomli_w.dumps(static), "dynamic.toml": head + tomli_w.dumps(dyn)}
+    where = (f"# The file provider names {dynamic} by its absolute path (Traefik reads a relative one from its "
+             "working directory);\n# `export traefik -o DIR` names DIR/dynamic.toml. No version check, no usage "
+             "data sent.\n")
+    half = ("# TCP routers pass a client's half-close on; HTTP routers (Go's net/http) answer 499 to a client that "
+            "shuts its\n# write side before the reply (wiregate and the nginx export answer it).\n")
+    return {"traefik.toml": head + where + tomli_w.dumps(static), "dynamic.toml": head + half + tomli_w.dumps(dyn)}
 
 
 def _sni_rule(name: str) -> str:
