@@ -1,7 +1,8 @@
 """Every export run by its real program and carrying traffic (issue 10): the classic stack on one side, wiregate on
 the other, files as `init` / `site add` / `join` write them plus the lab's sample services.
 
-    client ── vps: wiregate run | wireguard-go + HAProxy or nginx ── home: wiregate run | wireguard-go + Traefik or nginx
+    client ── vps: wiregate run | wireguard-go + HAProxy or nginx
+                 ── home: wiregate run | wireguard-go + Traefik or nginx
 
 Both sides' programs run on the exported files as they are (wiregate.testing.classic). Each test checks the real
 client address at the home services and a half-closing client (it sends, shuts its write side, and must still get
@@ -97,3 +98,41 @@ def test_wiregate_gateway_in_front_of_traefik_and_wireguard_go_from_the_exports(
     services = sl.status("gateway")["relay"]["services"]
     assert {n: services[n]["backends"][0]["state"] for n in ("https", "http", "echo")} == dict.fromkeys(
         ("https", "http", "echo"), "up")
+
+
+def test_wiregate_home_behind_nginx_and_wireguard_go_from_the_exports(lab, tmp_path):
+    """The gateway as nginx `stream` on `export nginx` (PROXY v1) + wireguard-go; half-close needs
+    `proxy_half_close on` (issue 10 defect 4: without it the half-closing client got an empty reply)."""
+    need("nginx", "wireguard-go", "wg", "wg-quick")
+    sl = _lab(lab, tmp_path)
+    classic.wireguard_go(sl, "gateway")
+    classic.nginx(sl, "gateway")
+    sl.start_home()
+    wait_for(lambda: client_requests(sl, "http").get("http") == f"http www.example client {CLIENT_IP}", 30, 0.5)
+    seen = client_requests(sl, "tls-a,tls-b,http")
+    assert seen["tls-a"].startswith(f"tls a.example client {CLIENT_IP}:") and seen["tls-a"].endswith("cert-ok")
+    assert seen["tls-b"].startswith(f"tls b.example client {CLIENT_IP}:"), seen
+    _half_closed_echo(sl)
+    got = classic.half_close(sl, VPS_PUBLIC_IP, 80, r"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n")
+    assert got.startswith("HTTP/1.1 200") and got.endswith(f"http www.example client {CLIENT_IP}\n"), got
+
+
+def test_wiregate_gateway_in_front_of_nginx_home_and_wireguard_go_from_the_exports(lab, tmp_path):
+    """The home as nginx on `export nginx` + wireguard-go (issue 10 defect 4): half-close through its stream and
+    http servers, an unknown Host answered 404 as wiregate does (not sent to the first server), X-Real-IP and
+    X-Forwarded-Proto set."""
+    need("nginx", "wireguard-go", "wg", "wg-quick")
+    sl = _lab(lab, tmp_path, "--show-headers")
+    sl.start_gateway()
+    classic.wireguard_go(sl, "home")
+    classic.nginx(sl, "home")
+    wait_for(lambda: _echo_ok(sl), 30, 0.5)
+    seen = client_requests(sl, "tls-a,tls-b,http")
+    assert seen["tls-a"].startswith(f"tls a.example client {CLIENT_IP}:") and seen["tls-a"].endswith("cert-ok")
+    assert seen["tls-b"].startswith(f"tls b.example client {CLIENT_IP}:"), seen
+    assert seen["http"] == f"http www.example client {CLIENT_IP} x-real-ip={CLIENT_IP} x-forwarded-proto=http"
+    _half_closed_echo(sl)
+    got = classic.half_close(sl, VPS_PUBLIC_IP, 80, r"GET / HTTP/1.1\r\nHost: www.example\r\n\r\n")
+    assert got.startswith("HTTP/1.1 200") and f"http www.example client {CLIENT_IP} " in got, got
+    got = classic.half_close(sl, VPS_PUBLIC_IP, 80, r"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n")
+    assert got.startswith("HTTP/1.1 404") and "no such site" in got, got

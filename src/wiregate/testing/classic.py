@@ -47,7 +47,7 @@ def _spawn(sl: SystemLab, ns, argv: list[str], log: Path, cwd: Path | None = Non
         return sl.lab.spawn(ns, argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
 
 
-def wait_listening(sl: SystemLab, side: str, addrs: list[str], proc: subprocess.Popen, log: Path,
+def wait_listening(sl: SystemLab, side: str, addrs: list[str], proc: subprocess.Popen, log: Path, name: str,
                    timeout: float = 20.0) -> None:
     """Wait until the side's namespace has a TCP listening socket on every host:port in `addrs` (read with
     `ss`, not by connecting: a probe connection would reach the services as a client)."""
@@ -60,7 +60,7 @@ def wait_listening(sl: SystemLab, side: str, addrs: list[str], proc: subprocess.
         if not missing:
             return
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.args[0]}: not listening on {', '.join(missing)} (exit {proc.poll()}):\n"
+            raise RuntimeError(f"{name}: not listening on {', '.join(missing)} (exit {proc.poll()}):\n"
                                f"{log.read_text(errors='replace')[-3000:] if log.exists() else ''}")
         time.sleep(0.05)
 
@@ -103,7 +103,7 @@ def haproxy(sl: SystemLab) -> subprocess.Popen:
     _write(workdir, export("haproxy", cfg))
     log = workdir / "haproxy.log"
     proc = _spawn(sl, sl.vps, [which("haproxy"), "-db", "-f", str(workdir / "haproxy.cfg")], log)
-    wait_listening(sl, "gateway", _tcp_listens(cfg), proc, log)
+    wait_listening(sl, "gateway", _tcp_listens(cfg), proc, log, "haproxy")
     return proc
 
 
@@ -116,7 +116,7 @@ def nginx(sl: SystemLab, side: str) -> subprocess.Popen:
     log = workdir / "nginx.log"
     proc = _spawn(sl, ns, [which("nginx"), "-c", str(workdir / "nginx.conf"), "-g",
                            f"daemon off; pid {workdir}/nginx.pid; error_log {workdir}/error.log info;"], log)
-    wait_listening(sl, side, _tcp_listens(cfg), proc, workdir / "error.log")
+    wait_listening(sl, side, _tcp_listens(cfg), proc, workdir / "error.log", "nginx")
     return proc
 
 
@@ -127,7 +127,7 @@ def traefik(sl: SystemLab) -> subprocess.Popen:
     _write(workdir, export("traefik", cfg, workdir))
     log = workdir / "traefik.log"
     proc = _spawn(sl, sl.home, [traefik_binary(), f"--configFile={workdir / 'traefik.toml'}"], log, cwd=sl.dir)
-    wait_listening(sl, "home", _tcp_listens(cfg), proc, log)
+    wait_listening(sl, "home", _tcp_listens(cfg), proc, log, "traefik")
     return proc
 
 

@@ -244,7 +244,8 @@ async def serve(args: argparse.Namespace) -> None:
         servers.append(await asyncio.start_server(s.tls, *_addr(args.tls)))
     if args.http:
         # HTTP gets the client from X-Forwarded-For (the ingress adds it), so it takes no PROXY header
-        servers.append(await asyncio.start_server(Samples(args.http_proxy, {}, args.show_headers).http, *_addr(args.http)))
+        http = Samples(args.http_proxy, {}, args.show_headers)
+        servers.append(await asyncio.start_server(http.http, *_addr(args.http)))
     if args.echo:
         servers.append(await asyncio.start_server(s.echo, *_addr(args.echo)))
     if args.udp:
