@@ -218,7 +218,8 @@ def test_nginx_exports_half_close_and_the_home_answers_an_unknown_host_404(gw_fi
     assert home.count("proxy_half_close on;") == 1  # the SNI stream listener
     http = home.split("http {", 1)[1]
     default = http.split("    server {")[1]
-    assert "listen 192.0.2.2:80 proxy_protocol default_server;" in default and 'return 404 "no such site\\n";' in default
+    assert "listen 192.0.2.2:80 proxy_protocol default_server;" in default
+    assert 'return 404 "no such site\\n";' in default
     assert "proxy_set_header X-Real-IP $proxy_protocol_addr;" in http
     assert "proxy_set_header X-Forwarded-Proto $scheme;" in http and "proxy_ignore_client_abort on;" in http
     assert http.count("default_server") == 1
