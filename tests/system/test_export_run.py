@@ -12,6 +12,7 @@ the whole answer).
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
@@ -56,6 +57,12 @@ def _no_health_check_noise(sl: SystemLab) -> None:
     log = sl.log_tail("home", 200000)
     assert [line for line in log.splitlines() if " WARNING wiregate.ingress" in line] == []
     assert f"client {GATEWAY_TUNNEL_IP}" not in log
+    r = sl.home.run([sys.executable, "-c", "import urllib.request; print(urllib.request.urlopen("
+                     "'http://127.0.0.1:9852/metrics', timeout=10).read().decode())"])
+    for name in ("https", "http", "echo"):
+        m = re.search(rf'^wiregate_listener_events_total{{event="health_check",listener="{name}"}} (\S+)$', r.stdout,
+                      re.M)
+        assert m and float(m.group(1)) >= 2, r.stdout
 
 
 def test_wiregate_home_behind_haproxy_and_wireguard_go_from_the_exports(lab, tmp_path):
