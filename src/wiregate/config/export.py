@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tomli_w
 
-from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, read_key
+from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, Route, read_key
 from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError
 from wiregate.wireguard import keys
@@ -255,6 +255,11 @@ def _is_http(ln: Listener) -> bool:
     return ln.protocol == "tcp" and any(r.host or r.path_prefix or r.http_headers or r.tls_cert for r in ln.routes)
 
 
+def _served_names(r: Route) -> tuple[str, ...]:
+    """The Host names an HTTP route serves: its `host`, or the SNI names of a TLS-terminating route."""
+    return r.host or (r.sni if r.tls_cert else ())
+
+
 def _nginx_home(cfg: HomeConfig) -> str:
     out = _nginx_head(f"nginx equivalent of wiregate home {cfg.name!r} (`wiregate export nginx`)",
                       sum(ln.max_connections for ln in cfg.listeners if ln.protocol == "tcp") or 1000)
@@ -301,12 +306,10 @@ def _nginx_home(cfg: HomeConfig) -> str:
     if http:
         out.append("http {")
         for ln in http:
-            def names_of(r):
-                return r.host or (r.sni if r.tls_cert else ())  # a terminating route serves its SNI names
             # the server nginx picks for a Host no server_name matches: the default route, else a route that names
             # no host, else one answering 404 as wiregate does (nginx would otherwise take the first server)
             catch_all = next((r.name for r in ln.routes if r.name == ln.default_route), None) or next(
-                (r.name for r in ln.routes if not names_of(r)), None)
+                (r.name for r in ln.routes if not _served_names(r)), None)
             if catch_all is None:
                 tls = " ssl" if any(r.tls_cert for r in ln.routes) else ""
                 out.append("    server {")
@@ -326,7 +329,7 @@ def _nginx_home(cfg: HomeConfig) -> str:
                 for t in ln.trusted:
                     out.append(f"        set_real_ip_from {t};")
                 out.append("        real_ip_header proxy_protocol;")
-                names = names_of(r)
+                names = _served_names(r)
                 if names:
                     out.append(f"        server_name {' '.join(names)};")
                 if r.tls_cert:

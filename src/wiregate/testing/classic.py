@@ -24,6 +24,13 @@ from wiregate.testing.peers import which
 from wiregate.testing.system import GATEWAY_NAME, SystemLab
 from wiregate.testing.wgnet import WG_GO_ENV
 
+def _exe(prog: str) -> str:
+    path = which(prog)
+    if path is None:
+        raise RuntimeError(f"{prog} is not installed")
+    return path
+
+
 def _side(sl: SystemLab, side: str):
     return (sl.vps, sl.gateway_file) if side == "gateway" else (sl.home, sl.home_file)
 
@@ -71,7 +78,7 @@ def wireguard_go(sl: SystemLab, side: str, timeout: float = 10.0) -> subprocess.
     files = {k: v.replace(f"Endpoint = {GATEWAY_NAME}", f"Endpoint = {sl._hosts_ip()}") for k, v in files.items()}
     _write(workdir, files, secret=True)
     log = workdir / "wireguard-go.log"
-    proc = _spawn(sl, ns, ["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), which("wireguard-go"), "-f", iface],
+    proc = _spawn(sl, ns, ["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), _exe("wireguard-go"), "-f", iface],
                   log)
     sock = Path(f"/var/run/wireguard/{iface}.sock")
     deadline = time.monotonic() + timeout
@@ -79,10 +86,10 @@ def wireguard_go(sl: SystemLab, side: str, timeout: float = 10.0) -> subprocess.
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"wireguard-go did not start: {log.read_text(errors='replace')}")
         time.sleep(0.02)
-    stripped = subprocess.run([which("wg-quick"), "strip", str(workdir / f"{iface}.conf")], capture_output=True,
+    stripped = subprocess.run([_exe("wg-quick"), "strip", str(workdir / f"{iface}.conf")], capture_output=True,
                               text=True, check=True).stdout
     _write(workdir, {f"{iface}.stripped": stripped}, secret=True)
-    ns.run([which("wg"), "setconf", iface, str(workdir / f"{iface}.stripped")])
+    ns.run([_exe("wg"), "setconf", iface, str(workdir / f"{iface}.stripped")])
     ns.run(["ip", "addr", "add", cfg.tunnel.address, "dev", iface])
     ns.run(["ip", "link", "set", "dev", iface, "mtu", str(cfg.tunnel.mtu), "up"])
     if side == "home":
@@ -96,7 +103,7 @@ def haproxy(sl: SystemLab) -> subprocess.Popen:
     workdir = sl.dir / "classic-gateway"
     _write(workdir, export("haproxy", cfg))
     log = workdir / "haproxy.log"
-    proc = _spawn(sl, sl.vps, [which("haproxy"), "-db", "-f", str(workdir / "haproxy.cfg")], log)
+    proc = _spawn(sl, sl.vps, [_exe("haproxy"), "-db", "-f", str(workdir / "haproxy.cfg")], log)
     wait_listening(sl, "gateway", _tcp_listens(cfg), proc, log, "haproxy")
     return proc
 
@@ -108,7 +115,7 @@ def nginx(sl: SystemLab, side: str) -> subprocess.Popen:
     workdir = sl.dir / f"classic-{side}"
     _write(workdir, export("nginx", cfg))
     log = workdir / "nginx.log"
-    proc = _spawn(sl, ns, [which("nginx"), "-c", str(workdir / "nginx.conf"), "-g",
+    proc = _spawn(sl, ns, [_exe("nginx"), "-c", str(workdir / "nginx.conf"), "-g",
                            f"daemon off; pid {workdir}/nginx.pid; error_log {workdir}/error.log info;"], log)
     wait_listening(sl, side, _tcp_listens(cfg), proc, workdir / "error.log", "nginx")
     return proc
@@ -120,7 +127,7 @@ def traefik(sl: SystemLab) -> subprocess.Popen:
     workdir = sl.dir / "classic-home"
     _write(workdir, export("traefik", cfg, workdir))
     log = workdir / "traefik.log"
-    proc = _spawn(sl, sl.home, [which("traefik"), f"--configFile={workdir / 'traefik.toml'}"], log, cwd=sl.dir)
+    proc = _spawn(sl, sl.home, [_exe("traefik"), f"--configFile={workdir / 'traefik.toml'}"], log, cwd=sl.dir)
     wait_listening(sl, "home", _tcp_listens(cfg), proc, log, "traefik")
     return proc
 
@@ -142,6 +149,7 @@ def start_samples(sl: SystemLab, *extra: str) -> None:
             str(sl.dir / "certs"), "--names", "a.example,b.example", "--http", "127.0.0.1:8080", "--echo",
             "127.0.0.1:7007", "--udp", "127.0.0.1:5353", "--proxy", *extra]
     sl.samples_proc = sl.lab.spawn(sl.home, argv, stdout=subprocess.PIPE, text=True)
+    assert sl.samples_proc.stdout is not None
     if sl.samples_proc.stdout.readline().strip() != "ready":
         raise RuntimeError("sample services did not start")
 
