@@ -458,7 +458,7 @@ def systemd(cfg: Config) -> dict[str, str]:
         files["traefik.service"] = (
             "[Unit]\nDescription=Traefik (home ingress)\nAfter=network-online.target\nWants=network-online.target\n"
             "\n[Service]\n"
-            f"ExecStart={binary} --configFile=/etc/traefik/traefik.toml\n"
+            f"ExecStart={binary} --configFile={TRAEFIK_DIR / 'traefik.toml'}\n"
             "Restart=on-failure\nNoNewPrivileges=yes\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n"
             "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
             "\n[Install]\nWantedBy=multi-user.target\n")
