@@ -113,7 +113,9 @@ def test_traefik_export_routes_by_sni_and_host_with_trusted_proxy_protocol(home_
     assert static["entryPoints"]["dns"]["address"] == "192.0.2.2:53/udp"
     blog = dyn["tcp"]["routers"]["https-blog"]
     assert blog["rule"] == "HostSNI(`blog.example.org`)" and blog["tls"] == {"passthrough": True}
-    assert dyn["tcp"]["services"]["https-blog"]["loadBalancer"]["proxyProtocol"] == {"version": 2}
+    assert dyn["tcp"]["services"]["https-blog"]["loadBalancer"]["serversTransport"] == "https-blog"
+    assert dyn["tcp"]["serversTransports"]["https-blog"] == {"proxyProtocol": {"version": 2},
+                                                             "terminationDelay": "3600s"}
     assert dyn["tcp"]["routers"]["https-web"]["rule"] == "HostSNI(`*`)"  # the default route catches the rest
     assert dyn["http"]["routers"]["http-site"]["rule"] == "(Host(`www.example.org`)) && (PathPrefix(`/app`))"
     assert dyn["udp"]["services"]["dns-dns"]["loadBalancer"]["servers"] == [{"address": "192.168.1.1:53"}]
@@ -177,3 +179,59 @@ def test_tls_cert_without_sni_names_is_refused_naming_the_key(home_file, tmp_pat
     with pytest.raises(ConfigError) as e:
         load(home_file)
     assert "listeners[0].routes[1].tls_cert" in str(e.value) and "sni" in str(e.value)
+
+
+def _three_tcp_services(gw_file):
+    gw_file.write_text(gw_file.read_text() + "".join(
+        f'\n[[services]]\nname = "s{i}"\nlisten = ["0.0.0.0:{7000 + i}"]\n' for i in range(2)))
+    return load(gw_file)
+
+
+@pytest.mark.parametrize("limit, maxconn", [(20000, 9872), (1024, 384), (None, 30000), (1_000_000, 30000)])
+def test_haproxy_maxconn_fits_the_descriptor_limit_and_says_what_it_assumes(gw_file, monkeypatch, limit, maxconn):
+    """Issue 10 defect 3: three services of 10000 connections made `maxconn 30000`, which needs ~60,000
+    descriptors; HAProxy refuses to start below that (the real HAProxy runs in test_export_run.py)."""
+    import wiregate.config.export as ex
+
+    monkeypatch.setattr(ex, "fd_hard_limit", lambda: limit)
+    text = export("haproxy", _three_tcp_services(gw_file))["haproxy.cfg"]
+    assert f"\n    maxconn {maxconn}\n" in text.split("defaults")[0]  # global
+    assert text.split("defaults")[1].count(f"    maxconn {min(10000, maxconn)}\n") == 3  # each frontend, <= global
+    assert f"# global maxconn {maxconn}: the services' max_connections add up to 30000" in text
+    assert f"exported on ({limit or 'unlimited'}, less 256" in text
+
+
+def test_haproxy_maxconn_of_the_default_services_fits_this_host(gw_file):
+    import resource
+
+    text = export("haproxy", _three_tcp_services(gw_file))["haproxy.cfg"]
+    maxconn = int(text.split("global\n    maxconn ", 1)[1].split()[0])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or 2 * maxconn + 256 <= hard
+
+
+def test_nginx_exports_half_close_and_the_home_answers_an_unknown_host_404(gw_file, home_full):
+    """Issue 10 defect 4 (the real nginx carries traffic through these in test_export_run.py)."""
+    gw = export("nginx", load(gw_file))["nginx.conf"]
+    assert gw.count("proxy_half_close on;") == 1  # the TCP service; UDP has no half-close
+    home = export("nginx", load(home_full))["nginx.conf"]
+    assert home.count("proxy_half_close on;") == 1  # the SNI stream listener
+    http = home.split("http {", 1)[1]
+    default = http.split("    server {")[1]
+    assert "listen 192.0.2.2:80 proxy_protocol default_server;" in default
+    assert 'return 404 "no such site\\n";' in default
+    assert "proxy_set_header X-Real-IP $proxy_protocol_addr;" in http
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in http and "proxy_ignore_client_abort on;" in http
+    assert http.count("default_server") == 1
+
+
+def test_traefik_export_names_the_dynamic_file_by_absolute_path(home_file, tmp_path):
+    static = tomllib.loads(export("traefik", load(home_file), tmp_path / "out")["traefik.toml"])
+    assert static["providers"]["file"]["filename"] == str(tmp_path / "out" / "dynamic.toml")
+    assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
+    default = tomllib.loads(export("traefik", load(home_file))["traefik.toml"])
+    assert default["providers"]["file"]["filename"] == "/etc/traefik/dynamic.toml"
+    r = wiregate("export", "traefik", str(home_file), "-o", str(tmp_path / "cli"))
+    assert r.returncode == 0, r.stderr
+    written = tomllib.loads((tmp_path / "cli" / "traefik.toml").read_text())
+    assert written["providers"]["file"]["filename"] == str(tmp_path / "cli" / "dynamic.toml")

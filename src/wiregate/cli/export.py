@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from wiregate.config import load
     from wiregate.config.export import export, write_files
 
-    files = export(args.format, load(args.file))
+    files = export(args.format, load(args.file), args.output_dir)
     if args.output_dir:
         for path in write_files(files, args.output_dir, secret=args.format == "wg-quick"):
             print(f"wrote {path}")

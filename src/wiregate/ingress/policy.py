@@ -32,6 +32,7 @@ CLOSED_EARLY = "closed_early"
 # not a refusal: a trusted proxy's LOCAL header, then nothing (HAProxy's check-send-proxy, the relay's health checks)
 HEALTH_CHECK = "health_check"
 LIMIT = "connection_limit"
+RESET = "reset"
 
 Addr = tuple[str, int]
 
@@ -173,12 +174,22 @@ class HeadPhase:
         what = "the PROXY header" if self._state != "sniff" else "a routable request"
         return Refused(CLOSED_EARLY, f"closed after {len(self._buf)} bytes, before {what}")
 
+    def receive_reset(self, detail: str, now: float) -> Refused:
+        """The connection failed (reset) before a decision: a proxy's check that sent its LOCAL header and then
+        reset (HAProxy ends its checks with a reset) is a health check, anything else a refusal."""
+        self.done = True
+        if self._header is not None and self._header.is_local and not self._buf:
+            return Refused(HEALTH_CHECK, "LOCAL header, then reset (a proxy's health check)")
+        return Refused(RESET, f"{detail} before a decision")
+
     def handle_timer(self, now: float) -> Refused | None:
         """The deadline passed: refuse (header or sniff timeout); None if it has not passed yet."""
         if self.done or now < self.deadline:
             return None
         self.done = True
         lst = self.rules.listener
+        if self._state == "local":
+            return Refused(HEADER_TIMEOUT, f"LOCAL header, then nothing within {lst.header_timeout:g}s")
         if self._state == "sniff":
             return Refused(SNIFF_TIMEOUT, f"no routable request within {lst.sniff_timeout:g}s "
                                           f"({len(self._buf)} bytes came)")
@@ -224,11 +235,18 @@ class HeadPhase:
                 if isinstance(header.destination, tuple):
                     self._dest = header.destination
             return self._after_header(self._dec.rest, now)
+        if self._state == "local":
+            return self._route_unsniffed(data)
         return self._sniff(data)
 
     def _after_header(self, rest: bytes, now: float) -> Accepted | Refused | None:
         lst = self.rules.listener
         if not self.rules.router.needs_sniff:
+            if self._header is not None and self._header.is_local and not rest and not lst.server_first:
+                # the proxy's own connection, no client behind it: a health check when it closes without a byte
+                # (routed, as the proxy itself, only once it sends something)
+                self._state = "local"
+                return None
             return self._route_unsniffed(rest)
         self._state = "sniff"
         self.deadline = now + lst.sniff_timeout

@@ -307,7 +307,7 @@ class Ingress:
                     ev = phase.handle_timer(max(loop.time(), phase.deadline))
                     continue
                 except OSError as exc:
-                    ev = Refused("reset", f"{exc.strerror or exc} before a decision")
+                    ev = phase.receive_reset(exc.strerror or str(exc), loop.time())
                     break
                 now = loop.time()
                 ev = phase.receive_eof(now) if not data else phase.receive_data(data, now)

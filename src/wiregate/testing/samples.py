@@ -6,7 +6,8 @@
 - tls:  PROXY header (when --proxy), then TLS with a certificate chosen by SNI (one self-signed cert per name);
         answers "tls NAME client IP:PORT\n".
 - http: plain HTTP/1.1; the client address is the last X-Forwarded-For entry (set by the ingress), else the
-        PROXY header, else the peer; answers "http HOST client IP\n".
+        PROXY header, else the peer; answers "http HOST client IP\n" (--show-headers: then " x-real-ip=IP
+        x-forwarded-proto=SCHEME" for those it got, before the newline).
 - echo: PROXY header (when --proxy), then "echo client IP:PORT\n" followed by an echo of everything sent.
 - udp:  each datagram may start with a PROXY v2 header (when --proxy); answers "udp client IP:PORT " + payload.
 
@@ -86,9 +87,10 @@ class _Prefixed:
 
 
 class Samples:
-    def __init__(self, proxy: bool, certs: dict[str, tuple[Path, Path]]) -> None:
+    def __init__(self, proxy: bool, certs: dict[str, tuple[Path, Path]], show_headers: bool = False) -> None:
         self.proxy = proxy
         self.certs = certs
+        self.show_headers = show_headers
 
     async def _client_addr(self, reader, writer) -> tuple[str, bytes]:
         if self.proxy:
@@ -171,7 +173,10 @@ class Samples:
                 headers[k.strip().lower()] = v.strip()
             xff = headers.get("x-forwarded-for")
             client = xff.split(",")[-1].strip() if xff else (_fmt(src)[:_fmt(src).rfind(":")] if src else peer)
-            body = f"http {headers.get('host', '?')} client {client}\n".encode()
+            extra = ""
+            if self.show_headers:  # what an HTTP proxy in front said besides X-Forwarded-For
+                extra = "".join(f" {k}={headers[k]}" for k in ("x-real-ip", "x-forwarded-proto") if k in headers)
+            body = f"http {headers.get('host', '?')} client {client}{extra}\n".encode()
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + str(len(body)).encode()
                          + b"\r\nConnection: close\r\n\r\n" + body)
             await writer.drain()
@@ -239,7 +244,8 @@ async def serve(args: argparse.Namespace) -> None:
         servers.append(await asyncio.start_server(s.tls, *_addr(args.tls)))
     if args.http:
         # HTTP gets the client from X-Forwarded-For (the ingress adds it), so it takes no PROXY header
-        servers.append(await asyncio.start_server(Samples(args.http_proxy, {}).http, *_addr(args.http)))
+        http = Samples(args.http_proxy, {}, args.show_headers)
+        servers.append(await asyncio.start_server(http.http, *_addr(args.http)))
     if args.echo:
         servers.append(await asyncio.start_server(s.echo, *_addr(args.echo)))
     if args.udp:
@@ -256,6 +262,8 @@ def main() -> None:
     p.add_argument("--certdir", default=".")
     p.add_argument("--http")
     p.add_argument("--http-proxy", action="store_true", help="the HTTP server also expects a PROXY header")
+    p.add_argument("--show-headers", action="store_true",
+                   help="the HTTP answer adds the X-Real-IP and X-Forwarded-Proto it got (as x-real-ip=...)")
     p.add_argument("--echo")
     p.add_argument("--udp")
     p.add_argument("--proxy", action="store_true", help="tls/echo/udp expect a PROXY header")
