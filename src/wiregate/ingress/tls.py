@@ -63,8 +63,27 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
     if prefix:
         await loop.sock_sendall(back, prefix)
 
+    decided = asyncio.Event()  # set by down() when the backend answered the Upgrade request the forwarder holds
+
+    async def forward(o) -> None:
+        if o.refuse is not None:
+            rt.refused[o.refuse[0]] += 1
+            log.warning("listener %s: client %s: refused request: %s: %s", lst.name, ev.client[0],
+                        o.refuse[0], o.refuse[1])
+            if o.to_backend:
+                await loop.sock_sendall(back, o.to_backend)
+            tls.write(o.refuse[2])
+            await flush()
+            raise ConnectionAbortedError
+        if o.to_backend:
+            await loop.sock_sendall(back, o.to_backend)
+
     async def up() -> None:
         while True:
+            if fwd is not None and fwd.waiting:  # hold the client until the Upgrade's answer (read no more)
+                await decided.wait()
+                await forward(fwd.feed(b""))
+                continue
             try:
                 data = tls.read(RECV)
             except ssl.SSLWantReadError:
@@ -82,18 +101,8 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
                 back.shutdown(socket.SHUT_WR)
                 return
             if fwd is not None:
-                o = fwd.feed(data)
-                data = o.to_backend
-                if o.refuse is not None:
-                    rt.refused[o.refuse[0]] += 1
-                    log.warning("listener %s: client %s: refused request: %s: %s", lst.name, ev.client[0],
-                                o.refuse[0], o.refuse[1])
-                    if data:
-                        await loop.sock_sendall(back, data)
-                    tls.write(o.refuse[2])
-                    await flush()
-                    raise ConnectionAbortedError
-            if data:
+                await forward(fwd.feed(data))
+            else:
                 await loop.sock_sendall(back, data)
 
     async def down() -> None:
@@ -107,6 +116,14 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
                     pass
                 await flush()
                 return
+            if fwd is not None and fwd.watching:
+                bad = fwd.feed_response(data)
+                if bad is not None:
+                    rt.refused["bad_response"] += 1
+                    log.warning("listener %s: client %s: backend answer refused: %s", lst.name, ev.client[0], bad)
+                    raise ConnectionAbortedError
+                if not fwd.waiting:
+                    decided.set()
             tls.write(data)
             await flush()
 
