@@ -67,28 +67,15 @@ def forwarded_node(ip: str) -> str:
 class HttpForwarder:
     """Rewrites each request head of one connection; body bytes pass through as they come."""
 
-    __slots__ = (
-        "_add",
-        "_add_xff",
-        "_buf",
-        "_left",
-        "_rbuf",
-        "_state",
-        "_upgrade",
-        "accepts",
-        "client",
-        "keep_existing",
-        "max_head",
-        "requests",
-        "scheme",
-        "tunnel",
-        "watching",
-    )
+    __slots__ = ("_add", "_add_xff", "_buf", "_left", "_rbuf", "_state", "_upgrade", "accepts", "check_first", "client",
+                 "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
 
     def __init__(self, client: tuple[str, int], scheme: str, keep_existing: bool,
-                 accepts: Callable[[RequestHead], bool] | None = None, max_head: int = 16384) -> None:
+                 accepts: Callable[[RequestHead], bool] | None = None, max_head: int = 16384,
+                 check_first: bool = False) -> None:
         self.client, self.scheme, self.keep_existing = client, scheme, keep_existing
-        self.accepts = accepts
+        self.accepts = accepts  # False for a request another route serves: 421 (the first one only if check_first)
+        self.check_first = check_first
         self.max_head = max_head
         self.tunnel = False
         self.requests = 0
@@ -175,7 +162,7 @@ class HttpForwarder:
                 return False
             if head.method == "CONNECT":
                 raise _NotAllowed(f"CONNECT {head.target[:80]!r}: an ingress route is no proxy")
-            if self.accepts is not None and self.requests and not self.accepts(head):
+            if self.accepts is not None and (self.requests or self.check_first) and not self.accepts(head):
                 raise _Misdirected(f"request {self.requests + 1} on this connection is for {head.host!r}, "
                                    "which another route serves")
             upgrade = head.upgrade and self.requests == 0 and head.version == "1.1"

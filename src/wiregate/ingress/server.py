@@ -397,6 +397,9 @@ class Ingress:
             back.close()
             return False
         if reply is not None:
+            rt.refused[reply[0]] += 1
+            log.warning("listener %s: client %s: refused request %d: %s: %s", rt.listener.name, fmt(ev.client),
+                        fwd.requests + 1 if fwd is not None else 1, reply[0], reply[1])
             back.close()
             try:
                 sock.send(reply[2])

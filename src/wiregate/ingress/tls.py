@@ -58,8 +58,8 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
         except (OSError, TimeoutError):
             pass
         return
-    fwd = HttpForwarder(ev.client, "https", ev.client_trusted, max_head=lst.max_sniff_bytes) \
-        if ev.route.http_headers else None
+    fwd = HttpForwarder(ev.client, "https", ev.client_trusted, accepts=_same_sni_route(rt, ev.route),
+                        max_head=lst.max_sniff_bytes, check_first=True) if ev.route.http_headers else None
     if prefix:
         await loop.sock_sendall(back, prefix)
 
@@ -138,3 +138,14 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
     finally:
         for t in tasks:
             t.cancel()
+
+
+def _same_sni_route(rt: Runtime, route):
+    """Every request on a terminated connection names a host this route serves by SNI (else 421, RFC 9110
+    15.5.20): the server name chose the route, so a Host for another route (domain fronting, a forged request
+    after an Upgrade that was not answered 101) must not reach this route's service."""
+
+    def accepts(head) -> bool:
+        return head.host is None or rt.rules.router.for_sni(head.host) == route
+
+    return accepts
