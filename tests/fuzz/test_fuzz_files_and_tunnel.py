@@ -22,7 +22,7 @@ from wiregate.testing.system import HOME_LISTENERS
 from wiregate.wireguard import config as wgquick
 from wiregate.wireguard import keys, uapi
 from wiregate.wireguard.cookie import CookieGenerator
-from wiregate.wireguard.device import Device, PeerConfig
+from wiregate.wireguard.device import Device
 
 
 def allowed(fn, *args):

@@ -13,7 +13,14 @@ from wiregate.ingress import Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder, Output
 from wiregate.ingress.policy import Accepted, HeadPhase, Refused, Rules
 from wiregate.proxyproto import TLV, Decoder, decode, detect, encode_v1, encode_v2
-from wiregate.sniff import HeadReader, HelloReader, RequestHead, classify, parse_client_hello, parse_request_head
+from wiregate.sniff import (
+    HeadReader,
+    HelloReader,
+    RequestHead,
+    classify,
+    parse_client_hello,
+    parse_request_head,
+)
 from wiregate.testing.tls_hello import alpn_ext, client_hello, ext, records, sni_ext
 
 PROXY_SEEDS = [
@@ -32,10 +39,10 @@ HELLO_SEEDS = [
 ]
 HTTP_SEEDS = [
     b"GET / HTTP/1.1\r\nHost: web.example.org\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
-    b"POST /api/x?q=1 HTTP/1.1\r\nHost: web.example.org:80\r\nContent-Length: 5\r\n\r\nhello"
-    b"GET http://web.example.org/ HTTP/1.1\r\nHost: web.example.org\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: [2001:db8::1]\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-    b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+    (b"POST /api/x?q=1 HTTP/1.1\r\nHost: web.example.org:80\r\nContent-Length: 5\r\n\r\nhello"
+     b"GET http://web.example.org/ HTTP/1.1\r\nHost: web.example.org\r\n\r\n"),
+    (b"POST / HTTP/1.1\r\nHost: [2001:db8::1]\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+     b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"),
     b"GET /ws HTTP/1.1\r\nHost: web.example.org\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05",
     b"OPTIONS * HTTP/1.0\r\n\r\nCONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
 ]

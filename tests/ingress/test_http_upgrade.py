@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 import subprocess
 import threading
@@ -17,7 +18,14 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 
 from wiregate.ingress import Listener, Route
-from wiregate.testing.peers import free_port, need, nginx_preamble, stop, wait_port, which
+from wiregate.testing.peers import (
+    free_port,
+    need,
+    nginx_preamble,
+    stop,
+    wait_port,
+    which,
+)
 from wiregate.testing.samples import make_cert
 
 pytestmark = pytest.mark.timeout(30)
@@ -198,10 +206,9 @@ def test_a_wsgi_service_that_merges_underscore_headers_sees_only_the_real_client
         {"name": "a", "target": ["127.0.0.1", srv.server_port], "host": ["a.example"], "http_headers": True}]}]}
     try:
         with IngressProcess(cfg, tmp_path):
-            import socket
-
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: a.example\r\nX_Forwarded_For: 10.0.0.1\r\nConnection: close\r\n\r\n")
+                s.sendall(b"GET / HTTP/1.1\r\nHost: a.example\r\nX_Forwarded_For: 10.0.0.1\r\n"
+                          b"Connection: close\r\n\r\n")
                 data = b""
                 while chunk := s.recv(65536):
                     data += chunk

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wiregate.sniff import RequestHead, SniffError, parse_request_head
+from wiregate.sniff import HeadReader, RequestHead, SniffError
 
 # headers that carry a client address or what it asked for; from an untrusted client they are lies, so dropped
 FORWARDING_HEADERS = (b"x-forwarded-for", b"x-real-ip", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host")
@@ -67,8 +67,8 @@ def forwarded_node(ip: str) -> str:
 class HttpForwarder:
     """Rewrites each request head of one connection; body bytes pass through as they come."""
 
-    __slots__ = ("_add", "_add_xff", "_buf", "_left", "_rbuf", "_state", "_upgrade", "accepts", "check_first", "client",
-                 "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
+    __slots__ = ("_add", "_add_xff", "_buf", "_head", "_left", "_rbuf", "_state", "_upgrade", "accepts", "check_first",
+                 "client", "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
 
     def __init__(self, client: tuple[str, int], scheme: str, keep_existing: bool,
                  accepts: Callable[[RequestHead], bool] | None = None, max_head: int = 16384,
@@ -80,6 +80,7 @@ class HttpForwarder:
         self.tunnel = False
         self.requests = 0
         self._buf = bytearray()
+        self._head = HeadReader(max_head)
         self._state = "head"
         self._left = 0
         ip = client[0]
@@ -156,18 +157,22 @@ class HttpForwarder:
     def _step(self, out: bytearray) -> bool:
         buf = self._buf
         st = self._state
-        if st == "head":
-            head = parse_request_head(buf, self.max_head)
+        if st == "head":  # the head reader keeps a partial head: each byte is searched once, however it is cut
+            reader = self._head
+            head = reader.feed(buf)
+            buf.clear()
             if head is None:
                 return False
+            buf += memoryview(reader.buf)[head.length:]
+            raw = bytes(memoryview(reader.buf)[: head.length])
+            self._head = HeadReader(self.max_head)
             if head.method == "CONNECT":
                 raise _NotAllowed(f"CONNECT {head.target[:80]!r}: an ingress route is no proxy")
             if self.accepts is not None and (self.requests or self.check_first) and not self.accepts(head):
                 raise _Misdirected(f"request {self.requests + 1} on this connection is for {head.host!r}, "
                                    "which another route serves")
             upgrade = head.upgrade and self.requests == 0 and head.version == "1.1"
-            out += self.rewrite(head, bytes(buf[: head.length]), keep_upgrade=upgrade)
-            del buf[: head.length]
+            out += self.rewrite(head, raw, keep_upgrade=upgrade)
             self.requests += 1
             if upgrade:
                 self._upgrade = self.watching = True

@@ -39,5 +39,5 @@ def classify(prefix: bytes) -> Kind | None:
     return "other"
 
 
-__all__ = ["ClientHello", "HeadReader", "HelloReader", "Kind", "RequestHead", "SniffError", "classify", "looks_like_http", "looks_like_tls",
-           "normalize_hostname", "parse_client_hello", "parse_request_head"]
+__all__ = ["ClientHello", "HeadReader", "HelloReader", "Kind", "RequestHead", "SniffError", "classify",
+           "looks_like_http", "looks_like_tls", "normalize_hostname", "parse_client_hello", "parse_request_head"]

@@ -188,7 +188,7 @@ class HeadReader:
     The search for the blank line resumes where it stopped, so a head cut into n pieces costs O(n + length), not
     O(n * length). The bytes are kept (`buffered`); the caller forwards them unchanged."""
 
-    __slots__ = ("max_head", "buf", "_scanned", "_line_done", "examined")
+    __slots__ = ("_line_done", "_scanned", "buf", "examined", "max_head")
 
     def __init__(self, max_head: int = DEFAULT_MAX_HEAD) -> None:
         self.max_head = max_head
