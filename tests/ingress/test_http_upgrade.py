@@ -216,3 +216,34 @@ def test_a_wsgi_service_that_merges_underscore_headers_sees_only_the_real_client
         srv.shutdown()
         srv.server_close()
     assert data.startswith(b"HTTP/1.0 200 ") and data.endswith(b"\r\n\r\n127.0.0.1"), data
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_a_service_closing_before_answering_the_upgrade_closes_the_connection(ingress, tmp_path, tls):
+    got = bytearray()
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.extend(await reader.readuntil(b"\r\n\r\n"))  # the Upgrade request, then close without answering
+        writer.close()
+
+    server = await asyncio.start_server(service, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    kw: dict = {"host": ("a.example",)}
+    ctx = None
+    if tls:
+        cert, key = make_cert("a.example", tmp_path / "certs")
+        kw = {"sni": ("a.example",), "tls_cert": str(cert), "tls_key": str(key)}
+        ctx = ssl.create_default_context(cafile=str(cert))
+    ing = await ingress(Listener(name="web", listen=("127.0.0.1", 0), routes=(
+        Route("a", ("127.0.0.1", port), http_headers=True, **kw),)))
+    r, w = await asyncio.open_connection(*ing.addresses["web"], ssl=ctx, server_hostname="a.example" if tls else None)
+    try:
+        w.write(UPGRADE + FORGED)
+        async with asyncio.timeout(5):
+            assert await r.read() == b""  # the ingress closed: nothing waits for an answer that will not come
+            while ing.status()["web"]["open"]:
+                await asyncio.sleep(0.01)
+    finally:
+        w.close()
+        server.close()
+    assert got.startswith(b"GET /ws ") and b"/admin" not in got

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from wiregate.relay.datapath import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
 
 __all__ = ["HAVE_SPLICE", "PIPE_SIZE", "POOL_KEEP", "CHUNK", "Transform", "Link", "Half", "PipePool", "SpliceHalf",
-           "CopyHalf", "PausingHalf", "new_pipe_pool"]
+           "CopyHalf", "PausingHalf", "AnswerHalf", "new_pipe_pool"]
 
 POOL_KEEP = 128  # idle empty pipes the ingress keeps for the next connections (2 fds each)
 CHUNK = 65536  # CopyHalf: bytes per recv
@@ -212,3 +212,22 @@ class PausingHalf(CopyHalf):
         if not self.rest and self.closing is None and not self.owner.closed and not self.reading:
             self.reading = True
             self.loop.add_reader(self.sfd, self.on_readable)
+
+
+class AnswerHalf(CopyHalf):
+    """The other direction of a PausingHalf (the service's answers, through a transform that may resume it): a
+    service that closes while the client half still holds bytes for its answer ends the connection, since no
+    answer will come to release them."""
+
+    __slots__ = ("paused_half",)
+
+    def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform,
+                 paused_half: PausingHalf) -> None:
+        super().__init__(link, src, dst, transform)
+        self.paused_half = paused_half
+
+    def _finish(self) -> None:
+        if self.paused_half.paused:
+            self.owner.fail(self, OSError("closed before answering the Upgrade request"), True)
+            return
+        super()._finish()

@@ -17,7 +17,7 @@ from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
-from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
+from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
 from wiregate.proxyproto import encode_v1, encode_v2
 
 log = logging.getLogger("wiregate.ingress")
@@ -409,13 +409,14 @@ class Ingress:
         rt.accepted += 1
         link = Link(loop, sock, back, lambda lk: self._link_closed(rt, lk))
         rt.links.add(link)
+        up: CopyHalf | SpliceHalf
         down: CopyHalf | SpliceHalf
         if fwd is not None:
-            up = PausingHalf(link, sock, back, _transform(rt, fwd), lambda: fwd.waiting)
+            up = pausing = PausingHalf(link, sock, back, _transform(rt, fwd), lambda: fwd.waiting)
         else:
             up = SpliceHalf(link, loop, sock, back, self.pipes) if HAVE_SPLICE else CopyHalf(link, sock, back)
-        if fwd is not None and fwd.watching:  # the first request asked for an Upgrade: read its answer
-            down = CopyHalf(link, back, sock, _watch(rt, fwd, up))
+        if fwd is not None and fwd.watching:  # the first request asked for an Upgrade: its answer is read
+            down = AnswerHalf(link, back, sock, _watch(rt, fwd, pausing), pausing)
         else:
             down = SpliceHalf(link, loop, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
         link.start(up, down)

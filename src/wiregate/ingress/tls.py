@@ -110,6 +110,8 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             async with asyncio.timeout(lst.idle_timeout):
                 data = await loop.sock_recv(back, RECV)
             if not data:
+                if fwd is not None and fwd.waiting:  # closed before answering the Upgrade: nothing will release
+                    raise ConnectionAbortedError      # what the client half holds
                 try:
                     tls.unwrap()
                 except ssl.SSLError:
