@@ -167,11 +167,12 @@ class PausingHalf(CopyHalf):
     until the backend answered an Upgrade request); `resume()` runs the transform on no new bytes, which releases
     what it held, and reads again."""
 
-    __slots__ = ("hold", "paused")
+    __slots__ = ("hold", "link", "paused")
 
     def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform,
                  hold: Callable[[], bool]) -> None:
         super().__init__(link, src, dst, transform)
+        self.link = link
         self.hold = hold
         self.paused = False
 
@@ -183,7 +184,7 @@ class PausingHalf(CopyHalf):
 
     def on_readable(self) -> int:
         n = super().on_readable()
-        if self.hold() and not self.owner.closed:
+        if self.hold() and not self.link.closed:
             self.paused = True
             if self.reading:
                 self.reading = False
@@ -199,7 +200,7 @@ class PausingHalf(CopyHalf):
 
     def resume(self) -> None:
         """The hold ended: send what the transform releases, then read the source again."""
-        if not self.paused or self.owner.closed or self.hold():
+        if not self.paused or self.link.closed or self.hold():
             return
         self.paused = False
         data, reply = self.transform(b"")  # type: ignore[misc]
@@ -209,7 +210,7 @@ class PausingHalf(CopyHalf):
             self.rest += data
             return
         self._send(data)
-        if not self.rest and self.closing is None and not self.owner.closed and not self.reading:
+        if not self.rest and self.closing is None and not self.link.closed and not self.reading:
             self.reading = True
             self.loop.add_reader(self.sfd, self.on_readable)
 

@@ -197,7 +197,7 @@ class HeadReader:
         self._line_done = False
         self.examined = 0  # bytes searched so far (a work counter for tests)
 
-    def feed(self, data: bytes) -> RequestHead | None:
+    def feed(self, data: bytes | bytearray | memoryview) -> RequestHead | None:
         """Add bytes; the head once the blank line after it arrived, None before, SniffError when malformed."""
         buf = self.buf
         buf += data
