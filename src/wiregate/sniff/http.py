@@ -81,6 +81,8 @@ def parse_host(value: bytes) -> str:
         if rest and not (rest.startswith(b":") and rest[1:].isdigit()):
             raise SniffError(f"HTTP Host: bad port in {v[:60]!r}")
         try:
+            if "%" in host:  # a zone id means nothing beyond the sender's own link
+                raise ValueError(host)
             ipaddress.IPv6Address(host)
         except ValueError:
             raise SniffError(f"HTTP Host: {v[:60]!r} is not an IPv6 literal") from None
