@@ -77,7 +77,7 @@ def test_oversize_head_is_refused_before_it_ends():
 
 def test_absolute_form_gives_the_host_and_path_from_the_target():
     head = parse_request_head(b"GET HTTP://A.example:8080/x/y?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n")
-    assert head is not None and (head.host, head.path, head.host_value) == ("a.example", "/x/y?q", b"a.example:8080")
+    assert head is not None and (head.host, head.path, head.host_value) == ("a.example", "/x/y?q", b"A.example:8080")
     head = parse_request_head(b"GET http://a.example?q HTTP/1.0\r\n\r\n")  # HTTP/1.0 without Host
     assert head is not None and (head.host, head.path, head.host_value) == ("a.example", "/?q", b"a.example")
     head = parse_request_head(b"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n")
