@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from wiregate.testing.netns import Lab, can_use_netns
@@ -16,3 +18,13 @@ def lab(request):
         pytest.skip(reason)
     with Lab(tag=request.node.name[:1]) as lab:
         yield lab
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-deep", action="store_true",
+                     help="run the fuzz tests (tests/fuzz) with 20,000 examples each instead of 40 (minutes)")
+
+
+def pytest_configure(config):
+    if config.getoption("--fuzz-deep"):
+        os.environ["WIREGATE_FUZZ_EXAMPLES"] = "20000"  # read by tests/fuzz/common.py when it is imported

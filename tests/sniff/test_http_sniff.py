@@ -51,6 +51,18 @@ def test_upgrade_and_chunked_are_reported():
     (b"GET / HTTP/1.1\r\nHost: a.example\r\nX: a\nY: b\r\n\r\n", "bare CR or LF"),
     (b"GET / HTTP/1.1\r\nHost: exa mple\r\n\r\n", "not a host name"),
     (b"GET / HTTP/1.1\nHost: a\n\n", "bare LF"),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", "HTTP/1.0 request with Transfer-Encoding"),
+    (b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", "more than once"),
+    (b"GET http://b.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n", "disagrees"),
+    (b"GET http://[abc/ HTTP/1.1\r\nHost: a.example\r\n\r\n", "IPv6 literal"),
+    (b"GET http://[abc]/ HTTP/1.1\r\nHost: a.example\r\n\r\n", "not an IPv6 literal"),
+    (b"GET / HTTP/1.1\r\nHost: [fe80::1%eth0]\r\n\r\n", "not an IPv6 literal"),
+    (b"GET http://u:p@a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n", "neither a path"),
+    (b"GET ftp://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n", "neither a path"),
+    (b"GET a.example HTTP/1.1\r\nHost: a.example\r\n\r\n", "neither a path"),
+    (b"GET * HTTP/1.1\r\nHost: a.example\r\n\r\n", "asterisk-form"),
+    (b"CONNECT a.example HTTP/1.1\r\nHost: a.example\r\n\r\n", "host:port"),
+    (b"GET /#frag HTTP/1.1\r\nHost: a.example\r\n\r\n", "origin-form"),
 ])
 def test_malformed_heads_are_refused_with_the_reason(raw, msg):
     with pytest.raises(SniffError, match=msg):
@@ -61,3 +73,12 @@ def test_oversize_head_is_refused_before_it_ends():
     raw = b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Pad: " + b"a" * 10000
     with pytest.raises(SniffError, match="longer than 8192"):
         parse_request_head(raw)
+
+
+def test_absolute_form_gives_the_host_and_path_from_the_target():
+    head = parse_request_head(b"GET HTTP://A.example:8080/x/y?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n")
+    assert head is not None and (head.host, head.path, head.host_value) == ("a.example", "/x/y?q", b"A.example:8080")
+    head = parse_request_head(b"GET http://a.example?q HTTP/1.0\r\n\r\n")  # HTTP/1.0 without Host
+    assert head is not None and (head.host, head.path, head.host_value) == ("a.example", "/?q", b"a.example")
+    head = parse_request_head(b"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert head is not None and head.path == "/"

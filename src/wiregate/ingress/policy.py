@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from wiregate.ingress.config import Listener, Route, parse_networks
 from wiregate.ingress.router import Router
 from wiregate.proxyproto import Decoder, ProxyError, ProxyHeader, detect
-from wiregate.sniff import ClientHello, RequestHead, SniffError, classify, parse_client_hello, parse_request_head
+from wiregate.sniff import (
+    ClientHello,
+    HeadReader,
+    HelloReader,
+    RequestHead,
+    SniffError,
+    classify,
+)
 
 # refusal reasons (the keys of status()["refused"]); the log line adds the details
 UNTRUSTED_HEADER = "untrusted_header"
@@ -112,19 +118,11 @@ def http_error(status: int, reason: str, text: str) -> bytes:
             "Connection: close\r\n\r\n").encode() + body
 
 
-def _path(target: str) -> str:
-    if target.startswith("/"):
-        return target
-    if "://" in target:  # absolute-form (RFC 9112 3.2.2)
-        return urlsplit(target).path or "/"
-    return "/"
-
-
 class HeadPhase:
     """From accept() to a routing decision. Feed bytes and the time; get None, Refused or Accepted once."""
 
     __slots__ = ("rules", "peer", "local", "trusted", "deadline", "_state", "_dec", "_buf", "_header",
-                 "_client", "_dest", "_sniff_deadline", "done")
+                 "_client", "_dest", "_sniff_deadline", "done", "_reader")
 
     def __init__(self, rules: Rules, peer: Addr, local: Addr, now: float) -> None:
         lst = rules.listener
@@ -144,6 +142,7 @@ class HeadPhase:
         else:
             self._state = "detect"
         self._sniff_deadline = 0.0
+        self._reader: HelloReader | HeadReader | None = None  # fed each new byte once (no re-parse per read)
 
     @property
     def waiting_for(self) -> str:
@@ -269,28 +268,33 @@ class HeadPhase:
         lst = self.rules.listener
         router = self.rules.router
         self._buf += data
-        buf = bytes(self._buf)
-        kind = classify(buf)
-        if kind is None:
-            return None
+        reader = self._reader
+        if reader is None:
+            kind = classify(bytes(self._buf[:17]))
+            if kind is None:
+                return None
+            if kind == "other":
+                return self._accept(router.default, "other", bytes(self._buf))
+            reader = self._reader = HelloReader(lst.max_sniff_bytes) if kind == "tls" \
+                else HeadReader(lst.max_sniff_bytes)
+            data = bytes(self._buf)
+        kind = "tls" if isinstance(reader, HelloReader) else "http"
         try:
-            if kind == "tls":
-                hello = parse_client_hello(buf, lst.max_sniff_bytes)
+            if isinstance(reader, HelloReader):
+                hello = reader.feed(data)
                 if hello is None:
-                    return self._too_long(buf, "TLS ClientHello")
-                return self._accept(router.for_sni(hello.sni), "tls", buf, hello=hello, name=hello.sni)
-            if kind == "http":
-                req = parse_request_head(buf, lst.max_sniff_bytes)
-                if req is None:
-                    return self._too_long(buf, "HTTP request head")
-                route = router.for_http(req.host, _path(req.target))
-                return self._accept(route, "http", buf, request=req, name=req.host)
+                    return self._too_long(self._buf, "TLS ClientHello")
+                return self._accept(router.for_sni(hello.sni), "tls", bytes(self._buf), hello=hello, name=hello.sni)
+            req = reader.feed(data)
+            if req is None:
+                return self._too_long(self._buf, "HTTP request head")
+            route = router.for_http(req.host, req.path)
+            return self._accept(route, "http", bytes(self._buf), request=req, name=req.host)
         except SniffError as exc:
             reply = http_error(400, "Bad Request", "malformed request") if kind == "http" else b""
             return Refused(BAD_REQUEST, str(exc), reply)
-        return self._accept(router.default, "other", buf)
 
-    def _too_long(self, buf: bytes, what: str) -> Refused | None:
+    def _too_long(self, buf: bytes | bytearray, what: str) -> Refused | None:
         if len(buf) > self.rules.listener.max_sniff_bytes:
             return Refused(BAD_REQUEST, f"{what} longer than {self.rules.listener.max_sniff_bytes} bytes")
         return None

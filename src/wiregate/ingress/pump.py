@@ -23,7 +23,7 @@ from collections.abc import Callable
 from wiregate.relay.datapath import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
 
 __all__ = ["HAVE_SPLICE", "PIPE_SIZE", "POOL_KEEP", "CHUNK", "Transform", "Link", "Half", "PipePool", "SpliceHalf",
-           "CopyHalf", "new_pipe_pool"]
+           "CopyHalf", "PausingHalf", "AnswerHalf", "new_pipe_pool"]
 
 POOL_KEEP = 128  # idle empty pipes the ingress keeps for the next connections (2 fds each)
 CHUNK = 65536  # CopyHalf: bytes per recv
@@ -160,3 +160,75 @@ class CopyHalf(Half):
     def stop(self, unregister: bool = True) -> None:
         super().stop(unregister)
         self.rest = b""
+
+
+class PausingHalf(CopyHalf):
+    """A CopyHalf that stops reading its source while `hold()` says so (the HTTP forwarder holding a client's bytes
+    until the backend answered an Upgrade request); `resume()` runs the transform on no new bytes, which releases
+    what it held, and reads again."""
+
+    __slots__ = ("hold", "link", "paused")
+
+    def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform,
+                 hold: Callable[[], bool]) -> None:
+        super().__init__(link, src, dst, transform)
+        self.link = link
+        self.hold = hold
+        self.paused = False
+
+    def start(self) -> None:
+        if self.hold():
+            self.paused = True
+        else:
+            super().start()
+
+    def on_readable(self) -> int:
+        n = super().on_readable()
+        if self.hold() and not self.link.closed:
+            self.paused = True
+            if self.reading:
+                self.reading = False
+                self.loop.remove_reader(self.sfd)
+        return n
+
+    def _unblocked(self) -> None:
+        if self.paused:  # drained, but still holding: read nothing until resume()
+            self.writing = False
+            self.loop.remove_writer(self.dfd)
+            return
+        super()._unblocked()
+
+    def resume(self) -> None:
+        """The hold ended: send what the transform releases, then read the source again."""
+        if not self.paused or self.link.closed or self.hold():
+            return
+        self.paused = False
+        data, reply = self.transform(b"")  # type: ignore[misc]
+        if reply is not None:
+            self.closing = reply
+        if self.rest:  # still waiting for the destination: _unblocked() reads again once it drained
+            self.rest += data
+            return
+        self._send(data)
+        if not self.rest and self.closing is None and not self.link.closed and not self.reading:
+            self.reading = True
+            self.loop.add_reader(self.sfd, self.on_readable)
+
+
+class AnswerHalf(CopyHalf):
+    """The other direction of a PausingHalf (the service's answers, through a transform that may resume it): a
+    service that closes while the client half still holds bytes for its answer ends the connection, since no
+    answer will come to release them."""
+
+    __slots__ = ("paused_half",)
+
+    def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform,
+                 paused_half: PausingHalf) -> None:
+        super().__init__(link, src, dst, transform)
+        self.paused_half = paused_half
+
+    def _finish(self) -> None:
+        if self.paused_half.paused:
+            self.owner.fail(self, OSError("closed before answering the Upgrade request"), True)
+            return
+        super()._finish()

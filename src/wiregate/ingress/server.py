@@ -17,7 +17,7 @@ from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
-from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, SpliceHalf, new_pipe_pool
+from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
 from wiregate.proxyproto import encode_v1, encode_v2
 
 log = logging.getLogger("wiregate.ingress")
@@ -397,6 +397,9 @@ class Ingress:
             back.close()
             return False
         if reply is not None:
+            rt.refused[reply[0]] += 1
+            log.warning("listener %s: client %s: refused request %d: %s: %s", rt.listener.name, fmt(ev.client),
+                        fwd.requests + 1 if fwd is not None else 1, reply[0], reply[1])
             back.close()
             try:
                 sock.send(reply[2])
@@ -406,9 +409,16 @@ class Ingress:
         rt.accepted += 1
         link = Link(loop, sock, back, lambda lk: self._link_closed(rt, lk))
         rt.links.add(link)
-        up = CopyHalf(link, sock, back, _transform(rt, fwd)) if fwd is not None or not HAVE_SPLICE else \
-            SpliceHalf(link, loop, sock, back, self.pipes)
-        down = SpliceHalf(link, loop, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
+        up: CopyHalf | SpliceHalf
+        down: CopyHalf | SpliceHalf
+        if fwd is not None:
+            up = pausing = PausingHalf(link, sock, back, _transform(rt, fwd), lambda: fwd.waiting)
+        else:
+            up = SpliceHalf(link, loop, sock, back, self.pipes) if HAVE_SPLICE else CopyHalf(link, sock, back)
+        if fwd is not None and fwd.watching:  # the first request asked for an Upgrade: its answer is read
+            down = AnswerHalf(link, back, sock, _watch(rt, fwd, pausing), pausing)
+        else:
+            down = SpliceHalf(link, loop, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
         link.start(up, down)
         return True
 
@@ -488,12 +498,27 @@ def proxy_header(route: Route, ev: Accepted) -> bytes:
 
 
 def _same_route(rt: Runtime, route: Route):
-    from wiregate.ingress.policy import _path
-
     def accepts(head) -> bool:
-        return rt.rules.router.for_http(head.host, _path(head.target)) == route
+        return rt.rules.router.for_http(head.host, head.path) == route
 
     return accepts
+
+
+def _watch(rt: Runtime, fwd: HttpForwarder, up: PausingHalf):
+    """The backend -> client transform while an Upgrade's answer is pending: bytes pass unchanged; the answer
+    decides (tunnel or more requests) and lets the client half read again; a non-HTTP answer closes."""
+
+    def t(data: bytes) -> tuple[bytes, bytes | None]:
+        bad = fwd.feed_response(data)
+        if bad is not None:
+            rt.refused["bad_response"] += 1
+            log.warning("listener %s: client %s: backend answer refused: %s", rt.listener.name, fmt(fwd.client), bad)
+            return b"", b""
+        if up.paused and not fwd.waiting:
+            up.resume()
+        return data, None
+
+    return t
 
 
 def _transform(rt: Runtime, fwd: HttpForwarder | None):

@@ -58,13 +58,32 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
         except (OSError, TimeoutError):
             pass
         return
-    fwd = HttpForwarder(ev.client, "https", ev.client_trusted, max_head=lst.max_sniff_bytes) \
-        if ev.route.http_headers else None
+    fwd = HttpForwarder(ev.client, "https", ev.client_trusted, accepts=_same_sni_route(rt, ev.route),
+                        max_head=lst.max_sniff_bytes, check_first=True) if ev.route.http_headers else None
     if prefix:
         await loop.sock_sendall(back, prefix)
 
+    decided = asyncio.Event()  # set by down() when the backend answered the Upgrade request the forwarder holds
+
+    async def forward(o) -> None:
+        if o.refuse is not None:
+            rt.refused[o.refuse[0]] += 1
+            log.warning("listener %s: client %s: refused request: %s: %s", lst.name, ev.client[0],
+                        o.refuse[0], o.refuse[1])
+            if o.to_backend:
+                await loop.sock_sendall(back, o.to_backend)
+            tls.write(o.refuse[2])
+            await flush()
+            raise ConnectionAbortedError
+        if o.to_backend:
+            await loop.sock_sendall(back, o.to_backend)
+
     async def up() -> None:
         while True:
+            if fwd is not None and fwd.waiting:  # hold the client until the Upgrade's answer (read no more)
+                await decided.wait()
+                await forward(fwd.feed(b""))
+                continue
             try:
                 data = tls.read(RECV)
             except ssl.SSLWantReadError:
@@ -82,18 +101,8 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
                 back.shutdown(socket.SHUT_WR)
                 return
             if fwd is not None:
-                o = fwd.feed(data)
-                data = o.to_backend
-                if o.refuse is not None:
-                    rt.refused[o.refuse[0]] += 1
-                    log.warning("listener %s: client %s: refused request: %s: %s", lst.name, ev.client[0],
-                                o.refuse[0], o.refuse[1])
-                    if data:
-                        await loop.sock_sendall(back, data)
-                    tls.write(o.refuse[2])
-                    await flush()
-                    raise ConnectionAbortedError
-            if data:
+                await forward(fwd.feed(data))
+            else:
                 await loop.sock_sendall(back, data)
 
     async def down() -> None:
@@ -101,12 +110,22 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             async with asyncio.timeout(lst.idle_timeout):
                 data = await loop.sock_recv(back, RECV)
             if not data:
+                if fwd is not None and fwd.waiting:  # closed before answering the Upgrade: nothing will release
+                    raise ConnectionAbortedError      # what the client half holds
                 try:
                     tls.unwrap()
                 except ssl.SSLError:
                     pass
                 await flush()
                 return
+            if fwd is not None and fwd.watching:
+                bad = fwd.feed_response(data)
+                if bad is not None:
+                    rt.refused["bad_response"] += 1
+                    log.warning("listener %s: client %s: backend answer refused: %s", lst.name, ev.client[0], bad)
+                    raise ConnectionAbortedError
+                if not fwd.waiting:
+                    decided.set()
             tls.write(data)
             await flush()
 
@@ -121,3 +140,14 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
     finally:
         for t in tasks:
             t.cancel()
+
+
+def _same_sni_route(rt: Runtime, route):
+    """Every request on a terminated connection names a host this route serves by SNI (else 421, RFC 9110
+    15.5.20): the server name chose the route, so a Host for another route (domain fronting, a forged request
+    after an Upgrade that was not answered 101) must not reach this route's service."""
+
+    def accepts(head) -> bool:
+        return head.host is None or rt.rules.router.for_sni(head.host) == route
+
+    return accepts

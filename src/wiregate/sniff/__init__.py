@@ -8,8 +8,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from wiregate.sniff.http import RequestHead, looks_like_http, parse_request_head
-from wiregate.sniff.tls import ClientHello, SniffError, looks_like_tls, normalize_hostname, parse_client_hello
+from wiregate.sniff.http import (
+    HeadReader,
+    RequestHead,
+    looks_like_http,
+    parse_request_head,
+)
+from wiregate.sniff.tls import (
+    ClientHello,
+    HelloReader,
+    SniffError,
+    looks_like_tls,
+    normalize_hostname,
+    parse_client_hello,
+)
 
 Kind = Literal["tls", "http", "other"]
 
@@ -27,5 +39,5 @@ def classify(prefix: bytes) -> Kind | None:
     return "other"
 
 
-__all__ = ["ClientHello", "Kind", "RequestHead", "SniffError", "classify", "looks_like_http", "looks_like_tls",
-           "normalize_hostname", "parse_client_hello", "parse_request_head"]
+__all__ = ["ClientHello", "HeadReader", "HelloReader", "Kind", "RequestHead", "SniffError", "classify",
+           "looks_like_http", "looks_like_tls", "normalize_hostname", "parse_client_hello", "parse_request_head"]

@@ -3,11 +3,17 @@
     head = parse_request_head(buffered_bytes)    # None: need more bytes; SniffError: not a sane request head
 
 Strict where leniency lets two parsers disagree (request smuggling): CRLF line ends only, no whitespace before a
-header's colon, no obsolete line folding, one Host, Content-Length and Transfer-Encoding never together.
+header's colon, no obsolete line folding, one Host, Content-Length and Transfer-Encoding never together, no
+Transfer-Encoding in HTTP/1.0 (RFC 9112 6.1), a request target in one of the four forms of RFC 9112 3.2 (an
+absolute-form target names the host: a Host header that disagrees is refused, 3.2.2).
+
+`HeadReader` is the incremental form for a head that arrives a few bytes at a time: each byte is examined a bounded
+number of times however the bytes are cut (re-parsing the whole buffer on every read would cost quadratic CPU).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -19,6 +25,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])\Z")
 _FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _METHOD_START = re.compile(rb"[A-Z-]{1,16}")  # every registered method is upper-case letters (and '-')
+# RFC 9112 3.2.2 absolute-form, http(s) only: scheme "://" authority [path-abempty] ["?" query]; no userinfo
+_ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#@]*)([/?][^#]*)?\Z")
+_ORIGIN = re.compile(rb"/[^#]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +42,9 @@ class RequestHead:
     host: str | None  # normalized Host (no port), None when absent
     content_length: int | None = None
     chunked: bool = False
-    upgrade: bool = False  # Upgrade requested, or CONNECT: after this request the bytes are not HTTP/1
+    upgrade: bool = False  # an Upgrade header, or CONNECT: maybe no HTTP/1 after this request (if the server agrees)
+    path: str = "/"  # the path (and query) to route by: from an origin-form or absolute-form target, else "/"
+    host_value: bytes | None = None  # the Host as sent (the target's authority for an absolute-form target)
 
     def get(self, name: bytes) -> list[bytes]:
         """Every value of the header `name` (case-insensitive), in order."""
@@ -69,6 +80,12 @@ def parse_host(value: bytes) -> str:
         host, rest = v[1:end].decode("ascii", "replace").lower(), v[end + 1 :]
         if rest and not (rest.startswith(b":") and rest[1:].isdigit()):
             raise SniffError(f"HTTP Host: bad port in {v[:60]!r}")
+        try:
+            if "%" in host:  # a zone id means nothing beyond the sender's own link
+                raise ValueError(host)
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise SniffError(f"HTTP Host: {v[:60]!r} is not an IPv6 literal") from None
         return host
     host_b, _, port = v.partition(b":")
     if port and not port.isdigit():
@@ -114,17 +131,92 @@ def parse_request_head(buf: bytes | bytearray | memoryview, max_head: int = DEFA
     if not hosts and minor == "1":
         raise SniffError("HTTP/1.1: no Host header")
     host = parse_host(hosts[0]) if hosts else None
+    host_value = hosts[0] if hosts else None
+    path = _check_target(method, m.group(2))
+    if path is None:  # absolute-form: the authority is the host (RFC 9112 3.2.2)
+        authority = _ABSOLUTE.match(m.group(2)).group(1)  # type: ignore[union-attr]
+        a_host = parse_host(authority)
+        if host is not None and host != a_host:
+            raise SniffError(f"HTTP: Host {host!r} disagrees with the request target's authority {a_host!r}")
+        host, host_value = a_host, authority
+        path = (_ABSOLUTE.match(m.group(2)).group(2) or b"/").decode()  # type: ignore[union-attr]
+        if path.startswith("?"):
+            path = "/" + path
     te = [t.strip().lower() for k, v in lower if k == b"transfer-encoding" for t in v.split(b",")]
     cls = {v.strip() for k, v in lower if k == b"content-length"}
     content_length = None
+    if te and minor == "0":
+        raise SniffError("HTTP/1.0 request with Transfer-Encoding (RFC 9112 6.1: faulty framing)")
     if te and cls:
         raise SniffError("HTTP: both Transfer-Encoding and Content-Length (RFC 9112 6.3)")
     if te and te[-1] != b"chunked":
         raise SniffError("HTTP: request Transfer-Encoding must end with chunked (RFC 9112 6.3)")
+    if te.count(b"chunked") > 1:
+        raise SniffError("HTTP: chunked applied more than once (RFC 9112 7)")
     if cls:
         if len(cls) > 1 or not all(c.isdigit() for c in cls) or len(next(iter(cls))) > 18:
             raise SniffError(f"HTTP: bad Content-Length {sorted(cls)!r}")
         content_length = int(next(iter(cls)))
     upgrade = method == "CONNECT" or any(k == b"upgrade" for k, _ in lower)
     return RequestHead(method, target, "1." + minor, tuple(headers), end + 4, host, content_length,
-                       bool(te), upgrade)
+                       bool(te), upgrade, path, host_value)
+
+
+def _check_target(method: str, target: bytes) -> str | None:
+    """The routing path of a request target (RFC 9112 3.2); None for absolute-form (the caller reads its
+    authority); SniffError for a target in none of the four forms, or in a form the method may not use."""
+    if target.startswith(b"/"):
+        if not _ORIGIN.match(target):
+            raise SniffError(f"HTTP: bad origin-form target {target[:80]!r}")
+        return target.decode()
+    if target == b"*":
+        if method != "OPTIONS":
+            raise SniffError(f"HTTP: asterisk-form target with {method} (only OPTIONS, RFC 9112 3.2.4)")
+        return "/"
+    if method == "CONNECT":  # authority-form: host:port (RFC 9112 3.2.3)
+        _, colon, port = target.rpartition(b":")
+        if not colon or not port.isdigit():
+            raise SniffError(f"HTTP: CONNECT target {target[:80]!r} is not host:port")
+        parse_host(target)
+        return "/"
+    if not _ABSOLUTE.match(target):
+        raise SniffError(f"HTTP: request target {target[:80]!r} is neither a path nor an http(s) URL")
+    return None
+
+
+class HeadReader:
+    """Incremental `parse_request_head` for one head: feed bytes as they come, get the head once complete.
+
+    The search for the blank line resumes where it stopped, so a head cut into n pieces costs O(n + length), not
+    O(n * length). The bytes are kept (`buffered`); the caller forwards them unchanged."""
+
+    __slots__ = ("_line_done", "_scanned", "buf", "examined", "max_head")
+
+    def __init__(self, max_head: int = DEFAULT_MAX_HEAD) -> None:
+        self.max_head = max_head
+        self.buf = bytearray()
+        self._scanned = 0  # bytes before this offset hold no blank line (and, once _line_done, no bare LF check)
+        self._line_done = False
+        self.examined = 0  # bytes searched so far (a work counter for tests)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> RequestHead | None:
+        """Add bytes; the head once the blank line after it arrived, None before, SniffError when malformed."""
+        buf = self.buf
+        buf += data
+        stop = min(len(buf), self.max_head + 4)
+        if not self._line_done:
+            nl = buf.find(b"\n", self._scanned, stop)
+            self.examined += stop - self._scanned
+            if nl != -1:
+                if nl == 0 or buf[nl - 1] != 0x0D:
+                    raise SniffError("HTTP: bare LF in the request line (CRLF required)")
+                self._line_done = True
+        start = max(0, self._scanned - 3)
+        self.examined += stop - start
+        end = buf.find(b"\r\n\r\n", start, stop)
+        if end == -1:
+            self._scanned = stop
+            if len(buf) > self.max_head:
+                raise SniffError(f"HTTP: request head longer than {self.max_head} bytes")
+            return None
+        return parse_request_head(buf[: end + 4], self.max_head)

@@ -5,6 +5,12 @@
 The ClientHello may be split across several TLS records (RFC 8446 5.1 allows fragmenting handshake messages)
 and those records across any number of TCP segments: the parser reassembles the handshake message from the
 record payloads of everything buffered so far. It reads, never consumes: the caller forwards the same bytes.
+
+`HelloReader` is the incremental form for bytes that arrive a little at a time: each record header is read once
+and each payload byte copied once, and a hello spread over more than `max_records` records is refused, so the CPU a
+sniff costs is bounded by its byte limit however the sender cuts its records and segments (re-walking every
+buffered record on each read, as a one-shot parser fed a growing buffer must, costs quadratic CPU: a 16 KiB hello
+in 1-byte records took seconds).
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ EXT_ENCRYPTED_CLIENT_HELLO = 0xFE0D  # draft-ietf-tls-esni: the real SNI is insi
 SNI_HOST_NAME = 0  # RFC 6066 3: NameType host_name
 # A ClientHello larger than this is refused; post-quantum key shares make ~2 KiB common, 16 KiB leaves room.
 DEFAULT_MAX_HELLO = 16384
+# Records one ClientHello may span. Clients send one (two for a post-quantum hello over a small record limit);
+# anti-censorship tools split it into a handful or a few dozen. More is a CPU attack, not a client.
+DEFAULT_MAX_RECORDS = 64
 
 
 class SniffError(WiregateError, ValueError):
@@ -52,42 +61,8 @@ def looks_like_tls(prefix: bytes) -> bool | None:
     return prefix[1] == 3  # legacy_record_version major is always 3 (SSL 3.0 .. TLS 1.3)
 
 
-def _handshake_bytes(buf: bytes | bytearray | memoryview, max_hello: int) -> tuple[bytes, int] | None:
-    """Concatenated handshake payload of the records buffered so far, up to the ClientHello's end."""
-    out = bytearray()
-    i = 0
-    n = len(buf)
-    need: int | None = None
-    while True:
-        if need is not None and len(out) >= need:
-            return bytes(out[:need]), i
-        if n - i < TLS_RECORD_HEADER_LEN:
-            return None
-        ctype, major, _minor = buf[i], buf[i + 1], buf[i + 2]
-        length = (buf[i + 3] << 8) | buf[i + 4]
-        if ctype != CONTENT_TYPE_HANDSHAKE:
-            raise SniffError(f"TLS: record type {ctype} at offset {i} before the ClientHello ended (want 22)")
-        if major != 3:
-            raise SniffError(f"TLS: record version major {major} at offset {i} (want 3)")
-        if length == 0 or length > TLS_MAX_PLAINTEXT:
-            raise SniffError(f"TLS: record length {length} at offset {i} (1..{TLS_MAX_PLAINTEXT})")
-        take = min(length, n - i - TLS_RECORD_HEADER_LEN)
-        out += buf[i + TLS_RECORD_HEADER_LEN : i + TLS_RECORD_HEADER_LEN + take]
-        if need is None and len(out) >= 4:
-            if out[0] != HANDSHAKE_CLIENT_HELLO:
-                raise SniffError(f"TLS: first handshake message is type {out[0]} (want ClientHello, 1)")
-            need = 4 + ((out[1] << 16) | (out[2] << 8) | out[3])
-            if need > max_hello:
-                raise SniffError(f"TLS: ClientHello of {need} bytes exceeds the limit of {max_hello}")
-        if take < length:  # the record is not all here yet
-            if need is not None and len(out) >= need:
-                return bytes(out[:need]), n
-            return None
-        i += TLS_RECORD_HEADER_LEN + length
-
-
 class _Reader:
-    __slots__ = ("b", "i", "end")
+    __slots__ = ("b", "end", "i")
 
     def __init__(self, b: bytes, i: int = 0, end: int | None = None) -> None:
         self.b, self.i, self.end = b, i, len(b) if end is None else end
@@ -137,15 +112,81 @@ def normalize_hostname(raw: bytes | str, what: str = "name") -> str:
     return name
 
 
+class HelloReader:
+    """Incremental ClientHello reassembly: `feed(data)` with the bytes as they arrive; the ClientHello once its
+    last byte came, None before, SniffError when malformed or beyond `max_hello` bytes / `max_records` records.
+
+    Work per call is proportional to the new bytes (a record header is parsed once, a payload byte copied once);
+    `examined` counts the bytes looked at, for tests."""
+
+    __slots__ = ("_hs", "_left", "_need", "_pending", "_used", "examined", "max_hello", "max_records", "records")
+
+    def __init__(self, max_hello: int = DEFAULT_MAX_HELLO, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+        self.max_hello, self.max_records = max_hello, max_records
+        self.records = 0  # record headers read
+        self.examined = 0
+        self._pending = bytearray()  # a record header not complete yet
+        self._left = 0  # payload bytes of the current record still to come
+        self._hs = bytearray()  # the handshake message so far
+        self._need: int | None = None  # its full length, once its 4-byte header came
+        self._used = 0  # record bytes taken so far
+
+    def feed(self, data: bytes | bytearray | memoryview) -> ClientHello | None:
+        mv = memoryview(data)
+        i, n = 0, len(mv)
+        self.examined += n
+        while i < n:
+            if self._left == 0:  # a record header
+                k = min(TLS_RECORD_HEADER_LEN - len(self._pending), n - i)
+                self._pending += mv[i : i + k]
+                i += k
+                self._used += k
+                if len(self._pending) < TLS_RECORD_HEADER_LEN:
+                    return None
+                h = self._pending
+                self._pending = bytearray()
+                at = self._used - TLS_RECORD_HEADER_LEN
+                length = (h[3] << 8) | h[4]
+                if h[0] != CONTENT_TYPE_HANDSHAKE:
+                    raise SniffError(f"TLS: record type {h[0]} at offset {at} before the ClientHello ended (want 22)")
+                if h[1] != 3:
+                    raise SniffError(f"TLS: record version major {h[1]} at offset {at} (want 3)")
+                if length == 0 or length > TLS_MAX_PLAINTEXT:
+                    raise SniffError(f"TLS: record length {length} at offset {at} (1..{TLS_MAX_PLAINTEXT})")
+                self.records += 1
+                if self.records > self.max_records:
+                    raise SniffError(f"TLS: ClientHello spread over more than {self.max_records} records")
+                self._left = length
+                continue
+            k = min(self._left, n - i)
+            if self._need is not None:
+                k = min(k, self._need - len(self._hs))
+            self._hs += mv[i : i + k]
+            i += k
+            self._used += k
+            self._left -= k
+            if self._need is None and len(self._hs) >= 4:
+                hs = self._hs
+                if hs[0] != HANDSHAKE_CLIENT_HELLO:
+                    raise SniffError(f"TLS: first handshake message is type {hs[0]} (want ClientHello, 1)")
+                self._need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
+                if self._need > self.max_hello:
+                    raise SniffError(f"TLS: ClientHello of {self._need} bytes exceeds the limit of {self.max_hello}")
+            if self._need is not None and len(self._hs) >= self._need:
+                # the rest of this record (if any) counts as taken, as the one-shot parser counts it
+                return _parse_hello(bytes(self._hs[: self._need]), self._used + self._left)
+        return None
+
+
 def parse_client_hello(buf: bytes | bytearray | memoryview, max_hello: int = DEFAULT_MAX_HELLO) -> ClientHello | None:
     """The routing facts of the ClientHello at the start of `buf`, None when more bytes are needed.
 
     Raises SniffError when the bytes cannot be a ClientHello (wrong record type, lengths that do not add up,
     a server_name that is not a host name, a message over `max_hello` bytes)."""
-    got = _handshake_bytes(buf, max_hello)
-    if got is None:
-        return None
-    msg, used = got
+    return HelloReader(max_hello).feed(buf)
+
+
+def _parse_hello(msg: bytes, used: int) -> ClientHello:
     r = _Reader(msg, 4)
     r.take(2, "legacy_version")
     r.take(32, "random")

@@ -17,6 +17,8 @@ import errno as _errno
 import ipaddress
 from dataclasses import dataclass, field
 
+from wiregate.errors import WiregateError
+
 # Error codes as wireguard-go's ipc package sends them (negative errno values; `wg` negates them back).
 IPC_ERROR_IO = -_errno.EIO
 IPC_ERROR_PROTOCOL = -_errno.EPROTO
@@ -28,7 +30,7 @@ MAX_REQUEST_BYTES = 4 << 20
 KEY_HEX_LEN = 64
 
 
-class UapiError(Exception):
+class UapiError(WiregateError):
     """A request that is refused; `code` is the (negative) errno sent back as `errno=N`."""
 
     def __init__(self, code: int, message: str) -> None:
