@@ -72,7 +72,15 @@ async def test_sighup_reloads_keeps_connections_and_refuses_a_bad_file(tmp_path)
         assert await greeting(port) == "two"  # still the good config
 
         proc.send_signal(signal.SIGTERM)  # drain: the open connection keeps working until it ends
-        await asyncio.sleep(0.3)
+
+        async def draining():  # the listener is closed first: new clients are refused
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return True
+            w.close()
+            return False
+        await until(draining, what="the drain to start")
         assert proc.poll() is None
         writer.write(b"draining")
         assert await reader.readexactly(8) == b"draining"
@@ -207,7 +215,13 @@ async def test_a_worker_that_dies_is_replaced_and_the_others_keep_serving(tmp_pa
         # a worker dying within EARLY_EXIT of its start is taken as a start failure (no restart loop): wait past it
         await asyncio.sleep(max(0.0, EARLY_EXIT + 0.2 - (time.monotonic() - started)))
         os.kill(int(children[0]), signal.SIGKILL)
-        await asyncio.sleep(0.2)
+
+        async def gone():  # its listening socket leaves the reuse_port group when the process is dead
+            try:
+                return Path(f"/proc/{children[0]}/stat").read_text().split(") ")[1][0] in "ZX"
+            except (OSError, IndexError):
+                return True
+        await until(gone, what="the killed worker to be dead")
         assert [await greeting(port) for _ in range(10)] == ["w"] * 10  # the other worker takes everyone
         await until(lambda: workers_started(3), timeout=10, what="a replacement worker")
         now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
