@@ -98,14 +98,16 @@ def relay_config(cfg: GatewayConfig):
         else:
             services.append(UDPService(name=s.name, listen=s.listen, backends=backends,
                                        proxy_protocol=s.proxy_protocol, flow_idle_timeout=s.flow_idle_timeout,
-                                       max_flows=s.max_flows))
+                                       max_flows=s.max_flows, max_per_source=s.max_per_source))
     return RelayConfig(services=tuple(services), drain_timeout=cfg.drain_timeout)
 
 
 def ingress_config(cfg: HomeConfig):
-    """The ingress's config: the home file's listeners and routes as they are."""
+    """The ingress's config: the home file's listeners and routes as they are. Listeners trusting the gateway (the
+    default) believe its PROXY headers only on the tunnel interface: on the LAN its address could be spoofed."""
     from wiregate.ingress import IngressConfig, Listener, Route
 
+    gateway_only = (str(ipaddress.ip_network(cfg.tunnel.gateway_address)),)
     listeners = []
     for ln in cfg.listeners:
         routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
@@ -118,7 +120,9 @@ def ingress_config(cfg: HomeConfig):
                                   sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
                                   idle_timeout=ln.idle_timeout, server_first=ln.server_first,
                                   proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
-                                  max_sniff_bytes=ln.max_sniff_bytes))
+                                  max_sniff_bytes=ln.max_sniff_bytes, flow_idle_timeout=ln.flow_idle_timeout,
+                                  max_flows=ln.max_flows, max_per_source=ln.max_per_source,
+                                  trusted_interface=cfg.tunnel.interface if ln.trusted == gateway_only else None))
     return IngressConfig(listeners=tuple(listeners))
 
 
@@ -478,6 +482,9 @@ class Node:
 
 async def run_node(path: Path) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
+    from wiregate.limits import raise_nofile
+
+    raise_nofile()  # the soft limit (often 1024) cannot hold the default limits; the hard one is ours to take
     node = Node(path)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

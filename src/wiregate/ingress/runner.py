@@ -63,7 +63,10 @@ def _loop_factory():
 
 def run_file(path: Path, drain: float) -> int:
     """Blocking entry point: serve until a stop signal; WiregateError on a bad file or a failed bind."""
+    from wiregate.limits import raise_nofile
+
     load_config(path)  # a clean error before the loop starts
+    raise_nofile()  # soft up to hard: the soft default of 1024 cannot hold the default max_connections
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(serve(path, drain))
     return 0

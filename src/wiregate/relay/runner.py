@@ -46,7 +46,8 @@ def per_worker(config: RelayConfig, running: int | None = None) -> RelayConfig:
 
     services = tuple(
         replace(s, max_connections=share(s.max_connections), max_per_source=share(s.max_per_source))
-        if isinstance(s, TCPService) else replace(s, max_flows=share(s.max_flows))
+        if isinstance(s, TCPService)
+        else replace(s, max_flows=share(s.max_flows), max_per_source=share(s.max_per_source))
         for s in config.services)
     return replace(config, services=services)
 
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{path}: OK ({len(config.services)} service(s))")
             return 0
+        from wiregate.limits import raise_nofile
+
+        raise_nofile()  # soft up to hard (workers inherit it): the soft default of 1024 cannot hold the limits
         if args.worker or config.workers == 1:
             return run_worker(path, config, reuse_port=args.worker)
         return run_supervisor(path, config, args.verbose)
