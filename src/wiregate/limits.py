@@ -117,3 +117,17 @@ class Backoff:
         self.failures = 0
         self.pauses = 0
         return line
+
+
+def config_demand(cfg) -> tuple[int, int]:
+    """(TCP connections, UDP flows) a wiregate gateway or home config may hold at once, from its limits."""
+    if hasattr(cfg, "services"):
+        parts = [(s.protocol, s.max_connections, s.max_flows) for s in cfg.services]
+    else:
+        parts = [(ln.protocol, ln.max_connections, ln.max_flows) for ln in cfg.listeners]
+    return (sum(c for p, c, _ in parts if p == "tcp"), sum(f for p, _, f in parts if p == "udp"))
+
+
+def unit_nofile(cfg) -> int:
+    """LimitNOFILE for a node's systemd unit: what its limits need, and never below 65536 (reloads may add)."""
+    return max(65536, needed(*config_demand(cfg)))

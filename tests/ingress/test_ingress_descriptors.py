@@ -94,3 +94,28 @@ def test_running_out_of_descriptors_pauses_accepting_logs_rarely_and_recovers(tm
             c.close()
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_ingress_raises_its_soft_descriptor_limit_to_the_hard_one(tmp_path):
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    from wiregate.testing.haproxy_pp import wait_listening
+    from wiregate.testing.peers import stop
+
+    port = free_port()
+    cfg = tmp_path / "ingress.json"
+    cfg.write_text(json.dumps({"listeners": [{"name": "p", "listen": ["127.0.0.1", port],
+                                              "routes": [{"name": "r", "target": ["127.0.0.1", 9]}],
+                                              "default_route": "r"}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "wiregate.ingress", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096)))
+    try:
+        wait_listening("127.0.0.1", port, 10, proc)
+        line = next(x for x in open(f"/proc/{proc.pid}/limits") if x.startswith("Max open files"))
+        assert line.split()[3:5] == ["4096", "4096"]  # soft was 256, the default of 1024 cannot hold 10,000
+    finally:
+        stop(proc)
