@@ -351,7 +351,10 @@ class Node:
                         await part.reload(part_cfg)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
                     raise _wrap_part_error(exc) from None
-            except ConfigError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure refuses the reload; READY=1 must follow RELOADING=1
+                if not isinstance(exc, ConfigError):
+                    log.debug("reload failed", exc_info=True)
+                    exc = ConfigError(f"{self.path}: {type(exc).__name__}: {exc}")
                 self.reloads["refused"] += 1
                 log.error("reload refused, keeping the running config: %s", exc)
                 sdnotify.notify("READY=1", f"STATUS=reload refused: {exc}")

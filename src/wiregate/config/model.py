@@ -350,6 +350,8 @@ def loads(text: str, base: Path = Path("."), path: Path | None = None) -> Config
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[...` a few thousand deep
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply") from None
     return build(doc, base, path)
 
 

@@ -35,6 +35,8 @@ async def serve(path: Path, drain: float, ready: asyncio.Event | None = None) ->
             await ing.reload(load_config(path))
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a reload bug must not end as "Task exception was never retrieved"
+            log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
 
     def on_hup() -> None:
         t = loop.create_task(reload())

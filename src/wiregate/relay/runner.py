@@ -79,6 +79,8 @@ async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
             await relay.reload(prepare(replace(new, workers=running)))
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a reload bug must not end as "Task exception was never retrieved"
+            log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
 
     pending: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
