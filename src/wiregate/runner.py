@@ -129,14 +129,16 @@ def relay_config(cfg: GatewayConfig):
         else:
             services.append(UDPService(name=s.name, listen=s.listen, backends=backends,
                                        proxy_protocol=s.proxy_protocol, flow_idle_timeout=s.flow_idle_timeout,
-                                       max_flows=s.max_flows))
+                                       max_flows=s.max_flows, max_per_source=s.max_per_source))
     return RelayConfig(services=tuple(services), drain_timeout=cfg.drain_timeout)
 
 
 def ingress_config(cfg: HomeConfig):
-    """The ingress's config: the home file's listeners and routes as they are."""
+    """The ingress's config: the home file's listeners and routes as they are. Listeners trusting the gateway (the
+    default) believe its PROXY headers only on the tunnel interface: on the LAN its address could be spoofed."""
     from wiregate.ingress import IngressConfig, Listener, Route
 
+    gateway_only = (str(ipaddress.ip_network(cfg.tunnel.gateway_address)),)
     listeners = []
     for ln in cfg.listeners:
         routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
@@ -149,7 +151,9 @@ def ingress_config(cfg: HomeConfig):
                                   sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
                                   idle_timeout=ln.idle_timeout, server_first=ln.server_first,
                                   proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
-                                  max_sniff_bytes=ln.max_sniff_bytes))
+                                  max_sniff_bytes=ln.max_sniff_bytes, flow_idle_timeout=ln.flow_idle_timeout,
+                                  max_flows=ln.max_flows, max_per_source=ln.max_per_source,
+                                  trusted_interface=cfg.tunnel.interface if ln.trusted == gateway_only else None))
     return IngressConfig(listeners=tuple(listeners))
 
 
@@ -379,7 +383,10 @@ class Node:
                         await part.reload(part_cfg)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
                     raise _wrap_part_error(exc) from None
-            except ConfigError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure refuses the reload; READY=1 must follow RELOADING=1
+                if not isinstance(exc, ConfigError):
+                    log.debug("reload failed", exc_info=True)
+                    exc = ConfigError(f"{self.path}: {type(exc).__name__}: {exc}")
                 self.reloads["refused"] += 1
                 log.error("reload refused, keeping the running config: %s", exc)
                 sdnotify.notify("READY=1", f"STATUS=reload refused: {exc}")
@@ -536,6 +543,9 @@ async def run_node(path: Path) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code."""
     from wiregate.control import answers
 
+    from wiregate.limits import raise_nofile
+
+    raise_nofile()  # the soft limit (often 1024) cannot hold the default limits; the hard one is ours to take
     node = Node(path)
     pid = answers(node.cfg.control_socket)
     if pid is not None:  # before the tunnel: a second run must not touch the first one's interface

@@ -47,7 +47,9 @@ async def test_udp_datagrams_carry_a_v2_header_per_datagram_and_replies_come_bac
         reply = await asyncio.wait_for(loop.sock_recv(s, 100), 3)
         assert reply == b"re:q%03d" % i
     s.send(b"no header from a trusted source")
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):  # wait for the refusal to be counted
+        while ing.status()["dns"]["refused"].get("missing_header") != 1:
+            await asyncio.sleep(0.01)
     assert len(svc.got) == 3
     for i, (data, _) in enumerate(svc.got):
         hdr, payload = decode(data)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import os
 import resource
 import socket
+import time
 
 import pytest
 
@@ -31,7 +34,10 @@ class EchoBackend:
         self.writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, port: int = 0) -> "EchoBackend":
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port or free_port(), limit=1 << 20)
+        # backlog: asyncio's default of 100 overflows when 2,000 relayed connects arrive in a burst; Linux then drops
+        # the SYN and the connect waits 1 s, 3 s, 7 s for retransmits: past the relay's connect_timeout when busy
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port or free_port(), limit=1 << 20,
+                                                 backlog=4096)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -143,6 +149,28 @@ def splice(request, monkeypatch):
     use_splice, io = request.param
     monkeypatch.setenv("WIREGATE_RELAY_POLLER", io)
     return use_splice
+
+
+async def eventually(pred, timeout: float = 10.0, what: str = "condition", every: float = 0.02):
+    """Wait until `pred()` (sync or async) is true, polling; AssertionError naming `what` after `timeout` seconds.
+
+    Tests wait for the state they assert instead of sleeping a guessed time: a busy machine only makes them slower."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok = pred()
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if ok:
+            return ok
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(every)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def local_port(kind=socket.SOCK_STREAM) -> int:

@@ -34,3 +34,15 @@ def test_pop_and_clear_return_the_flows():
     t.add("j", 2, 0.0)
     assert t.pop("k") == 1 and t.pop("k") is None
     assert t.clear() == [2] and len(t) == 0
+
+
+def test_one_source_cannot_take_more_than_max_per_source_flows():
+    t = FlowTable(max_flows=100, idle_timeout=10.0, max_per_source=2)
+    t.add(("1.2.3.4", 1), "a", 0.0, "1.2.3.4")
+    t.add(("1.2.3.4", 2), "b", 1.0, "1.2.3.4")
+    assert t.source_full("1.2.3.4") and not t.source_full("5.6.7.8")
+    assert t.pop(("1.2.3.4", 1)) == "a"
+    assert not t.source_full("1.2.3.4")  # a flow that ends gives its place back
+    t.add(("1.2.3.4", 3), "c", 2.0, "1.2.3.4")
+    assert t.expire(12.0) == ["b", "c"]  # so does one that expires
+    assert not t.source_full("1.2.3.4") and len(t) == 0

@@ -18,7 +18,7 @@ from wiregate.testing.peers import (
     which,
 )
 
-from .conftest import running
+from .conftest import eventually, running
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
@@ -117,9 +117,7 @@ async def test_client_address_reaches_nginx(nginx_pp, version):
         seen = [await http_get("127.0.0.1", port) for _ in range(3)]
     for body, me in seen:
         assert body == me
-    for _ in range(50):  # nginx writes the access log line after the response
-        lines = log.read_text().split() if log.exists() else []
-        if len(lines) >= 3:
-            break
-        await asyncio.sleep(0.05)
+    # nginx writes the access log line after the response: wait for all three
+    lines = await eventually(lambda: len(log.read_text().split()) >= 3 and log.read_text().split()
+                             if log.exists() else False, 10, what="nginx's access log lines")
     assert lines == [me for _, me in seen]

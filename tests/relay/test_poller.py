@@ -26,8 +26,17 @@ async def test_reader_and_writer_callbacks_fire_and_stop():
     io.remove_reader(a.fileno())
     assert a.fileno() not in io.fds
     b.send(b"two")
-    await asyncio.sleep(0.1)
+    # a barrier: a socket made ready after `a` is reported in the same or a later epoll batch (the ready list is
+    # FIFO), so once its callback ran, a still-watched `a` would have been delivered too
+    c, d = socket.socketpair()
+    seen = asyncio.Event()
+    io.add_reader(c.fileno(), seen.set)
+    d.send(b"barrier")
+    await asyncio.wait_for(seen.wait(), 5)
     assert got.empty()  # no longer watched
+    io.remove_reader(c.fileno())
+    c.close()
+    d.close()
     io.close()
     a.close()
     b.close()
@@ -64,7 +73,15 @@ async def test_events_of_a_descriptor_closed_in_the_same_batch_are_not_delivered
     io.add_reader(a2.fileno(), second)
     b1.send(b"x")
     b2.send(b"y")
-    await asyncio.sleep(0.2)
+    # barrier (see above): once a third socket made ready afterwards is seen, both batches have been dispatched
+    c, d = socket.socketpair()
+    seen = asyncio.Event()
+    io.add_reader(c.fileno(), seen.set)
+    d.send(b"barrier")
+    await asyncio.wait_for(seen.wait(), 5)
+    io.remove_reader(c.fileno())
+    c.close()
+    d.close()
     assert "other" not in reused  # the number really was reused
     assert calls == ["first"]  # a1 became ready first; a2's event in that batch was stale and the new socket is idle
     for s in (a1, b1, b2, *reused.get("pair", ())):

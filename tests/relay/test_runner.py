@@ -15,7 +15,7 @@ import pytest
 
 from wiregate.testing.peers import stop, wait_port
 
-from .conftest import EchoBackend, greeting, local_port
+from .conftest import EchoBackend, cpu_seconds, greeting, local_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,7 +72,15 @@ async def test_sighup_reloads_keeps_connections_and_refuses_a_bad_file(tmp_path)
         assert await greeting(port) == "two"  # still the good config
 
         proc.send_signal(signal.SIGTERM)  # drain: the open connection keeps working until it ends
-        await asyncio.sleep(0.3)
+
+        async def draining():  # the listener is closed first: new clients are refused
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return True
+            w.close()
+            return False
+        await until(draining, what="the drain to start")
         assert proc.poll() is None
         writer.write(b"draining")
         assert await reader.readexactly(8) == b"draining"
@@ -159,8 +167,9 @@ def test_run_reports_a_bind_failure_in_one_line(tmp_path):
     assert os.path.exists(cfg)
 
 
-async def test_running_out_of_descriptors_drops_connections_not_the_relay(tmp_path):
+async def test_running_out_of_descriptors_pauses_accepting_logs_rarely_and_recovers(tmp_path):
     import resource
+
     b = await EchoBackend("fd", greet=True).start()
     port = local_port()
     cfg, log = tmp_path / "relay.json", tmp_path / "relay.log"
@@ -168,22 +177,43 @@ async def test_running_out_of_descriptors_drops_connections_not_the_relay(tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "wiregate.relay", "--config", str(cfg), "-v"],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"),
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    held = []
     try:
         await asyncio.to_thread(wait_port, "127.0.0.1", port, 10, proc)
-        held = []
-        for _ in range(60):  # far more than 64 descriptors allow at 2-4 per connection
+        for _ in range(60):  # far more than 64 descriptors allow at 2 per connection: the rest wait in the backlog
             try:
                 held.append(await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2))
             except (OSError, asyncio.TimeoutError):
                 break
-        await asyncio.sleep(0.5)
+
+        async def exhausted():
+            return len(os.listdir(f"/proc/{proc.pid}/fd")) >= 63
+        await until(exhausted, 10, what="the relay to run out of descriptors")
+        cpu0, t0, lines0 = cpu_seconds(proc.pid), time.monotonic(), log.read_text().count("accept on")
+
+        async def window():
+            return time.monotonic() - t0 >= 3.0
+        await until(window, 5, what="the measuring window")
+        cpu, lines = cpu_seconds(proc.pid) - cpu0, log.read_text().count("accept on") - lines0
+        assert cpu < 0.6, f"{cpu:.2f}s of CPU in 3s while out of descriptors"
+        assert lines <= 2, f"{lines} accept log lines in 3s (one per 5 s at most)"  # was one per 0.1 s pause
         for _, w in held:
             w.close()
-        await asyncio.sleep(0.5)
+        held.clear()
         assert proc.poll() is None
+
+        async def served():
+            try:
+                return await greeting(port, timeout=2) == "fd"
+            except (OSError, asyncio.TimeoutError):
+                return False
+        await until(served, 15, what="a client to be served after descriptors were freed")
         assert [await greeting(port) for _ in range(3)] == ["fd"] * 3
         assert "Traceback" not in log.read_text()
+        assert "out of file descriptors (EMFILE)" in log.read_text()
     finally:
+        for _, w in held:
+            w.close()
         stop(proc)
         await b.stop()
 
@@ -207,7 +237,13 @@ async def test_a_worker_that_dies_is_replaced_and_the_others_keep_serving(tmp_pa
         # a worker dying within EARLY_EXIT of its start is taken as a start failure (no restart loop): wait past it
         await asyncio.sleep(max(0.0, EARLY_EXIT + 0.2 - (time.monotonic() - started)))
         os.kill(int(children[0]), signal.SIGKILL)
-        await asyncio.sleep(0.2)
+
+        async def gone():  # its listening socket leaves the reuse_port group when the process is dead
+            try:
+                return Path(f"/proc/{children[0]}/stat").read_text().split(") ")[1][0] in "ZX"
+            except (OSError, IndexError):
+                return True
+        await until(gone, what="the killed worker to be dead")
         assert [await greeting(port) for _ in range(10)] == ["w"] * 10  # the other worker takes everyone
         await until(lambda: workers_started(3), timeout=10, what="a replacement worker")
         now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()

@@ -16,7 +16,7 @@ from wiregate.errors import ConfigError, WiregateError
 from wiregate.proxyproto import PP2_TYPE_CRC32C, PP2_TYPE_UNIQUE_ID, Command
 from wiregate.relay import Backend, HealthCheck, RelayConfig
 
-from .conftest import EchoBackend, exchange, greeting, local_port, running, tcp_service
+from .conftest import EchoBackend, eventually, exchange, greeting, local_port, running, tcp_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,7 +73,6 @@ async def test_half_close_keeps_the_other_direction_open(splice):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"request")
         writer.write_eof()  # FIN toward the backend...
-        await asyncio.sleep(0.2)
         # ...and the backend->client direction still delivers everything, then its own FIN
         assert await asyncio.wait_for(reader.read(-1), 5) == b"request|reply sent after your FIN"
         writer.close()
@@ -126,7 +125,14 @@ async def test_connect_timeout_retries_on_another_backend():
         s.setblocking(False)
         s.connect_ex(hole.getsockname())
         fillers.append(s)
-    await asyncio.sleep(0.1)
+
+    def queue_full() -> bool:  # the first filler completed its handshake into the one-slot accept queue
+        try:
+            fillers[0].getpeername()
+            return True
+        except OSError:
+            return False
+    await eventually(queue_full, what="the hole's accept queue to fill")
     good = await EchoBackend("good", greet=True).start()
     port = local_port()
     cfg = RelayConfig((tcp_service(port, [Backend("127.0.0.1", hole.getsockname()[1], name="hole"), good.backend],
@@ -142,6 +148,11 @@ async def test_connect_timeout_retries_on_another_backend():
     await good.stop()
 
 
+def state(relay, i: int, svc: str = "svc") -> str:
+    """Health state of backend `i` of a service."""
+    return relay.status()["services"][svc]["backends"][i]["state"]
+
+
 async def test_health_checks_mark_down_and_recovery_brings_it_back():
     b1 = await EchoBackend("one", greet=True).start()
     b2 = await EchoBackend("two", greet=True).start()
@@ -151,15 +162,11 @@ async def test_health_checks_mark_down_and_recovery_brings_it_back():
     async with running(cfg) as relay:
         one_port = b1.port
         await b1.stop()
-        await asyncio.sleep(0.6)
-        assert relay.status()["services"]["svc"]["backends"][0]["state"] == "down"
+        await eventually(lambda: state(relay, 0) == "down", what="backend one marked down")
         assert [await greeting(port) for _ in range(4)] == ["two"] * 4
         assert b1.clients == 0  # the dead backend got no client connection once marked down
         b1 = await EchoBackend("one", greet=True).start(one_port)
-        deadline = time.monotonic() + 3
-        while relay.status()["services"]["svc"]["backends"][0]["state"] != "up":
-            assert time.monotonic() < deadline, "backend never came back up"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: state(relay, 0) == "up", what="backend one back up")
         assert "one" in {await greeting(port) for _ in range(4)}
     # check-send-proxy: checks announced themselves with a LOCAL header
     assert any(h.command is Command.LOCAL for h in b2.headers)
@@ -174,15 +181,15 @@ async def test_backup_backend_is_used_only_when_primaries_are_down():
     port = local_port()
     backends = [p1.backend, p2.backend, Backend("127.0.0.1", bk.port, backup=True, name="backup")]
     hc = HealthCheck(interval=0.1, timeout=0.2, rise=1, fall=1)
-    async with running(RelayConfig((tcp_service(port, backends, health=hc),))):
+    async with running(RelayConfig((tcp_service(port, backends, health=hc),))) as relay:
         assert {await greeting(port) for _ in range(6)} == {"p1", "p2"}
         assert bk.clients == 0
         await p1.stop()
         await p2.stop()
-        await asyncio.sleep(0.4)
+        await eventually(lambda: state(relay, 0) == state(relay, 1) == "down", what="both primaries down")
         assert {await greeting(port) for _ in range(3)} == {"backup"}
         p1 = await EchoBackend("p1", greet=True).start(p1.port)
-        await asyncio.sleep(0.4)
+        await eventually(lambda: state(relay, 0) == "up", what="p1 back up")
         assert {await greeting(port) for _ in range(3)} == {"p1"}
     await p1.stop()
     await bk.stop()
@@ -200,7 +207,7 @@ async def test_per_source_limit_refuses_extra_connections_from_one_address():
         assert relay.status()["services"]["svc"]["totals"]["refused"] == 1
         w3.close()
         held[0][1].close()
-        await asyncio.sleep(0.2)
+        await eventually(lambda: relay.open_connections() == 1, what="the closed connections to end")
         assert await greeting(port) == "b"  # room again
         for _, w in held:
             w.close()
@@ -271,14 +278,22 @@ async def test_a_slow_reader_does_not_stall_others_and_memory_stays_bounded(spli
     async with running(cfg) as relay:
         slow = socket.create_connection(("127.0.0.1", p_hose))
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        while not stuck["blocked"]:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: stuck["blocked"], what="the firehose to block")
         t0 = time.monotonic()
         for _ in range(20):
             payload = os.urandom(100_000)
             assert await exchange(p_echo, payload) == payload
         assert time.monotonic() - t0 < 5
-        await asyncio.sleep(0.5)
+        # wait until the firehose's count stops growing (nothing more fits anywhere), then check the bound
+        last = [-1, 0]
+
+        def settled() -> bool:
+            if stuck["sent"] == last[0]:
+                last[1] += 1
+            else:
+                last[:] = [stuck["sent"], 0]
+            return last[1] >= 10  # unchanged for 10 polls (>= 0.2 s)
+        await eventually(settled, what="the firehose to stall")
         # kernel socket buffers on both legs plus one pipe (or one chunk) at most: far below what was offered
         assert stuck["sent"] < 48 << 20
         if splice:  # the blocked direction parks at most one pipe's worth, and the pool knows it
@@ -362,7 +377,7 @@ async def test_graceful_close_drains_open_connections_and_refuses_new_ones():
     writer.write(b"a")
     assert await reader.readexactly(1) == b"a"
     closing = asyncio.create_task(relay.close(drain_timeout=5))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: relay.closing and not relay.listeners, what="the listeners to close")
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"during drain")
@@ -418,8 +433,9 @@ async def test_2000_concurrent_connections_carry_byte_exact_payloads(many_files,
 
         async def watch() -> None:
             nonlocal peak
-            while b.clients < n:  # the backend holds all n relayed connections
-                await asyncio.sleep(0.02)
+            # the backend holds all n relayed connections; a dropped one would never come, so say why on failure
+            await eventually(lambda: b.clients >= n, 100, what=f"all {n} relayed connections (backend has "
+                             f"{b.clients}; relay totals {relay.status()['services']['svc']['totals']})")
             peak = relay.open_connections()
             all_open.set()
 
@@ -463,10 +479,11 @@ async def test_a_client_reset_is_passed_on_to_the_backend(splice):
     port = local_port()
     cfg = RelayConfig((tcp_service(port, [Backend("127.0.0.1", server.sockets[0].getsockname()[1])],
                                    proxy_protocol="none"),), splice=splice)
-    async with running(cfg):
+    async with running(cfg) as relay:
         c = socket.create_connection(("127.0.0.1", port))
         c.sendall(b"x")
-        await asyncio.sleep(0.2)
+        await eventually(lambda: any(conn.halves is not None for conn in relay.services["svc"].connections),
+                         what="the relayed connection to be established")
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
         assert await asyncio.wait_for(seen, 5) == "reset"
@@ -516,14 +533,14 @@ async def test_closed_connections_are_freed_at_once_without_the_cycle_collector(
 
     b = await EchoBackend().start()
     port = local_port()
-    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)):
+    async with running(RelayConfig((tcp_service(port, [b.backend]),), splice=splice)) as relay:
         assert await exchange(port, b"warm") == b"warm"
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)  # collected cycles land in gc.garbage instead of being freed
         try:
             for i in range(20):
                 assert await exchange(port, b"%d" % i) == b"%d" % i
-            await asyncio.sleep(0.1)
+            await eventually(lambda: relay.open_connections() == 0, what="every connection to end")
             gc.collect()
             leaked = [type(o).__name__ for o in gc.garbage if type(o).__module__.startswith("wiregate.relay")]
         finally:

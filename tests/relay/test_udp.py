@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from wiregate.proxyproto import Decoder, Protocol
 from wiregate.relay import Backend, RelayConfig, UDPService
 
-from .conftest import local_port, running
+from .conftest import eventually, local_port, running
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -102,8 +103,7 @@ async def test_idle_flows_expire_and_the_table_is_bounded():
             await ask(c, port, b"c", timeout=0.2)
         st = relay.status()["services"]["dns"]
         assert st["open"] == 2 and st["totals"]["refused"] == 1
-        await asyncio.sleep(0.5)
-        assert relay.status()["services"]["dns"]["open"] == 0  # expired
+        await eventually(lambda: relay.status()["services"]["dns"]["open"] == 0, what="idle flows to expire")
         assert (await ask(c, port, b"c")).endswith(b"|c")  # room again
         for s in (a, b, c):
             s.close()
@@ -176,3 +176,57 @@ def test_pktinfo_control_messages_carry_the_address_both_ways():
     assert (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO)
     assert struct.unpack("=i4s4s", data) == (0, bytes([198, 51, 100, 7]), bytes(4))
     assert destination_of([]) is None
+
+
+async def test_one_client_address_gets_at_most_max_per_source_flows():
+    backend, bport = await udp_backend(proxy=False)
+    port = local_port(socket.SOCK_DGRAM)
+    async with running(RelayConfig((udp_service(port, bport, max_per_source=2),))) as relay:
+        a, b, c = client_socket(), client_socket(), client_socket()  # one address, three ports
+        await ask(a, port, b"a")
+        await ask(b, port, b"b")
+        with pytest.raises(asyncio.TimeoutError):
+            await ask(c, port, b"c", timeout=0.3)
+        st = relay.status()["services"]["dns"]
+        assert st["open"] == 2 and st["totals"]["refused"] == 1
+        for s in (a, b, c):
+            s.close()
+    backend.transport.close()
+
+
+async def test_no_descriptor_for_a_flow_refuses_the_client_and_keeps_the_relay_serving():
+    """socket() failing (EMFILE) used to raise out of the datagram callback; now the flow is refused, new flows
+    pause for a back-off, and existing flows keep working."""
+    import resource
+
+    backend, bport = await udp_backend(proxy=False)
+    port = local_port(socket.SOCK_DGRAM)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    async with running(RelayConfig((udp_service(port, bport),))) as relay:
+        a = client_socket()
+        assert (await ask(a, port, b"a")).endswith(b"|a")
+        b = client_socket()
+        hog = []
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+            try:
+                while True:
+                    hog.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            except OSError:
+                pass
+            with pytest.raises(asyncio.TimeoutError):
+                await ask(b, port, b"b", timeout=0.3)
+            assert relay.status()["services"]["dns"]["totals"]["refused"] >= 1
+            assert (await ask(a, port, b"again")).endswith(b"|again")  # the existing flow still works
+        finally:
+            for s in hog:
+                s.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            loop.set_exception_handler(None)
+        assert errors == []
+        for s in (a, b):
+            s.close()
+    backend.transport.close()

@@ -37,4 +37,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         what = f"home {cfg.name!r}: {len(cfg.listeners)} listener(s)"
     print(f"{args.file}: ok ({what}, tunnel mode {cfg.tunnel.mode})")
+    _warn_descriptors(args.file, cfg)
     return 0
+
+
+def _warn_descriptors(file: str, cfg) -> None:
+    """Warn (not fail) when the limits cannot fit the descriptors this process may open (`run` raises its soft
+    limit to this hard one; under systemd, the unit's LimitNOFILE)."""
+    import sys
+
+    from wiregate.limits import config_demand, fit_warning, nofile
+
+    warning = fit_warning(nofile()[1], *config_demand(cfg))
+    if warning is not None:
+        print(f"{file}: warning: {warning}", file=sys.stderr)

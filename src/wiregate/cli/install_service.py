@@ -16,7 +16,7 @@ def unit_name(name: str) -> str:
     return f"wiregate-{name}.service"
 
 
-def unit_text(config: Path, name: str, exe: str, mode: str) -> str:
+def unit_text(config: Path, name: str, exe: str, mode: str, nofile: int = 65536) -> str:
     """The unit file text for a node; the capabilities depend on what the tunnel mode must do."""
     # external: `wg show` / `wg set` on the user's interface need CAP_NET_ADMIN (netlink), no TUN device is made
     caps = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE" if mode == "external" else \
@@ -41,6 +41,8 @@ KillSignal=SIGTERM
 TimeoutStopSec=45
 Restart=on-failure
 RestartSec=2
+# descriptors for the configured limits (3 per TCP connection, 1 per UDP flow, see wiregate.limits)
+LimitNOFILE={nofile}
 RuntimeDirectory=wiregate
 RuntimeDirectoryMode=0750
 RuntimeDirectoryPreserve=restart
@@ -146,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
     if not exe:
         raise ConfigError("install-service: cannot find the wiregate program; give --exe PATH")
     unit = args.unit_dir / unit_name(cfg.name)
-    write_text(unit, unit_text(config, cfg.name, exe, cfg.tunnel.mode))
+    from wiregate.limits import unit_nofile
+
+    write_text(unit, unit_text(config, cfg.name, exe, cfg.tunnel.mode, nofile=unit_nofile(cfg)))
     print(f"wrote {unit}")
     problems = unit_problems(cfg, config, exe)
     for p in problems:  # the unit is written (files may be moved next), but it would not start as things are

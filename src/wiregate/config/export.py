@@ -298,7 +298,7 @@ def _nginx_home(cfg: HomeConfig) -> str:
                 out.append(f"        proxy_pass {ln.name}_{default.name};")
             if any(r.send_proxy != "none" for r in (by_sni or [default])):
                 out.append("        proxy_protocol on;  # v1 only in nginx")
-            out.append(f"        proxy_timeout {_dur(ln.idle_timeout)};")
+            out.append(f"        proxy_timeout {_dur(ln.flow_idle_timeout if udp else ln.idle_timeout)};")
             if not udp:
                 out.append("        proxy_half_close on;")
             out.append("    }")

@@ -155,6 +155,9 @@ class Listener:
     proxy_optional: bool = False
     max_header_bytes: int = 4096
     max_sniff_bytes: int = 16384
+    flow_idle_timeout: float = 60.0
+    max_flows: int = 4096
+    max_per_source: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +351,9 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                   header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
                                   max_connections=ln["max_connections"], idle_timeout=ln["idle_timeout"],
                                   server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
-                                  max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"]))
+                                  max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"],
+                                  flow_idle_timeout=ln["flow_idle_timeout"], max_flows=ln["max_flows"],
+                                  max_per_source=ln["max_per_source"]))
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
                       metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
@@ -360,6 +365,8 @@ def loads(text: str, base: Path = Path("."), path: Path | None = None) -> Config
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[...` a few thousand deep
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply") from None
     return build(doc, base, path)
 
 

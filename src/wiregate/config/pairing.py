@@ -34,6 +34,13 @@ def _q(s: str) -> str:
     return json.dumps(s)  # a TOML basic string is a JSON string for the characters we write
 
 
+def _make_dir(config_dir: Path) -> None:
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{config_dir}: cannot create the directory ({exc.strerror or exc})") from None
+
+
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
     if force:
         return
@@ -90,7 +97,7 @@ def init_gateway(config_dir: Path, endpoint: str, *, name: str = "gateway", addr
     address = p_interface("--address", address)
     cfg_path, key_path = config_dir / GATEWAY_FILE, config_dir / GATEWAY_KEY
     _refuse_overwrite([cfg_path, key_path], force)
-    config_dir.mkdir(parents=True, exist_ok=True)
+    _make_dir(config_dir)
     private = keys.generate_private_key()
     model.write_secret(key_path, keys.encode_key(private) + "\n")
     model.write_text(cfg_path, gateway_text(name, ep, address, listen_port or ep[1], GATEWAY_KEY, interface))
@@ -200,7 +207,7 @@ def join(tok_text: str, config_dir: Path, *, name: str | None = None, interface:
     interface = p_ifname("--interface", interface or default_interface(name))
     cfg_path, key_path = config_dir / HOME_FILE, config_dir / HOME_KEY
     _refuse_overwrite([cfg_path, key_path], force)
-    config_dir.mkdir(parents=True, exist_ok=True)
+    _make_dir(config_dir)
     model.write_secret(key_path, keys.encode_key(tok.site_private_key) + "\n")
     model.write_text(cfg_path, home_text(tok, name, HOME_KEY, interface))
     model.load(cfg_path)

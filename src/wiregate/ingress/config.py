@@ -124,6 +124,12 @@ class Listener:
     # the service speaks first (SMTP, MySQL...): untrusted peers of a listener without sni/host routes are
     # connected at once instead of waiting for their first bytes (which are then not checked for a PROXY header)
     server_first: bool = False
+    # UDP: flows hold a socket each, so they have their own bounds (see ingress/udp.py and wiregate.limits)
+    max_flows: int = 4096
+    max_per_source: int = 256  # UDP flows per client address
+    flow_idle_timeout: float = 60.0
+    # trusted sources count only when their packets arrive on this interface (home: the tunnel's); None = any
+    trusted_interface: str | None = None
 
     def __post_init__(self) -> None:
         w = f"listener {self.name!r}"
@@ -141,14 +147,18 @@ class Listener:
             raise ConfigError(f"{w}.routes: route name {sorted(dup)[0]!r} used twice")
         if self.default_route is not None and self.default_route not in names:
             raise ConfigError(f"{w}.default_route: {self.default_route!r} is not one of its routes {names}")
-        for f in ("header_timeout", "sniff_timeout", "idle_timeout"):
+        for f in ("header_timeout", "sniff_timeout", "idle_timeout", "flow_idle_timeout"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
                 raise ConfigError(f"{w}.{f}: expected a positive number of seconds, got {v!r}")
-        for f, lo in (("max_header_bytes", 16), ("max_connections", 1), ("max_sniff_bytes", 512)):
+        for f, lo in (("max_header_bytes", 16), ("max_connections", 1), ("max_sniff_bytes", 512), ("max_flows", 1),
+                      ("max_per_source", 1)):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"{w}.{f}: expected an integer >= {lo}, got {v!r}")
+        if self.trusted_interface is not None and (not isinstance(self.trusted_interface, str)
+                                                   or not 0 < len(self.trusted_interface) < 16):
+            raise ConfigError(f"{w}.trusted_interface: expected an interface name, got {self.trusted_interface!r}")
         if self.max_header_bytes > 65551:
             raise ConfigError(f"{w}.max_header_bytes: {self.max_header_bytes} is over 65551 (largest v2 header)")
         if self.protocol == "udp":

@@ -35,6 +35,8 @@ async def serve(path: Path, drain: float, ready: asyncio.Event | None = None) ->
             await ing.reload(load_config(path))
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a reload bug must not end as "Task exception was never retrieved"
+            log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
 
     def on_hup() -> None:
         t = loop.create_task(reload())
@@ -63,7 +65,10 @@ def _loop_factory():
 
 def run_file(path: Path, drain: float) -> int:
     """Blocking entry point: serve until a stop signal; WiregateError on a bad file or a failed bind."""
+    from wiregate.limits import raise_nofile
+
     load_config(path)  # a clean error before the loop starts
+    raise_nofile()  # soft up to hard: the soft default of 1024 cannot hold the default max_connections
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(serve(path, drain))
     return 0

@@ -18,6 +18,7 @@ from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
 from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
+from wiregate.limits import NO_DESCRIPTORS, Backoff, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
 
 log = logging.getLogger("wiregate.ingress")
@@ -68,6 +69,8 @@ class Runtime:
     links: set = field(default_factory=set)
     tasks: set = field(default_factory=set)
     udp: object = None  # UdpRuntime for protocol "udp"
+    backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
+    fd_timer: asyncio.TimerHandle | None = None  # set while accepting is paused for lack of descriptors
 
     def key(self) -> tuple[str, str, int]:
         return (self.listener.protocol, *self.listener.listen)
@@ -115,7 +118,25 @@ class Ingress:
             log.info("listener %s: %s %s, trusted %s, routes %s", rt.listener.name, rt.listener.protocol,
                      fmt(rt.listener.listen), list(rt.listener.trusted) or "none",
                      [r.name for r in rt.listener.routes])
+        self._fit_descriptors()
         self._sweeper = self.loop.create_task(self._sweep())
+
+    def _fit_descriptors(self) -> None:
+        """Hold UDP flows to what the descriptor limit leaves after the TCP listeners' max_connections (see
+        wiregate.limits); warn once when the configured limits do not fit."""
+        limit = nofile()[0]
+        rts = list(self.runtimes.values())
+        tcp = sum(rt.listener.max_connections for rt in rts if rt.udp is None)
+        udp = [rt for rt in rts if rt.udp is not None]
+        wanted = [rt.listener.max_flows for rt in udp]
+        warning = fit_warning(limit, tcp, sum(wanted))
+        if warning is not None:
+            log.warning("ingress: %s", warning)
+        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted)):
+            rt.udp.cap = cap  # type: ignore[attr-defined]
+            if cap < rt.listener.max_flows:
+                log.warning("listener %s: at most %d UDP flows (max_flows %d does not fit the descriptor limit %d)",
+                            rt.listener.name, cap, rt.listener.max_flows, limit)
 
     async def _bind_all(self, rts: list[Runtime]) -> None:
         done: list[Runtime] = []
@@ -163,6 +184,9 @@ class Ingress:
             self.loop.add_reader(rt.sock.fileno(), self._on_accept, rt)
 
     def _unserve(self, rt: Runtime) -> None:
+        if rt.fd_timer is not None:
+            rt.fd_timer.cancel()
+            rt.fd_timer = None
         if rt.sock is None:
             return
         if rt.listener.protocol == "udp":
@@ -215,6 +239,7 @@ class Ingress:
                          fmt(rt.listener.listen))
             self.runtimes[key] = rt
         self.config = config
+        self._fit_descriptors()
         log.info("ingress: configuration reloaded (%d listeners)", len(self.runtimes))
 
     async def close(self, drain_timeout: float | None = None) -> None:
@@ -255,7 +280,9 @@ class Ingress:
                                     "path_prefix": r.path_prefix, "send_proxy": r.send_proxy,
                                     "http_headers": r.http_headers, "tls": bool(r.tls_cert)}
                            for r in lst.routes},
-                "default_route": lst.default_route, "open": rt.open, "accepted": rt.accepted,
+                "default_route": lst.default_route, "accepted": rt.accepted,
+                # UDP: open flows (they are not connections: a drain does not wait for them)
+                "open": rt.udp.open if rt.udp is not None else rt.open,  # type: ignore[attr-defined]
                 "refused": dict(rt.refused), "health_checks": rt.health_checks,
             }
         return out
@@ -271,9 +298,12 @@ class Ingress:
                 sock, addr = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: log, keep listening
-                log.error("listener %s: accept failed: %s", rt.listener.name, exc)
-                return
+            except OSError as exc:
+                if exc.errno in NO_DESCRIPTORS:
+                    return self._out_of_descriptors(rt, exc)
+                continue  # ECONNABORTED and friends: that client is gone, the next one may be fine
+            if rt.backoff.delay:
+                rt.backoff.succeeded()
             peer = _plain(addr)
             if rt.open >= rt.listener.max_connections:
                 rt.refused[LIMIT] += 1
@@ -287,6 +317,32 @@ class Ingress:
             task = self.loop.create_task(self._handle(rt, sock, peer))  # type: ignore[union-attr]
             rt.tasks.add(task)
             task.add_done_callback(rt.tasks.discard)
+
+    def _out_of_descriptors(self, rt: Runtime, exc: OSError) -> None:
+        """accept() failed for lack of descriptors. The client stays in the backlog, so the listener would be
+        readable again at once (100% CPU and a log line per attempt): stop watching it for a growing back-off,
+        log once per interval with counts, and resume at the deadline or as soon as a connection ends."""
+        assert self.loop is not None and rt.sock is not None
+        now = self.loop.time()
+        delay = rt.backoff.failed(now, errno.errorcode.get(exc.errno or 0, str(exc)))
+        line = rt.backoff.take_log(now)
+        if line is not None:
+            log.error("listener %s: accept: %s", rt.listener.name, line)
+        if rt.fd_timer is None:
+            self.loop.remove_reader(rt.sock.fileno())
+            rt.fd_timer = self.loop.call_later(delay, self._resume_accept, rt)
+
+    def _resume_accept(self, rt: Runtime) -> None:
+        if rt.fd_timer is not None:
+            rt.fd_timer.cancel()
+            rt.fd_timer = None
+            if rt.sock is not None and not self.closing:
+                self.loop.add_reader(rt.sock.fileno(), self._on_accept, rt)  # type: ignore[union-attr]
+
+    def _connection_ended(self, rt: Runtime) -> None:
+        rt.open -= 1
+        if rt.fd_timer is not None:  # paused for lack of descriptors: this connection just freed some
+            self._resume_accept(rt)
 
     async def _handle(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> None:
         loop = self.loop
@@ -322,7 +378,7 @@ class Ingress:
         finally:
             if not handed_off:
                 sock.close()
-                rt.open -= 1
+                self._connection_ended(rt)
 
     def _refuse(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int], ev: Refused,
                 phase: HeadPhase) -> None:
@@ -424,7 +480,7 @@ class Ingress:
 
     def _link_closed(self, rt: Runtime, link: Link) -> None:
         rt.links.discard(link)
-        rt.open -= 1
+        self._connection_ended(rt)
 
     async def _sweep(self) -> None:
         """Close connections idle for longer than their listener's idle_timeout (checked in quarters)."""

@@ -207,6 +207,7 @@ class UDPService:
     flow_idle_timeout: float = 60.0
     max_flows: int = 4096
     balance: str = "source"
+    max_per_source: int = 256  # flows per client address (a flood from one address's ports cannot fill the table)
 
     def __post_init__(self) -> None:
         self.validate("service")
@@ -223,6 +224,8 @@ class UDPService:
             _fail(f"{path}.max_flows", self.max_flows, "must be an integer 1..1000000")
         if self.balance not in BALANCE_ALGORITHMS:
             _fail(f"{path}.balance", self.balance, f"must be one of {', '.join(BALANCE_ALGORITHMS)}")
+        if type(self.max_per_source) is not int or not 1 <= self.max_per_source <= 1_000_000:
+            _fail(f"{path}.max_per_source", self.max_per_source, "must be an integer 1..1000000")
 
 
 Service = Union[TCPService, UDPService]

@@ -2,12 +2,13 @@
 
 Entries are kept in last-seen order, so expiry only looks at the oldest ones. When the table is full after
 expiry, a new client is refused (its datagram dropped) rather than evicting a live flow: evicting would let a
-flood of spoofed sources cut every real client off.
+flood of spoofed sources cut every real client off. Flows are also counted per source (the client's address,
+whatever its ports) so one address cannot take the whole table (`max_per_source`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Generic, Hashable, Iterator, TypeVar
 
 V = TypeVar("V")
@@ -16,10 +17,12 @@ V = TypeVar("V")
 class FlowTable(Generic[V]):
     """Bounded map from a key (the client address) to a flow value, expiring flows idle for `idle_timeout`."""
 
-    def __init__(self, max_flows: int, idle_timeout: float) -> None:
+    def __init__(self, max_flows: int, idle_timeout: float, max_per_source: int | None = None) -> None:
         self.max_flows = max_flows
         self.idle_timeout = idle_timeout
-        self._flows: OrderedDict[Hashable, list] = OrderedDict()  # key -> [value, last_seen]
+        self.max_per_source = max_per_source
+        self._flows: OrderedDict[Hashable, list] = OrderedDict()  # key -> [value, last_seen, source]
+        self._per_source: Counter = Counter()
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -48,16 +51,34 @@ class FlowTable(Generic[V]):
         expired = self.expire(now)
         return len(self._flows) < self.max_flows, expired
 
-    def add(self, key: Hashable, value: V, now: float) -> None:
-        """Insert a flow; the caller checked `room` first."""
+    def source_full(self, source: Hashable) -> bool:
+        """Whether `source` already holds max_per_source flows."""
+        return self.max_per_source is not None and self._per_source[source] >= self.max_per_source
+
+    def add(self, key: Hashable, value: V, now: float, source: Hashable = None) -> None:
+        """Insert a flow; the caller checked `room` (and `source_full`) first."""
         if len(self._flows) >= self.max_flows:
             raise OverflowError("flow table full")
-        self._flows[key] = [value, now]
+        self._flows[key] = [value, now, source]
+        if source is not None:
+            self._per_source[source] += 1
+
+    def _forget(self, entry: list) -> None:
+        source = entry[2]
+        if source is not None:
+            n = self._per_source[source] - 1
+            if n > 0:
+                self._per_source[source] = n
+            else:
+                del self._per_source[source]
 
     def pop(self, key: Hashable) -> V | None:
         """Remove and return the flow for `key`."""
         entry = self._flows.pop(key, None)
-        return None if entry is None else entry[0]
+        if entry is None:
+            return None
+        self._forget(entry)
+        return entry[0]
 
     def expire(self, now: float) -> list[V]:
         """Remove and return flows idle for at least idle_timeout."""
@@ -69,6 +90,7 @@ class FlowTable(Generic[V]):
             if entry[1] > limit:
                 break
             flows.popitem(last=False)
+            self._forget(entry)
             out.append(entry[0])
         return out
 
@@ -82,4 +104,5 @@ class FlowTable(Generic[V]):
         """Remove and return every flow."""
         out = [e[0] for e in self._flows.values()]
         self._flows.clear()
+        self._per_source.clear()
         return out

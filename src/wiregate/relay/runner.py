@@ -46,7 +46,8 @@ def per_worker(config: RelayConfig, running: int | None = None) -> RelayConfig:
 
     services = tuple(
         replace(s, max_connections=share(s.max_connections), max_per_source=share(s.max_per_source))
-        if isinstance(s, TCPService) else replace(s, max_flows=share(s.max_flows))
+        if isinstance(s, TCPService)
+        else replace(s, max_flows=share(s.max_flows), max_per_source=share(s.max_per_source))
         for s in config.services)
     return replace(config, services=services)
 
@@ -78,6 +79,8 @@ async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
             await relay.reload(prepare(replace(new, workers=running)))
         except WiregateError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a reload bug must not end as "Task exception was never retrieved"
+            log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
 
     pending: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{path}: OK ({len(config.services)} service(s))")
             return 0
+        from wiregate.limits import raise_nofile
+
+        raise_nofile()  # soft up to hard (workers inherit it): the soft default of 1024 cannot hold the limits
         if args.worker or config.workers == 1:
             return run_worker(path, config, reuse_port=args.worker)
         return run_supervisor(path, config, args.verbose)

@@ -10,6 +10,7 @@ import socket
 from typing import Union
 
 from wiregate.errors import ConfigError, WiregateError
+from wiregate.limits import fit_warning, nofile, udp_flow_caps
 from wiregate.relay.config import RelayConfig, TCPService, UDPService, format_addr
 from wiregate.relay.datapath import CHUNK, HAVE_SPLICE, PipePool
 from wiregate.relay.poller import HAVE_EPOLL, Poller
@@ -166,6 +167,7 @@ class Relay:
             lst.service = rt  # type: ignore[assignment]
             rt.listeners.append(lst)  # type: ignore[arg-type]
         self.services = new
+        self._fit_descriptors()
         for rt in new.values():
             if isinstance(rt, TCPRuntime):
                 if rt.limits.full():
@@ -176,6 +178,22 @@ class Relay:
                 for lst in rt.listeners:
                     lst.resume()
             rt.start_health()
+
+    def _fit_descriptors(self) -> None:
+        """Hold UDP flows to what the descriptor limit leaves after the TCP services' max_connections (see
+        wiregate.limits): a datagram flood must not take the descriptors TCP connections need."""
+        limit = nofile()[0]
+        tcp = sum(rt.config.max_connections for rt in self.services.values() if isinstance(rt, TCPRuntime))
+        udp = [rt for rt in self.services.values() if isinstance(rt, UDPRuntime)]
+        wanted = [rt.config.max_flows for rt in udp]
+        warning = fit_warning(limit, tcp, sum(wanted))
+        if warning is not None:
+            log.warning("relay: %s", warning)
+        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted)):
+            rt.set_cap(cap)
+            if cap < rt.config.max_flows:
+                log.warning("%s: at most %d UDP flows (max_flows %d does not fit the descriptor limit %d)",
+                            rt.config.name, cap, rt.config.max_flows, limit)
 
     def _retire(self, rt: Runtime) -> None:
         rt.retired = True

@@ -15,6 +15,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import PP2_TYPE_UNIQUE_ID, TLV, Command, encode_v1, encode_v2
 from wiregate.relay.config import TCPService, format_addr
 from wiregate.relay.datapath import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
@@ -29,7 +30,6 @@ log = logging.getLogger("wiregate.relay")
 # --access-log`, `python -m wiregate.relay -v` turn it on; off, the line is not even formatted)
 access_log = logging.getLogger("wiregate.relay.access")
 ACCEPT_BATCH = 64  # accepts per readiness callback: amortises the loop round trip under connection storms
-EMFILE_PAUSE = 0.1  # out of descriptors: stop accepting this long rather than spin
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 # non-blocking from creation where the platform allows it (saves an ioctl per backend connection)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
@@ -74,6 +74,8 @@ class TCPListener:
         self.key = key
         self.service: TCPRuntime | None = None
         self.accepting = False
+        self.backoff = Backoff()  # out of descriptors: pause with a growing delay instead of spinning on accept()
+        self.fd_timer: asyncio.TimerHandle | None = None
         name = sock.getsockname()
         self.addr = format_addr(name)
         # the PROXY destination: the listener's own address unless it is a wildcard (then ask each socket)
@@ -94,6 +96,9 @@ class TCPListener:
     def close(self) -> None:
         """Stop accepting and close the socket (open connections are not affected)."""
         self.pause()
+        if self.fd_timer is not None:
+            self.fd_timer.cancel()
+            self.fd_timer = None
         self.sock.close()
 
     def _on_accept(self) -> None:
@@ -105,13 +110,11 @@ class TCPListener:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("%s: accept on %s: %s; pausing %.1fs", svc.config.name if svc else "-",
-                                self.addr, exc.strerror, EMFILE_PAUSE)
-                    self.pause()
-                    self.relay.loop.call_later(EMFILE_PAUSE, self._unpause)
-                    return
+                if exc.errno in NO_DESCRIPTORS:
+                    return self._out_of_descriptors(exc)
                 continue  # ECONNABORTED and friends: that client is gone, the next one may be fine
+            if self.backoff.delay:
+                self.backoff.succeeded()
             if svc is None:
                 sock.close()
                 continue
@@ -119,8 +122,24 @@ class TCPListener:
             if not self.accepting:  # the service filled up
                 return
 
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        """The client stays in the backlog, so the listener would fire again at once: pause, log once in a while."""
+        loop = self.relay.loop
+        now = loop.time()
+        delay = self.backoff.failed(now, errno.errorcode.get(exc.errno or 0, str(exc)))
+        line = self.backoff.take_log(now)
+        if line is not None:
+            log.warning("%s: accept on %s: %s", self.service.config.name if self.service else "-", self.addr, line)
+        self.pause()
+        if self.fd_timer is None:
+            self.fd_timer = loop.call_later(delay, self._unpause)
+
     def _unpause(self) -> None:
-        if self.service is not None and not self.service.limits.full() and not self.relay.closing:
+        self.fd_timer = None
+        if self.sock.fileno() < 0:
+            return
+        if self.service is not None and not self.service.limits.full() and not self.relay.closing \
+                and not self.service.retired:
             self.resume()
 
 
@@ -204,6 +223,10 @@ class TCPRuntime:
         self.limits.release(conn.client[0])
         if was_full and not self.limits.full():
             self.resume_all()
+        else:
+            for lst in self.listeners:  # paused for lack of descriptors: this connection just freed two
+                if lst.fd_timer is not None and not lst.accepting and not self.relay.closing and not self.retired:
+                    lst.resume()
         self.relay.connection_ended()
 
     # -- health --------------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ several addresses would answer from whichever address the routing table picks, w
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
 import struct
 from typing import TYPE_CHECKING
 
+from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import Protocol, encode_v2
 from wiregate.relay.config import UDPService, format_addr
 from wiregate.relay.flows import FlowTable
@@ -164,7 +166,10 @@ class UDPRuntime:
     def __init__(self, relay: "Relay", config: UDPService, addrs: list[tuple]) -> None:
         self.relay = relay
         self.loop = relay.loop
-        self.table: FlowTable[Flow] = FlowTable(config.max_flows, config.flow_idle_timeout)
+        self.table: FlowTable[Flow] = FlowTable(config.max_flows, config.flow_idle_timeout, config.max_per_source)
+        self.cap = config.max_flows  # max_flows, or less when the descriptor limit cannot hold it (Relay sets it)
+        self.backoff = Backoff()  # socket() out of descriptors: no new flow for a growing delay, logged rarely
+        self.fd_until = 0.0
         self.totals = {"flows": 0, "refused": 0, "datagrams": 0, "replies": 0}
         self.listeners: list[UDPListener] = []
         self.retired = False
@@ -179,7 +184,13 @@ class UDPRuntime:
         self.addrs = addrs
         # UDP has no connect to observe and no generic probe, so no active checks; ICMP errors mark passively
         self.pool = BackendPool(config.backends, config.balance, None, self.loop.time(), self.pool)
-        self.table.max_flows, self.table.idle_timeout = config.max_flows, config.flow_idle_timeout
+        self.table.max_flows, self.table.idle_timeout = min(self.cap, config.max_flows), config.flow_idle_timeout
+        self.table.max_per_source = config.max_per_source
+
+    def set_cap(self, cap: int) -> None:
+        """Hold the flow table to `cap` flows (the share of the descriptor limit this service may use)."""
+        self.cap = cap
+        self.table.max_flows = min(cap, self.config.max_flows)
 
     def datagram(self, listener: UDPListener, data: bytes, addr: tuple, local: tuple[str, int]) -> None:
         """A datagram from `addr` to `local`: find or make its flow, forward (with a PROXY v2 DGRAM header if set)."""
@@ -204,19 +215,36 @@ class UDPRuntime:
         for f in expired:
             f.close()
         client = plain_addr(addr)
-        if not ok:
+        if not ok or self.table.source_full(client[0]):
             self.totals["refused"] += 1
             if now - self._refused_logged > 1.0:  # at most one line a second under a flood
                 self._refused_logged = now
-                log.info("%s: refused UDP flow from %s: %d flows (max_flows)", self.config.name,
-                         format_addr(client), len(self.table))
+                why = (f"{len(self.table)} flows (max_flows {self.table.max_flows})" if not ok else
+                       f"{self.config.max_per_source} flows from this address (max_per_source)")
+                log.info("%s: refused UDP flow from %s: %s", self.config.name, format_addr(client), why)
+            return None
+        if now < self.fd_until:
+            self.totals["refused"] += 1
             return None
         i = self.pool.pick(client[0], now)
         if i is None:
             self.totals["refused"] += 1
             return None
         baddr = self.addrs[i]
-        sock = socket.socket(socket.AF_INET6 if len(baddr) == 4 else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(socket.AF_INET6 if len(baddr) == 4 else socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:  # out of descriptors: no new flow for a while (existing flows keep working)
+            self.totals["refused"] += 1
+            if exc.errno in NO_DESCRIPTORS:
+                self.fd_until = now + self.backoff.failed(now, errno.errorcode.get(exc.errno or 0, str(exc)))
+                line = self.backoff.take_log(now)
+                if line is not None:
+                    log.warning("%s: new UDP flows: %s", self.config.name, line)
+            else:
+                log.info("%s: cannot open a flow socket: %s", self.config.name, exc)
+            return None
+        if self.backoff.delay:
+            self.backoff.succeeded()
         try:
             sock.setblocking(False)
             sock.connect(baddr)
@@ -228,7 +256,7 @@ class UDPRuntime:
         if self.config.proxy_protocol == "v2":
             header = encode_v2(client, local, protocol=Protocol.DGRAM)
         flow = Flow(self, listener, client, addr, local, key, i, sock, header)
-        self.table.add(key, flow, now)
+        self.table.add(key, flow, now, client[0])
         self.loop.add_reader(sock.fileno(), flow.on_reply)
         self.totals["flows"] += 1
         self._arm()

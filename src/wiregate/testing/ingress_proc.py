@@ -21,8 +21,13 @@ from wiregate.testing.peers import stop
 class IngressProcess:
     """`python -m wiregate.ingress --config <workdir>/ingress.json`, stopped by PID."""
 
-    def __init__(self, config: dict, workdir: Path, log_level: str = "INFO", timeout: float = 10.0) -> None:
+    def __init__(self, config: dict, workdir: Path, log_level: str = "INFO", timeout: float = 10.0,
+                 nofile: int | None = None, prefix: tuple[str, ...] = ()) -> None:
+        """`nofile`: run with RLIMIT_NOFILE soft = hard = nofile; `prefix`: argv prefix (e.g. `ip netns exec NS`),
+        in which case TCP listeners are not waited for (they are not reachable from here)."""
         self.config = config
+        self.nofile = nofile
+        self.prefix = tuple(prefix)
         self.dir = Path(workdir)
         self.log_level = log_level
         self.timeout = timeout
@@ -36,12 +41,20 @@ class IngressProcess:
         self.path.write_text(json.dumps(self.config))
         self._log = self.log_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "wiregate.ingress", "--config", str(self.path),
-                                      "--log-level", self.log_level, "--drain", "2"],
-                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        limit = self.nofile
+
+        def lower_nofile() -> None:
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "wiregate.ingress", "--config",
+                                      str(self.path), "--log-level", self.log_level, "--drain", "2"],
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=lower_nofile if limit is not None else None)
         try:
             for lst in self.config["listeners"]:
-                if lst.get("protocol", "tcp") == "tcp":
+                if lst.get("protocol", "tcp") == "tcp" and not self.prefix:
                     wait_listening(lst["listen"][0], lst["listen"][1], self.timeout, self.proc)
         except BaseException:
             self.__exit__()
