@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
-import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset

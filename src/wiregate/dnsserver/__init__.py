@@ -4,8 +4,14 @@
 sans-I/O), `server` (asyncio UDP/TCP adapters). See docs/acme-dns.md.
 """
 
-from wiregate.dnsserver.channel import PUBLISH_PORT, ChallengeStore, PublishHandler, SiteGrant, allowed, \
-    challenge_label
+from wiregate.dnsserver.channel import (
+           PUBLISH_PORT,
+           ChallengeStore,
+           PublishHandler,
+           SiteGrant,
+           allowed,
+           challenge_label,
+)
 from wiregate.dnsserver.responder import Responder
 
 __all__ = ["PUBLISH_PORT", "ChallengeStore", "PublishHandler", "Responder", "SiteGrant", "allowed",

@@ -168,7 +168,7 @@ class PublishHandler:
         op = req.get("op")
         if op == "info":
             return {"ok": True, "site": site.name, "zone": self.zone, "nameserver": self.nameserver,
-                    "records": records_for(site, self.zone)}
+                    "acme_names": list(site.acme_names), "records": records_for(site, self.zone)}
         name = req.get("name")
         if not isinstance(name, str) or not name or len(name) > 255:
             self.counts["bad_request"] += 1

@@ -17,7 +17,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from wiregate.dnsserver.channel import MAX_LINE, PUBLISH_PORT, ChallengeStore, PublishHandler, SiteGrant
+from wiregate.dnsserver.channel import (
+    MAX_LINE,
+    PUBLISH_PORT,
+    ChallengeStore,
+    PublishHandler,
+    SiteGrant,
+)
 from wiregate.dnsserver.responder import Responder
 
 log = logging.getLogger("wiregate.acme_dns")
@@ -90,7 +96,7 @@ class DnsServer:
                     break
                 writer.write(struct.pack("!H", len(out)) + out)
                 await asyncio.wait_for(writer.drain(), TCP_IDLE)
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             self._clients -= 1
@@ -152,7 +158,7 @@ class PublishServer:
             await asyncio.wait_for(writer.drain(), PUBLISH_TIMEOUT)
         except asyncio.LimitOverrunError:
             writer.write(self.handler.handle(source, b"x" * (MAX_LINE + 1), self.clock()))
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             self._clients -= 1
@@ -203,11 +209,10 @@ class AcmeDnsService:
                  ", ".join(f"{h}:{p}" for h, p in self.dns.bound()), self.spec.publish_address,
                  self.publish.bound_port())
 
-    def update_sites(self, spec: AcmeDnsSpec) -> None:
-        """A reload with the same zone and sockets: new site grants apply at once; records of removed sites go."""
-        self.spec = spec
-        self.handler.sites = {s.address: s for s in spec.sites}
-        self.store.forget_sites(s.name for s in spec.sites)
+    def update_sites(self, sites: Sequence[SiteGrant]) -> None:
+        """A reload: new site grants apply at once; records of sites no longer granted go."""
+        self.handler.sites = {s.address: s for s in sites}
+        self.store.forget_sites(s.name for s in sites)
 
     def status(self) -> dict[str, object]:
         now = self.clock()
