@@ -113,3 +113,27 @@ def test_info_and_the_records_a_user_adds() -> None:
     text = describe_records(ZONE, "vps.example.net", info["records"])
     assert f"{ZONE}.  IN NS  vps.example.net." in text
     assert f"_acme-challenge.example.org.  IN CNAME  {label}.{ZONE}." in text
+
+
+async def test_wait_until_polls_on_the_injected_clock_and_gives_up_at_the_deadline() -> None:
+    from wiregate.acme.dns01 import wait_until
+
+    now = [0.0]
+    calls = []
+
+    async def sleep(dt: float) -> None:
+        now[0] += dt
+
+    async def never() -> bool:
+        calls.append(now[0])
+        return False
+
+    assert not await wait_until(never, timeout=10.0, interval=2.0, clock=lambda: now[0], sleep=sleep)
+    assert calls == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]  # the last check at the deadline itself
+    seen = iter([False, False, True])
+
+    async def third() -> bool:
+        return next(seen)
+
+    now[0] = 0.0
+    assert await wait_until(third, timeout=10.0, interval=2.0, clock=lambda: now[0], sleep=sleep) and now[0] == 4.0

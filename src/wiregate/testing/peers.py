@@ -22,6 +22,9 @@ PACKAGE_FOR = {
     "openssl": "openssl",
     "tc": "iproute2",
     "ip": "iproute2",
+    "named": "bind9",
+    "named-checkconf": "bind9",
+    "dig": "bind9-dnsutils",
 }
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 _tried: set[str] = set()
