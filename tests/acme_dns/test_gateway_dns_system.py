@@ -112,6 +112,16 @@ def test_gateway_answers_dns01_through_a_delegation_and_refuses_other_names(lab,
     st = sl.status("gateway")["acme_dns"]
     assert st["publish"]["refused"] == 2 and st["publish"]["published"] == 2
     assert sorted(e["name"] for e in st["records"]) == ["example.org", "www.example.org"]
+    shown = sl.vps.run([sys.executable, "-m", "wiregate", "status", str(sl.dir / "gw.ctl")]).stdout
+    assert f"acme-dns: zone {ZONE}: queries answered " in shown and "site home example.org: 2 value(s)" in shown
+
+    # granting a name on the gateway applies on reload, without a restart
+    text = sl.gateway_file.read_text()
+    sl.gateway_file.write_text(text.replace('acme_names = ["*.example.org"]',
+                                            'acme_names = ["*.example.org", "evil.example.com"]'))
+    from wiregate.control import request
+    assert request(sl.dir / "gw.ctl", {"cmd": "reload"})["ok"]
+    assert publish(sl, ("publish", "evil.example.com", [V2])) == {"publish evil.example.com": "ok"}
 
     assert publish(sl, ("clear", "example.org", [])) == {"clear example.org": "ok"}
     wait_for(lambda: dig(sl.client, CLIENT_IP, "_acme-challenge.example.org", "TXT", recurse=True)[0] == "NXDOMAIN",

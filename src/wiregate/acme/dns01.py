@@ -19,6 +19,7 @@ import binascii
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -145,9 +146,9 @@ def read_tsig_secret(path: Path) -> bytes:
     if len(data) > MAX_SECRET_FILE:
         raise ConfigError(f"acme.rfc2136.tsig_secret_file: {str(path)!r}: too large for a TSIG secret")
     text = data.decode("ascii", "replace").strip()
-    if text.startswith("secret") or "{" in text:  # a BIND key block: take the quoted secret
-        parts = text.split('"')
-        text = parts[1] if len(parts) >= 3 else ""
+    if "secret" in text:  # a BIND key block (`tsig-keygen` output): take the quoted secret
+        m = re.search(r'\bsecret\s+"([^"]*)"', text)
+        text = m.group(1) if m else ""
     try:
         secret = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
