@@ -1,6 +1,7 @@
 """`wiregate run FILE`: one node (gateway or home) with every part its file declares, in the foreground.
 
-gateway: tunnel (one peer per site) + relay (backends = the sites' tunnel addresses) + probe responder.
+gateway: tunnel (one peer per site) + relay (backends = the sites' tunnel addresses) + probe responder
+         + with [acme_dns]: the challenge zone's DNS server and the sites' publish channel (docs/acme-dns.md).
 home:    tunnel (the gateway as the one peer) + ingress (listeners on the tunnel address and/or LAN) + prober
          (keeps data flowing so WireGuard re-handshakes after a gateway restart) + endpoint re-resolver (follows
          the gateway's DNS name).

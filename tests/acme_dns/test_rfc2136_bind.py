@@ -60,7 +60,8 @@ def bind(lab, tmp_path):
     key = TsigKey.new("wiregate.")
     zone = zone_text("example.org", {"ns1": PRIMARY, "ns2": SECONDARY}, "www IN A 192.0.2.80")
     primary = Named(lab, dns_ns, tmp_path / "primary", PRIMARY, zones={"example.org": zone}, tsig=key,
-                    update_zones=("example.org",), notify_to=(SECONDARY,))
+                    update_zones=("example.org",), notify_to=(SECONDARY,),
+                    update_names=("_acme-challenge.example.org", "_acme-challenge.www.example.org"))
     primary.start()
     secondary = Named(lab, dns_ns, tmp_path / "secondary", SECONDARY, secondaries={"example.org": PRIMARY})
     secondary.start()
@@ -109,6 +110,9 @@ def test_a_name_outside_the_zone_and_a_server_that_never_shows_it_are_reported(b
     out, _ = run_publisher(client, tmp_path, "tsig.key", "publish", "example.com", [V1])
     assert out == "error: example.com: DNS-01 via RFC 2136: _acme-challenge.example.com is not in the zone " \
                   "example.org (acme.rfc2136.zone)"
+    out, _ = run_publisher(client, tmp_path, "tsig.key", "publish", "other.example.org", [V1])  # not granted
+    assert out == "error: other.example.org: DNS-01 update at 198.51.100.53:53: the server answered REFUSED " \
+                  "(may key wiregate. update zone example.org.?)"
     _, _, _, secondary = bind
     from wiregate.testing.peers import stop
 

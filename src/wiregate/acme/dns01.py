@@ -220,7 +220,7 @@ class Rfc2136Publisher:
         rcode = resp.rcode()
         if rcode != dns.rcode.NOERROR:
             raise AcmeError(f"{domain}: DNS-01 {what} at {server}: the server answered {dns.rcode.to_text(rcode)} "
-                            f"(does key {self._key.name} may update zone {self.zone}?)")
+                            f"(may key {self._key.name} update zone {self.zone}?)")
 
     async def publish(self, domain: str, values: Sequence[str]) -> None:
         name, bare = self._name(domain), _bare(domain)
@@ -254,9 +254,11 @@ class Rfc2136Publisher:
     async def _query(self, ip: str, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.message.Message | None:
         q = dns.message.make_query(name, rdtype)
         q.flags &= ~dns.flags.RD  # ask the server what it holds itself
+        # a dead server must not stretch publish() much past its deadline: a quarter of it per query at most
+        timeout = min(UPDATE_TIMEOUT / 2, max(1.0, self.timeout / 4))
+        port = self.server[1] if ip == await self._server_ip() else 53
         try:
-            resp, _ = await dns.asyncquery.udp_with_fallback(q, ip, timeout=UPDATE_TIMEOUT / 2, port=self.server[1]
-                                                             if ip == await self._server_ip() else 53)
+            resp, _ = await dns.asyncquery.udp_with_fallback(q, ip, timeout=timeout, port=port)
         except (OSError, dns.exception.DNSException, EOFError):
             return None
         return resp

@@ -484,6 +484,8 @@ def _default_text(o: Opt) -> str:
     d = o.default
     if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], int) and isinstance(d[0], str):
         d = format_hostport(*d)
+    elif isinstance(d, tuple) and d and all(isinstance(x, tuple) and len(x) == 2 for x in d):
+        d = [format_hostport(*x) for x in d]
     elif isinstance(d, tuple):
         d = list(d)
     return f"`{show(d)}`"

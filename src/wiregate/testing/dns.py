@@ -71,6 +71,7 @@ class Named:
     secondaries: dict[str, str] = field(default_factory=dict)  # zone -> primary's address
     tsig: TsigKey | None = None
     update_zones: tuple[str, ...] = ()  # zones the TSIG key may update (RFC 2136)
+    update_names: tuple[str, ...] = ()  # when set, only these names (TXT), as README's update-policy example
     recursion: bool = False
     notify_to: tuple[str, ...] = ()  # secondaries told at once when a primary zone changes
     port: int = 53
@@ -109,7 +110,11 @@ class Named:
         for name, text in self.zones.items():
             fname = "root" if name == "." else name
             (d / f"{fname}.zone").write_text(text)
-            upd = f' allow-update {{ key "{self.tsig.name}"; }};' if self.tsig and name in self.update_zones else ""
+            upd = ""
+            if self.tsig and name in self.update_zones:  # what a user writes: one grant per challenge name
+                grants = " ".join(f"grant {self.tsig.name} name {n}. TXT;" for n in self.update_names) or \
+                    f"grant {self.tsig.name} subdomain {name}. ANY;"
+                upd = f" update-policy {{ {grants} }};"
             out.append(f'zone "{name}" {{ type primary; file "{fname}.zone";{upd} }};')
         for name, primary in self.secondaries.items():
             out.append(f'zone "{name}" {{ type secondary; primaries {{ {primary}; }}; file "{name}.sec.zone"; }};')
