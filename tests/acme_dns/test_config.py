@@ -75,7 +75,7 @@ def test_check_and_records_from_the_gateway_file(tmp_path: Path) -> None:
     gw = tmp_path / "gateway.toml"
     gw.write_text(with_names(gw_text() + ACME))
     r = wiregate("check", str(gw))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and "acme-dns zone acme.vps.example.net" in r.stdout, r.stderr
     r = wiregate("acme-dns", "records", str(gw), "--name", "www.example.org", "--name", "evil.example.com")
     assert r.returncode == 0, r.stderr
     label = challenge_label(HOME_PUB, "example.org")

@@ -202,7 +202,7 @@ class Rfc2136Publisher:
             return str(ipaddress.ip_address(host))
         except ValueError:
             infos = await asyncio.get_running_loop().getaddrinfo(host, self.server[1], type=socket.SOCK_STREAM)
-            return infos[0][4][0]
+            return str(infos[0][4][0])
 
     async def _update(self, domain: str, upd: dns.update.UpdateMessage, what: str) -> None:
         server = f"{self.server[0]}:{self.server[1]}"
@@ -287,7 +287,7 @@ class Rfc2136Publisher:
                 try:
                     infos = await asyncio.get_running_loop().getaddrinfo(target.to_text(omit_final_dot=True), 53,
                                                                          type=socket.SOCK_DGRAM)
-                    found = [i[4][0] for i in infos]
+                    found = [str(i[4][0]) for i in infos]
                 except OSError:
                     log.warning("DNS-01: cannot resolve nameserver %s of zone %s; not waiting for it", target,
                                 self.zone)

@@ -203,6 +203,11 @@ class PublishHandler:
         self.counts["published"] += 1
         return {"ok": True, "name": name, "fqdn": f"{label}.{normalize(self.zone)}", "ttl": self.store.ttl}
 
+    def oversized(self) -> bytes:
+        """The answer to a request line that did not end within MAX_LINE bytes."""
+        self.counts["bad_request"] += 1
+        return json.dumps({"ok": False, "error": f"request longer than {MAX_LINE} bytes"}).encode() + b"\n"
+
     def _parse(self, line: bytes) -> dict[str, object]:
         if len(line) > MAX_LINE:
             self.counts["bad_request"] += 1

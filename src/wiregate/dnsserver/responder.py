@@ -91,43 +91,36 @@ class Responder:
             self.counters.dropped += 1
             return None
         try:
-            response = self._answer(query)
-        except Exception:  # noqa: BLE001 - e.g. a query dnspython parses but cannot answer: drop it
+            response = dns.message.make_response(query, recursion_available=False, our_payload=UDP_PAYLOAD_MAX)
+            response.flags &= ~dns.flags.RA
+            self._decide(query, response, records)
+            return self._render(query, response, tcp)
+        except Exception:  # noqa: BLE001 - a query dnspython parses but cannot answer: drop it, never crash
             self.counters.dropped += 1
             return None
-        return self._render(query, response, records, tcp)
 
     # -- the decision ------------------------------------------------------------------------------------------
-    def _answer(self, query: dns.message.Message) -> dns.message.Message:
-        response = dns.message.make_response(query, recursion_available=False, our_payload=UDP_PAYLOAD_MAX)
-        response.flags &= ~dns.flags.RA
+    def _decide(self, query: dns.message.Message, response: dns.message.Message,
+                records: Mapping[str, Sequence[str]]) -> None:
         if query.edns > 0:  # RFC 6891 section 6.1.3: we speak EDNS version 0 only
             response.set_rcode(dns.rcode.BADVERS)
             self.counters.formerr += 1
-            return response
-        if query.opcode() != dns.opcode.QUERY:
+        elif query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
             self.counters.notimp += 1
-            return response
-        if len(query.question) != 1:
+        elif len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
             self.counters.formerr += 1
-            return response
-        return response
-
-    def _render(self, query: dns.message.Message, response: dns.message.Message,
-                records: Mapping[str, Sequence[str]], tcp: bool) -> bytes | None:
-        if response.rcode() == dns.rcode.NOERROR and response.opcode() == dns.opcode.QUERY and len(query.question) == 1:
+        else:
             self._fill(query.question[0], response, records)
+
+    def _render(self, query: dns.message.Message, response: dns.message.Message, tcp: bool) -> bytes:
         max_size = 65535 if tcp else max(UDP_PAYLOAD_MIN, min(query.payload if query.edns >= 0 else 0,
                                                               UDP_PAYLOAD_MAX))
         try:
             return response.to_wire(max_size=max_size)
         except dns.exception.TooBig:
             pass
-        except Exception:  # noqa: BLE001
-            self.counters.dropped += 1
-            return None
         # RFC 2181 section 9: too big for this UDP client; the TC bit sends it to TCP
         self.counters.truncated += 1
         for section in (response.answer, response.authority, response.additional):

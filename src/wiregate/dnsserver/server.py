@@ -157,7 +157,7 @@ class PublishServer:
             writer.write(answer)
             await asyncio.wait_for(writer.drain(), PUBLISH_TIMEOUT)
         except asyncio.LimitOverrunError:
-            writer.write(self.handler.handle(source, b"x" * (MAX_LINE + 1), self.clock()))
+            writer.write(self.handler.oversized())
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
