@@ -88,6 +88,19 @@ class StatusCollector:
                     if isinstance(n, (int, float)):
                         levents.add_metric([name, f"refused_{why}"], n)
             yield from (lopen, levents)
+        acme_dns = st.get("acme_dns")
+        if isinstance(acme_dns, dict):
+            q = CounterMetricFamily("wiregate_acme_dns_queries", "DNS queries of the ACME challenge zone by outcome",
+                                    labels=["outcome"])
+            for outcome, n in (acme_dns.get("queries") or {}).items():
+                q.add_metric([outcome], n)
+            pub = CounterMetricFamily("wiregate_acme_dns_publish", "publish-channel requests by result",
+                                      labels=["result"])
+            for result, n in (acme_dns.get("publish") or {}).items():
+                pub.add_metric([result], n)
+            recs = GaugeMetricFamily("wiregate_acme_dns_records", "challenge names with published records")
+            recs.add_metric([], len(acme_dns.get("records") or []))
+            yield from (q, pub, recs)
 
 
 def ingress_listeners(ingress: Any) -> dict[str, dict]:

@@ -1,6 +1,7 @@
 """`wiregate run FILE`: one node (gateway or home) with every part its file declares, in the foreground.
 
-gateway: tunnel (one peer per site) + relay (backends = the sites' tunnel addresses) + probe responder.
+gateway: tunnel (one peer per site) + relay (backends = the sites' tunnel addresses) + probe responder
+         + with [acme_dns]: the challenge zone's DNS server and the sites' publish channel (docs/acme-dns.md).
 home:    tunnel (the gateway as the one peer) + ingress (listeners on the tunnel address and/or LAN) + prober
          (keeps data flowing so WireGuard re-handshakes after a gateway restart) + endpoint re-resolver (follows
          the gateway's DNS name).
@@ -133,6 +134,23 @@ def relay_config(cfg: GatewayConfig):
     return RelayConfig(services=tuple(services), drain_timeout=cfg.drain_timeout)
 
 
+def acme_dns_spec(cfg: GatewayConfig):
+    """The gateway's ACME DNS service (`[acme_dns]`): None when the table is not set."""
+    from wiregate.dnsserver.channel import SiteGrant
+    from wiregate.dnsserver.server import AcmeDnsSpec
+
+    a = cfg.acme_dns
+    if a is None:
+        return None
+    # the publish channel listens on the tunnel address, bound to the tunnel device: a request's source address
+    # is then one WireGuard admitted from that site (AllowedIPs), which is how the site is known
+    return AcmeDnsSpec(zone=a.zone, nameserver=a.nameserver, listen=a.listen, publish_address=cfg.tunnel.ip,
+                       publish_port=a.publish_port, device=cfg.tunnel.interface,
+                       sites=tuple(SiteGrant(s.name, s.address, s.public_key, s.acme_names)
+                                   for s in cfg.sites if s.acme_names),
+                       record_ttl=a.record_ttl, max_names_per_site=a.max_names_per_site)
+
+
 def ingress_config(cfg: HomeConfig):
     """The ingress's config: the home file's listeners and routes as they are. Listeners trusting the gateway (the
     default) believe its PROXY headers only on the tunnel interface: on the LAN its address could be spoofed."""
@@ -253,6 +271,7 @@ class Node:
         self.cfg: Config = model.load(self.path)
         self.tunnel: Tunnel | None = None
         self.relay = None
+        self.acme_dns = None
         self.ingress = None
         self.control = None
         self.metrics = None
@@ -300,6 +319,12 @@ class Node:
                 lambda: ProbeResponder(net), local_addr=(cfg.tunnel.ip, PROBE_PORT))
             self._knock(known)
             self.tasks.append(loop.create_task(self._save_sites_loop()))
+            spec = acme_dns_spec(cfg)
+            if spec is not None:
+                from wiregate.dnsserver.server import AcmeDnsService
+
+                self.acme_dns = AcmeDnsService(spec)
+                await self.acme_dns.start()
         else:
             if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
                 await self._start_ingress(cfg)
@@ -336,6 +361,8 @@ class Node:
             self.prober.transport.close()
         if self.responder_transport is not None:
             self.responder_transport.close()
+        if self.acme_dns is not None:
+            await self.acme_dns.close()
         for part in (self.relay, self.ingress):
             if part is not None:
                 try:
@@ -371,6 +398,15 @@ class Node:
                 self.tunnel._check_same(spec)
                 if isinstance(new, GatewayConfig):
                     part_cfg = self._build(relay_config, new)
+                    dns_spec = acme_dns_spec(new)
+                    old_spec = acme_dns_spec(self.cfg)
+                    if (dns_spec is None) != (old_spec is None) or (dns_spec and old_spec and (
+                            dns_spec.zone, dns_spec.nameserver, dns_spec.listen, dns_spec.publish_port,
+                            dns_spec.record_ttl, dns_spec.max_names_per_site) != (
+                            old_spec.zone, old_spec.nameserver, old_spec.listen, old_spec.publish_port,
+                            old_spec.record_ttl, old_spec.max_names_per_site)):
+                        log.warning("reload: [acme_dns] changes other than the sites' acme_names need a restart; "
+                                    "kept the running DNS service")
                 else:
                     part_cfg = self._build(ingress_config, new) if new.listeners or self.ingress else None
                 await self.tunnel.update(spec)
@@ -381,6 +417,8 @@ class Node:
                             await self._start_ingress(new)
                     elif part is not None:
                         await part.reload(part_cfg)
+                    if isinstance(new, GatewayConfig) and self.acme_dns is not None and dns_spec is not None:
+                        self.acme_dns.update_sites(dns_spec.sites)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
                     raise _wrap_part_error(exc) from None
             except Exception as exc:  # noqa: BLE001 - any failure refuses the reload; READY=1 must follow RELOADING=1
@@ -516,6 +554,8 @@ class Node:
             st["relay"] = self.relay.status()
         if self.ingress is not None:
             st["ingress"] = self.ingress.status()
+        if self.acme_dns is not None:
+            st["acme_dns"] = self.acme_dns.status()
         if isinstance(self.cfg, HomeConfig):
             st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
                                       "resolved": describe_endpoint(self.endpoint)}

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if isinstance(cfg, GatewayConfig):
         what = f"gateway {cfg.name!r}: {len(cfg.sites)} site(s), {len(cfg.services)} service(s)"
+        if cfg.acme_dns is not None:
+            what += f", acme-dns zone {cfg.acme_dns.zone}"
     else:
         what = f"home {cfg.name!r}: {len(cfg.listeners)} listener(s)"
     print(f"{args.file}: ok ({what}, tunnel mode {cfg.tunnel.mode})")

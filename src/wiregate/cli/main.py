@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "wiregate.cli.run",
     "status": "wiregate.cli.status",
     "export": "wiregate.cli.export",
+    "acme-dns": "wiregate.cli.acme_dns",
     "install-service": "wiregate.cli.install_service",
     "wg": "wiregate.cli.wg",
     "genkey": "wiregate.cli.genkey",

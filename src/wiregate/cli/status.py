@@ -74,6 +74,13 @@ def render(st: dict[str, Any]) -> str:
                        f"open {ln.get('open', 0)}, accepted {ln.get('accepted', 0)}"
                        + (f", health checks {ln['health_checks']}" if ln.get("health_checks") else "")
                        + (f", refused: {refused}" if refused else ""))
+    acme_dns = st.get("acme_dns")
+    if acme_dns:
+        q, pub = acme_dns.get("queries", {}), acme_dns.get("publish", {})
+        out.append(f"acme-dns: zone {acme_dns.get('zone')}: queries " + ", ".join(f"{k} {v}" for k, v in q.items())
+                   + "; publish " + ", ".join(f"{k} {v}" for k, v in pub.items()))
+        for r in acme_dns.get("records", []):
+            out.append(f"  site {r['site']} {r['name']}: {r['values']} value(s), expires in {r['expires_in']}s")
     return "\n".join(out)
 
 

