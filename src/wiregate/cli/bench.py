@@ -11,6 +11,7 @@ PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
     "ingress": "wiregate.bench.ingress",
     "wireguard": "wiregate.bench.wireguard",
+    "system": "wiregate.bench.system",
 }
 
 
