@@ -59,7 +59,8 @@ def test_soak_60s_with_every_fault_loses_and_corrupts_nothing(lab, tmp_path):
     r = soak(1.0, tmp_path / "soak")
     for w in r["windows"]:
         print(f"{w['fault']:>13} {w['seconds']:5.1f}s recovery {w['recovery_s']} "
-              f"req {[(k, v['succeeded'], v['failed']) for k, v in w['requests'].items()]} lost {w['lost']}")
+              f"req {[(k, v['succeeded'], v['failed']) for k, v in w['requests'].items()]} lost {w['lost']} "
+              f"notes {w['notes']}")
     print("resources", [(side, p["warm"], p["last"]) for side, ps in r["resources"].items() for p in ps])
     assert r["faults"][:len(FAULTS)] == list(FAULTS)
     inv = r["invariants"]

@@ -16,10 +16,10 @@ client address the service was given: it must be the client's own.
 
 Faults, in this order, until the time is up (at least once each): a bad config reload of both sides (refused,
 nothing lost), a home SIGHUP reload with changed routes, the home's veth link down for 3 s, 10% loss + 50 ms delay
-each way for 6 s, the
-home's address changing (roaming), the gateway SIGKILLed and restarted. The middlebox (a userspace UDP relay at
-home, wiregate.testing.lossy) sits in the tunnel's path for the whole run and drops/delays only in `loss`. Each fault opens a window that lasts
-until every kind of request has succeeded again (the recovery time) plus a calm QUIET seconds.
+each way for 6 s, the home's address changing (roaming), the gateway SIGKILLed and restarted. The middlebox (a
+userspace UDP relay at home, wiregate.testing.lossy) sits in the tunnel's path for the whole run and drops and
+delays only in `loss`. Each fault opens a window that lasts until short HTTP and UDP requests started after the
+fault ended have succeeded (the recovery time), plus QUIET calm seconds.
 
 Counted per window: requests attempted / succeeded / failed per kind, corrupted bytes (must be 0), answers naming
 another client (must be 0), established connections lost (must be 0 unless a process on their path was killed),
@@ -56,6 +56,9 @@ LINK_DOWN_S, LOSS_S, LOSS, DELAY = 3.0, 6.0, 0.10, 0.05
 QUIET = 2.0  # calm seconds after each recovery
 RECOVER_TIMEOUT = 60.0
 FD_GROWTH_MAX = 16
+# what the two processes said during a window, counted from their logs (to explain the figures)
+LOG_COUNTS = {"backend_down": ("gateway", "is DOWN"), "backend_up": ("gateway", "is UP"),
+              "home_new_handshakes": ("home", "starting a new handshake")}
 RSS_GROWTH_MAX_KB = 48 * 1024
 
 GATEWAY_SERVICES = """
@@ -236,6 +239,12 @@ class Soak:
         sl.start_gateway()
         sl.start_home()
         self._wait(self._echo_ok, 40, "the tunnel to come up (an echo through it)")
+        self._wait(self._backends_up, 30, "the gateway's health checks to mark every backend up")
+
+    def _backends_up(self) -> bool:
+        services = self.sl.status("gateway").get("relay", {}).get("services", {})
+        return all(b.get("state") == "up" for name in ("http", "echo") for b in services.get(name, {}).get(
+            "backends", [{}]))
 
     def _echo_ok(self) -> bool:
         from wiregate.testing.system import VPS_PUBLIC_IP
@@ -304,6 +313,7 @@ class Soak:
     # -- faults --------------------------------------------------------------------------------------------
     def fault(self, name: str) -> Window:
         w = Window(name, time.monotonic(), kills=KILLS.get(name, ()))
+        marks = self._log_marks()
         w.t_inject = time.monotonic()
         getattr(self, f"f_{name}")(w)
         w.t_heal = time.monotonic()
@@ -311,7 +321,19 @@ class Soak:
                    0.1)
         w.notes["recovered_after_s"] = round(time.monotonic() - w.t_heal, 2)
         time.sleep(QUIET)
+        w.notes.update(self._log_counts(marks))
         return w
+
+    def _log_marks(self) -> dict[str, int]:
+        return {side: (self.sl.dir / f"{side}.log").stat().st_size for side in ("gateway", "home")}
+
+    def _log_counts(self, marks: dict[str, int]) -> dict[str, int]:
+        texts = {}
+        for side, start in marks.items():
+            with open(self.sl.dir / f"{side}.log", "rb") as f:
+                f.seek(start)
+                texts[side] = f.read(16 << 20).decode(errors="replace")  # bounded: a window logs far less
+        return {key: texts[side].count(pattern) for key, (side, pattern) in LOG_COUNTS.items()}
 
     def f_bad_reload(self, w: Window) -> None:
         sl = self.sl
