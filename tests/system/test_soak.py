@@ -22,6 +22,7 @@ def test_summary_puts_requests_in_the_window_they_started_and_losses_where_they_
     events = [_req("http_short", 1.0), _req("udp", 2.0),
               _req("http_short", 11.0, False, "TimeoutError"), _req("http_short", 12.9),  # before the heal
               _req("http_short", 13.5), _req("udp", 14.0, corrupt=3),
+              _req("udp", 14.5, False, "no answer"), _req("udp", 15.0), _req("udp", 15.5),  # worked, failed, works
               {"k": "conn", "kind": "stream", "t0": 5.0, "t1": 20.6, "lost": True, "err": "ConnectionResetError",
                "bytes": 100, "corrupt": 0, "wrong_client": False},
               {"k": "conn", "kind": "http_keep", "t0": 1.0, "t1": 9.0, "lost": False, "err": None, "bytes": 10,
@@ -30,10 +31,12 @@ def test_summary_puts_requests_in_the_window_they_started_and_losses_where_they_
     assert base["requests"]["http_short"] == {"attempted": 1, "succeeded": 1, "failed": 0}
     assert base["wrong_client"] == 1 and base["connections"] == {"ended": 1, "lost": 0}
     assert down["requests"]["http_short"] == {"attempted": 3, "succeeded": 2, "failed": 1}
-    assert down["errors"] == {"http_short: TimeoutError": 1}
+    assert down["requests"]["udp"] == {"attempted": 4, "succeeded": 3, "failed": 1}
+    assert down["errors"] == {"http_short: TimeoutError": 1, "udp: no answer": 1}
     assert down["corrupted_bytes"] == 3 and down["outage_s"] == 3.0
-    # recovery: the first success among requests started after the heal (13.0), measured from the heal
-    assert down["recovery_s"] == {"http_short": 0.6, "udp": 1.1}
+    # recovery, from the heal (13.0): the first success after the last failure among requests started after it
+    # (the http failure at 11.0 started before the heal; udp failed again at 14.5, so it counts from 15.0)
+    assert down["recovery_s"] == {"http_short": 0.6, "udp": 2.1}
     assert kill["connections"]["lost"] == 1 and kill["kills"] == ["gateway"]
     assert kill["lost"] == ["stream open 15.6s: ConnectionResetError"]
     assert set(KINDS) <= set(base["requests"])

@@ -18,8 +18,8 @@ Faults, in this order, until the time is up (at least once each): a bad config r
 nothing lost), a home SIGHUP reload with changed routes, the home's veth link down for 3 s, 10% loss + 50 ms delay
 each way for 6 s, the home's address changing (roaming), the gateway SIGKILLed and restarted. The middlebox (a
 userspace UDP relay at home, wiregate.testing.lossy) sits in the tunnel's path for the whole run and drops and
-delays only in `loss`. Each fault opens a window that lasts until short HTTP and UDP requests started after the
-fault ended have succeeded (the recovery time), plus QUIET calm seconds.
+delays only in `loss`. Each fault opens a window that lasts until the last 5 short HTTP and 3 UDP requests started
+after the fault ended have succeeded and the gateway has every backend up again, plus QUIET calm seconds.
 
 Counted per window: requests attempted / succeeded / failed per kind, corrupted bytes (must be 0), answers naming
 another client (must be 0), established connections lost (must be 0 unless a process on their path was killed),
@@ -47,7 +47,9 @@ from wiregate.errors import WiregateError
 FAULTS = ("bad_reload", "home_reload", "link_down", "loss", "roam", "gateway_kill")
 KILLS = {"gateway_kill": ("gateway",)}  # fault -> wiregate processes it kills (their connections may be lost)
 KINDS = ("http_short", "http_keep", "stream_open", "udp")
-RECOVERY_KINDS = ("http_short", "udp")  # sampled on a beat: their first success after a fault is the recovery
+# a fault's window ends once the last requests of these kinds (started after the fault ended) all succeeded and
+# the gateway's health checks have every backend up again: recovered, and staying so
+STEADY = {"http_short": 5, "udp": 3}
 # the lossy middlebox runs in the home namespace on a loopback address (the gateway's own port 51820 is taken on
 # the VPS by its wildcard socket): in `loss` the gateway's name points here, and the box forwards to the gateway
 BOX_IP = "127.0.0.2"
@@ -157,7 +159,7 @@ def summarize(events: list[dict], windows: list[Window]) -> list[dict[str, Any]]
                     "requests": {k: {"attempted": 0, "succeeded": 0, "failed": 0} for k in KINDS},
                     "errors": {}, "corrupted_bytes": 0, "wrong_client": 0,
                     "connections": {"ended": 0, "lost": 0}, "lost": [], "recovery_s": {}, "notes": w.notes})
-    firsts: dict[tuple[int, str], float] = {}
+    after: dict[tuple[int, str], list[dict]] = {}
     for ev in events:
         if ev.get("k") == "req":
             i = index(ev["t0"])
@@ -167,9 +169,8 @@ def summarize(events: list[dict], windows: list[Window]) -> list[dict[str, Any]]
             if not ev["ok"]:
                 key = f"{ev['kind']}: {ev['err'] or 'bad answer'}"
                 out[i]["errors"][key] = out[i]["errors"].get(key, 0) + 1
-            w = windows[i]
-            if ev["ok"] and ev["t0"] >= w.t_heal and w.name != "baseline":
-                firsts[(i, ev["kind"])] = min(firsts.get((i, ev["kind"]), float("inf")), ev["t1"] - w.t_heal)
+            if ev["t0"] >= windows[i].t_heal and windows[i].name != "baseline":
+                after.setdefault((i, ev["kind"]), []).append(ev)
         elif ev.get("k") == "conn":
             i = index(ev["t1"])
             out[i]["connections"]["ended"] += 1
@@ -181,8 +182,14 @@ def summarize(events: list[dict], windows: list[Window]) -> list[dict[str, Any]]
         i = index(ev["t0"] if ev["k"] == "req" else ev["t1"])
         out[i]["corrupted_bytes"] += ev.get("corrupt", 0)
         out[i]["wrong_client"] += bool(ev.get("wrong_client"))
-    for (i, kind), took in firsts.items():
-        out[i]["recovery_s"][kind] = round(max(took, 0.0), 2)
+    # recovery: from the end of the fault to the first success after the last failure (of requests started after
+    # the end), i.e. until that kind of request works and keeps working
+    for (i, kind), evs in after.items():
+        evs.sort(key=lambda e: e["t0"])
+        last_fail = max((k for k, e in enumerate(evs) if not e["ok"]), default=-1)
+        good = [e for e in evs[last_fail + 1:] if e["ok"]]
+        if good:
+            out[i]["recovery_s"][kind] = round(max(min(e["t1"] for e in good) - windows[i].t_heal, 0.0), 2)
     return out
 
 
@@ -213,6 +220,7 @@ class Soak:
         self.variant = 0
         self.home_ip = "198.51.100.2"
         self.load_proc: subprocess.Popen | None = None
+        self.box: subprocess.Popen | None = None
 
     # -- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -247,11 +255,11 @@ class Soak:
             "backends", [{}]))
 
     def _echo_ok(self) -> bool:
-        from wiregate.testing.system import VPS_PUBLIC_IP
+        from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP
 
         r = self.sl.client_python("import socket,sys; s=socket.create_connection((sys.argv[1],7000),timeout=5); "
                                   "print(s.makefile().readline().strip())", VPS_PUBLIC_IP, timeout=20)
-        return r.stdout.startswith("client 203.0.113.2")
+        return r.stdout.split() == ["client", CLIENT_IP]
 
     def _wait(self, cond, timeout: float, what: str, interval: float = 0.2) -> float:
         t0 = time.monotonic()
@@ -296,10 +304,15 @@ class Soak:
         self.load_proc.wait(30)
 
     def recovered(self, t_heal: float) -> bool:
-        ok = {e["kind"] for e in self._events() if e.get("k") == "req" and e["ok"] and e["t0"] >= t_heal}
+        """The last STEADY requests of each kind started after `t_heal` succeeded, and every backend is up."""
         if self.load_proc.poll() is not None:
             raise WiregateError("bench soak: the load generator exited early")
-        return all(k in ok for k in RECOVERY_KINDS)
+        evs = sorted((e for e in self._events() if e.get("k") == "req" and e["t0"] >= t_heal), key=lambda e: e["t0"])
+        for kind, n in STEADY.items():
+            mine = [e for e in evs if e["kind"] == kind][-n:]
+            if len(mine) < n or not all(e["ok"] for e in mine):
+                return False
+        return self._backends_up()
 
     # -- processes and their resources ---------------------------------------------------------------------
     def snapshot(self, tag: str) -> None:
