@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go)"
+HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go), or soak the "
+        "whole system under load and faults (soak)")
 # part -> module whose run(args) returns the dict written under the part's section of the results file
 PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
     "ingress": "wiregate.bench.ingress",
     "wireguard": "wiregate.bench.wireguard",
     "system": "wiregate.bench.system",
+    "soak": "wiregate.bench.soak",
 }
 
 
@@ -19,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("part", choices=[*PARTS, "all"], help="which part to measure")
     p.add_argument("--quick", action="store_true", help="short runs (a smoke check, not figures to quote)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
+    p.add_argument("--minutes", type=float, default=5.0, help="soak: how long the load and faults run (default 5)")
     p.add_argument("--out", default=None, help="directory for <UTC date>.json (default bench/results)")
 
 

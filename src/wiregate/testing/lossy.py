@@ -1,10 +1,12 @@
 """A UDP middlebox that drops and delays datagrams both ways (what `tc netem loss 10% delay 100ms` does, for
 kernels without netem). Run it where the gateway's endpoint should be:
 
-    python -m wiregate.testing.lossy LISTEN_IP:PORT TARGET_IP:PORT --loss 0.1 --delay 0.1 [--seed 1]
+    python -m wiregate.testing.lossy LISTEN_IP:PORT TARGET_IP:PORT --loss 0.1 --delay 0.1 [--seed 1] [--off]
 
 Datagrams from a client go to TARGET from one upstream socket; replies go back to the client that sent last
 (one client, as a home behind NAT). Counters are printed on SIGTERM.
+With --off it starts passing everything untouched; SIGUSR1 turns the loss and delay on, SIGUSR2 off again (and
+prints the counters since SIGUSR1, then zeroes them): the soak keeps one box in the path and faults it at will.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ class Box:
         self.back: asyncio.DatagramTransport | None = None
         self.counts = {"in": 0, "out": 0, "dropped": 0}
 
+        self.on = True
+
     def _later(self, send, data: bytes, addr) -> None:
+        if not self.on:
+            send(data, addr)
+            return
         if self.rng.random() < self.loss:
             self.counts["dropped"] += 1
             return
@@ -64,6 +71,17 @@ async def main(args: argparse.Namespace) -> None:
     box.back, _ = await loop.create_datagram_endpoint(lambda: _Proto(box.from_target), family=2)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    box.on = not args.off
+
+    def turn_on() -> None:
+        box.counts = {"in": 0, "out": 0, "dropped": 0}
+        box.on = True
+
+    def turn_off() -> None:
+        box.on = False
+        print(box.counts, flush=True)
+    loop.add_signal_handler(signal.SIGUSR1, turn_on)
+    loop.add_signal_handler(signal.SIGUSR2, turn_off)
     print("ready", flush=True)
     await stop.wait()
     print(box.counts, flush=True)
@@ -76,4 +94,5 @@ if __name__ == "__main__":
     p.add_argument("--loss", type=float, default=0.0)
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--off", action="store_true", help="start passing everything untouched (SIGUSR1: on)")
     asyncio.run(main(p.parse_args()))
