@@ -24,6 +24,7 @@ from wiregate.testing.peers import which
 from wiregate.testing.system import GATEWAY_NAME, SystemLab
 from wiregate.testing.wgnet import WG_GO_ENV
 
+
 def _exe(prog: str) -> str:
     path = which(prog)
     if path is None:
