@@ -6,6 +6,7 @@ WiregateError subclass with a message. Anything else (IndexError, UnicodeDecodeE
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from hypothesis import HealthCheck, settings
@@ -71,4 +72,4 @@ def cut(draw, data: bytes) -> list[bytes]:
     """`data` split at random points into consecutive pieces (as TCP may deliver it)."""
     points = draw(st.lists(st.integers(0, len(data)), max_size=12))
     edges = sorted({0, len(data), *points})
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
