@@ -187,10 +187,13 @@ def test_readme_getting_started_with_the_files_init_site_add_and_join_write(lab,
     # metrics on loopback in each host, at the default ports init and join wrote
     m = _metrics(vps, 9851)
     assert 'wiregate_reloads_total{node="gateway",result="ok"} 1.0' in m, m
-    assert 'wiregate_backend_up{backend="home",service="https"} 1.0' in m or \
-        any(line.startswith("wiregate_backend_up") and line.endswith(" 1.0") for line in m.splitlines()), m
+    assert 'wiregate_backend_up{backend="home",service="https"} 1.0' in m.splitlines(), m
+    accepted = re.search(r'^wiregate_service_events_total\{event="accepted",service="https"\} (\d+)\.0$', m, re.M)
+    assert accepted and int(accepted.group(1)) >= 2, m  # blog and wiki at least
     m = _metrics(home, 9852)
     assert 'wiregate_reloads_total{node="home",result="ok"} 1.0' in m, m
+    accepted = re.search(r'^wiregate_listener_events_total\{event="accepted",listener="https"\} (\d+)\.0$', m, re.M)
+    assert accepted and int(accepted.group(1)) >= 2, m
 
     # what the logs say: the real client at home and (with --access-log) at the gateway; no error, no traceback
     home_text, gw_text = home_log.read_text(), gw_log.read_text()
