@@ -45,7 +45,8 @@ def wait_until(pred, timeout: float, what: str):
         time.sleep(0.05)
 
 
-def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path):
+@pytest.mark.parametrize("listen", ["0.0.0.0", "::"])  # "::" is dual-stack: IPv4 arrives as ::ffff:a.b.c.d
+def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path, listen):
     gw, home, lan = lab.netns("g"), lab.netns("h"), lab.netns("l")
     _, tun = lab.link(gw, f"{GW}/24", home, f"{HOME_TUN}/24")  # `tun`: the home's tunnel interface stand-in
     lab.link(lan, f"{NEIGHBOUR}/24", home, f"{HOME_LAN}/24")
@@ -57,7 +58,7 @@ def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path):
     got = tmp_path / "backend.hex"
     got.touch()
     lab.spawn(home, [sys.executable, "-c", RECORDER, str(got), str(BACKEND)])
-    cfg = {"listeners": [{"name": "u", "listen": ["0.0.0.0", PORT], "protocol": "udp", "trusted": [GW],
+    cfg = {"listeners": [{"name": "u", "listen": [listen, PORT], "protocol": "udp", "trusted": [GW],
                           "trusted_interface": tun,
                           "routes": [{"name": "r", "target": ["127.0.0.1", BACKEND], "send_proxy": "v2"}],
                           "default_route": "r"}]}

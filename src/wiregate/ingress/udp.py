@@ -99,7 +99,10 @@ class UdpRuntime:
         if sock.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
             if sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0:
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)  # IPv4 datagrams on a dual-stack socket
+                try:  # IPv4 datagrams on a dual-stack socket (Linux reports them through IPV6_PKTINFO as well)
+                    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                except OSError:
+                    pass
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         return index
