@@ -75,10 +75,10 @@ def fit_warning(limit: int, tcp_connections: int, udp_flows: int) -> str | None:
     if need <= limit:
         return None
     tcp_fit = max(0, limit - BASE_FDS) // FDS_PER_TCP
+    udp = ", and UDP flows are held to a quarter of the limit" if udp_flows and tcp_connections else ""
     return (f"the configured limits ({tcp_connections} TCP connections, {udp_flows} UDP flows) need about {need} "
             f"file descriptors but this process may open {limit} (RLIMIT_NOFILE): about {tcp_fit} TCP connections "
-            f"fit, and UDP flows are held to a quarter; raise LimitNOFILE / `ulimit -n` or lower max_connections "
-            f"and max_flows")
+            f"fit{udp}; raise LimitNOFILE / `ulimit -n` or lower max_connections and max_flows")
 
 
 @dataclass(slots=True)

@@ -45,7 +45,8 @@ def wait_until(pred, timeout: float, what: str):
         time.sleep(0.05)
 
 
-def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path):
+@pytest.mark.parametrize("listen", ["0.0.0.0", "::"])  # "::" is dual-stack: IPv4 arrives as ::ffff:a.b.c.d
+def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path, listen):
     gw, home, lan = lab.netns("g"), lab.netns("h"), lab.netns("l")
     _, tun = lab.link(gw, f"{GW}/24", home, f"{HOME_TUN}/24")  # `tun`: the home's tunnel interface stand-in
     lab.link(lan, f"{NEIGHBOUR}/24", home, f"{HOME_LAN}/24")
@@ -57,7 +58,7 @@ def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path):
     got = tmp_path / "backend.hex"
     got.touch()
     lab.spawn(home, [sys.executable, "-c", RECORDER, str(got), str(BACKEND)])
-    cfg = {"listeners": [{"name": "u", "listen": ["0.0.0.0", PORT], "protocol": "udp", "trusted": [GW],
+    cfg = {"listeners": [{"name": "u", "listen": [listen, PORT], "protocol": "udp", "trusted": [GW],
                           "trusted_interface": tun,
                           "routes": [{"name": "r", "target": ["127.0.0.1", BACKEND], "send_proxy": "v2"}],
                           "default_route": "r"}]}
@@ -78,6 +79,72 @@ def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path):
             return ("203.0.113.5", 4000) in seen()
         wait_until(delivered, 15, "the gateway's datagram at the backend")
         assert ("203.0.113.66", 4000) not in seen()  # before the fix: the forged client reached the service
+        assert "Traceback" not in ing.log()
+
+
+TCP_RECORDER = """
+import socket, sys, threading
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[2])))
+l.listen()
+f = open(sys.argv[1], "ab", buffering=0)
+def serve(c):
+    data = b""
+    while chunk := c.recv(4096):
+        data += chunk
+    f.write(data.hex().encode() + b"\\n")
+    c.close()
+while True:
+    threading.Thread(target=serve, args=(l.accept()[0],), daemon=True).start()
+"""
+
+TCP_SEND = """
+import socket, sys
+s = socket.socket()
+s.settimeout(5)
+s.bind((sys.argv[1], 0))
+s.connect((sys.argv[2], int(sys.argv[3])))  # must succeed: the handshake completes
+try:
+    s.sendall(bytes.fromhex(sys.argv[4]))
+    s.shutdown(socket.SHUT_WR)
+    print(s.recv(100).hex())
+except OSError as exc:  # closed by the ingress (a refusal)
+    print(exc)
+"""
+
+
+def test_tcp_from_a_trusted_address_on_another_interface_is_refused(lab, tmp_path):
+    """TCP from a spoofed address cannot normally complete its handshake (the SYN-ACK goes through the tunnel).
+    Here the home's route to the gateway's address points at the LAN (misrouted, or an on-path neighbour), so the
+    handshake completes: the interface check still refuses the connection."""
+    gw, home, lan = lab.netns("g"), lab.netns("h"), lab.netns("l")
+    _, tun = lab.link(gw, f"{GW}/24", home, f"{HOME_TUN}/24")
+    lab.link(lan, f"{NEIGHBOUR}/24", home, f"{HOME_LAN}/24")
+    lan.run(["ip", "addr", "add", f"{GW}/32", "dev", "lo"])
+    got = tmp_path / "backend.hex"
+    got.touch()
+    lab.spawn(home, [sys.executable, "-c", TCP_RECORDER, str(got), str(BACKEND)])
+    cfg = {"listeners": [{"name": "t", "listen": ["0.0.0.0", PORT], "trusted": [GW], "trusted_interface": tun,
+                          "routes": [{"name": "r", "target": ["127.0.0.1", BACKEND], "send_proxy": "v1"}],
+                          "default_route": "r"}]}
+    header = b"PROXY TCP4 %s 203.0.113.%d 4000 %d\r\n"
+    with IngressProcess(cfg, tmp_path / "ing", prefix=tuple(home.cmd([]))) as ing:
+        ing.wait_log("listener t: tcp", timeout=15)
+        home.run(["ip", "route", "add", f"{GW}/32", "via", NEIGHBOUR])  # replies to the gateway go to the LAN
+        forged = (header % (b"203.0.113.66", 2, PORT)).replace(b"203.0.113.2", HOME_LAN.encode()) + b"forged"
+        r = lan.run([sys.executable, "-c", TCP_SEND, GW, HOME_LAN, str(PORT), forged.hex()], check=False)
+        assert r.returncode == 0, r.stderr
+        ing.wait_log("wrong_interface", timeout=15)
+        home.run(["ip", "route", "del", f"{GW}/32"])
+        real = (header % (b"203.0.113.5", 2, PORT)).replace(b"203.0.113.2", HOME_TUN.encode()) + b"real"
+        wait_until(lambda: gw.run([sys.executable, "-c", TCP_SEND, GW, HOME_TUN, str(PORT), real.hex()],
+                                  check=False).returncode == 0, 15, "the gateway's connection")
+        wait_until(lambda: any(b"real" in bytes.fromhex(x) for x in got.read_text().split()), 15,
+                   "the gateway's connection at the backend")
+        seen = [bytes.fromhex(x) for x in got.read_text().split()]
+        assert any(x.startswith(b"PROXY TCP4 203.0.113.5 ") for x in seen)
+        assert not any(b"203.0.113.66" in x or b"forged" in x for x in seen)
         assert "Traceback" not in ing.log()
 
 

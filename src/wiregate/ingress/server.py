@@ -71,6 +71,8 @@ class Runtime:
     udp: object = None  # UdpRuntime for protocol "udp"
     backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
     fd_timer: asyncio.TimerHandle | None = None  # set while accepting is paused for lack of descriptors
+    ifindex: int | None = None  # TCP with trusted_interface: trusted peers count only when they came in on it
+    wrong_if_logged: float = float("-inf")
 
     def key(self) -> tuple[str, str, int]:
         return (self.listener.protocol, *self.listener.listen)
@@ -181,7 +183,24 @@ class Ingress:
             rt.udp = UdpRuntime(self, rt)
             rt.udp.start()  # type: ignore[attr-defined]
         else:
+            self._pin_interface(rt)
             self.loop.add_reader(rt.sock.fileno(), self._on_accept, rt)
+
+    def _pin_interface(self, rt: Runtime) -> None:
+        """With trusted_interface, accepted sockets report where they came in (see ingress/udp.py)."""
+        from wiregate.ingress.udp import enable_arrival_info
+
+        name = rt.listener.trusted_interface
+        if not name or rt.sock is None:
+            rt.ifindex = None
+            return
+        try:
+            rt.ifindex = socket.if_nametoindex(name)
+        except OSError:
+            rt.ifindex = -1  # nothing arrives on a missing interface: no peer is trusted until a reload
+            log.warning("listener %s: trusted_interface %s does not exist: no source is trusted", rt.listener.name,
+                        name)
+        enable_arrival_info(rt.sock)
 
     def _unserve(self, rt: Runtime) -> None:
         if rt.fd_timer is not None:
@@ -233,6 +252,8 @@ class Ingress:
                 rt.listener, rt.rules, rt.tls = lst, rules, tls
                 if rt.udp is not None:
                     rt.udp.reconfigure()  # type: ignore[attr-defined]
+                else:
+                    self._pin_interface(rt)
             else:
                 self._serve(rt)
                 log.info("listener %s: added on %s %s", rt.listener.name, rt.listener.protocol,
@@ -305,6 +326,8 @@ class Ingress:
             if rt.backoff.delay:
                 rt.backoff.succeeded()
             peer = _plain(addr)
+            if rt.ifindex is not None and peer[0] in rt.rules.trust and not self._came_in_right(rt, sock, peer):
+                continue
             if rt.open >= rt.listener.max_connections:
                 rt.refused[LIMIT] += 1
                 log.warning("listener %s: refused %s: %s: %d connections open (max_connections)",
@@ -317,6 +340,23 @@ class Ingress:
             task = self.loop.create_task(self._handle(rt, sock, peer))  # type: ignore[union-attr]
             rt.tasks.add(task)
             task.add_done_callback(rt.tasks.discard)
+
+    def _came_in_right(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> bool:
+        """A trusted address must have come in on trusted_interface: elsewhere it is spoofed (or misrouted)."""
+        from wiregate.ingress.udp import tcp_arrival_ifindex
+
+        came_in = tcp_arrival_ifindex(sock)
+        if came_in == rt.ifindex:
+            return True
+        rt.refused["wrong_interface"] += 1
+        now = self.loop.time()  # type: ignore[union-attr]
+        if now - rt.wrong_if_logged >= 1.0:  # a flood must not flood the log
+            rt.wrong_if_logged = now
+            log.warning("listener %s: refused %s: wrong_interface: a trusted address arrived on interface %s, not %s "
+                        "(%d so far)", rt.listener.name, fmt(peer), came_in, rt.listener.trusted_interface,
+                        rt.refused["wrong_interface"])
+        sock.close()
+        return False
 
     def _out_of_descriptors(self, rt: Runtime, exc: OSError) -> None:
         """accept() failed for lack of descriptors. The client stays in the backlog, so the listener would be

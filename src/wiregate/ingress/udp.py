@@ -54,6 +54,47 @@ def arrival_ifindex(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
+def enable_arrival_info(sock: socket.socket) -> None:
+    """Ask the kernel to tell on which interface packets arrive (IP_PKTINFO / IPV6_RECVPKTINFO). On a TCP listener
+    accepted sockets inherit it, and `tcp_arrival_ifindex` then reads where the connection's SYN came in."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        if sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0:
+            try:  # IPv4 datagrams on a dual-stack socket (Linux reports them through IPV6_PKTINFO as well)
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            except OSError:
+                pass
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+# linux/in.h IP_PKTOPTIONS, linux/in6.h IPV6_2292PKTOPTIONS: the control messages of a TCP socket, whose PKTINFO
+# ifindex is the interface the connection's SYN arrived on (tcp_v4_syn_recv_sock sets it from the SYN's skb)
+IP_PKTOPTIONS = 9
+IPV6_2292PKTOPTIONS = 6
+_CMSGHDR = struct.Struct("@Nii")
+
+
+def tcp_arrival_ifindex(sock: socket.socket) -> int | None:
+    """The interface an accepted TCP connection came in on (its listener had `enable_arrival_info`); None if unknown."""
+    try:
+        if sock.family == socket.AF_INET6:
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, IPV6_2292PKTOPTIONS, 256)
+        else:
+            raw = sock.getsockopt(socket.IPPROTO_IP, IP_PKTOPTIONS, 256)
+    except OSError:
+        return None
+    cmsgs = []
+    off, head = 0, socket.CMSG_LEN(0)
+    while off + _CMSGHDR.size <= len(raw):
+        length, level, kind = _CMSGHDR.unpack_from(raw, off)
+        if length < head or off + length > len(raw):
+            break
+        cmsgs.append((level, kind, raw[off + head:off + length]))
+        off += socket.CMSG_SPACE(length - head)
+    return arrival_ifindex(cmsgs)
+
+
 def _plain(addr: tuple) -> tuple[str, int]:
     host = addr[0]
     return (host[7:] if host.startswith("::ffff:") and "." in host else host), addr[1]
@@ -94,14 +135,8 @@ class UdpRuntime:
             index = -1  # not there (yet): nothing arrives on it, so no datagram is trusted until a reload
             log.warning("listener %s: trusted_interface %s does not exist: no source is trusted", self.rt.listener.name,
                         name)
-        sock = self.sock
-        assert sock is not None
-        if sock.family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            if sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0:
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)  # IPv4 datagrams on a dual-stack socket
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        assert self.sock is not None
+        enable_arrival_info(self.sock)
         return index
 
     @property

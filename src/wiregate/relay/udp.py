@@ -307,6 +307,7 @@ class UDPRuntime:
             "listeners": [lst.addr for lst in self.listeners],
             "backends": self.pool.status(),
             "open": len(self.table),
+            "max_flows": self.table.max_flows,  # lower than configured when the descriptor limit cannot hold it
             "totals": dict(self.totals),
             "proxy_protocol": self.config.proxy_protocol,
         }
