@@ -79,3 +79,45 @@ def test_soak_60s_with_every_fault_loses_and_corrupts_nothing(lab, tmp_path):
     assert all(r["totals"][k]["succeeded"] > 0 for k in KINDS), r["totals"]
     assert r["stream_bytes_checked"] > 0
     assert r["ok"]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fault", ["none", "flip", "cut"])
+async def test_stream_check_catches_a_flipped_byte_and_a_cut_stream(fault):
+    """The stream check is what makes "0 bytes corrupted" mean something: one flipped byte, or an echo that stops
+    early, must show."""
+    import argparse
+    import asyncio
+
+    from wiregate.testing.soakload import Load
+
+    async def echo(reader, writer):
+        seen = 0
+        while data := await reader.read(65536):
+            if fault == "flip" and seen <= 1000 < seen + len(data):
+                data = data[:1000 - seen] + bytes([data[1000 - seen] ^ 0x40]) + data[1000 - seen + 1:]
+            if fault == "cut" and seen + len(data) > 20000:
+                break
+            seen += len(data)
+            writer.write(data)
+            await writer.drain()
+        if fault != "cut":
+            writer.write_eof()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        load = Load(argparse.Namespace(host="127.0.0.1", seconds=20, seed=1, client="203.0.113.2"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        asyncio.get_running_loop().call_later(0.5, load.stop.set)  # the sender stops and half-closes
+        err, sent, received, corrupt = await load._carry(reader, writer, seed=7)
+        writer.close()
+    finally:
+        server.close()
+    assert sent > 20000
+    if fault == "none":
+        assert (err, received, corrupt) == (None, sent, 0)
+    elif fault == "flip":
+        assert (err, received, corrupt) == ("checksum mismatch", sent, 1)
+    else:
+        assert err in ("EOF before the stream ended", f"truncated: {received} of {sent} bytes") and received < sent

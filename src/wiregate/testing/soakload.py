@@ -368,9 +368,13 @@ class Load:
         sender = asyncio.create_task(send())
         err = None
         try:
-            while True:
+            while True:  # bounded: by STALL_TIMEOUT per read, and by what was sent (more is corruption)
                 data = await asyncio.wait_for(reader.read(65536), STALL_TIMEOUT)
                 if not data:
+                    break
+                if received + len(data) > sent:
+                    corrupt += received + len(data) - sent
+                    err = "more bytes echoed than sent"
                     break
                 want = bytes(pending[:len(data)])
                 corrupt += mismatched(data, want)
@@ -378,15 +382,16 @@ class Load:
                 h_recv.update(data)
                 received += len(data)
                 space.set()
-            if sender.done() and sender.exception() is not None:
-                err = f"send: {type(sender.exception()).__name__}"
-            elif not sender.done():
-                err = "EOF before the stream ended"
-            elif received != sent:
-                err = f"truncated: {received} of {sent} bytes"
-            elif h_recv.digest() != h_sent.digest():
-                err = "checksum mismatch"
-                corrupt = max(corrupt, 1)
+            if err is None:
+                if sender.done() and sender.exception() is not None:
+                    err = f"send: {type(sender.exception()).__name__}"
+                elif not sender.done():
+                    err = "EOF before the stream ended"
+                elif received != sent:
+                    err = f"truncated: {received} of {sent} bytes"
+                elif h_recv.digest() != h_sent.digest():
+                    err = "checksum mismatch"
+                    corrupt = max(corrupt, 1)
         except TimeoutError:
             err = "stalled"
         except (OSError, ConnectionError) as exc:
