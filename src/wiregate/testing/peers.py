@@ -25,6 +25,7 @@ PACKAGE_FOR = {
     "named": "bind9",
     "named-checkconf": "bind9",
     "dig": "bind9-dnsutils",
+    "pebble": "pebble",
 }
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 _tried: set[str] = set()
