@@ -51,8 +51,8 @@ def test_acme_dns_table_and_site_names_are_read() -> None:
 
 
 @pytest.mark.parametrize("text,expected", [
-    (with_names(gw_text()), 'sites[0].acme_names: ["example.org", "*.example.org"]: needs [acme_dns] with a '
-                                 'zone on this gateway'),
+    (with_names(gw_text()), ('sites[0].acme_names: ["example.org", "*.example.org"]: needs [acme_dns] with a '
+                             'zone on this gateway')),
     (gw_text() + ACME.replace('nameserver = "vps.example.net"\n', ""), "acme_dns.nameserver: missing"),
     (gw_text() + ACME.replace('"vps.example.net"', '"ns.acme.vps.example.net"'),
      'acme_dns.nameserver: "ns.acme.vps.example.net": must be a name outside the zone'),

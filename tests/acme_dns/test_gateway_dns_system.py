@@ -81,7 +81,7 @@ def gateway_with_named(lab, tmp_path) -> tuple[SystemLab, Named, str, str]:
 
 def test_gateway_answers_dns01_through_a_delegation_and_refuses_other_names(lab, tmp_path):
     need("named", "dig")
-    sl, named, ns_line, cname_line = gateway_with_named(lab, tmp_path)
+    sl, named, _, cname_line = gateway_with_named(lab, tmp_path)
     got = publish(sl, ("publish", "*.example.org", [V1, V2]), ("publish", "www.example.org", [V1]),
                   ("publish", "evil.example.com", [V1]), ("publish", "a.b.example.org", [V1]))
     assert got["publish *.example.org"] == "ok" and got["publish www.example.org"] == "ok"
@@ -180,7 +180,7 @@ def _pebble_cert(tmp: Path, ip: str) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -198,7 +198,7 @@ def _pebble_cert(tmp: Path, ip: str) -> tuple[Path, Path]:
 def test_pebble_issues_a_wildcard_certificate_through_the_gateway_responder(lab, tmp_path):
     need("named", "dig", "pebble", "openssl")
     pytest.importorskip("acme")
-    sl, named, _, _ = gateway_with_named(lab, tmp_path)
+    sl, _, _, _ = gateway_with_named(lab, tmp_path)
     # the home reaches the CA through the VPS, as through the internet
     sl.vps.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
     sl.home.run(["ip", "route", "add", "203.0.113.0/24", "via", VPS_IP])
@@ -209,11 +209,10 @@ def test_pebble_issues_a_wildcard_certificate_through_the_gateway_responder(lab,
         "listenAddress": f"{CLIENT_IP}:14000", "managementListenAddress": f"{CLIENT_IP}:15000",
         "certificate": str(cert), "privateKey": str(key), "httpPort": 5002, "tlsPort": 5001,
         "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
-    log = open(tmp_path / "pebble.log", "wb")
-    proc = lab.spawn(sl.client, ["env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", which("pebble"),
-                                 "-config", str(conf), "-dnsserver", f"{CLIENT_IP}:53"], stdout=log,
-                     stderr=subprocess.STDOUT)
-    log.close()
+    with open(tmp_path / "pebble.log", "wb") as log:
+        proc = lab.spawn(sl.client, ["env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", which("pebble"),
+                                     "-config", str(conf), "-dnsserver", f"{CLIENT_IP}:53"], stdout=log,
+                         stderr=subprocess.STDOUT)
     wait_for(lambda: proc.poll() is None and b"Listening on" in (tmp_path / "pebble.log").read_bytes(), 20, 0.1)
     r = sl.home.run([sys.executable, "-c", ACME_CLIENT, str(sl.home_file), f"https://{CLIENT_IP}:14000/dir",
                      str(cert), f"https://{CLIENT_IP}:15000/roots/0"], check=False, timeout=120)

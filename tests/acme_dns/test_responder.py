@@ -120,3 +120,26 @@ def test_edns_queries_get_edns_answers_and_unknown_versions_badvers() -> None:
     q = dns.message.make_query(ZONE, "SOA", use_edns=1)
     resp = dns.message.from_wire(r.respond(q.to_wire(), RECORDS))
     assert resp.rcode() == dns.rcode.BADVERS
+
+
+def test_udp_answers_are_rate_limited_per_client_network_and_tcp_is_not() -> None:
+    r = Responder(ZONE, "vps.example.net")
+    q = dns.message.make_query(ZONE, "SOA").to_wire()
+    answered = sum(r.respond(q, RECORDS, source=f"198.51.100.{i % 200}", now=0.0) is not None for i in range(100))
+    assert answered == 40 and r.counters.rate_limited == 60  # one /24: the burst, then nothing at the same instant
+    assert r.respond(q, RECORDS, source="203.0.113.5", now=0.0) is not None  # another network has its own bucket
+    assert r.respond(q, RECORDS, tcp=True, source="198.51.100.1", now=0.0) is not None  # TCP: source is real
+    assert r.respond(q, RECORDS, source="198.51.100.7", now=0.1) is not None  # 20/s refill: 2 more after 0.1 s
+    assert r.respond(q, RECORDS, source="198.51.100.8", now=0.1) is not None
+    assert r.respond(q, RECORDS, source="198.51.100.9", now=0.1) is None
+    v6 = [r.respond(q, RECORDS, source=f"fd00:0:0:{i:x}::1", now=0.0) for i in range(50)]  # one /56
+    assert sum(x is not None for x in v6) == 40
+
+
+def test_the_rate_limit_table_is_bounded() -> None:
+    from wiregate.dnsserver.responder import RateLimiter
+
+    lim = RateLimiter(max_entries=100)
+    for i in range(1000):
+        assert lim.allow(f"10.{i // 256}.{i % 256}.1", float(i))
+    assert len(lim._buckets) == 100

@@ -70,7 +70,7 @@ def bind(lab, tmp_path):
 
 
 def test_publish_is_visible_on_every_authoritative_server_then_cleared(bind, tmp_path) -> None:
-    client, key, primary, secondary = bind
+    client, key, primary, _ = bind
     out, err = run_publisher(client, tmp_path, "tsig.key", "publish", "*.example.org", [V1, V2])
     assert out == "ok", err
     # publish() returned only after both servers of the NS set answer the values

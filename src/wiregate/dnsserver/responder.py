@@ -11,6 +11,7 @@ Hostile input never raises: a packet that does not parse, is a response, or is t
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -47,9 +48,45 @@ class Counters:
     notimp: int = 0  # an opcode other than QUERY (updates, notifies...)
     truncated: int = 0  # UDP answer larger than the client's buffer: TC set, client retries on TCP
     dropped: int = 0  # did not parse, was a response, or too large
+    rate_limited: int = 0  # UDP, over the per-network rate: not answered
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+RATE_PER_SECOND = 20.0  # UDP answers per second to one client network (a validating CA asks a few times)
+RATE_BURST = 40.0
+RATE_TABLE_MAX = 10000  # client networks tracked at once; the oldest entry goes first
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    """UDP response rate limit per client network (IPv4 /24, IPv6 /56), a token bucket each, as BIND's RRL keys
+    by network: a spoofed-source flood cannot turn the zone's answers into a reflector. TCP is not limited (its
+    source cannot be spoofed)."""
+
+    rate: float = RATE_PER_SECOND
+    burst: float = RATE_BURST
+    max_entries: int = RATE_TABLE_MAX
+    _buckets: dict[bytes, tuple[float, float]] = field(default_factory=dict)  # network -> (tokens, last time)
+
+    @staticmethod
+    def network(source: str) -> bytes:
+        packed = ipaddress.ip_address(source.split("%")[0]).packed
+        return packed[:3] if len(packed) == 4 else packed[:7]
+
+    def allow(self, source: str, now: float) -> bool:
+        try:
+            key = self.network(source)
+        except ValueError:
+            return False
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        if len(self._buckets) >= self.max_entries:
+            del self._buckets[next(iter(self._buckets))]  # dicts keep insertion order: the least recent goes
+        ok = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if ok else tokens, now)
+        return ok
 
 
 @dataclass(slots=True)
@@ -61,6 +98,7 @@ class Responder:
     hostmaster: str = ""  # SOA RNAME; default hostmaster.<zone>
     serial: int = 1
     counters: Counters = field(default_factory=Counters)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
     _zone: dns.name.Name = field(init=False)
     _ns: dns.name.Name = field(init=False)
     _soa: dns.rrset.RRset = field(init=False)
@@ -77,8 +115,13 @@ class Responder:
         self._nsset = dns.rrset.from_rdata(
             self._zone, APEX_TTL, dns.rdtypes.ANY.NS.NS(dns.rdataclass.IN, dns.rdatatype.NS, self._ns))
 
-    def respond(self, wire: bytes, records: Mapping[str, Sequence[str]], *, tcp: bool = False) -> bytes | None:
-        """The response to one query message, or None to send nothing (the packet was dropped and counted)."""
+    def respond(self, wire: bytes, records: Mapping[str, Sequence[str]], *, tcp: bool = False,
+                source: str | None = None, now: float = 0.0) -> bytes | None:
+        """The response to one query message, or None to send nothing (the packet was dropped and counted).
+        `source` (the client address) and `now` (seconds, any epoch) enable the UDP rate limit."""
+        if not tcp and source is not None and not self.limiter.allow(source, now):
+            self.counters.rate_limited += 1
+            return None
         if len(wire) > MAX_QUERY_BYTES:
             self.counters.dropped += 1
             return None

@@ -38,15 +38,15 @@ Records = Callable[[], Mapping[str, Sequence[str]]]
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder, records: Records) -> None:
-        self.responder, self.records = responder, records
+    def __init__(self, responder: Responder, records: Records, clock: Callable[[], float]) -> None:
+        self.responder, self.records, self.clock = responder, records, clock
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        out = self.responder.respond(data, self.records(), tcp=False)
+        out = self.responder.respond(data, self.records(), tcp=False, source=addr[0], now=self.clock())
         if out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
 
@@ -57,8 +57,9 @@ class _Udp(asyncio.DatagramProtocol):
 class DnsServer:
     """The challenge zone's authoritative DNS on each `listen` address, UDP and TCP."""
 
-    def __init__(self, responder: Responder, records: Records, listen: Sequence[tuple[str, int]]) -> None:
-        self.responder, self.records, self.listen = responder, records, tuple(listen)
+    def __init__(self, responder: Responder, records: Records, listen: Sequence[tuple[str, int]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.responder, self.records, self.listen, self.clock = responder, records, tuple(listen), clock
         self.transports: list[asyncio.DatagramTransport] = []
         self.servers: list[asyncio.base_events.Server] = []
         self._clients = 0
@@ -68,7 +69,7 @@ class DnsServer:
         try:
             for host, port in self.listen:
                 fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-                t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.responder, self.records),
+                t, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.responder, self.records, self.clock),
                                                            local_addr=(host, port), family=fam)
                 self.transports.append(t)
                 self.servers.append(await asyncio.start_server(self._tcp, host, port, family=fam,
@@ -195,7 +196,7 @@ class AcmeDnsService:
         self.responder = Responder(zone=spec.zone, nameserver=spec.nameserver, serial=int(time.time()))
         self.handler = PublishHandler(zone=spec.zone, nameserver=spec.nameserver,
                                       sites={s.address: s for s in spec.sites}, store=self.store)
-        self.dns = DnsServer(self.responder, lambda: self.store.records(self.clock()), spec.listen)
+        self.dns = DnsServer(self.responder, lambda: self.store.records(self.clock()), spec.listen, clock)
         self.publish = PublishServer(self.handler, spec.publish_address, spec.publish_port, spec.device, clock)
 
     async def start(self) -> None:
