@@ -25,9 +25,6 @@ async def _exchange(r, w, n: int) -> bytes:
         return head + await r.readexactly(length)
 
 
-@pytest.mark.xfail(strict=True, reason="ingress/server.py _same_route compares whole Route objects: after a reload "
-                   "that changes the route (a host added), the next request on an open keep-alive connection gets "
-                   "421 Misdirected and the connection is closed (see the soak report; remove this mark with the fix)")
 async def test_keep_alive_connection_survives_a_reload_that_adds_a_host_to_its_route(backends, ingress):
     def answer(data: bytes) -> bytes:  # one request per read here (the client waits for each answer)
         body = data.split(b"\r\n", 1)[0]

@@ -594,8 +594,14 @@ def proxy_header(route: Route, ev: Accepted) -> bytes:
 
 
 def _same_route(rt: Runtime, route: Route):
+    """A later request on a keep-alive connection goes on to the connection's service when the router (as of now:
+    a reload may have swapped the rules) sends its Host to the same route name and target. Comparing whole Route
+    values would send 421 after any reload that edits the route (a host added), which the soak found."""
+    key = (route.name, route.target)
+
     def accepts(head) -> bool:
-        return rt.rules.router.for_http(head.host, head.path) == route
+        now = rt.rules.router.for_http(head.host, head.path)
+        return now is not None and (now.name, now.target) == key
 
     return accepts
 
