@@ -67,8 +67,8 @@ def forwarded_node(ip: str) -> str:
 class HttpForwarder:
     """Rewrites each request head of one connection; body bytes pass through as they come."""
 
-    __slots__ = ("_add", "_add_xff", "_buf", "_head", "_left", "_rbuf", "_state", "_upgrade", "accepts", "check_first",
-                 "client", "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
+    __slots__ = ("_add", "_add_xff", "_buf", "_head", "_left", "_rbuf", "_rscan", "_state", "_upgrade", "accepts",
+                 "check_first", "client", "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
 
     def __init__(self, client: tuple[str, int], scheme: str, keep_existing: bool,
                  accepts: Callable[[RequestHead], bool] | None = None, max_head: int = 16384,
@@ -89,6 +89,7 @@ class HttpForwarder:
         self._upgrade = False  # the first request asked for an Upgrade and its answer has not come yet
         self.watching = False  # feed_response() must see the backend's bytes (to find that answer)
         self._rbuf = bytearray()
+        self._rscan = 0  # bytes of _rbuf already searched for the end of the answer's head
 
     @property
     def waiting(self) -> bool:
@@ -131,8 +132,9 @@ class HttpForwarder:
             return None
         self._rbuf += data
         while True:
-            m = _HEAD_END.search(self._rbuf, 0, MAX_RESPONSE_HEAD)
+            m = _HEAD_END.search(self._rbuf, max(0, self._rscan - 3), MAX_RESPONSE_HEAD)  # resumes: linear work
             if m is None:
+                self._rscan = min(len(self._rbuf), MAX_RESPONSE_HEAD)
                 if len(self._rbuf) >= MAX_RESPONSE_HEAD:
                     return f"the answer to an Upgrade request has a head longer than {MAX_RESPONSE_HEAD} bytes"
                 if len(self._rbuf) >= 12 and not _STATUS.match(self._rbuf):
@@ -143,6 +145,7 @@ class HttpForwarder:
                 return f"the answer to an Upgrade request is not HTTP/1: {bytes(self._rbuf[:40])!r}"
             status = int(st.group(1))
             del self._rbuf[: m.end()]
+            self._rscan = 0
             if 100 <= status < 200 and status != 101:  # interim (100 Continue, 103 Early Hints): the answer follows
                 continue
             self.watching, self._upgrade, self._rbuf = False, False, bytearray()
