@@ -41,7 +41,8 @@ def nginx_echo(tmp_path: Path):
     """nginx with two plain HTTP servers answering each request with what it saw (not set up for WebSocket)."""
     need("nginx")
     a, b = free_port(), free_port()
-    body = '"$server_port uri=$request_uri host=$host xff=$http_x_forwarded_for xrip=$http_x_real_ip\\n"'
+    body = ('"$server_port uri=$request_uri host=$host xff=$http_x_forwarded_for xrip=$http_x_real_ip '
+            'n=$connection_requests\\n"')
     conf = tmp_path / "nginx.conf"
     conf.write_text(nginx_preamble(tmp_path) + f"""
 http {{
@@ -98,9 +99,9 @@ async def test_nginx_answering_200_to_an_upgrade_leaves_later_requests_parsed_re
     finally:
         w.close()
     assert [s for s, _ in got] == [200, 200, 421]
-    assert got[0][1] == f"{a} uri=/ws host=a.example xff=127.0.0.1 xrip=127.0.0.1\n".encode()
-    # the forged request arrived with the ingress's headers, not the client's
-    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1\n".encode()
+    assert got[0][1] == f"{a} uri=/ws host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=1\n".encode()
+    # the forged request arrived with the ingress's headers, not the client's, on the same connection
+    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=2\n".encode()
     assert ing.status()["web"]["refused"] == {"misdirected": 1}
 
 
@@ -121,7 +122,27 @@ async def test_same_on_a_tls_terminated_route(nginx_echo, ingress, tmp_path):
     finally:
         w.close()
     assert [s for s, _ in got] == [200, 200, 421]
-    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1\n".encode()
+    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=2\n".encode()
+
+
+def test_curl_h2c_upgrade_declined_by_nginx_then_a_second_request_on_the_same_connection(nginx_echo, tmp_path):
+    """A real client asking for h2c (curl --http2 on http://) and a real service declining it (nginx answers 200):
+    curl goes on in HTTP/1.1 on the same connection, and its next request is parsed and rewritten."""
+    from wiregate.testing.ingress_proc import IngressProcess
+
+    need("curl")
+    a, b = nginx_echo
+    port = free_port()
+    cfg = {"listeners": [{"name": "web", "listen": ["127.0.0.1", port], "trusted": ["10.0.0.1"], "routes": [
+        {"name": "a", "target": ["127.0.0.1", a], "host": ["a.example"], "http_headers": True}]}]}
+    with IngressProcess(cfg, tmp_path / "ing"):
+        out = subprocess.run(["curl", "-sS", "-v", "--max-time", "5", "--http2", "-H", "Host: a.example",
+                              "-H", "X-Forwarded-For: 10.0.0.1", f"http://127.0.0.1:{port}/one",
+                              f"http://127.0.0.1:{port}/two"], capture_output=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    assert b"Upgrade: h2c" in out.stderr  # curl asked
+    assert out.stdout == (f"{a} uri=/one host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=1\n"
+                          f"{a} uri=/two host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=2\n").encode()
 
 
 async def test_a_101_answer_makes_the_connection_opaque_including_bytes_sent_early(backends, ingress):
