@@ -173,6 +173,63 @@ async def test_a_101_answer_makes_the_connection_opaque_including_bytes_sent_ear
     assert got.endswith(b"\r\n\r\nearly|" + raw) and got.count(b"X-Forwarded-For: 127.0.0.1") == 1
 
 
+async def test_a_real_101_from_nginx_proxying_websocket_opens_the_tunnel(ingress, tmp_path):
+    """nginx set up for WebSocket (proxy_pass with Upgrade) answers 101 from its upstream: from then on the bytes
+    pass untouched both ways, and the upstream saw the client address the ingress set."""
+    need("nginx")
+    seen = bytearray()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.extend(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        while data := await reader.read(65536):  # then an echo of raw bytes
+            writer.write(data)
+        writer.close()
+
+    up = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_preamble(tmp_path) + f"""
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{up.sockets[0].getsockname()[1]};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+        }}
+    }}
+}}
+""")
+    proc = subprocess.Popen([which("nginx"), "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port("127.0.0.1", port, proc=proc)
+        ing = await ingress(Listener(name="web", listen=("127.0.0.1", 0), trusted=("10.0.0.1",), routes=(
+            Route("a", ("127.0.0.1", port), host=("a.example",), http_headers=True),)))
+        r, w = await asyncio.open_connection(*ing.addresses["web"])
+        raw = b"GET /x HTTP/1.1\r\nHost: internal.example\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+        try:
+            w.write(UPGRADE.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"))
+            assert (await responses(r, 1))[0][0] == 101
+            w.write(raw)  # after the 101: another protocol, passed as it is
+            async with asyncio.timeout(5):
+                assert await r.readexactly(len(raw)) == raw
+        finally:
+            w.close()
+    finally:
+        stop(proc)
+        up.close()
+    assert b"\r\nX-Forwarded-For: 127.0.0.1\r\n" in seen and b"6.6.6.6" not in seen
+
+
 async def test_connect_is_answered_405_and_never_reaches_the_service(backends, ingress):
     svc = await backends(lambda d: b"HTTP/1.1 200 Connection established\r\n\r\n")
     ing = await ingress(Listener(name="web", listen=("127.0.0.1", 0), default_route="a", routes=(
