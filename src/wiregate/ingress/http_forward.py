@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wiregate.sniff import HeadReader, RequestHead, SniffError
+from wiregate.sniff import HeadReader, RequestHead, SniffError, parse_request_head
 
 # headers that carry a client address or what it asked for; from an untrusted client they are lies, so dropped
 FORWARDING_HEADERS = (b"x-forwarded-for", b"x-real-ip", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host")
@@ -160,15 +160,24 @@ class HttpForwarder:
     def _step(self, out: bytearray) -> bool:
         buf = self._buf
         st = self._state
-        if st == "head":  # the head reader keeps a partial head: each byte is searched once, however it is cut
+        if st == "head":
             reader = self._head
-            head = reader.feed(buf)
-            buf.clear()
-            if head is None:
-                return False
-            buf += memoryview(reader.buf)[head.length:]
-            raw = bytes(memoryview(reader.buf)[: head.length])
-            self._head = HeadReader(self.max_head)
+            head = None
+            if not reader.buf:  # usual case, a whole head buffered: parse it in place (pipelined heads stay linear)
+                end = buf.find(b"\r\n\r\n", 0, self.max_head + 4)
+                if end != -1:
+                    head = parse_request_head(buf[: end + 4], self.max_head)
+            if head is not None:
+                raw = bytes(buf[: head.length])
+                del buf[: head.length]
+            else:  # a partial head: the head reader keeps it, and searches each byte once however it is cut
+                head = reader.feed(buf)
+                buf.clear()
+                if head is None:
+                    return False
+                buf += memoryview(reader.buf)[head.length:]
+                raw = bytes(memoryview(reader.buf)[: head.length])
+                self._head = HeadReader(self.max_head)
             if head.method == "CONNECT":
                 raise _NotAllowed(f"CONNECT {head.target[:80]!r}: an ingress route is no proxy")
             if self.accepts is not None and (self.requests or self.check_first) and not self.accepts(head):
