@@ -13,7 +13,8 @@ from wiregate.ingress import Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder, Output
 from wiregate.ingress.policy import Accepted, HeadPhase, Refused, Rules
 from wiregate.proxyproto import TLV, Decoder, decode, detect, encode_v1, encode_v2
-from wiregate.sniff import HeadReader, HelloReader, RequestHead, classify, parse_client_hello, parse_request_head
+from wiregate.sniff import (HeadReader, HelloReader, RequestHead, classify, parse_client_hello,
+                            parse_request_head)
 from wiregate.testing.tls_hello import alpn_ext, client_hello, ext, records, sni_ext
 
 PROXY_SEEDS = [
