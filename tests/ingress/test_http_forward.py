@@ -204,3 +204,13 @@ def test_malformed_later_request_and_bad_chunk_get_400():
     fwd = HttpForwarder(CLIENT, "http", False)
     o = fwd.feed(b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
     assert o.refuse is not None and "chunk-size line" in o.refuse[1]
+
+
+def test_the_upgrade_answer_cut_anywhere_is_read_the_same():
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x00"
+    for step in (1, 2, 3, 5, len(answer)):
+        fwd = HttpForwarder(CLIENT, "http", False)
+        fwd.feed(UPGRADE)
+        for i in range(0, len(answer), step):
+            assert fwd.feed_response(answer[i:i + step]) is None
+        assert fwd.tunnel and not fwd.watching

@@ -41,7 +41,8 @@ def nginx_echo(tmp_path: Path):
     """nginx with two plain HTTP servers answering each request with what it saw (not set up for WebSocket)."""
     need("nginx")
     a, b = free_port(), free_port()
-    body = '"$server_port uri=$request_uri host=$host xff=$http_x_forwarded_for xrip=$http_x_real_ip\\n"'
+    body = ('"$server_port uri=$request_uri host=$host xff=$http_x_forwarded_for xrip=$http_x_real_ip '
+            'n=$connection_requests\\n"')
     conf = tmp_path / "nginx.conf"
     conf.write_text(nginx_preamble(tmp_path) + f"""
 http {{
@@ -98,9 +99,9 @@ async def test_nginx_answering_200_to_an_upgrade_leaves_later_requests_parsed_re
     finally:
         w.close()
     assert [s for s, _ in got] == [200, 200, 421]
-    assert got[0][1] == f"{a} uri=/ws host=a.example xff=127.0.0.1 xrip=127.0.0.1\n".encode()
-    # the forged request arrived with the ingress's headers, not the client's
-    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1\n".encode()
+    assert got[0][1] == f"{a} uri=/ws host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=1\n".encode()
+    # the forged request arrived with the ingress's headers, not the client's, on the same connection
+    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=2\n".encode()
     assert ing.status()["web"]["refused"] == {"misdirected": 1}
 
 
@@ -121,7 +122,27 @@ async def test_same_on_a_tls_terminated_route(nginx_echo, ingress, tmp_path):
     finally:
         w.close()
     assert [s for s, _ in got] == [200, 200, 421]
-    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1\n".encode()
+    assert got[1][1] == f"{a} uri=/admin host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=2\n".encode()
+
+
+def test_curl_h2c_upgrade_declined_by_nginx_then_a_second_request_on_the_same_connection(nginx_echo, tmp_path):
+    """A real client asking for h2c (curl --http2 on http://) and a real service declining it (nginx answers 200):
+    curl goes on in HTTP/1.1 on the same connection, and its next request is parsed and rewritten."""
+    from wiregate.testing.ingress_proc import IngressProcess
+
+    need("curl")
+    a, _ = nginx_echo
+    port = free_port()
+    cfg = {"listeners": [{"name": "web", "listen": ["127.0.0.1", port], "trusted": ["10.0.0.1"], "routes": [
+        {"name": "a", "target": ["127.0.0.1", a], "host": ["a.example"], "http_headers": True}]}]}
+    with IngressProcess(cfg, tmp_path / "ing"):
+        out = subprocess.run(["curl", "-sS", "-v", "--max-time", "5", "--http2", "-H", "Host: a.example",
+                              "-H", "X-Forwarded-For: 10.0.0.1", f"http://127.0.0.1:{port}/one",
+                              f"http://127.0.0.1:{port}/two"], capture_output=True, timeout=15, check=False)
+    assert out.returncode == 0, out.stderr
+    assert b"Upgrade: h2c" in out.stderr  # curl asked
+    assert out.stdout == (f"{a} uri=/one host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=1\n"
+                          f"{a} uri=/two host=a.example xff=127.0.0.1 xrip=127.0.0.1 n=2\n").encode()
 
 
 async def test_a_101_answer_makes_the_connection_opaque_including_bytes_sent_early(backends, ingress):
@@ -150,6 +171,63 @@ async def test_a_101_answer_makes_the_connection_opaque_including_bytes_sent_ear
         w.close()
     got = bytes(svc.conns[0])
     assert got.endswith(b"\r\n\r\nearly|" + raw) and got.count(b"X-Forwarded-For: 127.0.0.1") == 1
+
+
+async def test_a_real_101_from_nginx_proxying_websocket_opens_the_tunnel(ingress, tmp_path):
+    """nginx set up for WebSocket (proxy_pass with Upgrade) answers 101 from its upstream: from then on the bytes
+    pass untouched both ways, and the upstream saw the client address the ingress set."""
+    need("nginx")
+    seen = bytearray()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.extend(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        while data := await reader.read(65536):  # then an echo of raw bytes
+            writer.write(data)
+        writer.close()
+
+    up = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_preamble(tmp_path) + f"""
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{up.sockets[0].getsockname()[1]};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+        }}
+    }}
+}}
+""")
+    proc = subprocess.Popen([which("nginx"), "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port("127.0.0.1", port, proc=proc)
+        ing = await ingress(Listener(name="web", listen=("127.0.0.1", 0), trusted=("10.0.0.1",), routes=(
+            Route("a", ("127.0.0.1", port), host=("a.example",), http_headers=True),)))
+        r, w = await asyncio.open_connection(*ing.addresses["web"])
+        raw = b"GET /x HTTP/1.1\r\nHost: internal.example\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+        try:
+            w.write(UPGRADE.replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"))
+            assert (await responses(r, 1))[0][0] == 101
+            w.write(raw)  # after the 101: another protocol, passed as it is
+            async with asyncio.timeout(5):
+                assert await r.readexactly(len(raw)) == raw
+        finally:
+            w.close()
+    finally:
+        stop(proc)
+        up.close()
+    assert b"\r\nX-Forwarded-For: 127.0.0.1\r\n" in seen and b"6.6.6.6" not in seen
 
 
 async def test_connect_is_answered_405_and_never_reaches_the_service(backends, ingress):
@@ -205,13 +283,12 @@ def test_a_wsgi_service_that_merges_underscore_headers_sees_only_the_real_client
     cfg = {"listeners": [{"name": "web", "listen": ["127.0.0.1", port], "trusted": ["10.0.0.1"], "routes": [
         {"name": "a", "target": ["127.0.0.1", srv.server_port], "host": ["a.example"], "http_headers": True}]}]}
     try:
-        with IngressProcess(cfg, tmp_path):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: a.example\r\nX_Forwarded_For: 10.0.0.1\r\n"
-                          b"Connection: close\r\n\r\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
+        with IngressProcess(cfg, tmp_path), socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: a.example\r\nX_Forwarded_For: 10.0.0.1\r\n"
+                      b"Connection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
     finally:
         srv.shutdown()
         srv.server_close()

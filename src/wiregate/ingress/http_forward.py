@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from wiregate.sniff import HeadReader, RequestHead, SniffError
+from wiregate.sniff import HeadReader, RequestHead, SniffError, parse_request_head
 
 # headers that carry a client address or what it asked for; from an untrusted client they are lies, so dropped
 FORWARDING_HEADERS = (b"x-forwarded-for", b"x-real-ip", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host")
@@ -67,8 +67,8 @@ def forwarded_node(ip: str) -> str:
 class HttpForwarder:
     """Rewrites each request head of one connection; body bytes pass through as they come."""
 
-    __slots__ = ("_add", "_add_xff", "_buf", "_head", "_left", "_rbuf", "_state", "_upgrade", "accepts", "check_first",
-                 "client", "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
+    __slots__ = ("_add", "_add_xff", "_buf", "_head", "_left", "_rbuf", "_rscan", "_state", "_upgrade", "accepts",
+                 "check_first", "client", "keep_existing", "max_head", "requests", "scheme", "tunnel", "watching")
 
     def __init__(self, client: tuple[str, int], scheme: str, keep_existing: bool,
                  accepts: Callable[[RequestHead], bool] | None = None, max_head: int = 16384,
@@ -89,6 +89,7 @@ class HttpForwarder:
         self._upgrade = False  # the first request asked for an Upgrade and its answer has not come yet
         self.watching = False  # feed_response() must see the backend's bytes (to find that answer)
         self._rbuf = bytearray()
+        self._rscan = 0  # bytes of _rbuf already searched for the end of the answer's head
 
     @property
     def waiting(self) -> bool:
@@ -131,8 +132,9 @@ class HttpForwarder:
             return None
         self._rbuf += data
         while True:
-            m = _HEAD_END.search(self._rbuf, 0, MAX_RESPONSE_HEAD)
+            m = _HEAD_END.search(self._rbuf, max(0, self._rscan - 3), MAX_RESPONSE_HEAD)  # resumes: linear work
             if m is None:
+                self._rscan = min(len(self._rbuf), MAX_RESPONSE_HEAD)
                 if len(self._rbuf) >= MAX_RESPONSE_HEAD:
                     return f"the answer to an Upgrade request has a head longer than {MAX_RESPONSE_HEAD} bytes"
                 if len(self._rbuf) >= 12 and not _STATUS.match(self._rbuf):
@@ -143,6 +145,7 @@ class HttpForwarder:
                 return f"the answer to an Upgrade request is not HTTP/1: {bytes(self._rbuf[:40])!r}"
             status = int(st.group(1))
             del self._rbuf[: m.end()]
+            self._rscan = 0
             if 100 <= status < 200 and status != 101:  # interim (100 Continue, 103 Early Hints): the answer follows
                 continue
             self.watching, self._upgrade, self._rbuf = False, False, bytearray()
@@ -157,15 +160,24 @@ class HttpForwarder:
     def _step(self, out: bytearray) -> bool:
         buf = self._buf
         st = self._state
-        if st == "head":  # the head reader keeps a partial head: each byte is searched once, however it is cut
+        if st == "head":
             reader = self._head
-            head = reader.feed(buf)
-            buf.clear()
-            if head is None:
-                return False
-            buf += memoryview(reader.buf)[head.length:]
-            raw = bytes(memoryview(reader.buf)[: head.length])
-            self._head = HeadReader(self.max_head)
+            head = None
+            if not reader.buf:  # usual case, a whole head buffered: parse it in place (pipelined heads stay linear)
+                end = buf.find(b"\r\n\r\n", 0, self.max_head + 4)
+                if end != -1:
+                    head = parse_request_head(buf[: end + 4], self.max_head)
+            if head is not None:
+                raw = bytes(buf[: head.length])
+                del buf[: head.length]
+            else:  # a partial head: the head reader keeps it, and searches each byte once however it is cut
+                head = reader.feed(buf)
+                buf.clear()
+                if head is None:
+                    return False
+                buf += memoryview(reader.buf)[head.length:]
+                raw = bytes(memoryview(reader.buf)[: head.length])
+                self._head = HeadReader(self.max_head)
             if head.method == "CONNECT":
                 raise _NotAllowed(f"CONNECT {head.target[:80]!r}: an ingress route is no proxy")
             if self.accepts is not None and (self.requests or self.check_first) and not self.accepts(head):

@@ -17,14 +17,7 @@ from dataclasses import dataclass, field
 from wiregate.ingress.config import Listener, Route, parse_networks
 from wiregate.ingress.router import Router
 from wiregate.proxyproto import Decoder, ProxyError, ProxyHeader, detect
-from wiregate.sniff import (
-    ClientHello,
-    HeadReader,
-    HelloReader,
-    RequestHead,
-    SniffError,
-    classify,
-)
+from wiregate.sniff import ClientHello, HeadReader, HelloReader, RequestHead, SniffError, classify
 
 # refusal reasons (the keys of status()["refused"]); the log line adds the details
 UNTRUSTED_HEADER = "untrusted_header"
