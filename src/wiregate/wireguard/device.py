@@ -31,10 +31,12 @@ from cryptography.exceptions import InvalidTag
 from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
-    DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
-    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE,
-    RATELIMIT_BURST, RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
-    REKEY_AFTER_TIME, REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
+    COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_PER_SOURCE, COOKIE_REPLY_BURST, COOKIE_REPLY_SOURCE_BURST,
+    DEFAULT_MTU, HANDSHAKE_BURST, HANDSHAKE_INITIATION_RATE, HANDSHAKE_QUEUE_SIZE, HANDSHAKES_PER_BATCH,
+    HANDSHAKES_PER_SECOND, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE, MESSAGE_INITIATION_SIZE,
+    MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE, RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
 from wiregate.wireguard.crypto import tai64n
@@ -43,8 +45,9 @@ from wiregate.wireguard.noise import (
     Handshake, HandshakeState, StaticIdentity, consume_response, create_initiation, create_response,
     derive_transport_keys, finish_initiation, open_initiation,
 )
+from wiregate.wireguard.ratelimit import SourceLimiter, TokenBucket
 from wiregate.wireguard.session import Keypair, Keypairs
-from wiregate.wireguard.timers import TimerRules
+from wiregate.wireguard.timers import TimerQueue, TimerRules
 
 __all__ = ["Device", "Peer", "PeerConfig"]
 
@@ -105,7 +108,7 @@ class Peer:
         "public_key", "preshared_key", "allowed_ips", "endpoint", "endpoint_host", "endpoint_port",
         "persistent_keepalive", "last_handshake", "rx_bytes", "tx_bytes", "handshake", "cookie", "keypairs",
         "staged", "handshake_attempts", "sent_last_minute_handshake", "need_another_keepalive",
-        "initiation_unsent",
+        "initiation_unsent", "timer_at",
         # timer deadlines (monotonic seconds) or None when not pending; names follow wireguard-go timers.go
         "t_retransmit_handshake", "t_send_keepalive", "t_new_handshake", "t_zero_key_material",
         "t_persistent_keepalive",
@@ -135,6 +138,7 @@ class Peer:
         self.t_new_handshake: float | None = None
         self.t_zero_key_material: float | None = None
         self.t_persistent_keepalive: float | None = None
+        self.timer_at = float("inf")  # when the TimerQueue wakes this peer (see timers.py)
 
 
 class Device(TimerRules):
@@ -161,8 +165,15 @@ class Device(TimerRules):
         self._under_load_until = _NEVER
         self._load_window_start = _NEVER
         self._load_window_count = 0
-        self._ratelimit: dict[str, list[float]] = {}
         self._last_handshake_at = _NEVER
+        self._timerq = TimerQueue()
+        # handshake budgets (ratelimit.py, constants.py): what a flood may cost the loop the data path shares
+        self._ratelimit = SourceLimiter(RATELIMIT_PACKETS_PER_SECOND, RATELIMIT_BURST)
+        self._cookie_sources = SourceLimiter(COOKIE_REPLIES_PER_SOURCE, COOKIE_REPLY_SOURCE_BURST)
+        self._cookie_budget = TokenBucket(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST)
+        self._hs_budget = TokenBucket(HANDSHAKES_PER_SECOND, HANDSHAKE_BURST)
+        self._hs_queue: collections.deque[tuple[bytes, bytes, Addr]] = collections.deque()
+        self._hs_done = 0  # handshake messages processed in the current call
 
     # -- identity ------------------------------------------------------------------------------------------
     @property
@@ -210,47 +221,24 @@ class Device(TimerRules):
             self._load_window_start = now
             self._load_window_count = 0
         self._load_window_count += 1
-        if self._load_window_count > UNDER_LOAD_HANDSHAKES:
+        if self._load_window_count > UNDER_LOAD_HANDSHAKES or len(self._hs_queue) >= HANDSHAKE_QUEUE_SIZE // 8:
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
             return True
         return self._forced_load or self._under_load_until > now
 
-    def _ratelimit_allows(self, ip: str, now: float) -> bool:
-        """Token bucket per source IP while under load (wireguard-go ratelimiter: 20/s, burst 5)."""
-        table = self._ratelimit
-        if len(table) > 4096:
-            for k in [k for k, v in table.items() if now - v[1] > 1.0]:
-                del table[k]
-        entry = table.get(ip)
-        if entry is None:
-            if len(table) > 4096:  # still full of live sources after the sweep: refuse newcomers, bound memory
-                return False
-            table[ip] = [RATELIMIT_BURST - 1.0, now]
-            return True
-        tokens = min(float(RATELIMIT_BURST), entry[0] + (now - entry[1]) * RATELIMIT_PACKETS_PER_SECOND)
-        entry[1] = now
-        if tokens >= 1.0:
-            entry[0] = tokens - 1.0
-            return True
-        entry[0] = tokens
-        return False
+    @property
+    def queued_handshakes(self) -> int:
+        """Handshake messages waiting for the handshake budget (processed by `handle_timer`)."""
+        return len(self._hs_queue)
 
     # -- peers ---------------------------------------------------------------------------------------------
     def add_peer(self, cfg: PeerConfig) -> Peer:
         """Add a peer (ConfigError for a bad key or prefix, or a duplicate). A DNS endpoint without an address
         yields a ResolveEndpoint event at once; a persistent keepalive starts a handshake at the next timer."""
-        if len(cfg.public_key) != 32:
-            raise ConfigError("PublicKey: must be 32 bytes")
         if cfg.public_key in self.peers:
             raise ConfigError("PublicKey: this peer is already configured")
-        if cfg.public_key == self._identity.public:
-            raise ConfigError("PublicKey: a peer cannot have this interface's own public key")
-        if cfg.preshared_key is not None and len(cfg.preshared_key) != 32:
-            raise ConfigError("PresharedKey: must be 32 bytes")
-        if cfg.persistent_keepalive < 0 or cfg.persistent_keepalive > 65535:
-            raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
+        normalised = self._check_config(cfg)
         peer = Peer(cfg)
-        normalised = self._check_prefixes(cfg.allowed_ips)
         if cfg.endpoint_host:
             peer.endpoint_host, peer.endpoint_port = _split_host(cfg.endpoint_host, peer.endpoint_port)
         peer.handshake.precompute(self._identity)
@@ -260,7 +248,42 @@ class Device(TimerRules):
             self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
         if peer.persistent_keepalive:
             peer.t_persistent_keepalive = 0.0  # due at once: connect out, as wg does when the interval is set
+            self._timerq.arm(peer, 0.0)
         return peer
+
+    def _check_config(self, cfg: PeerConfig) -> tuple[str, ...]:
+        """Validate a PeerConfig (ConfigError naming the field); returns its normalised AllowedIPs."""
+        if len(cfg.public_key) != 32:
+            raise ConfigError("PublicKey: must be 32 bytes")
+        if cfg.public_key == self._identity.public:
+            raise ConfigError("PublicKey: a peer cannot have this interface's own public key")
+        if cfg.preshared_key is not None and len(cfg.preshared_key) != 32:
+            raise ConfigError("PresharedKey: must be 32 bytes")
+        if cfg.persistent_keepalive < 0 or cfg.persistent_keepalive > 65535:
+            raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
+        if cfg.endpoint_host:
+            _split_host(cfg.endpoint_host, _DEFAULT_PORT)
+        return self._check_prefixes(cfg.allowed_ips)
+
+    def sync_peers(self, configs: Iterable[PeerConfig]) -> None:
+        """Make the peer table match `configs`, as a reload does: peers not listed are removed, new ones added, the
+        others updated in place (their sessions, counters and timers survive). Every config is checked first, so
+        a ConfigError changes nothing. Costs O(changed + listed) peers, never a scan per peer."""
+        new: dict[bytes, PeerConfig] = {}
+        for cfg in configs:
+            self._check_config(cfg)
+            if cfg.public_key in new:
+                raise ConfigError("PublicKey: the same peer is listed twice")
+            new[cfg.public_key] = cfg
+        for key in [k for k in self.peers if k not in new]:
+            self.remove_peer(key)
+        for key, cfg in new.items():
+            if key in self.peers:
+                self.update_peer(key, preshared_key=cfg.preshared_key, allowed_ips=cfg.allowed_ips,
+                                 endpoint=cfg.endpoint, endpoint_host=cfg.endpoint_host,
+                                 persistent_keepalive=cfg.persistent_keepalive)
+            else:
+                self.add_peer(cfg)
 
     def update_peer(self, public_key: bytes, *, preshared_key: object = _KEEP,
                     allowed_ips: Iterable[str] | None = None, endpoint: Addr | None = None,
@@ -281,6 +304,7 @@ class Device(TimerRules):
                 raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
             if persistent_keepalive and persistent_keepalive != peer.persistent_keepalive:
                 peer.t_persistent_keepalive = 0.0
+                self._timerq.arm(peer, 0.0)
             elif not persistent_keepalive:
                 peer.t_persistent_keepalive = None
             peer.persistent_keepalive = persistent_keepalive
@@ -300,7 +324,9 @@ class Device(TimerRules):
         peer = self.peers.pop(public_key, None)
         if peer is None:
             return
-        self._allowed.remove_value(peer)
+        for prefix in peer.allowed_ips:
+            self._allowed.remove(prefix, peer)
+        self._timerq.forget(peer)
         self._zero_all(peer)
 
     def set_endpoint(self, public_key: bytes, endpoint: Addr) -> None:
@@ -314,13 +340,15 @@ class Device(TimerRules):
             peer.initiation_unsent = False
             peer.handshake.last_sent_handshake = _NEVER
             peer.t_retransmit_handshake = 0.0
+            self._timerq.arm(peer, 0.0)
 
     @staticmethod
     def _check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(str(parse_prefix(p)) for p in prefixes))
 
     def _set_allowed(self, peer: Peer, prefixes: tuple[str, ...]) -> None:
-        self._allowed.remove_value(peer)
+        for prefix in peer.allowed_ips:  # only this peer's own prefixes: the cost does not grow with the table
+            self._allowed.remove(prefix, peer)
         for prefix in prefixes:
             # a prefix owned by another peer moves to this one (wg semantics): drop it from the old owner's list
             owner = self._allowed.owner(prefix)
@@ -483,7 +511,8 @@ class Device(TimerRules):
             # initiations crossed answer each other and then both drop the other's response); we keep a
             # retry armed for when the limit lifts.
             if peer.t_retransmit_handshake is None and (retry or peer.staged):
-                peer.t_retransmit_handshake = hs.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
+                t = peer.t_retransmit_handshake = hs.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
+                self._timerq.arm(peer, t)
             return
         hs.last_sent_handshake = now
         self._hs_index.pop(hs.local_index, None)
@@ -560,6 +589,7 @@ class Device(TimerRules):
         lookup4 = self._allowed.lookup_v4
         lookup6 = self._allowed.lookup_v6
         drops = self.drops
+        self._hs_done = 0
         seen: dict[Peer, Addr] = {}  # peers with an authenticated transport packet -> address of the last one
         data_rx: set[Peer] = set()
         # a batch is mostly one session and one flow: remember the last receiver index's keypair (already checked
@@ -647,6 +677,8 @@ class Device(TimerRules):
                 drops["bad_ip"] += 1
                 continue
             packets.append(pt)
+        if self._hs_queue:
+            self._drain_handshakes(now)
         for peer, addr in seen.items():
             self._update_endpoint(peer, addr)
             self._keep_key_fresh_receiving(peer, now)
@@ -712,17 +744,57 @@ class Device(TimerRules):
             return
         if self._is_under_load(now):
             if not self._checker.check_mac2(data, addr, now):
+                # a cookie reply costs ~40x a MAC1 check: budgeted per source and overall, so a flood of valid
+                # MAC1s (the public key is no secret) cannot spend the loop on answering it
+                if not self._cookie_sources.allow(addr[0], now) or not self._cookie_budget.allow(now):
+                    self.drops["cookie_budget"] += 1
+                    return
                 sender = _U32.unpack_from(data, 4)[0]
                 self._datagrams.append((self._checker.create_reply(data, sender, addr, now), addr))
                 self.drops["cookie_sent"] += 1
                 return
-            if not self._ratelimit_allows(addr[0], now):
+            if not self._ratelimit.allow(addr[0], now):
                 self.drops["ratelimited"] += 1
                 return
-        if kind == _TYPE_INITIATION:
-            self._consume_initiation(data, addr, now)
-        else:
-            self._consume_response(data, addr, now)
+        queue = self._hs_queue
+        if len(queue) >= HANDSHAKE_QUEUE_SIZE:
+            self.drops["handshake_queue_full"] += 1
+            return
+        queue.append((kind, data, addr))
+        self._drain_handshakes(now)
+
+    def _drain_handshakes(self, now: float) -> None:
+        """Process queued handshake messages, oldest first, within the budgets: HANDSHAKES_PER_BATCH per call and
+        HANDSHAKES_PER_SECOND overall. What is left waits for `handle_timer` (see `next_deadline`)."""
+        queue = self._hs_queue
+        while queue and self._hs_done < HANDSHAKES_PER_BATCH and self._hs_budget.allow(now):
+            self._hs_done += 1
+            kind, data, addr = queue.popleft()
+            try:
+                if kind == _TYPE_INITIATION:
+                    self._consume_initiation(data, addr, now)
+                else:
+                    self._consume_response(data, addr, now)
+            except Exception:  # noqa: BLE001 - a hostile datagram must never take the device down
+                self.drops["handshake_error"] += 1
+
+    # -- timers --------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` must next be called (monotonic seconds; may be in the past = now), or None.
+        Costs the same with 1 or 10,000 peers (timers.TimerQueue)."""
+        t = self._peer_timers_next()
+        if self._hs_queue:
+            q = self._hs_budget.ready_at(min(len(self._hs_queue), HANDSHAKES_PER_BATCH))
+            if t is None or q < t:
+                t = q
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        """Run every peer timer whose deadline is <= now, and the next slice of queued handshake messages."""
+        self._hs_done = 0
+        if self._hs_queue:
+            self._drain_handshakes(now)
+        self._run_peer_timers(now)
 
     def _consume_initiation(self, data: bytes, addr: Addr, now: float) -> None:
         first = open_initiation(self._identity, data)
