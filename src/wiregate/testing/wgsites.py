@@ -166,6 +166,13 @@ class Sites:
         self._dirty |= due
         self._file_deadlines(due)
 
+    def send_from(self, i: int, payload: bytes) -> None:
+        """Site i sends one packet to the gateway's tunnel address."""
+        self.sites[i].send_packet(ip6_packet(site_tunnel(i), GATEWAY_TUNNEL, payload), self.now)
+        self._dirty.add(i)
+        self._events_from.add(i)
+        self._file_deadlines({i})
+
     def send_from_sites(self, payload: bytes = b"hello") -> None:
         """Every site sends one packet to the gateway's tunnel address (a handshake first if it has no session)."""
         for i, d in enumerate(self.sites):
