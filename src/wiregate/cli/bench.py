@@ -11,6 +11,8 @@ PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
     "ingress": "wiregate.bench.ingress",
     "wireguard": "wiregate.bench.wireguard",
+    "scale": "wiregate.bench.scale",  # 1,000 sites on the built-in WireGuard, sans-I/O (issue 15)
+    "flood": "wiregate.bench.flood",  # HTTP through a built-in tunnel under a valid-MAC1 initiation flood
 }
 
 
@@ -18,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("part", choices=[*PARTS, "all"], help="which part to measure")
     p.add_argument("--quick", action="store_true", help="short runs (a smoke check, not figures to quote)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
+    p.add_argument("--flood-rate", type=float, default=20_000,
+                   help="flood: valid-MAC1 initiations per second (default 20000)")
+    p.add_argument("--sources", type=int, default=64, help="flood: source addresses the flood comes from")
     p.add_argument("--out", default=None, help="directory for <UTC date>.json (default bench/results)")
 
 
