@@ -5,7 +5,7 @@
   virtual: it jumps to the next deadline when nothing is in flight and advances by the gateway's own CPU time in
   each call (`wiregate.testing.wgsites`), so the figure is "time until every site has a session again" when the
   network costs nothing and the gateway's one core is the bottleneck. Reported with the gateway's CPU seconds.
-* Memory per site: resident memory of a gateway Device in a forked child process, with N peers configured, then
+* Memory per site: resident memory of a gateway Device in a fresh child process, with N peers configured, then
   with a keypair each (what a completed handshake leaves), divided by N (includes what Python's tracer cannot see: the AEAD contexts in OpenSSL).
 * Per-packet cost at 1 and 1,000 peers: batches of 64 data packets (1,392 bytes) sent and received by the gateway,
   each batch followed by `next_deadline()` as the interface loop does; at 1,000 peers once with one busy site and
@@ -60,8 +60,8 @@ def _memory_child(n: int, q: Any) -> None:
 
 
 def memory_per_site(n: int = SITES) -> dict[str, Any]:
-    """RSS growth of a gateway Device per site, measured in a forked child (see the module docstring)."""
-    ctx = multiprocessing.get_context("fork")
+    """RSS growth of a gateway Device per site, measured in a fresh child process (see the module docstring)."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: freed memory of earlier steps would hide growth
     q = ctx.Queue()
     p = ctx.Process(target=_memory_child, args=(n, q))
     p.start()
