@@ -6,7 +6,8 @@
   each call (`wiregate.testing.wgsites`), so the figure is "time until every site has a session again" when the
   network costs nothing and the gateway's one core is the bottleneck. Reported with the gateway's CPU seconds.
 * Memory per site: resident memory of a gateway Device in a fresh child process, with N peers configured, then
-  with a keypair each (what a completed handshake leaves), divided by N (includes what Python's tracer cannot see: the AEAD contexts in OpenSSL).
+  with a keypair each (what a completed handshake leaves), divided by N (this includes what Python's tracer cannot
+  see: the AEAD contexts in OpenSSL).
 * Per-packet cost at 1 and 1,000 peers: batches of 64 data packets (1,392 bytes) sent and received by the gateway,
   each batch followed by `next_deadline()` as the interface loop does; at 1,000 peers once with one busy site and
   once with the batches going round-robin over all 1,000 sites. The ratios should be near 1.0.
