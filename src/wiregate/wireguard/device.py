@@ -12,8 +12,9 @@ timestamps and `Peer.last_handshake`. Randomness (ephemeral keys, indices, cooki
 from the injectable `rng`, so a test with a seeded rng and fixed clocks gets byte-identical handshakes.
 
 Where each rule lives: handshake maths in noise.py, MAC1/MAC2/cookies in cookie.py, keypair rotation in
-session.py, the replay window in replay.py, cryptokey routing in allowedips.py; this module wires them together
-and holds the timer rules of wireguard-go timers.go (see the `_timer_*` and `_expired_*` methods).
+session.py, the replay window in replay.py, cryptokey routing in allowedips.py, the timer rules of wireguard-go
+timers.go in timers.py (each peer's `PeerTimers` yields actions that `_timer_action` carries out), the flood budgets
+in ratelimit.py; this module wires them together. None of those modules imports this one.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ from wiregate.wireguard.constants import (
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
 from wiregate.wireguard.crypto import tai64n
-from wiregate.wireguard.events import HandshakeComplete, PeerRoamed, ResolveEndpoint
+from wiregate.wireguard.events import HandshakeComplete, HandshakeGaveUp, KeysZeroed, PeerRoamed, ResolveEndpoint
 from wiregate.wireguard.noise import (
     Handshake, HandshakeState, StaticIdentity, consume_response, create_initiation, create_response,
     derive_transport_keys, finish_initiation, open_initiation,
 )
 from wiregate.wireguard.ratelimit import SourceLimiter, TokenBucket
 from wiregate.wireguard.session import Keypair, Keypairs
-from wiregate.wireguard.timers import TimerQueue, TimerRules
+from wiregate.wireguard.timers import PeerTimers, TimerAction, TimerQueue, jitter_from
 
 __all__ = ["Device", "Peer", "PeerConfig"]
 
@@ -106,22 +107,17 @@ class Peer:
 
     __slots__ = (
         "public_key", "preshared_key", "allowed_ips", "endpoint", "endpoint_host", "endpoint_port",
-        "persistent_keepalive", "last_handshake", "rx_bytes", "tx_bytes", "handshake", "cookie", "keypairs",
-        "staged", "handshake_attempts", "sent_last_minute_handshake", "need_another_keepalive",
-        "initiation_unsent", "timer_at",
-        # timer deadlines (monotonic seconds) or None when not pending; names follow wireguard-go timers.go
-        "t_retransmit_handshake", "t_send_keepalive", "t_new_handshake", "t_zero_key_material",
-        "t_persistent_keepalive",
+        "last_handshake", "rx_bytes", "tx_bytes", "handshake", "cookie", "keypairs", "staged", "initiation_unsent",
+        "timers",  # timers.PeerTimers: the five deadlines and their counters, named as in wireguard-go timers.go
     )
 
-    def __init__(self, cfg: PeerConfig) -> None:
+    def __init__(self, cfg: PeerConfig, timers: Callable[["Peer"], PeerTimers]) -> None:
         self.public_key = cfg.public_key
         self.preshared_key = cfg.preshared_key
         self.allowed_ips: tuple[str, ...] = ()
         self.endpoint: Addr | None = cfg.endpoint
         self.endpoint_host: str | None = None
         self.endpoint_port = cfg.endpoint[1] if cfg.endpoint else _DEFAULT_PORT
-        self.persistent_keepalive = cfg.persistent_keepalive
         self.last_handshake: float | None = None
         self.rx_bytes = 0
         self.tx_bytes = 0
@@ -129,19 +125,17 @@ class Peer:
         self.cookie = CookieGenerator(cfg.public_key)
         self.keypairs = Keypairs()
         self.staged: collections.deque[bytes] = collections.deque(maxlen=MAX_STAGED_PACKETS)
-        self.handshake_attempts = 0
-        self.sent_last_minute_handshake = False
-        self.need_another_keepalive = False
         self.initiation_unsent = False
-        self.t_retransmit_handshake: float | None = None
-        self.t_send_keepalive: float | None = None
-        self.t_new_handshake: float | None = None
-        self.t_zero_key_material: float | None = None
-        self.t_persistent_keepalive: float | None = None
-        self.timer_at = float("inf")  # when the TimerQueue wakes this peer (see timers.py)
+        self.timers = timers(self)
+        self.timers.persistent_keepalive = cfg.persistent_keepalive
+
+    @property
+    def persistent_keepalive(self) -> int:
+        """Seconds between keepalives while idle (0 = off); change it with `Device.update_peer`."""
+        return self.timers.persistent_keepalive
 
 
-class Device(TimerRules):
+class Device:
     """A WireGuard interface's protocol state (see the module docstring for how to drive it)."""
 
     def __init__(self, private_key: bytes, *, wall_clock: Callable[[], float] = time.time,
@@ -167,6 +161,7 @@ class Device(TimerRules):
         self._load_window_count = 0
         self._last_handshake_at = _NEVER
         self._timerq = TimerQueue()
+        self._jitter = jitter_from(rng)
         # handshake budgets (ratelimit.py, constants.py): what a flood may cost the loop the data path shares
         self._ratelimit = SourceLimiter(RATELIMIT_PACKETS_PER_SECOND, RATELIMIT_BURST)
         self._cookie_sources = SourceLimiter(COOKIE_REPLIES_PER_SOURCE, COOKIE_REPLY_SOURCE_BURST)
@@ -238,7 +233,7 @@ class Device(TimerRules):
         if cfg.public_key in self.peers:
             raise ConfigError("PublicKey: this peer is already configured")
         normalised = self._check_config(cfg)
-        peer = Peer(cfg)
+        peer = Peer(cfg, lambda p: PeerTimers(p, self._timerq, self._jitter))
         if cfg.endpoint_host:
             peer.endpoint_host, peer.endpoint_port = _split_host(cfg.endpoint_host, peer.endpoint_port)
         peer.handshake.precompute(self._identity)
@@ -246,9 +241,9 @@ class Device(TimerRules):
         self._set_allowed(peer, normalised)
         if peer.endpoint is None and peer.endpoint_host:
             self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = 0.0  # due at once: connect out, as wg does when the interval is set
-            self._timerq.arm(peer, 0.0)
+        if cfg.persistent_keepalive:  # due at once: connect out, as wg does when the interval is set
+            peer.timers.persistent_keepalive = 0
+            peer.timers.set_persistent_keepalive(cfg.persistent_keepalive)
         return peer
 
     def _check_config(self, cfg: PeerConfig) -> tuple[str, ...]:
@@ -302,12 +297,7 @@ class Device(TimerRules):
         if persistent_keepalive is not None:
             if persistent_keepalive < 0 or persistent_keepalive > 65535:
                 raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
-            if persistent_keepalive and persistent_keepalive != peer.persistent_keepalive:
-                peer.t_persistent_keepalive = 0.0
-                self._timerq.arm(peer, 0.0)
-            elif not persistent_keepalive:
-                peer.t_persistent_keepalive = None
-            peer.persistent_keepalive = persistent_keepalive
+            peer.timers.set_persistent_keepalive(persistent_keepalive)
         if normalised is not None:
             self._set_allowed(peer, normalised)
         if endpoint_host is not _KEEP:
@@ -326,7 +316,7 @@ class Device(TimerRules):
             return
         for prefix in peer.allowed_ips:
             self._allowed.remove(prefix, peer)
-        self._timerq.forget(peer)
+        self._timerq.forget(peer.timers)
         self._zero_all(peer)
 
     def set_endpoint(self, public_key: bytes, endpoint: Addr) -> None:
@@ -339,8 +329,7 @@ class Device(TimerRules):
         if peer.initiation_unsent:
             peer.initiation_unsent = False
             peer.handshake.last_sent_handshake = _NEVER
-            peer.t_retransmit_handshake = 0.0
-            self._timerq.arm(peer, 0.0)
+            peer.timers.retransmit_now()
 
     @staticmethod
     def _check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
@@ -474,10 +463,11 @@ class Device(TimerRules):
         kp.send_nonce = nonce
         peer.tx_bytes += tx
         # once per batch, as wireguard-go's RoutineSequentialSender does
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_sent(peer)
+        timers = peer.timers
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_sent()
         if data_sent:
-            self._timers_data_sent(peer, now)
+            timers.data_sent(now)
         # keepKeyFreshSending
         if nonce > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > REKEY_AFTER_TIME):
             self._send_initiation(peer, now, retry=False)
@@ -503,16 +493,15 @@ class Device(TimerRules):
         """Create and send handshake message 1, at most once per REKEY_TIMEOUT (wireguard-go
         SendHandshakeInitiation)."""
         if not retry:
-            peer.handshake_attempts = 0
+            peer.timers.handshake_attempts = 0
         hs = peer.handshake
         if now - hs.last_sent_handshake < REKEY_TIMEOUT:
             # Rate limited (we sent an initiation or a response moments ago). wireguard-go and the kernel just
             # return here, which can leave queued packets without any pending retry (two peers whose
             # initiations crossed answer each other and then both drop the other's response); we keep a
             # retry armed for when the limit lifts.
-            if peer.t_retransmit_handshake is None and (retry or peer.staged):
-                t = peer.t_retransmit_handshake = hs.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
-                self._timerq.arm(peer, t)
+            if retry or peer.staged:
+                peer.timers.retry_after_rate_limit(hs.last_sent_handshake)
             return
         hs.last_sent_handshake = now
         self._hs_index.pop(hs.local_index, None)
@@ -523,15 +512,15 @@ class Device(TimerRules):
             return
         self._hs_index[idx] = peer
         msg = peer.cookie.add_macs(msg, now)
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_sent(peer)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
         if not self._send_handshake_datagram(peer, msg, now):
             peer.initiation_unsent = True
             if peer.endpoint_host:
                 self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
         else:
             peer.initiation_unsent = False
-        self._timers_handshake_initiated(peer, now)
+        peer.timers.handshake_initiated(now)
 
     def _send_response(self, peer: Peer, now: float) -> None:
         """Handshake message 2 after a consumed initiation; derives the responder keypair (it waits in `next`)."""
@@ -545,9 +534,9 @@ class Device(TimerRules):
         self._hs_index[idx] = peer
         msg = peer.cookie.add_macs(msg, now)
         self._begin_session(peer, now)
-        self._timers_session_derived(peer, now)
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_sent(peer)
+        peer.timers.session_derived(now)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
         self._send_handshake_datagram(peer, msg, now)
 
     def _begin_session(self, peer: Peer, now: float) -> None:
@@ -571,9 +560,7 @@ class Device(TimerRules):
 
     def _handshake_complete(self, peer: Peer) -> None:
         """timersHandshakeComplete: stop retransmitting, reset counters, stamp last_handshake, report it."""
-        peer.t_retransmit_handshake = None
-        peer.handshake_attempts = 0
-        peer.sent_last_minute_handshake = False
+        peer.timers.handshake_complete()
         peer.last_handshake = self._wall()
         self._events.append(HandshakeComplete(peer.public_key))
 
@@ -682,10 +669,11 @@ class Device(TimerRules):
         for peer, addr in seen.items():
             self._update_endpoint(peer, addr)
             self._keep_key_fresh_receiving(peer, now)
-            self._timers_any_authenticated_packet_traversal(peer, now)
-            self._timers_any_authenticated_packet_received(peer)
+            timers = peer.timers
+            timers.any_authenticated_packet_traversal(now)
+            timers.any_authenticated_packet_received()
             if peer in data_rx:
-                self._timers_data_received(peer, now)
+                timers.data_received(now)
 
     def _confirm_next(self, peer: Peer, kp: Keypair, addr: Addr, now: float) -> None:
         """First authenticated data under the responder's new keypair: it becomes current (key confirmation)."""
@@ -706,12 +694,12 @@ class Device(TimerRules):
 
     def _keep_key_fresh_receiving(self, peer: Peer, now: float) -> None:
         """Initiator side: rekey if the session nears REJECT_AFTER_TIME and we only receive (whitepaper 6.2)."""
-        if peer.sent_last_minute_handshake:
+        if peer.timers.sent_last_minute_handshake:
             return
         kp = peer.keypairs.current
         if kp is not None and kp.is_initiator and \
                 now - kp.created > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT:
-            peer.sent_last_minute_handshake = True
+            peer.timers.sent_last_minute_handshake = True
             self._send_initiation(peer, now, retry=False)
 
     def _receive_handshake(self, kind: bytes, data: bytes, addr: Addr, now: float) -> None:
@@ -782,7 +770,7 @@ class Device(TimerRules):
     def next_deadline(self) -> float | None:
         """When `handle_timer` must next be called (monotonic seconds; may be in the past = now), or None.
         Costs the same with 1 or 10,000 peers (timers.TimerQueue)."""
-        t = self._peer_timers_next()
+        t = self._timerq.peek()
         if self._hs_queue:
             q = self._hs_budget.ready_at(min(len(self._hs_queue), HANDSHAKES_PER_BATCH))
             if t is None or q < t:
@@ -794,7 +782,29 @@ class Device(TimerRules):
         self._hs_done = 0
         if self._hs_queue:
             self._drain_handshakes(now)
-        self._run_peer_timers(now)
+        for timers in self._timerq.pop_due(now):
+            peer = timers.owner
+            for action in timers.expire(now, named_endpoint=bool(peer.endpoint_host)):
+                self._timer_action(peer, action, now)
+            if self.peers.get(peer.public_key) is peer:
+                timers.rearm()
+
+    def _timer_action(self, peer: Peer, action: TimerAction, now: float) -> None:
+        """Carry out what an expired timer asks for (timers.PeerTimers.expire)."""
+        if action is TimerAction.RETRANSMIT_HANDSHAKE:
+            self._send_initiation(peer, now, retry=True)
+        elif action is TimerAction.NEW_HANDSHAKE:
+            self._send_initiation(peer, now, retry=False)
+        elif action is TimerAction.SEND_KEEPALIVE or action is TimerAction.PERSISTENT_KEEPALIVE:
+            self._send_keepalive(peer, now)
+        elif action is TimerAction.ZERO_KEYS:
+            self._zero_all(peer)
+            self._events.append(KeysZeroed(peer.public_key))
+        elif action is TimerAction.GIVE_UP:
+            peer.staged.clear()
+            self._events.append(HandshakeGaveUp(peer.public_key))
+        elif action is TimerAction.RESOLVE_ENDPOINT and peer.endpoint_host:
+            self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
 
     def _consume_initiation(self, data: bytes, addr: Addr, now: float) -> None:
         first = open_initiation(self._identity, data)
@@ -824,8 +834,8 @@ class Device(TimerRules):
         hs.last_timestamp = timestamp
         hs.last_initiation_consumption = now
         hs.state = HandshakeState.INITIATION_CONSUMED
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_received(peer)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
         self._update_endpoint(peer, addr)
         peer.rx_bytes += len(data)
         self._send_response(peer, now)
@@ -844,10 +854,10 @@ class Device(TimerRules):
         hs.state = HandshakeState.RESPONSE_CONSUMED
         self._update_endpoint(peer, addr)
         peer.rx_bytes += len(data)
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_received(peer)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
         self._begin_session(peer, now)
-        self._timers_session_derived(peer, now)
+        peer.timers.session_derived(now)
         self._handshake_complete(peer)
         self._send_keepalive(peer, now)  # key confirmation for the responder, and flushes queued packets
 
