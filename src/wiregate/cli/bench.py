@@ -14,6 +14,8 @@ PARTS: dict[str, str] = {
     "wireguard": "wiregate.bench.wireguard",
     "system": "wiregate.bench.system",
     "soak": "wiregate.bench.soak",
+    "scale": "wiregate.bench.scale",  # 1,000 sites on the built-in WireGuard, sans-I/O (issue 15)
+    "flood": "wiregate.bench.flood",  # HTTP through a built-in tunnel under a valid-MAC1 initiation flood
 }
 
 
@@ -22,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short runs (a smoke check, not figures to quote)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
     p.add_argument("--minutes", type=float, default=5.0, help="soak: how long the load and faults run (default 5)")
+    p.add_argument("--flood-rate", type=float, default=20_000,
+                   help="flood: valid-MAC1 initiations per second (default 20000)")
+    p.add_argument("--sources", type=int, default=64, help="flood: source addresses the flood comes from")
     p.add_argument("--out", default=None, help="directory for <UTC date>.json (default bench/results)")
 
 

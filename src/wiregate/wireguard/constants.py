@@ -40,6 +40,17 @@ UNDER_LOAD_AFTER_TIME = 1.0  # stay "under load" this long after load was seen
 UNDER_LOAD_HANDSHAKES = 64  # ours: handshake messages per second that mean "under load" (no queue to measure)
 RATELIMIT_PACKETS_PER_SECOND = 20  # handshakes per source IP while under load
 RATELIMIT_BURST = 5
+HANDSHAKE_QUEUE_SIZE = 1024  # wireguard-go QueueHandshakeSize: handshakes beyond it are dropped; 1/8 full = load
+# Ours: budgets for the handshake work a flood can put on the event loop the data path shares (ratelimit.py).
+# Measured on the 2-core test machine: a cookie reply costs ~38 us from datagram to reply, processing an
+# initiation and answering it ~280 us (four X25519 operations and the hashing around them).
+HANDSHAKES_PER_BATCH = 16  # handshake messages processed per receive/timer call (~4.5 ms), the rest queued
+HANDSHAKES_PER_SECOND = 1000  # overall (at most ~30% of one core); queued beyond it
+HANDSHAKE_BURST = 64
+COOKIE_REPLIES_PER_SECOND = 2000  # overall (~8% of one core); initiations beyond it get no answer
+COOKIE_REPLY_BURST = 256  # ~10 ms of replies at once: a storm of restarting sites gets its cookies
+COOKIE_REPLIES_PER_SOURCE = 20  # per source IPv4 address or IPv6 /64, per second
+COOKIE_REPLY_SOURCE_BURST = 5
 MAX_STAGED_PACKETS = 1024  # packets queued per peer while no session exists (oldest dropped)
 RESOLVE_EVERY_ATTEMPTS = 3  # ours: ask the I/O layer to re-resolve a DNS endpoint after every 3 failed tries
 DEFAULT_MTU = 1420

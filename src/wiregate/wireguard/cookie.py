@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac as _hmac
-import ipaddress
+import socket
 import struct
 from typing import Callable
 
@@ -18,6 +18,7 @@ from wiregate.wireguard.crypto import InvalidTag, hash_, xaead_decrypt, xaead_en
 
 _COOKIE_REPLY = struct.Struct("<II24s32s")
 _NEVER = float("-inf")
+_NO_MAC2 = bytes(16)
 
 
 def _mac16(key: bytes, data: bytes) -> bytes:
@@ -25,11 +26,16 @@ def _mac16(key: bytes, data: bytes) -> bytes:
 
 
 def source_bytes(addr: tuple[str, int]) -> bytes:
-    """The bytes a cookie is bound to: the packed source IP then the port (big-endian)."""
+    """The bytes a cookie is bound to: the packed source IP then the port (big-endian). inet_pton, not
+    ipaddress: this runs for every handshake message under load (2.1 -> 0.3 us here)."""
+    host = addr[0]
     try:
-        ip = ipaddress.ip_address(addr[0].split("%", 1)[0]).packed
-    except ValueError:
-        ip = addr[0].encode()
+        if ":" in host:
+            ip = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        else:
+            ip = socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        ip = host.encode()
     return ip + (addr[1] & 0xFFFF).to_bytes(2, "big")
 
 
@@ -55,9 +61,9 @@ class CookieChecker:
 
     def check_mac2(self, msg: bytes, addr: tuple[str, int], now: float) -> bool:
         """MAC2 must be MAC(cookie, msg up to mac2) with the cookie we would hand this source now."""
-        if now - self._secret_set > COOKIE_REFRESH_TIME:
-            return False
         end = len(msg) - 16
+        if now - self._secret_set > COOKIE_REFRESH_TIME or msg[end:] == _NO_MAC2:
+            return False  # no cookie handed out lately, or the sender has none: no need to compute one
         expect = _mac16(self._cookie(source_bytes(addr)), msg[:end])
         return _hmac.compare_digest(expect, msg[end:])
 

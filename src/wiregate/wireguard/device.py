@@ -12,8 +12,9 @@ timestamps and `Peer.last_handshake`. Randomness (ephemeral keys, indices, cooki
 from the injectable `rng`, so a test with a seeded rng and fixed clocks gets byte-identical handshakes.
 
 Where each rule lives: handshake maths in noise.py, MAC1/MAC2/cookies in cookie.py, keypair rotation in
-session.py, the replay window in replay.py, cryptokey routing in allowedips.py; this module wires them together
-and holds the timer rules of wireguard-go timers.go (see the `_timer_*` and `_expired_*` methods).
+session.py, the replay window in replay.py, cryptokey routing in allowedips.py, the timer rules of wireguard-go
+timers.go in timers.py (each peer's `PeerTimers` yields actions that `_timer_action` carries out), the flood budgets
+in ratelimit.py; this module wires them together. None of those modules imports this one.
 """
 
 from __future__ import annotations
@@ -31,20 +32,23 @@ from cryptography.exceptions import InvalidTag
 from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
-    DEFAULT_MTU, HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE,
-    MESSAGE_INITIATION_SIZE, MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE,
-    RATELIMIT_BURST, RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES,
-    REKEY_AFTER_TIME, REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
+    COOKIE_REPLIES_PER_SECOND, COOKIE_REPLIES_PER_SOURCE, COOKIE_REPLY_BURST, COOKIE_REPLY_SOURCE_BURST,
+    DEFAULT_MTU, HANDSHAKE_BURST, HANDSHAKE_INITIATION_RATE, HANDSHAKE_QUEUE_SIZE, HANDSHAKES_PER_BATCH,
+    HANDSHAKES_PER_SECOND, KEEPALIVE_TIMEOUT, MAX_STAGED_PACKETS, MESSAGE_COOKIE_REPLY_SIZE, MESSAGE_INITIATION_SIZE,
+    MESSAGE_KEEPALIVE_SIZE, MESSAGE_RESPONSE_SIZE, MESSAGE_TRANSPORT, PADDING_MULTIPLE, RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+    REKEY_TIMEOUT, UNDER_LOAD_AFTER_TIME, UNDER_LOAD_HANDSHAKES,
 )
 from wiregate.wireguard.cookie import CookieChecker, CookieGenerator
 from wiregate.wireguard.crypto import tai64n
-from wiregate.wireguard.events import HandshakeComplete, PeerRoamed, ResolveEndpoint
+from wiregate.wireguard.events import HandshakeComplete, HandshakeGaveUp, KeysZeroed, PeerRoamed, ResolveEndpoint
 from wiregate.wireguard.noise import (
     Handshake, HandshakeState, StaticIdentity, consume_response, create_initiation, create_response,
     derive_transport_keys, finish_initiation, open_initiation,
 )
+from wiregate.wireguard.ratelimit import SourceLimiter, TokenBucket
 from wiregate.wireguard.session import Keypair, Keypairs
-from wiregate.wireguard.timers import TimerRules
+from wiregate.wireguard.timers import PeerTimers, TimerAction, TimerQueue, jitter_from
 
 __all__ = ["Device", "Peer", "PeerConfig"]
 
@@ -103,22 +107,17 @@ class Peer:
 
     __slots__ = (
         "public_key", "preshared_key", "allowed_ips", "endpoint", "endpoint_host", "endpoint_port",
-        "persistent_keepalive", "last_handshake", "rx_bytes", "tx_bytes", "handshake", "cookie", "keypairs",
-        "staged", "handshake_attempts", "sent_last_minute_handshake", "need_another_keepalive",
-        "initiation_unsent",
-        # timer deadlines (monotonic seconds) or None when not pending; names follow wireguard-go timers.go
-        "t_retransmit_handshake", "t_send_keepalive", "t_new_handshake", "t_zero_key_material",
-        "t_persistent_keepalive",
+        "last_handshake", "rx_bytes", "tx_bytes", "handshake", "cookie", "keypairs", "staged", "initiation_unsent",
+        "timers",  # timers.PeerTimers: the five deadlines and their counters, named as in wireguard-go timers.go
     )
 
-    def __init__(self, cfg: PeerConfig) -> None:
+    def __init__(self, cfg: PeerConfig, timers: Callable[["Peer"], PeerTimers]) -> None:
         self.public_key = cfg.public_key
         self.preshared_key = cfg.preshared_key
         self.allowed_ips: tuple[str, ...] = ()
         self.endpoint: Addr | None = cfg.endpoint
         self.endpoint_host: str | None = None
         self.endpoint_port = cfg.endpoint[1] if cfg.endpoint else _DEFAULT_PORT
-        self.persistent_keepalive = cfg.persistent_keepalive
         self.last_handshake: float | None = None
         self.rx_bytes = 0
         self.tx_bytes = 0
@@ -126,18 +125,17 @@ class Peer:
         self.cookie = CookieGenerator(cfg.public_key)
         self.keypairs = Keypairs()
         self.staged: collections.deque[bytes] = collections.deque(maxlen=MAX_STAGED_PACKETS)
-        self.handshake_attempts = 0
-        self.sent_last_minute_handshake = False
-        self.need_another_keepalive = False
         self.initiation_unsent = False
-        self.t_retransmit_handshake: float | None = None
-        self.t_send_keepalive: float | None = None
-        self.t_new_handshake: float | None = None
-        self.t_zero_key_material: float | None = None
-        self.t_persistent_keepalive: float | None = None
+        self.timers = timers(self)
+        self.timers.persistent_keepalive = cfg.persistent_keepalive
+
+    @property
+    def persistent_keepalive(self) -> int:
+        """Seconds between keepalives while idle (0 = off); change it with `Device.update_peer`."""
+        return self.timers.persistent_keepalive
 
 
-class Device(TimerRules):
+class Device:
     """A WireGuard interface's protocol state (see the module docstring for how to drive it)."""
 
     def __init__(self, private_key: bytes, *, wall_clock: Callable[[], float] = time.time,
@@ -161,8 +159,16 @@ class Device(TimerRules):
         self._under_load_until = _NEVER
         self._load_window_start = _NEVER
         self._load_window_count = 0
-        self._ratelimit: dict[str, list[float]] = {}
         self._last_handshake_at = _NEVER
+        self._timerq = TimerQueue()
+        self._jitter = jitter_from(rng)
+        # handshake budgets (ratelimit.py, constants.py): what a flood may cost the loop the data path shares
+        self._ratelimit = SourceLimiter(RATELIMIT_PACKETS_PER_SECOND, RATELIMIT_BURST)
+        self._cookie_sources = SourceLimiter(COOKIE_REPLIES_PER_SOURCE, COOKIE_REPLY_SOURCE_BURST)
+        self._cookie_budget = TokenBucket(COOKIE_REPLIES_PER_SECOND, COOKIE_REPLY_BURST)
+        self._hs_budget = TokenBucket(HANDSHAKES_PER_SECOND, HANDSHAKE_BURST)
+        self._hs_queue: collections.deque[tuple[bytes, bytes, Addr]] = collections.deque()
+        self._hs_done = 0  # handshake messages processed in the current call
 
     # -- identity ------------------------------------------------------------------------------------------
     @property
@@ -210,47 +216,24 @@ class Device(TimerRules):
             self._load_window_start = now
             self._load_window_count = 0
         self._load_window_count += 1
-        if self._load_window_count > UNDER_LOAD_HANDSHAKES:
+        if self._load_window_count > UNDER_LOAD_HANDSHAKES or len(self._hs_queue) >= HANDSHAKE_QUEUE_SIZE // 8:
             self._under_load_until = now + UNDER_LOAD_AFTER_TIME
             return True
         return self._forced_load or self._under_load_until > now
 
-    def _ratelimit_allows(self, ip: str, now: float) -> bool:
-        """Token bucket per source IP while under load (wireguard-go ratelimiter: 20/s, burst 5)."""
-        table = self._ratelimit
-        if len(table) > 4096:
-            for k in [k for k, v in table.items() if now - v[1] > 1.0]:
-                del table[k]
-        entry = table.get(ip)
-        if entry is None:
-            if len(table) > 4096:  # still full of live sources after the sweep: refuse newcomers, bound memory
-                return False
-            table[ip] = [RATELIMIT_BURST - 1.0, now]
-            return True
-        tokens = min(float(RATELIMIT_BURST), entry[0] + (now - entry[1]) * RATELIMIT_PACKETS_PER_SECOND)
-        entry[1] = now
-        if tokens >= 1.0:
-            entry[0] = tokens - 1.0
-            return True
-        entry[0] = tokens
-        return False
+    @property
+    def queued_handshakes(self) -> int:
+        """Handshake messages waiting for the handshake budget (processed by `handle_timer`)."""
+        return len(self._hs_queue)
 
     # -- peers ---------------------------------------------------------------------------------------------
     def add_peer(self, cfg: PeerConfig) -> Peer:
         """Add a peer (ConfigError for a bad key or prefix, or a duplicate). A DNS endpoint without an address
         yields a ResolveEndpoint event at once; a persistent keepalive starts a handshake at the next timer."""
-        if len(cfg.public_key) != 32:
-            raise ConfigError("PublicKey: must be 32 bytes")
         if cfg.public_key in self.peers:
             raise ConfigError("PublicKey: this peer is already configured")
-        if cfg.public_key == self._identity.public:
-            raise ConfigError("PublicKey: a peer cannot have this interface's own public key")
-        if cfg.preshared_key is not None and len(cfg.preshared_key) != 32:
-            raise ConfigError("PresharedKey: must be 32 bytes")
-        if cfg.persistent_keepalive < 0 or cfg.persistent_keepalive > 65535:
-            raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
-        peer = Peer(cfg)
-        normalised = self._check_prefixes(cfg.allowed_ips)
+        normalised = self._check_config(cfg)
+        peer = Peer(cfg, lambda p: PeerTimers(p, self._timerq, self._jitter))
         if cfg.endpoint_host:
             peer.endpoint_host, peer.endpoint_port = _split_host(cfg.endpoint_host, peer.endpoint_port)
         peer.handshake.precompute(self._identity)
@@ -258,9 +241,44 @@ class Device(TimerRules):
         self._set_allowed(peer, normalised)
         if peer.endpoint is None and peer.endpoint_host:
             self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = 0.0  # due at once: connect out, as wg does when the interval is set
+        if cfg.persistent_keepalive:  # due at once: connect out, as wg does when the interval is set
+            peer.timers.persistent_keepalive = 0
+            peer.timers.set_persistent_keepalive(cfg.persistent_keepalive)
         return peer
+
+    def _check_config(self, cfg: PeerConfig) -> tuple[str, ...]:
+        """Validate a PeerConfig (ConfigError naming the field); returns its normalised AllowedIPs."""
+        if len(cfg.public_key) != 32:
+            raise ConfigError("PublicKey: must be 32 bytes")
+        if cfg.public_key == self._identity.public:
+            raise ConfigError("PublicKey: a peer cannot have this interface's own public key")
+        if cfg.preshared_key is not None and len(cfg.preshared_key) != 32:
+            raise ConfigError("PresharedKey: must be 32 bytes")
+        if cfg.persistent_keepalive < 0 or cfg.persistent_keepalive > 65535:
+            raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
+        if cfg.endpoint_host:
+            _split_host(cfg.endpoint_host, _DEFAULT_PORT)
+        return self._check_prefixes(cfg.allowed_ips)
+
+    def sync_peers(self, configs: Iterable[PeerConfig]) -> None:
+        """Make the peer table match `configs`, as a reload does: peers not listed are removed, new ones added, the
+        others updated in place (their sessions, counters and timers survive). Every config is checked first, so
+        a ConfigError changes nothing. Costs O(changed + listed) peers, never a scan per peer."""
+        new: dict[bytes, PeerConfig] = {}
+        for cfg in configs:
+            self._check_config(cfg)
+            if cfg.public_key in new:
+                raise ConfigError("PublicKey: the same peer is listed twice")
+            new[cfg.public_key] = cfg
+        for key in [k for k in self.peers if k not in new]:
+            self.remove_peer(key)
+        for key, cfg in new.items():
+            if key in self.peers:
+                self.update_peer(key, preshared_key=cfg.preshared_key, allowed_ips=cfg.allowed_ips,
+                                 endpoint=cfg.endpoint, endpoint_host=cfg.endpoint_host,
+                                 persistent_keepalive=cfg.persistent_keepalive)
+            else:
+                self.add_peer(cfg)
 
     def update_peer(self, public_key: bytes, *, preshared_key: object = _KEEP,
                     allowed_ips: Iterable[str] | None = None, endpoint: Addr | None = None,
@@ -279,11 +297,7 @@ class Device(TimerRules):
         if persistent_keepalive is not None:
             if persistent_keepalive < 0 or persistent_keepalive > 65535:
                 raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
-            if persistent_keepalive and persistent_keepalive != peer.persistent_keepalive:
-                peer.t_persistent_keepalive = 0.0
-            elif not persistent_keepalive:
-                peer.t_persistent_keepalive = None
-            peer.persistent_keepalive = persistent_keepalive
+            peer.timers.set_persistent_keepalive(persistent_keepalive)
         if normalised is not None:
             self._set_allowed(peer, normalised)
         if endpoint_host is not _KEEP:
@@ -300,7 +314,9 @@ class Device(TimerRules):
         peer = self.peers.pop(public_key, None)
         if peer is None:
             return
-        self._allowed.remove_value(peer)
+        for prefix in peer.allowed_ips:
+            self._allowed.remove(prefix, peer)
+        self._timerq.forget(peer.timers)
         self._zero_all(peer)
 
     def set_endpoint(self, public_key: bytes, endpoint: Addr) -> None:
@@ -313,14 +329,15 @@ class Device(TimerRules):
         if peer.initiation_unsent:
             peer.initiation_unsent = False
             peer.handshake.last_sent_handshake = _NEVER
-            peer.t_retransmit_handshake = 0.0
+            peer.timers.retransmit_now()
 
     @staticmethod
     def _check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(str(parse_prefix(p)) for p in prefixes))
 
     def _set_allowed(self, peer: Peer, prefixes: tuple[str, ...]) -> None:
-        self._allowed.remove_value(peer)
+        for prefix in peer.allowed_ips:  # only this peer's own prefixes: the cost does not grow with the table
+            self._allowed.remove(prefix, peer)
         for prefix in prefixes:
             # a prefix owned by another peer moves to this one (wg semantics): drop it from the old owner's list
             owner = self._allowed.owner(prefix)
@@ -446,10 +463,11 @@ class Device(TimerRules):
         kp.send_nonce = nonce
         peer.tx_bytes += tx
         # once per batch, as wireguard-go's RoutineSequentialSender does
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_sent(peer)
+        timers = peer.timers
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_sent()
         if data_sent:
-            self._timers_data_sent(peer, now)
+            timers.data_sent(now)
         # keepKeyFreshSending
         if nonce > REKEY_AFTER_MESSAGES or (kp.is_initiator and now - kp.created > REKEY_AFTER_TIME):
             self._send_initiation(peer, now, retry=False)
@@ -475,15 +493,15 @@ class Device(TimerRules):
         """Create and send handshake message 1, at most once per REKEY_TIMEOUT (wireguard-go
         SendHandshakeInitiation)."""
         if not retry:
-            peer.handshake_attempts = 0
+            peer.timers.handshake_attempts = 0
         hs = peer.handshake
         if now - hs.last_sent_handshake < REKEY_TIMEOUT:
             # Rate limited (we sent an initiation or a response moments ago). wireguard-go and the kernel just
             # return here, which can leave queued packets without any pending retry (two peers whose
             # initiations crossed answer each other and then both drop the other's response); we keep a
             # retry armed for when the limit lifts.
-            if peer.t_retransmit_handshake is None and (retry or peer.staged):
-                peer.t_retransmit_handshake = hs.last_sent_handshake + REKEY_TIMEOUT + self._jitter()
+            if retry or peer.staged:
+                peer.timers.retry_after_rate_limit(hs.last_sent_handshake)
             return
         hs.last_sent_handshake = now
         self._hs_index.pop(hs.local_index, None)
@@ -494,15 +512,15 @@ class Device(TimerRules):
             return
         self._hs_index[idx] = peer
         msg = peer.cookie.add_macs(msg, now)
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_sent(peer)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
         if not self._send_handshake_datagram(peer, msg, now):
             peer.initiation_unsent = True
             if peer.endpoint_host:
                 self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
         else:
             peer.initiation_unsent = False
-        self._timers_handshake_initiated(peer, now)
+        peer.timers.handshake_initiated(now)
 
     def _send_response(self, peer: Peer, now: float) -> None:
         """Handshake message 2 after a consumed initiation; derives the responder keypair (it waits in `next`)."""
@@ -516,9 +534,9 @@ class Device(TimerRules):
         self._hs_index[idx] = peer
         msg = peer.cookie.add_macs(msg, now)
         self._begin_session(peer, now)
-        self._timers_session_derived(peer, now)
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_sent(peer)
+        peer.timers.session_derived(now)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
         self._send_handshake_datagram(peer, msg, now)
 
     def _begin_session(self, peer: Peer, now: float) -> None:
@@ -542,9 +560,7 @@ class Device(TimerRules):
 
     def _handshake_complete(self, peer: Peer) -> None:
         """timersHandshakeComplete: stop retransmitting, reset counters, stamp last_handshake, report it."""
-        peer.t_retransmit_handshake = None
-        peer.handshake_attempts = 0
-        peer.sent_last_minute_handshake = False
+        peer.timers.handshake_complete()
         peer.last_handshake = self._wall()
         self._events.append(HandshakeComplete(peer.public_key))
 
@@ -560,6 +576,7 @@ class Device(TimerRules):
         lookup4 = self._allowed.lookup_v4
         lookup6 = self._allowed.lookup_v6
         drops = self.drops
+        self._hs_done = 0
         seen: dict[Peer, Addr] = {}  # peers with an authenticated transport packet -> address of the last one
         data_rx: set[Peer] = set()
         # a batch is mostly one session and one flow: remember the last receiver index's keypair (already checked
@@ -647,13 +664,16 @@ class Device(TimerRules):
                 drops["bad_ip"] += 1
                 continue
             packets.append(pt)
+        if self._hs_queue:
+            self._drain_handshakes(now)
         for peer, addr in seen.items():
             self._update_endpoint(peer, addr)
             self._keep_key_fresh_receiving(peer, now)
-            self._timers_any_authenticated_packet_traversal(peer, now)
-            self._timers_any_authenticated_packet_received(peer)
+            timers = peer.timers
+            timers.any_authenticated_packet_traversal(now)
+            timers.any_authenticated_packet_received()
             if peer in data_rx:
-                self._timers_data_received(peer, now)
+                timers.data_received(now)
 
     def _confirm_next(self, peer: Peer, kp: Keypair, addr: Addr, now: float) -> None:
         """First authenticated data under the responder's new keypair: it becomes current (key confirmation)."""
@@ -674,12 +694,12 @@ class Device(TimerRules):
 
     def _keep_key_fresh_receiving(self, peer: Peer, now: float) -> None:
         """Initiator side: rekey if the session nears REJECT_AFTER_TIME and we only receive (whitepaper 6.2)."""
-        if peer.sent_last_minute_handshake:
+        if peer.timers.sent_last_minute_handshake:
             return
         kp = peer.keypairs.current
         if kp is not None and kp.is_initiator and \
                 now - kp.created > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT:
-            peer.sent_last_minute_handshake = True
+            peer.timers.sent_last_minute_handshake = True
             self._send_initiation(peer, now, retry=False)
 
     def _receive_handshake(self, kind: bytes, data: bytes, addr: Addr, now: float) -> None:
@@ -712,17 +732,79 @@ class Device(TimerRules):
             return
         if self._is_under_load(now):
             if not self._checker.check_mac2(data, addr, now):
+                # a cookie reply costs ~40x a MAC1 check: budgeted per source and overall, so a flood of valid
+                # MAC1s (the public key is no secret) cannot spend the loop on answering it
+                if not self._cookie_sources.allow(addr[0], now) or not self._cookie_budget.allow(now):
+                    self.drops["cookie_budget"] += 1
+                    return
                 sender = _U32.unpack_from(data, 4)[0]
                 self._datagrams.append((self._checker.create_reply(data, sender, addr, now), addr))
                 self.drops["cookie_sent"] += 1
                 return
-            if not self._ratelimit_allows(addr[0], now):
+            if not self._ratelimit.allow(addr[0], now):
                 self.drops["ratelimited"] += 1
                 return
-        if kind == _TYPE_INITIATION:
-            self._consume_initiation(data, addr, now)
-        else:
-            self._consume_response(data, addr, now)
+        queue = self._hs_queue
+        if len(queue) >= HANDSHAKE_QUEUE_SIZE:
+            self.drops["handshake_queue_full"] += 1
+            return
+        queue.append((kind, data, addr))
+        self._drain_handshakes(now)
+
+    def _drain_handshakes(self, now: float) -> None:
+        """Process queued handshake messages, oldest first, within the budgets: HANDSHAKES_PER_BATCH per call and
+        HANDSHAKES_PER_SECOND overall. What is left waits for `handle_timer` (see `next_deadline`)."""
+        queue = self._hs_queue
+        while queue and self._hs_done < HANDSHAKES_PER_BATCH and self._hs_budget.allow(now):
+            self._hs_done += 1
+            kind, data, addr = queue.popleft()
+            try:
+                if kind == _TYPE_INITIATION:
+                    self._consume_initiation(data, addr, now)
+                else:
+                    self._consume_response(data, addr, now)
+            except Exception:  # noqa: BLE001 - a hostile datagram must never take the device down
+                self.drops["handshake_error"] += 1
+
+    # -- timers --------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` must next be called (monotonic seconds; may be in the past = now), or None.
+        Costs the same with 1 or 10,000 peers (timers.TimerQueue)."""
+        t = self._timerq.peek()
+        if self._hs_queue:
+            q = self._hs_budget.ready_at(min(len(self._hs_queue), HANDSHAKES_PER_BATCH))
+            if t is None or q < t:
+                t = q
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        """Run every peer timer whose deadline is <= now, and the next slice of queued handshake messages."""
+        self._hs_done = 0
+        if self._hs_queue:
+            self._drain_handshakes(now)
+        for timers in self._timerq.pop_due(now):
+            peer = timers.owner
+            for action in timers.expire(now, named_endpoint=bool(peer.endpoint_host)):
+                self._timer_action(peer, action, now)
+            if self.peers.get(peer.public_key) is peer:
+                timers.rearm()
+
+    def _timer_action(self, peer: Peer, action: TimerAction, now: float) -> None:
+        """Carry out what an expired timer asks for (timers.PeerTimers.expire)."""
+        if action is TimerAction.RETRANSMIT_HANDSHAKE:
+            self._send_initiation(peer, now, retry=True)
+        elif action is TimerAction.NEW_HANDSHAKE:
+            self._send_initiation(peer, now, retry=False)
+        elif action is TimerAction.SEND_KEEPALIVE or action is TimerAction.PERSISTENT_KEEPALIVE:
+            self._send_keepalive(peer, now)
+        elif action is TimerAction.ZERO_KEYS:
+            self._zero_all(peer)
+            self._events.append(KeysZeroed(peer.public_key))
+        elif action is TimerAction.GIVE_UP:
+            peer.staged.clear()
+            self._events.append(HandshakeGaveUp(peer.public_key))
+        elif action is TimerAction.RESOLVE_ENDPOINT and peer.endpoint_host:
+            self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
 
     def _consume_initiation(self, data: bytes, addr: Addr, now: float) -> None:
         first = open_initiation(self._identity, data)
@@ -752,8 +834,8 @@ class Device(TimerRules):
         hs.last_timestamp = timestamp
         hs.last_initiation_consumption = now
         hs.state = HandshakeState.INITIATION_CONSUMED
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_received(peer)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
         self._update_endpoint(peer, addr)
         peer.rx_bytes += len(data)
         self._send_response(peer, now)
@@ -772,10 +854,10 @@ class Device(TimerRules):
         hs.state = HandshakeState.RESPONSE_CONSUMED
         self._update_endpoint(peer, addr)
         peer.rx_bytes += len(data)
-        self._timers_any_authenticated_packet_traversal(peer, now)
-        self._timers_any_authenticated_packet_received(peer)
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
         self._begin_session(peer, now)
-        self._timers_session_derived(peer, now)
+        peer.timers.session_derived(now)
         self._handshake_complete(peer)
         self._send_keepalive(peer, now)  # key confirmation for the responder, and flushes queued packets
 

@@ -268,21 +268,13 @@ class WireGuardInterface:
             self._rebind(config.listen_port)  # first: the only step that can fail
         if config.private_key != dev.private_key:
             dev.set_private_key(config.private_key)
-        new = {p.public_key: p for p in config.peers}
-        for key in list(dev.peers):
-            if key not in new:
-                dev.remove_peer(key)
-        for key, p in new.items():
-            cfg = peer_config(p)
-            if key in dev.peers:
-                dev.update_peer(key, preshared_key=cfg.preshared_key, allowed_ips=cfg.allowed_ips,
-                                endpoint=cfg.endpoint, endpoint_host=cfg.endpoint_host,
-                                persistent_keepalive=cfg.persistent_keepalive)
-                if cfg.endpoint is None and cfg.endpoint_host:
-                    peer = dev.peers[key]
-                    self._resolve(key, peer.endpoint_host, peer.endpoint_port)
-            else:
-                dev.add_peer(cfg)
+        configs = [peer_config(p) for p in config.peers]
+        existing = set(dev.peers)
+        dev.sync_peers(configs)  # unchanged peers keep their sessions (tests/wireguard/test_scale.py)
+        for cfg in configs:
+            if cfg.public_key in existing and cfg.endpoint is None and cfg.endpoint_host:
+                peer = dev.peers[cfg.public_key]
+                self._resolve(cfg.public_key, peer.endpoint_host, peer.endpoint_port)
         self.config = config
         if config.fwmark != self.fwmark:
             self._set_fwmark(config.fwmark)

@@ -8,15 +8,12 @@ it). Each keypair keeps one ChaCha20Poly1305 object per direction so the data pa
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from wiregate.wireguard.constants import MESSAGE_TRANSPORT
 from wiregate.wireguard.replay import ReplayFilter
-
-if TYPE_CHECKING:
-    from wiregate.wireguard.device import Peer
 
 _HEADER_PREFIX = struct.Struct("<II")
 
@@ -28,7 +25,7 @@ class Keypair:
                  "replay", "peer", "header_prefix")
 
     def __init__(self, send_key: bytes, receive_key: bytes, *, created: float, is_initiator: bool,
-                 local_index: int, remote_index: int, peer: "Peer") -> None:
+                 local_index: int, remote_index: int, peer: Any) -> None:
         self.send = ChaCha20Poly1305(send_key)
         self.receive = ChaCha20Poly1305(receive_key)
         self.send_nonce = 0
@@ -37,7 +34,7 @@ class Keypair:
         self.local_index = local_index
         self.remote_index = remote_index
         self.replay = ReplayFilter()
-        self.peer = peer
+        self.peer = peer  # the owning device.Peer (opaque here, so session does not import device)
         # type and receiver never change for this keypair; only the counter is packed per packet
         self.header_prefix = _HEADER_PREFIX.pack(MESSAGE_TRANSPORT, remote_index)
 

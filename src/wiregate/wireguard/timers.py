@@ -2,133 +2,266 @@
 
 Each peer carries five deadlines (monotonic seconds, None = not pending), named after wireguard-go's timers:
 
-| deadline                 | armed by                                        | on expiry                                    |
-|--------------------------|-------------------------------------------------|----------------------------------------------|
-| t_retransmit_handshake   | an initiation sent (REKEY_TIMEOUT + jitter)     | resend, or give up after MAX_TIMER_HANDSHAKES |
-| t_send_keepalive         | data received (KEEPALIVE_TIMEOUT)               | keepalive (passive keepalive)                |
-| t_new_handshake          | data sent (KEEPALIVE + REKEY_TIMEOUT + jitter)  | new handshake: the peer stopped answering     |
-| t_zero_key_material      | a session derived (3 x REJECT_AFTER_TIME)       | drop every key and handshake state           |
-| t_persistent_keepalive   | any authenticated packet in or out (interval)   | keepalive (persistent keepalive)             |
+| deadline               | armed by                                      | on expiry                                   |
+|------------------------|-----------------------------------------------|---------------------------------------------|
+| t_retransmit_handshake | an initiation sent (REKEY_TIMEOUT + jitter)   | resend; give up after MAX_TIMER_HANDSHAKES  |
+| t_send_keepalive       | data received (KEEPALIVE_TIMEOUT)             | keepalive (passive keepalive)               |
+| t_new_handshake        | data sent (KEEPALIVE + REKEY_TIMEOUT + jitter) | new handshake: the peer stopped answering  |
+| t_zero_key_material    | a session derived (3 x REJECT_AFTER_TIME)     | drop every key and handshake state          |
+| t_persistent_keepalive | any authenticated packet in or out (interval) | keepalive (persistent keepalive)            |
 
-`TimerRules` is mixed into `Device`: the `_timers_*` hooks are called where wireguard-go calls its `timers*`
-functions (once per peer per batch on the data path), `handle_timer` runs what is due.
+`PeerTimers` holds one peer's timer state. The Device calls its hooks where wireguard-go calls its `timers*`
+functions (once per peer per batch on the data path); when a deadline passes, `PeerTimers.expire(now)` yields
+`TimerAction`s (send an initiation, a keepalive, zero the keys, give up, resolve the endpoint) that the Device
+carries out, one at a time and in wireguard-go's order, so each rule sees what the previous action changed. This
+module knows nothing of the Device: a peer is only an opaque `owner`.
+
+Finding the next deadline must not cost more with more peers (issue 15: it used to scan every peer after each
+batch). `TimerQueue` is a heap with one live entry per peer, at or before the peer's earliest deadline; arming a
+deadline later than that entry costs nothing (the common case: the data path pushes deadlines forward on every
+batch), an earlier one pushes a new entry and the old one goes stale. Stale or early entries are corrected
+lazily when they reach the top, so `next_deadline` and `handle_timer` cost O(log peers) per peer that is due and
+nothing per peer that is not.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import enum
+import heapq
+import itertools
+from typing import Any, Callable, Iterator
 
 from wiregate.wireguard.constants import (
     KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS,
     RESOLVE_EVERY_ATTEMPTS,
 )
-from wiregate.wireguard.events import HandshakeGaveUp, KeysZeroed, ResolveEndpoint
 
-if TYPE_CHECKING:
-    from wiregate.wireguard.device import Peer
+_INF = float("inf")
+
+__all__ = ["PeerTimers", "TimerAction", "TimerQueue", "earliest_deadline", "jitter_from"]
 
 
-class TimerRules:
-    """Timer hooks and expiry handlers; needs `peers`, `_rng`, `_events`, `_send_initiation`,
-    `_send_keepalive` and `_zero_all` from the Device it is mixed into."""
+class TimerAction(enum.Enum):
+    """What an expired timer asks the Device to do for its peer."""
 
-    peers: dict[bytes, "Peer"]
-    _rng: Callable[[int], bytes]
-    _events: list[object]
+    RETRANSMIT_HANDSHAKE = "retransmit_handshake"  # send the initiation again (a retry: attempts are counted)
+    RESOLVE_ENDPOINT = "resolve_endpoint"  # the endpoint is a DNS name and tries keep failing: resolve it again
+    GIVE_UP = "give_up"  # no handshake after REKEY_ATTEMPT_TIME: drop the queued packets, report it
+    SEND_KEEPALIVE = "send_keepalive"  # passive keepalive
+    NEW_HANDSHAKE = "new_handshake"  # data sent, nothing heard back: start a handshake
+    ZERO_KEYS = "zero_keys"  # no new session for 3 x REJECT_AFTER_TIME: drop every key and handshake state
+    PERSISTENT_KEEPALIVE = "persistent_keepalive"
 
-    # -- hooks -----------------------------------------------------------------------------------------------
-    def _jitter(self) -> float:
-        """0..333 ms, so peers that lost a handshake at the same moment do not retry in lockstep."""
-        return (int.from_bytes(self._rng(2), "little") % REKEY_TIMEOUT_JITTER_MAX_MS) / 1000.0
 
-    def _timers_data_sent(self, peer: "Peer", now: float) -> None:
+def jitter_from(rng: Callable[[int], bytes]) -> Callable[[], float]:
+    """0..333 ms from `rng`, so peers that lost a handshake at the same moment do not retry in lockstep."""
+    def jitter() -> float:
+        return (int.from_bytes(rng(2), "little") % REKEY_TIMEOUT_JITTER_MAX_MS) / 1000.0
+    return jitter
+
+
+def earliest_deadline(t: Any) -> float:
+    """The earliest of a peer's five deadlines, or +inf when none is pending."""
+    m = _INF
+    for d in (t.t_retransmit_handshake, t.t_send_keepalive, t.t_new_handshake, t.t_zero_key_material,
+              t.t_persistent_keepalive):
+        if d is not None and d < m:
+            m = d
+    return m
+
+
+class TimerQueue:
+    """Peers' timers ordered by their earliest deadline (see the module docstring). An entry's `timer_at` is the
+    time of its live heap entry (+inf: none); the invariant is `timer_at <= earliest_deadline(entry)` for every
+    entry in the queue. `ops` counts heap operations and entries examined."""
+
+    __slots__ = ("_heap", "_seq", "ops")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._seq = itertools.count()
+        self.ops = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def arm(self, timers: Any, t: float) -> None:
+        """A deadline of `timers` was set to `t`: make sure it is woken no later than that."""
+        if t < timers.timer_at:
+            timers.timer_at = t
+            self.ops += 1
+            heapq.heappush(self._heap, (t, next(self._seq), timers))
+
+    @staticmethod
+    def forget(timers: Any) -> None:
+        """The peer left the device: its entries go stale and are dropped when they reach the top."""
+        timers.timer_at = -_INF  # never equal to an entry's time again, and never armed again
+
+    def peek(self) -> float | None:
+        """The earliest deadline of any peer, or None."""
+        heap = self._heap
+        while heap:
+            self.ops += 1
+            t, _, timers = heap[0]
+            if t != timers.timer_at:  # superseded by an earlier entry, or the peer is gone
+                heapq.heappop(heap)
+                continue
+            m = earliest_deadline(timers)
+            if m == t:
+                return t
+            if m == _INF:  # every deadline was cancelled
+                timers.timer_at = _INF
+                heapq.heappop(heap)
+            else:  # the deadline moved (later, or was set without arm): re-file where it belongs
+                timers.timer_at = m
+                heapq.heapreplace(heap, (m, next(self._seq), timers))
+        return None
+
+    def pop_due(self, now: float) -> list[Any]:
+        """Every entry with a deadline <= now, taken off the queue (re-arm them after running their timers)."""
+        due = []
+        heap = self._heap
+        while True:
+            t = self.peek()
+            if t is None or t > now:
+                return due
+            timers = heapq.heappop(heap)[2]
+            timers.timer_at = _INF
+            due.append(timers)
+
+
+class PeerTimers:
+    """One peer's timer state and rules (wireguard-go timers.go). `owner` is the Device's peer, opaque here."""
+
+    __slots__ = ("owner", "_queue", "_jitter", "persistent_keepalive", "handshake_attempts",
+                 "need_another_keepalive", "sent_last_minute_handshake", "timer_at",
+                 "t_retransmit_handshake", "t_send_keepalive", "t_new_handshake", "t_zero_key_material",
+                 "t_persistent_keepalive")
+
+    def __init__(self, owner: Any, queue: TimerQueue, jitter: Callable[[], float],
+                 persistent_keepalive: int = 0) -> None:
+        self.owner = owner
+        self._queue = queue
+        self._jitter = jitter
+        self.persistent_keepalive = persistent_keepalive
+        self.handshake_attempts = 0
+        self.need_another_keepalive = False
+        self.sent_last_minute_handshake = False
+        self.timer_at = _INF
+        self.t_retransmit_handshake: float | None = None
+        self.t_send_keepalive: float | None = None
+        self.t_new_handshake: float | None = None
+        self.t_zero_key_material: float | None = None
+        self.t_persistent_keepalive: float | None = None
+
+    def _arm(self, t: float) -> None:
+        if t < self.timer_at:
+            self._queue.arm(self, t)
+
+    def rearm(self) -> None:
+        """After `expire`: file the peer again at its earliest remaining deadline."""
+        m = earliest_deadline(self)
+        if m < self.timer_at:
+            self._queue.arm(self, m)
+
+    # -- hooks (wireguard-go timers* functions) --------------------------------------------------------------
+    def data_sent(self, now: float) -> None:
         """Data (not a keepalive) went out: expect something back within KEEPALIVE_TIMEOUT + REKEY_TIMEOUT."""
-        if peer.t_new_handshake is None:
-            peer.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+        if self.t_new_handshake is None:
+            t = self.t_new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
+            self._arm(t)
 
-    @staticmethod
-    def _timers_data_received(peer: "Peer", now: float) -> None:
+    def data_received(self, now: float) -> None:
         """Data came in: answer with a keepalive unless we send something within KEEPALIVE_TIMEOUT."""
-        if peer.t_send_keepalive is None:
-            peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+        if self.t_send_keepalive is None:
+            t = self.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+            self._arm(t)
         else:
-            peer.need_another_keepalive = True
+            self.need_another_keepalive = True
 
-    @staticmethod
-    def _timers_any_authenticated_packet_sent(peer: "Peer") -> None:
+    def any_authenticated_packet_sent(self) -> None:
         """Anything authenticated we send counts as the keepalive the peer may be waiting for."""
-        peer.t_send_keepalive = None
+        self.t_send_keepalive = None
 
-    @staticmethod
-    def _timers_any_authenticated_packet_received(peer: "Peer") -> None:
+    def any_authenticated_packet_received(self) -> None:
         """The peer is alive: no need for the 'stopped hearing back' handshake."""
-        peer.t_new_handshake = None
+        self.t_new_handshake = None
 
-    @staticmethod
-    def _timers_any_authenticated_packet_traversal(peer: "Peer", now: float) -> None:
+    def any_authenticated_packet_traversal(self, now: float) -> None:
         """Any authenticated packet in or out restarts the persistent keepalive interval."""
-        if peer.persistent_keepalive:
-            peer.t_persistent_keepalive = now + peer.persistent_keepalive
+        if self.persistent_keepalive:
+            t = self.t_persistent_keepalive = now + self.persistent_keepalive
+            self._arm(t)
 
-    def _timers_handshake_initiated(self, peer: "Peer", now: float) -> None:
+    def handshake_initiated(self, now: float) -> None:
         """An initiation went out: retry it after REKEY_TIMEOUT plus jitter unless answered."""
-        peer.t_retransmit_handshake = now + REKEY_TIMEOUT + self._jitter()
+        t = self.t_retransmit_handshake = now + REKEY_TIMEOUT + self._jitter()
+        self._arm(t)
 
-    @staticmethod
-    def _timers_session_derived(peer: "Peer", now: float) -> None:
+    def handshake_complete(self) -> None:
+        """A session is confirmed: stop retransmitting, reset the counters."""
+        self.t_retransmit_handshake = None
+        self.handshake_attempts = 0
+        self.sent_last_minute_handshake = False
+
+    def session_derived(self, now: float) -> None:
         """A new session exists: if no newer one follows within 3 x REJECT_AFTER_TIME, zero everything."""
-        peer.t_zero_key_material = now + 3 * REJECT_AFTER_TIME
+        t = self.t_zero_key_material = now + 3 * REJECT_AFTER_TIME
+        self._arm(t)
+
+    def retry_after_rate_limit(self, last_sent: float) -> None:
+        """An initiation was not sent because one went out less than REKEY_TIMEOUT ago: retry when the limit
+        lifts, unless a retry is pending already (wireguard-go just returns; see docs/wireguard.md)."""
+        if self.t_retransmit_handshake is None:
+            t = self.t_retransmit_handshake = last_sent + REKEY_TIMEOUT + self._jitter()
+            self._arm(t)
+
+    def retransmit_now(self) -> None:
+        """An initiation waited for an endpoint that is now known: send it at the next timer."""
+        self.t_retransmit_handshake = 0.0
+        self._arm(0.0)
+
+    def set_persistent_keepalive(self, interval: int) -> None:
+        """A new interval: a non-zero one that changed connects out at once (as wg does), zero stops it."""
+        if interval and interval != self.persistent_keepalive:
+            self.t_persistent_keepalive = 0.0
+            self._arm(0.0)
+        elif not interval:
+            self.t_persistent_keepalive = None
+        self.persistent_keepalive = interval
 
     # -- expiry ----------------------------------------------------------------------------------------------
-    def next_deadline(self) -> float | None:
-        """When `handle_timer` must next be called (monotonic seconds; may be in the past = now), or None."""
-        best = None
-        for peer in self.peers.values():
-            for t in (peer.t_retransmit_handshake, peer.t_send_keepalive, peer.t_new_handshake,
-                      peer.t_zero_key_material, peer.t_persistent_keepalive):
-                if t is not None and (best is None or t < best):
-                    best = t
-        return best
-
-    def handle_timer(self, now: float) -> None:
-        """Run every peer timer whose deadline is <= now."""
-        for peer in list(self.peers.values()):
-            if peer.t_retransmit_handshake is not None and peer.t_retransmit_handshake <= now:
-                peer.t_retransmit_handshake = None
-                self._expired_retransmit_handshake(peer, now)
-            if peer.t_send_keepalive is not None and peer.t_send_keepalive <= now:
-                peer.t_send_keepalive = None
-                self._expired_send_keepalive(peer, now)
-            if peer.t_new_handshake is not None and peer.t_new_handshake <= now:
-                peer.t_new_handshake = None
-                self._send_initiation(peer, now, retry=False)  # type: ignore[attr-defined]
-            if peer.t_zero_key_material is not None and peer.t_zero_key_material <= now:
-                peer.t_zero_key_material = None
-                self._zero_all(peer)  # type: ignore[attr-defined]
-                self._events.append(KeysZeroed(peer.public_key))
-            if peer.t_persistent_keepalive is not None and peer.t_persistent_keepalive <= now:
-                peer.t_persistent_keepalive = None
-                if peer.persistent_keepalive:
-                    self._send_keepalive(peer, now)  # type: ignore[attr-defined]
-
-    def _expired_retransmit_handshake(self, peer: "Peer", now: float) -> None:
-        """Retry every REKEY_TIMEOUT (+jitter); after MAX_TIMER_HANDSHAKES retries give up and drop the queue.
-        Every RESOLVE_EVERY_ATTEMPTS failed tries, ask for a fresh DNS answer for a named endpoint."""
-        if peer.handshake_attempts > MAX_TIMER_HANDSHAKES:
-            peer.t_send_keepalive = None
-            peer.staged.clear()
-            if peer.t_zero_key_material is None:
-                peer.t_zero_key_material = now + 3 * REJECT_AFTER_TIME
-            self._events.append(HandshakeGaveUp(peer.public_key))
-            return
-        peer.handshake_attempts += 1
-        if peer.endpoint_host and peer.handshake_attempts % RESOLVE_EVERY_ATTEMPTS == 0:
-            self._events.append(ResolveEndpoint(peer.public_key, peer.endpoint_host, peer.endpoint_port))
-        self._send_initiation(peer, now, retry=True)  # type: ignore[attr-defined]
-
-    def _expired_send_keepalive(self, peer: "Peer", now: float) -> None:
-        """Passive keepalive: data came in and we sent nothing back for KEEPALIVE_TIMEOUT."""
-        self._send_keepalive(peer, now)  # type: ignore[attr-defined]
-        if peer.need_another_keepalive:
-            peer.need_another_keepalive = False
-            peer.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+    def expire(self, now: float, *, named_endpoint: bool = False) -> Iterator[TimerAction]:
+        """The actions of every deadline <= now, in wireguard-go's order. A generator: each rule is checked after
+        the Device has carried out the previous action (a retransmitted initiation, for one, cancels a due
+        passive keepalive, as in wireguard-go)."""
+        if self.t_retransmit_handshake is not None and self.t_retransmit_handshake <= now:
+            self.t_retransmit_handshake = None
+            if self.handshake_attempts > MAX_TIMER_HANDSHAKES:
+                self.t_send_keepalive = None
+                if self.t_zero_key_material is None:
+                    t = self.t_zero_key_material = now + 3 * REJECT_AFTER_TIME
+                    self._arm(t)
+                yield TimerAction.GIVE_UP
+            else:
+                self.handshake_attempts += 1
+                if named_endpoint and self.handshake_attempts % RESOLVE_EVERY_ATTEMPTS == 0:
+                    yield TimerAction.RESOLVE_ENDPOINT
+                yield TimerAction.RETRANSMIT_HANDSHAKE
+        if self.t_send_keepalive is not None and self.t_send_keepalive <= now:
+            self.t_send_keepalive = None
+            yield TimerAction.SEND_KEEPALIVE
+            if self.need_another_keepalive:
+                self.need_another_keepalive = False
+                t = self.t_send_keepalive = now + KEEPALIVE_TIMEOUT
+                self._arm(t)
+        if self.t_new_handshake is not None and self.t_new_handshake <= now:
+            self.t_new_handshake = None
+            yield TimerAction.NEW_HANDSHAKE
+        if self.t_zero_key_material is not None and self.t_zero_key_material <= now:
+            self.t_zero_key_material = None
+            yield TimerAction.ZERO_KEYS
+        if self.t_persistent_keepalive is not None and self.t_persistent_keepalive <= now:
+            self.t_persistent_keepalive = None
+            if self.persistent_keepalive:
+                yield TimerAction.PERSISTENT_KEEPALIVE
