@@ -111,7 +111,8 @@ def ingress_config(cfg: HomeConfig):
         routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
                              send_proxy=r.send_proxy, http_headers=r.http_headers,
                              tls_cert=str(r.tls_cert) if r.tls_cert else None,
-                             tls_key=str(r.tls_key) if r.tls_key else None) for r in ln.routes)
+                             tls_key=str(r.tls_key) if r.tls_key else None, acme=r.tls == "acme")
+                       for r in ln.routes)
         default = ln.default_route or (ln.routes[0].name if len(ln.routes) == 1 else None)
         listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
                                   routes=routes, default_route=default, header_timeout=ln.header_timeout,
@@ -219,6 +220,8 @@ class Node:
         self.tunnel: Tunnel | None = None
         self.relay = None
         self.ingress = None
+        self.acme = None  # wiregate.acme.manager.AcmeManager (home with ACME routes)
+        self.acme_book = None  # wiregate.acme.book.Book: what the ingress asks about challenges and certificates
         self.control = None
         self.metrics = None
         self.prober: Prober | None = None
@@ -265,6 +268,7 @@ class Node:
             self._knock(known)
             self.tasks.append(loop.create_task(self._save_sites_loop()))
         else:
+            await self._start_acme(cfg)
             if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
                 await self._start_ingress(cfg)
             else:
@@ -300,6 +304,8 @@ class Node:
             self.prober.transport.close()
         if self.responder_transport is not None:
             self.responder_transport.close()
+        if self.acme is not None:
+            await self.acme.close()
         for part in (self.relay, self.ingress):
             if part is not None:
                 try:
@@ -345,6 +351,8 @@ class Node:
                             await self._start_ingress(new)
                     elif part is not None:
                         await part.reload(part_cfg)
+                    if isinstance(new, HomeConfig):
+                        await self._reload_acme(new)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
                     raise _wrap_part_error(exc) from None
             except ConfigError as exc:
@@ -366,10 +374,37 @@ class Node:
         except Exception as exc:  # noqa: BLE001 - the part's own validation
             raise _wrap_part_error(exc) from None
 
+    async def _start_acme(self, cfg: HomeConfig) -> None:
+        """The ACME manager when routes ask for certificates: stored ones go live before the ingress starts."""
+        from wiregate.acme.book import Book
+        from wiregate.acme.manager import AcmeManager, specs_from_config
+
+        if self.acme_book is None:
+            self.acme_book = Book()
+        if cfg.acme is None or not cfg.acme_routes():
+            return
+        mgr = AcmeManager(cfg.acme, specs_from_config(cfg), self.acme_book,
+                          config_dir=cfg.path.resolve().parent if cfg.path else None)
+        await mgr.start()
+        self.acme = mgr
+
+    async def _reload_acme(self, new: HomeConfig) -> None:
+        """A changed [acme] table or set of ACME routes restarts the manager (stored certificates are reused)."""
+        from wiregate.acme.manager import specs_from_config
+
+        old_specs = specs_from_config(self.cfg) if self.cfg.acme is not None else []
+        new_specs = specs_from_config(new) if new.acme is not None else []
+        if new.acme == self.cfg.acme and old_specs == new_specs:
+            return
+        if self.acme is not None:
+            await self.acme.close()
+            self.acme = None
+        await self._start_acme(new)
+
     async def _start_ingress(self, cfg: HomeConfig) -> None:
         from wiregate.ingress import Ingress
 
-        ingress = Ingress(ingress_config(cfg))
+        ingress = Ingress(ingress_config(cfg), acme=self.acme_book)
         await ingress.start()
         self.ingress = ingress
 
@@ -455,6 +490,9 @@ class Node:
             st["relay"] = self.relay.status()
         if self.ingress is not None:
             st["ingress"] = self.ingress.status()
+        if self.acme is not None:
+            st["certificates"] = self.acme.status()
+            st["certificate_failures"] = self.acme.failure_counts()
         if isinstance(self.cfg, HomeConfig):
             st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
                                       "resolved": describe_endpoint(self.endpoint)}

@@ -12,6 +12,7 @@ trusted peer must start with a v1 or v2 header; any other peer must not. Only th
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -32,6 +33,8 @@ CLOSED_EARLY = "closed_early"
 # not a refusal: a trusted proxy's LOCAL header, then nothing (HAProxy's check-send-proxy, the relay's health checks)
 HEALTH_CHECK = "health_check"
 LIMIT = "connection_limit"
+# not a refusal: an ACME HTTP-01 validation request answered by the ingress itself (RFC 8555 section 8.3)
+ACME_HTTP01 = "acme_http01"
 
 Addr = tuple[str, int]
 
@@ -72,10 +75,13 @@ class Rules:
     listener: Listener
     trust: Trust
     router: Router
+    # path -> the body answering a pending ACME HTTP-01 challenge, or None (wiregate.acme.book.Book.http01)
+    http01: Callable[[str], bytes | None] | None = None
 
     @classmethod
-    def from_listener(cls, listener: Listener) -> Rules:
-        return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener))
+    def from_listener(cls, listener: Listener, http01: Callable[[str], bytes | None] | None = None) -> Rules:
+        return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener),
+                   http01)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,11 @@ def http_error(status: int, reason: str, text: str) -> bytes:
     body = (text + "\n").encode()
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode() + body
+
+
+def _http_ok(body: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body)) + body
 
 
 def _path(target: str) -> str:
@@ -265,6 +276,8 @@ class HeadPhase:
                 req = parse_request_head(buf, lst.max_sniff_bytes)
                 if req is None:
                     return self._too_long(buf, "HTTP request head")
+                if self.rules.http01 is not None and (body := self.rules.http01(_path(req.target))) is not None:
+                    return Refused(ACME_HTTP01, f"ACME HTTP-01 challenge for {req.host!r} answered", _http_ok(body))
                 route = router.for_http(req.host, _path(req.target))
                 return self._accept(route, "http", buf, request=req, name=req.host)
         except SniffError as exc:

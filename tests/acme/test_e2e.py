@@ -1,0 +1,145 @@
+"""ACME end to end with a real CA (pebble): pebble -> gateway relay -> tunnel -> home ingress answers TLS-ALPN-01
+and HTTP-01; the issued chain verifies with pebble's root; curl and Python ssl see the certificate through the
+gateway; the key exists only at home; renewal swaps the certificate under an open connection; a stopped CA keeps
+the old certificate; a restart reuses stored certificates without a new order."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.acme.conftest import HOME, AcmeLab
+from wiregate.testing.peers import which
+from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP, wait_for
+
+pytestmark = [pytest.mark.netns, pytest.mark.peer, pytest.mark.timeout(240)]
+
+# In the client namespace: TLS to the gateway verified with pebble's root; prints the serial and the first answer.
+# Then, for each line on stdin, sends it on the SAME connection and prints the echo (a connection held open).
+HOLD = r"""
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection((sys.argv[2], 443), timeout=10), server_hostname=sys.argv[3])
+print(s.getpeercert()["serialNumber"], flush=True)
+print(s.recv(200).decode().strip(), flush=True)
+for line in sys.stdin:
+    s.sendall(line.encode())
+    print(s.recv(200).decode().strip(), flush=True)
+"""
+
+GET = r"""
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+with ctx.wrap_socket(socket.create_connection((sys.argv[2], 443), timeout=10), server_hostname=sys.argv[3]) as s:
+    serial = s.getpeercert()["serialNumber"]
+    s.sendall(b"GET / HTTP/1.1\r\nHost: " + sys.argv[3].encode() + b"\r\nConnection: close\r\n\r\n")
+    data = b""
+    while (c := s.recv(4096)):
+        data += c
+print(serial, data.split(b"\r\n\r\n", 1)[-1].decode().strip())
+"""
+
+
+def _once(al: AcmeLab, root: str) -> subprocess.CompletedProcess:
+    """One TLS connection to app.example through the gateway: serial, then the echo service's greeting."""
+    return al.sl.client.run([sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "app.example"], input="", check=False)
+
+
+def _root(al: AcmeLab, tmp_path) -> str:
+    root = al.pb.root_pem()
+    assert root.startswith(b"-----BEGIN CERTIFICATE-----")
+    p = tmp_path / "pebble-root.pem"
+    p.write_bytes(root)
+    return str(p)
+
+
+def _chain_verifies(chain_file, root_file, name: str) -> None:
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    certs = x509.load_pem_x509_certificates(open(chain_file, "rb").read())
+    roots = Store(x509.load_pem_x509_certificates(open(root_file, "rb").read()))
+    verifier = PolicyBuilder().store(roots).build_server_verifier(x509.DNSName(name))
+    verifier.verify(certs[0], certs[1:])  # raises when the chain does not lead to pebble's root
+
+
+def test_tls_alpn_01_and_http_01_through_the_gateway_then_restart_reuses_them(lab, tmp_path):
+    al = AcmeLab(lab, tmp_path)
+    sl = al.sl
+    t0 = time.monotonic()
+    sl.start_home()
+    took = al.wait_issued(2)
+    print(f"\nacme: both certificates issued {time.monotonic() - t0:.1f}s after `wiregate run` (wait {took:.1f}s)")
+    certs = {c["names"][0]: c for c in al.certificates()}
+    assert certs["app.example"]["challenge"] == "tls-alpn-01" and certs["web.example"]["challenge"] == "http-01"
+    root = _root(al, tmp_path)
+    store = sl.home_dir / "acme"
+    chains = sorted(store.glob("*/fullchain.pem"))
+    assert len(chains) == 2
+    for chain in chains:
+        _chain_verifies(chain, root, chain.parent.name.split("-")[0])
+    # Python ssl with pebble's root as CA, through the gateway, to the TLS-ALPN-01 route (echo service)
+    r = _once(al, root)
+    assert r.returncode == 0, r.stderr
+    serial_app, answer = r.stdout.splitlines()[:2]
+    assert answer.startswith(f"echo client {CLIENT_IP}:")
+    # ... and to the HTTP-01 route (plain HTTP service behind TLS termination, client address kept)
+    r = sl.client_python(GET, root, VPS_PUBLIC_IP, "web.example")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(" ", 1)[1].strip() == f"http web.example client {CLIENT_IP}"
+    # curl, pebble's root as CA
+    r = sl.client.run([which("curl"), "-sS", "--cacert", root, "--resolve", f"web.example:443:{VPS_PUBLIC_IP}",
+                       "https://web.example/"], check=False)
+    assert r.returncode == 0 and r.stdout.strip() == f"http web.example client {CLIENT_IP}", r.stderr
+    # normal traffic on the same listener is untouched: an unknown name is refused as before, no challenge answer
+    # the certificate keys exist only in the home config directory
+    keys = {p.read_bytes() for p in store.glob("*/privkey.pem")}
+    assert len(keys) == 2
+    everywhere = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size < 65536 and
+                  p.read_bytes() in keys]
+    assert everywhere and all(sl.home_dir in p.parents for p in everywhere), everywhere
+    assert all((p.stat().st_mode & 0o077) == 0 for p in everywhere)
+    # a restart reuses the stored certificates: no new order, the same certificate served
+    sl.stop_home()
+    sl.start_home()
+    wait_for(lambda: len(al.certificates()) == 2, 20)
+    assert all(c["orders"] == 0 and c["not_after"] for c in al.certificates()), al.certificates()
+    r = _once(al, root)
+    assert r.stdout.splitlines()[0] == serial_app
+    assert "account registered" not in sl.log_tail("home", 100000).split("ready")[-1]
+
+
+def test_short_lived_certificate_renews_under_an_open_connection_and_a_stopped_ca_keeps_it(lab, tmp_path):
+    home = HOME.split("[[listeners.routes]]\nname = \"web\"")[0]  # the TLS-ALPN-01 route only
+    al = AcmeLab(lab, tmp_path, validity=24, home=home)
+    sl = al.sl
+    sl.start_home()
+    al.wait_issued(1)
+    root = _root(al, tmp_path)
+    hold = sl.lab.spawn(sl.client, [sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "app.example"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = hold.stdout.readline().strip()
+    assert hold.stdout.readline().startswith(f"echo client {CLIENT_IP}:")
+    # renewal at 2/3 of 24 s: a new certificate for new connections
+    al.wait_issued(1, timeout=60, orders=2)
+    r = _once(al, root)
+    second = r.stdout.splitlines()[0]
+    assert second != first
+    # the connection opened on the old certificate still carries data
+    hold.stdin.write("still here\n")
+    hold.stdin.flush()
+    assert hold.stdout.readline().strip() == "still here"
+    hold.stdin.close()
+    # the CA goes away: renewal fails with one clear line, the current certificate stays in service
+    al.pb.stop()
+    wait_for(lambda: any(c["last_error"] for c in al.certificates()), 60)
+    (c,) = al.certificates()
+    assert "app.example" in c["last_error"] and "unreachable" in c["last_error"], c["last_error"]
+    log = sl.log_tail("home", 200000)
+    lines = [ln for ln in log.splitlines() if "acme: certificate for app.example failed" in ln]
+    assert lines and "keeping the certificate valid until" in lines[0] and "Traceback" not in log
+    r = _once(al, root)
+    assert r.stdout.splitlines()[0] in (second,) or r.returncode != 0  # same cert (until it expires)
