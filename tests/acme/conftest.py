@@ -93,10 +93,10 @@ class AcmeLab:
         except Exception:  # noqa: BLE001 - not up yet
             return []
 
-    def wait_issued(self, n: int, timeout: float = 60.0, orders: int = 1) -> float:
+    def wait_issued(self, n: int, timeout: float = 60.0, issued: int = 1) -> float:
         def done() -> bool:
             certs = self.certificates()
-            return len(certs) == n and all(c["not_after"] and c["orders"] >= orders and not c["last_error"]
+            return len(certs) == n and all(c["not_after"] and c["issued"] >= issued and not c["last_error"]
                                            for c in certs)
         try:
             return wait_for(done, timeout)

@@ -169,7 +169,8 @@ class AcmeClient:
         except AcmeError as exc:
             raise AcmeError(f"{label}: {exc}") from None
         except Exception as exc:  # noqa: BLE001
-            raise AcmeError(f"{label}: {describe(exc)}") from None
+            msg = describe(exc)
+            raise AcmeError(msg if msg.startswith(names) else f"{label}: {msg}") from None
         finally:
             await cleanup(tasks)
         return orderr.fullchain_pem.encode("ascii")

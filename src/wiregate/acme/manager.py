@@ -74,7 +74,8 @@ class CertState:
     schedule: Schedule
     stored: Stored | None = None
     task: asyncio.Task | None = None
-    orders: int = 0
+    orders: int = 0  # orders started by this process
+    issued: int = 0  # certificates obtained by this process
 
 
 class AcmeManager:
@@ -160,6 +161,7 @@ class AcmeManager:
             log.error("acme: %s; retry in %.0fs", msg, delay)
             return False
         c.stored = stored
+        c.issued += 1
         c.schedule.succeeded(stored.not_before, stored.not_after, self.clock())
         took = time.monotonic() - t0
         self._go_live(c, deploy=True)
@@ -275,7 +277,7 @@ class AcmeManager:
             out.append({"names": list(c.spec.names), "challenge": c.spec.challenge, "routes": list(c.spec.routes),
                         "not_after": s.not_after, "expires_in": None if s.not_after is None else round(s.not_after - now),
                         "next_attempt": s.next_deadline, "last_error": s.last_error, "failures": s.failures,
-                        "orders": c.orders})
+                        "orders": c.orders, "issued": c.issued})
         return out
 
     def failure_counts(self) -> dict[str, int]:
