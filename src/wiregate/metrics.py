@@ -88,6 +88,19 @@ class StatusCollector:
                     if isinstance(n, (int, float)):
                         levents.add_metric([name, f"refused_{why}"], n)
             yield from (lopen, levents)
+        certs = st.get("certificates")
+        if certs is not None:
+            exp = GaugeMetricFamily("wiregate_certificate_expiry_seconds",
+                                    "seconds until an ACME certificate expires (absent until one is obtained)",
+                                    labels=["names"])
+            for c in certs:
+                if c.get("expires_in") is not None:
+                    exp.add_metric([",".join(c.get("names", []))], c["expires_in"])
+            fails = CounterMetricFamily("wiregate_certificate_renewal_failures",
+                                        "failed ACME orders by reason", labels=["reason"])
+            for why, n in (st.get("certificate_failures") or {}).items():
+                fails.add_metric([why], n)
+            yield from (exp, fails)
 
 
 def ingress_listeners(ingress: Any) -> dict[str, dict]:

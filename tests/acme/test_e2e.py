@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.acme.conftest import HOME, AcmeLab
+from tests.system.conftest import wiregate
 from wiregate.testing.peers import which
 from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP, wait_for
 
@@ -75,6 +76,8 @@ def test_tls_alpn_01_and_http_01_through_the_gateway_then_restart_reuses_them(la
     print(f"\nacme: both certificates issued {time.monotonic() - t0:.1f}s after `wiregate run` (wait {took:.1f}s)")
     certs = {c["names"][0]: c for c in al.certificates()}
     assert certs["app.example"]["challenge"] == "tls-alpn-01" and certs["web.example"]["challenge"] == "http-01"
+    st = wiregate("status", str(sl.dir / "home.ctl"))
+    assert "app.example (tls-alpn-01): expires" in st.stdout and "web.example (http-01): expires" in st.stdout
     root = _root(al, tmp_path)
     store = sl.home_dir / "acme"
     chains = sorted(store.glob("*/fullchain.pem"))

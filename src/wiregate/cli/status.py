@@ -73,6 +73,14 @@ def render(st: dict[str, Any]) -> str:
                        f"open {ln.get('open', 0)}, accepted {ln.get('accepted', 0)}"
                        + (f", health checks {ln['health_checks']}" if ln.get("health_checks") else "")
                        + (f", refused: {refused}" if refused else ""))
+    certs = st.get("certificates")
+    if certs:
+        out.append(f"certificates (ACME): {len(certs)}")
+        for c in certs:
+            exp = "none yet" if c.get("not_after") is None else \
+                f"expires {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(c['not_after']))}"
+            out.append(f"  {', '.join(c['names'])} ({c['challenge']}): {exp}"
+                       + (f", last error: {c['last_error']}" if c.get("last_error") else ""))
     return "\n".join(out)
 
 
