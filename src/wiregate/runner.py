@@ -111,7 +111,8 @@ def ingress_config(cfg: HomeConfig):
         routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
                              send_proxy=r.send_proxy, http_headers=r.http_headers,
                              tls_cert=str(r.tls_cert) if r.tls_cert else None,
-                             tls_key=str(r.tls_key) if r.tls_key else None, acme=r.tls == "acme")
+                             tls_key=str(r.tls_key) if r.tls_key else None, acme=r.tls == "acme",
+                             internal=r.internal)
                        for r in ln.routes)
         default = ln.default_route or (ln.routes[0].name if len(ln.routes) == 1 else None)
         listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,

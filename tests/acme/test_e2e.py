@@ -183,3 +183,36 @@ acme_challenge = "http-01"
     print("\n" + lines[0])
     assert len(lines) == 1 and "no certificate yet" in lines[0] and "retry in" in lines[0]
     assert "Traceback" not in sl.log_tail("home", 200000)
+
+
+INTERNAL = """
+[[listeners]]
+name = "https"
+listen = "0.0.0.0:443"
+
+[[listeners.routes]]
+name = "lan"
+sni = ["lan.example"]
+target = "127.0.0.1:7007"
+send_proxy = "v2"
+tls = "acme"
+internal_only = true
+"""
+
+
+def test_internal_only_route_gets_a_public_certificate_but_refuses_public_clients(lab, tmp_path):
+    al = AcmeLab(lab, tmp_path, home=INTERNAL)
+    sl = al.sl
+    sl.start_home()
+    al.wait_issued(1)  # the CA's TLS-ALPN-01 validation came from the internet, through the gateway
+    root = _root(al, tmp_path)
+    # a LAN client (here: the home namespace itself) reaches the service with the public certificate
+    r = sl.home.run([sys.executable, "-c", HOLD, root,
+                     "127.0.0.1", "lan.example"], input="", check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].startswith("echo client 127.0.0.1:")
+    # a public client through the gateway is refused, with the reason in the log
+    r = sl.client.run([sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "lan.example"], input="", check=False)
+    assert r.returncode != 0 and "echo client" not in r.stdout
+    lines = [ln for ln in sl.log_tail("home", 200000).splitlines() if "not_internal" in ln]
+    assert lines and f"client {CLIENT_IP}" in lines[0] and "internal_only" in lines[0], lines

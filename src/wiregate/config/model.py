@@ -142,6 +142,7 @@ class Route:
     acme_cert_file: Path | None = None  # passthrough: write the ACME certificate here
     acme_key_file: Path | None = None
     acme_deploy_hook: str = ""
+    internal: tuple[str, ...] = ()  # internal_only: the client networks admitted (empty: everyone)
 
     @property
     def acme(self) -> bool:
@@ -354,6 +355,8 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             if r["tls_cert"] and not r["sni"]:
                 raise fail(f"{rp}.tls_cert", r["tls_cert"], "terminating TLS needs the sni names this certificate "
                            "serves (sni = [...])")
+            if r["internal_only"] and not r["internal_networks"]:
+                raise fail(f"{rp}.internal_networks", [], "internal_only needs at least one network to admit")
             if r["path_prefix"] and not r["path_prefix"].startswith("/"):
                 raise fail(f"{rp}.path_prefix", r["path_prefix"], "must start with '/'")
             if ln["protocol"] == "udp" and (r["sni"] or r["host"] or r["path_prefix"]):
@@ -365,7 +368,8 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                 tls_key=_file(base, r["tls_key"]), tls=r["tls"], acme_challenge=r["acme_challenge"],
                                 acme_cert_file=_file(base, r["acme_cert_file"]),
                                 acme_key_file=_file(base, r["acme_key_file"]),
-                                acme_deploy_hook=r["acme_deploy_hook"]))
+                                acme_deploy_hook=r["acme_deploy_hook"],
+                                internal=r["internal_networks"] if r["internal_only"] else ()))
         if not routes:
             raise ConfigError(f"{p}.routes: missing: a listener needs at least one [[listeners.routes]]")
         if ln["default_route"] and ln["default_route"] not in rnames:

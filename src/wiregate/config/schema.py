@@ -269,6 +269,9 @@ def p_hostname(path: str, v: object) -> str:
 
 
 ACME_CHALLENGES = ("tls-alpn-01", "http-01", "dns-01")
+# RFC 1918, loopback, IPv6 ULA (RFC 4193) and link-local: a home LAN
+INTERNAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7",
+                     "fe80::/10")
 ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 
@@ -394,6 +397,11 @@ ROUTE = Table("routes", "where a listener sends a connection; the first match wi
     Opt("acme_key_file", p_path, "", "with acme_cert_file: its key file (written 0600)"),
     Opt("acme_deploy_hook", p_str, "",
         "with acme_cert_file: command run after each new certificate (split like a shell, run without one)"),
+    Opt("internal_only", p_bool, False,
+        "admit only clients (the real address) in internal_networks; others are refused and logged, except the "
+        "CA's TLS-ALPN-01 validations of this route's names while an order is pending"),
+    Opt("internal_networks", list_of(p_network, "list of addresses/prefixes"), INTERNAL_NETWORKS,
+        "with internal_only: the LAN/trusted client networks"),
 ), array=True)
 
 ACME = Table("acme", "certificates from an ACME CA (Let's Encrypt) for routes with `tls = \"acme\"`", (

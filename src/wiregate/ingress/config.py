@@ -77,6 +77,7 @@ class Route:
     tls_cert: str | None = None
     tls_key: str | None = None
     acme: bool = False  # terminate TLS with the certificate the ACME manager keeps for this route (wiregate.acme)
+    internal: tuple[str, ...] = ()  # admit only real clients in these networks (empty: everyone)
 
     def __post_init__(self) -> None:
         w = f"route {self.name!r}"
@@ -93,6 +94,8 @@ class Route:
             raise ConfigError(f"{w}.send_proxy: {self.send_proxy!r} is not one of {', '.join(SEND_PROXY)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError(f"{w}: tls_cert and tls_key go together (got only one)")
+        object.__setattr__(self, "internal", tuple(self.internal))
+        parse_networks(f"{w}.internal", self.internal)
         if self.acme and (self.tls_cert is not None or not self.sni):
             raise ConfigError(f"{w}.acme: an ACME route needs sni names and no tls_cert/tls_key")
         if self.tls_cert is not None:

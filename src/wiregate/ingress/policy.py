@@ -35,6 +35,7 @@ HEALTH_CHECK = "health_check"
 LIMIT = "connection_limit"
 # not a refusal: an ACME HTTP-01 validation request answered by the ingress itself (RFC 8555 section 8.3)
 ACME_HTTP01 = "acme_http01"
+NOT_INTERNAL = "not_internal"  # an internal_only route refused a client outside its networks
 
 Addr = tuple[str, int]
 
@@ -77,11 +78,22 @@ class Rules:
     router: Router
     # path -> the body answering a pending ACME HTTP-01 challenge, or None (wiregate.acme.book.Book.http01)
     http01: Callable[[str], bytes | None] | None = None
+    internal: dict[str, Trust] = field(default_factory=dict)  # route name -> admitted clients (internal_only)
 
     @classmethod
     def from_listener(cls, listener: Listener, http01: Callable[[str], bytes | None] | None = None) -> Rules:
+        internal = {r.name: Trust(r.internal, f"route {r.name!r}.internal") for r in listener.routes if r.internal}
         return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener),
-                   http01)
+                   http01, internal)
+
+    def admit(self, ev: Accepted) -> Refused | None:
+        """An internal_only route takes only clients (the real address) from its networks: None = admitted."""
+        nets = self.internal.get(ev.route.name)
+        if nets is None or ev.client[0] in nets:
+            return None
+        reply = http_error(403, "Forbidden", "internal service") if ev.kind == "http" else b""
+        return Refused(NOT_INTERNAL, f"route {ev.route.name!r} is internal_only and client {ev.client[0]} is "
+                                     f"outside its networks {', '.join(str(n) for n in nets.nets)}", reply)
 
 
 @dataclass(frozen=True, slots=True)

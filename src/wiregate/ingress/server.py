@@ -359,6 +359,17 @@ class Ingress:
 
             if await acme_decision(sock, ev, rt, self.acme):
                 return False  # a TLS-ALPN-01 validation answered, or an ACME route without a certificate yet
+        no = rt.rules.admit(ev)  # after the ACME answer: the CA validates internal_only names from outside
+        if no is not None:
+            rt.refused[no.reason] += 1
+            log.warning("listener %s: refused client %s: %s: %s", rt.listener.name, fmt(ev.client), no.reason,
+                        no.detail)
+            if no.reply:
+                try:
+                    sock.send(no.reply)
+                except OSError:
+                    pass
+            return False
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
             how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
             via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
