@@ -5,6 +5,8 @@ the old certificate; a restart reuses stored certificates without a new order.""
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 import sys
 import time
@@ -67,13 +69,31 @@ def _chain_verifies(chain_file, root_file, name: str) -> None:
     verifier.verify(certs[0], certs[1:])  # raises when the chain does not lead to pebble's root
 
 
+def _files_route(home_dir, marker) -> str:
+    """A passthrough route whose certificate is written to files, with a deploy hook that leaves a marker."""
+    hook = shlex.join([sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write('deployed')", str(marker)])
+    return f"""
+[[listeners.routes]]
+name = "files"
+sni = ["files.example"]
+target = "127.0.0.1:7007"
+acme_cert_file = "{home_dir / 'deploy' / 'files.pem'}"
+acme_key_file = "{home_dir / 'deploy' / 'files.key'}"
+acme_deploy_hook = {json.dumps(hook)}
+"""
+
+
 def test_tls_alpn_01_and_http_01_through_the_gateway_then_restart_reuses_them(lab, tmp_path):
-    al = AcmeLab(lab, tmp_path)
+    marker = tmp_path / "deployed"
+    home_dir = tmp_path / "sys" / "home"
+    al = AcmeLab(lab, tmp_path, home=HOME.replace("[[listeners]]\nname = \"http\"",
+                                                  _files_route(home_dir, marker) + "\n[[listeners]]\nname = \"http\""))
     sl = al.sl
+    assert sl.home_dir == home_dir
     t0 = time.monotonic()
     sl.start_home()
-    took = al.wait_issued(2)
-    print(f"\nacme: both certificates issued {time.monotonic() - t0:.1f}s after `wiregate run` (wait {took:.1f}s)")
+    took = al.wait_issued(3)
+    print(f"\nacme: 3 certificates issued {time.monotonic() - t0:.1f}s after `wiregate run` (wait {took:.1f}s)")
     certs = {c["names"][0]: c for c in al.certificates()}
     assert certs["app.example"]["challenge"] == "tls-alpn-01" and certs["web.example"]["challenge"] == "http-01"
     st = wiregate("status", str(sl.dir / "home.ctl"))
@@ -81,9 +101,15 @@ def test_tls_alpn_01_and_http_01_through_the_gateway_then_restart_reuses_them(la
     root = _root(al, tmp_path)
     store = sl.home_dir / "acme"
     chains = sorted(store.glob("*/fullchain.pem"))
-    assert len(chains) == 2
+    assert len(chains) == 3
     for chain in chains:
         _chain_verifies(chain, root, chain.parent.name.split("-")[0])
+    # the passthrough route's files: the same chain, the key 0600, and the deploy hook ran
+    deployed = home_dir / "deploy"
+    _chain_verifies(deployed / "files.pem", root, "files.example")
+    assert (deployed / "files.key").stat().st_mode & 0o777 == 0o600
+    wait_for(marker.exists, 10)
+    assert marker.read_text() == "deployed"
     # Python ssl with pebble's root as CA, through the gateway, to the TLS-ALPN-01 route (echo service)
     r = _once(al, root)
     assert r.returncode == 0, r.stderr
@@ -100,7 +126,7 @@ def test_tls_alpn_01_and_http_01_through_the_gateway_then_restart_reuses_them(la
     # normal traffic on the same listener is untouched: an unknown name is refused as before, no challenge answer
     # the certificate keys exist only in the home config directory
     keys = {p.read_bytes() for p in store.glob("*/privkey.pem")}
-    assert len(keys) == 2
+    assert len(keys) == 3
     everywhere = [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size < 65536 and
                   p.read_bytes() in keys]
     assert everywhere and all(sl.home_dir in p.parents for p in everywhere), everywhere
@@ -108,11 +134,13 @@ def test_tls_alpn_01_and_http_01_through_the_gateway_then_restart_reuses_them(la
     # a restart reuses the stored certificates: no new order, the same certificate served
     sl.stop_home()
     sl.start_home()
-    wait_for(lambda: len(al.certificates()) == 2, 20)
+    marker.unlink()
+    wait_for(lambda: len(al.certificates()) == 3, 20)
     assert all(c["orders"] == 0 and c["not_after"] for c in al.certificates()), al.certificates()
     r = _once(al, root)
     assert r.stdout.splitlines()[0] == serial_app
     assert "account registered" not in sl.log_tail("home", 100000).split("ready")[-1]
+    assert not marker.exists()  # nothing new to deploy
 
 
 def test_short_lived_certificate_renews_under_an_open_connection_and_a_stopped_ca_keeps_it(lab, tmp_path):
