@@ -244,3 +244,49 @@ def test_internal_only_route_gets_a_public_certificate_but_refuses_public_client
     assert r.returncode != 0 and "echo client" not in r.stdout
     lines = [ln for ln in sl.log_tail("home", 200000).splitlines() if "not_internal" in ln]
     assert lines and f"client {CLIENT_IP}" in lines[0] and "internal_only" in lines[0], lines
+
+
+# An earlier run that made an order and stopped before answering its challenges (as if killed there).
+PRE_ORDER = r"""
+import asyncio, sys
+from wiregate.acme.client import AcmeClient
+from wiregate.acme.storage import Store, load_or_create_account_key, new_private_key
+from wiregate.config import load
+
+a = load(sys.argv[1]).acme
+names = ("app.example",)
+
+async def main():
+    st = Store(a.storage_dir)
+    st.ensure()
+    cl = AcmeClient(a.directory, load_or_create_account_key(a.account_key_file), ca_bundle=str(a.ca_bundle),
+                    email=a.email, agree_tos=True)
+    st.save_account_url(a.directory, await cl.connect(st.account_url()))
+    key = new_private_key(a.key_type)
+
+    def killed(url):
+        st.save_pending(names, url, key)
+        print(url)
+        raise SystemExit(0)
+
+    async def nothing(tasks):
+        pass
+
+    await cl.issue(names, key, "tls-alpn-01", nothing, nothing, on_order=killed)
+
+asyncio.run(main())
+"""
+
+
+def test_an_order_left_by_an_interrupted_run_is_continued_not_duplicated(lab, tmp_path):
+    home = HOME.split("[[listeners.routes]]\nname = \"web\"")[0]
+    al = AcmeLab(lab, tmp_path, home=home)
+    sl = al.sl
+    r = sl.home.run([sys.executable, "-c", PRE_ORDER, str(sl.home_file)], check=False)
+    assert r.returncode == 0 and r.stdout.startswith("https://"), r.stderr
+    assert al.pb.log_tail(100000).count("Added order") == 1
+    sl.start_home()
+    al.wait_issued(1)
+    assert "continuing the order of an earlier run (pending)" in sl.log_tail("home", 100000)
+    assert al.pb.log_tail(100000).count("Added order") == 1  # no second order at the CA
+    assert not list((sl.home_dir / "acme").glob("*/pending*"))

@@ -132,26 +132,63 @@ class AcmeClient:
             raise AcmeError(f"{self.directory_url}: {describe(exc)}") from None
         return self.account_url
 
+    async def _resume(self, url: str, csr: bytes) -> messages.OrderResource | None:
+        """The order at `url` (made by an earlier run) when the CA still has it usable, else None.
+        acme's ClientV2 has no public "fetch this order": its own POST-as-GET helpers are used, so the requests
+        are still signed and parsed by the library."""
+        c = self.client
+        assert c is not None
+
+        def fetch() -> messages.OrderResource:
+            body = messages.Order.from_json(c._post_as_get(url).json())
+            authzrs = [c._authzr_from_response(c._post_as_get(u), uri=u) for u in body.authorizations]
+            return messages.OrderResource(body=body, uri=url, authorizations=authzrs, csr_pem=csr)
+
+        try:
+            orderr = await self._call(fetch)
+        except Exception:  # noqa: BLE001 - gone, expired, another account: a new order then
+            return None
+        if orderr.body.status is None or orderr.body.status.name not in ("pending", "ready", "processing",
+                                                                          "valid"):
+            return None  # invalid (a failed validation) or expired
+        return orderr
+
     async def issue(self, names: tuple[str, ...], key_pem: bytes, challenge: str, solve: Solver,
-                    cleanup: Solver) -> bytes:
+                    cleanup: Solver, *, resume: str | None = None,
+                    on_order: Callable[[str], None] | None = None) -> bytes:
         """Order a certificate for `names` with the certificate key `key_pem`, answer the challenges with `solve`,
-        and return the PEM chain. AcmeError names the names and the reason."""
+        and return the PEM chain. AcmeError names the names and the reason. `resume`: the URL of an order an
+        earlier run made with the same key (continued when the CA still has it, so a restart makes no duplicate
+        order); `on_order(url)` is called once an order exists, before any challenge is answered."""
         assert self.client is not None, "connect() first"
         c = self.client
         label = ",".join(names)
         csr = acme_crypto.make_csr(key_pem, list(names))
-        try:
-            orderr = await self._call(c.new_order, csr)
-        except AcmeError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise AcmeError(f"{label}: new order refused: {describe(exc)}") from None
+        orderr = await self._resume(resume, csr) if resume else None
+        if orderr is not None:
+            log.info("acme: %s: continuing the order of an earlier run (%s)", label, orderr.body.status.name)
+            if orderr.body.status.name in ("ready", "processing", "valid"):
+                deadline = datetime.datetime.now() + datetime.timedelta(seconds=VALIDATION_TIMEOUT)
+                try:
+                    done = await self._call(c.poll_finalization, orderr, deadline, timeout=VALIDATION_TIMEOUT + 30)
+                except Exception as exc:  # noqa: BLE001
+                    raise AcmeError(f"{label}: {describe(exc)}") from None
+                return done.fullchain_pem.encode("ascii")
+        else:
+            try:
+                orderr = await self._call(c.new_order, csr)
+            except AcmeError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise AcmeError(f"{label}: new order refused: {describe(exc)}") from None
+        if on_order is not None:
+            on_order(orderr.uri)
         tasks: list[Task] = []
         answers = []
         for authzr in orderr.authorizations:
             ident = authzr.body.identifier.value
-            if authzr.body.status == messages.STATUS_VALID:
-                continue  # the CA remembers a recent validation
+            if authzr.body.status != messages.STATUS_PENDING:
+                continue  # valid: the CA remembers a recent validation (invalid: the order fails below)
             kind = "dns-01" if authzr.body.wildcard else challenge
             challb = next((cb for cb in authzr.body.challenges if cb.chall.typ == kind), None)
             if challb is None:

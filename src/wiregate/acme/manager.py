@@ -138,9 +138,13 @@ class AcmeManager:
         t0 = time.monotonic()
         try:
             client = await self._client()
-            key_pem = new_private_key(self.cfg.key_type)
-            chain = await client.issue(c.spec.names, key_pem, c.spec.challenge, self._solve, self._cleanup)
+            pending = self.store.load_pending(c.spec.names)
+            key_pem = pending[1] if pending else new_private_key(self.cfg.key_type)
+            chain = await client.issue(c.spec.names, key_pem, c.spec.challenge, self._solve, self._cleanup,
+                                       resume=pending[0] if pending else None,
+                                       on_order=lambda url: self.store.save_pending(c.spec.names, url, key_pem))
             stored = self.store.save(c.spec.names, chain, key_pem)
+            self.store.clear_pending(c.spec.names)
         except AcmeError as exc:
             msg = str(exc)
             if not msg.startswith(names.split(",")[0]):

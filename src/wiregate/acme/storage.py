@@ -131,6 +131,32 @@ class Store:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_text(d / "meta.json", json.dumps(meta, sort_keys=True) + "\n")
 
+    def save_pending(self, names: tuple[str, ...], url: str, key_pem: bytes) -> None:
+        """Remember an order in progress and its certificate key (0600), so a restart continues it."""
+        d = self.dir(names)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_secret(d / "pending-key.pem", key_pem.decode("ascii"))
+        write_text(d / "pending.json", json.dumps({"names": list(names), "order": url}) + "\n")
+
+    def load_pending(self, names: tuple[str, ...]) -> tuple[str, bytes] | None:
+        """(order URL, key PEM) of an order an earlier run left unfinished, or None."""
+        d = self.dir(names)
+        try:
+            doc = json.loads(read_bounded(d / "pending.json", MAX_META))
+            check_secret_mode(d / "pending-key.pem", "acme pending key")
+            key = read_bounded(d / "pending-key.pem")
+            serialization.load_pem_private_key(key, password=None)
+        except (OSError, ValueError, TypeError, AcmeError, ConfigError):
+            return None
+        if not isinstance(doc, dict) or doc.get("names") != list(names) or not isinstance(doc.get("order"), str):
+            return None
+        return doc["order"], key
+
+    def clear_pending(self, names: tuple[str, ...]) -> None:
+        d = self.dir(names)
+        (d / "pending.json").unlink(missing_ok=True)
+        (d / "pending-key.pem").unlink(missing_ok=True)
+
     def account_url(self) -> str | None:
         try:
             doc = json.loads(read_bounded(self.root / "account.json", MAX_META))
