@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.acme.conftest import HOME, AcmeLab
+from wiregate.testing.acme import AcmeSystem
 from tests.system.conftest import wiregate
 from wiregate.testing.peers import which
 from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP, wait_for
@@ -46,12 +47,12 @@ print(serial, data.split(b"\r\n\r\n", 1)[-1].decode().strip())
 """
 
 
-def _once(al: AcmeLab, root: str) -> subprocess.CompletedProcess:
+def _once(al: AcmeSystem, root: str) -> subprocess.CompletedProcess:
     """One TLS connection to app.example through the gateway: serial, then the echo service's greeting."""
     return al.sl.client.run([sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "app.example"], input="", check=False)
 
 
-def _root(al: AcmeLab, tmp_path) -> str:
+def _root(al: AcmeSystem, tmp_path) -> str:
     root = al.pb.root_pem()
     assert root.startswith(b"-----BEGIN CERTIFICATE-----")
     p = tmp_path / "pebble-root.pem"

@@ -133,3 +133,99 @@ class Pebble:
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
+
+
+# The sample wiring of the tests and the benchmark: the gateway forwards 443 and 80; at home an ACME route per
+# challenge (TLS-ALPN-01 to the PROXY-reading echo sample, HTTP-01 to the HTTP sample) and a port-80 listener.
+GATEWAY_SERVICES = """
+[[services]]
+name = "https"
+listen = ["{public}:443"]
+
+[[services]]
+name = "http"
+listen = ["{public}:80"]
+"""
+
+HOME_LISTENERS = """
+[[listeners]]
+name = "https"
+listen = "tunnel:443"
+
+[[listeners.routes]]
+name = "app"
+sni = ["app.example"]
+target = "127.0.0.1:7007"
+send_proxy = "v2"
+tls = "acme"
+
+[[listeners.routes]]
+name = "web"
+sni = ["web.example"]
+target = "127.0.0.1:8080"
+http_headers = true
+tls = "acme"
+acme_challenge = "http-01"
+
+[[listeners]]
+name = "http"
+listen = "tunnel:80"
+
+[[listeners.routes]]
+name = "www"
+host = ["web.example"]
+target = "127.0.0.1:8080"
+http_headers = true
+"""
+
+
+def acme_table(pb: Pebble) -> str:
+    """The home [acme] table for this pebble (its CA bundle trusted for the directory's HTTPS)."""
+    return (f'\n[acme]\ndirectory = "{pb.directory}"\nemail = "admin@example.org"\nagree_tos = true\n'
+            f'ca_bundle = "{pb.ca_bundle}"\n')
+
+
+class AcmeSystem:
+    """wiregate.testing.system.SystemLab + Pebble, wired: pebble and its DNS in the client ("internet") namespace,
+    the VPS namespace routing between the internet and home so home reaches the CA on its own (not through the
+    tunnel), the sample services at home, the gateway started. `start_home()` is left to the caller."""
+
+    def __init__(self, lab: Lab, tmp: Path, *, validity: int | None = None, home: str = HOME_LISTENERS) -> None:
+        from wiregate.testing.system import CLIENT_IP, VPS_IP, VPS_PUBLIC_IP, SystemLab
+
+        self.sl = sl = SystemLab(lab, Path(tmp) / "sys")
+        sl.vps.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        sl.home.run(["ip", "route", "add", "203.0.113.0/24", "via", VPS_IP])
+        sl.client.run(["ip", "route", "add", "198.51.100.0/24", "via", VPS_PUBLIC_IP])
+        self.pb = Pebble(lab, sl.client, Path(tmp) / "pebble", ip=CLIENT_IP, resolve_to=VPS_PUBLIC_IP)
+        self.pb.start(validity=validity)
+        sl.pair()
+        sl.add_sample_services(gateway_extra=GATEWAY_SERVICES.format(public=VPS_PUBLIC_IP),
+                               home_extra=home + acme_table(self.pb))
+        sl.samples_proc = lab.spawn(sl.home, [sys.executable, "-m", "wiregate.testing.samples", "--http",
+                                              "127.0.0.1:8080", "--echo", "127.0.0.1:7007", "--proxy"],
+                                    stdout=subprocess.PIPE, text=True)
+        if sl.samples_proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("sample services did not start")
+        sl.start_gateway()
+
+    def certificates(self) -> list[dict]:
+        """The home's `status` certificate entries ([] while it is not up)."""
+        try:
+            return self.sl.status("home").get("certificates", [])
+        except Exception:  # noqa: BLE001 - not up yet
+            return []
+
+    def wait_issued(self, n: int, timeout: float = 60.0, issued: int = 1) -> float:
+        """Wait until `n` certificates have each been obtained `issued` times by this run, without an error."""
+        from wiregate.testing.system import wait_for
+
+        def done() -> bool:
+            certs = self.certificates()
+            return len(certs) == n and all(c["not_after"] and c["issued"] >= issued and not c["last_error"]
+                                           for c in certs)
+        try:
+            return wait_for(done, timeout, interval=0.05)
+        except TimeoutError:
+            raise AssertionError(f"not issued: {json.dumps(self.certificates())}\nhome log:\n"
+                                 f"{self.sl.log_tail('home', 4000)}\npebble:\n{self.pb.log_tail()}") from None
