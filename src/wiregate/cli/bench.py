@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go)"
+HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go, "
+        "acme: pebble + Caddy)")
 # part -> module whose run(args) returns the dict written under the part's section of the results file
 PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
     "ingress": "wiregate.bench.ingress",
     "wireguard": "wiregate.bench.wireguard",
+    "acme": "wiregate.bench.acme",
 }
 
 

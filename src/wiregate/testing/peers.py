@@ -20,6 +20,9 @@ PACKAGE_FOR = {
     "wrk": "wrk",
     "curl": "curl",
     "openssl": "openssl",
+    "caddy": "caddy",
+    "pebble": "pebble",
+    "pebble-challtestsrv": "pebble",
     "tc": "iproute2",
     "ip": "iproute2",
 }
