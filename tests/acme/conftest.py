@@ -13,7 +13,7 @@ from wiregate.testing.peers import need
 __all__ = ["HOME", "AcmeLab"]
 
 
-def AcmeLab(lab, tmp: Path, **kw) -> AcmeSystem:  # noqa: N802 - reads as the class it returns
+def AcmeLab(lab, tmp: Path, **kw) -> AcmeSystem:
     """An AcmeSystem, after skipping (with the reason) when pebble or curl is missing."""
     need("pebble", "pebble-challtestsrv", "curl")
     return AcmeSystem(lab, tmp, **kw)

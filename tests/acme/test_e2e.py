@@ -10,12 +10,13 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.acme.conftest import HOME, AcmeLab
-from wiregate.testing.acme import AcmeSystem
 from tests.system.conftest import wiregate
+from wiregate.testing.acme import AcmeSystem
 from wiregate.testing.peers import which
 from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP, wait_for
 
@@ -64,8 +65,8 @@ def _chain_verifies(chain_file, root_file, name: str) -> None:
     from cryptography import x509
     from cryptography.x509.verification import PolicyBuilder, Store
 
-    certs = x509.load_pem_x509_certificates(open(chain_file, "rb").read())
-    roots = Store(x509.load_pem_x509_certificates(open(root_file, "rb").read()))
+    certs = x509.load_pem_x509_certificates(Path(chain_file).read_bytes())
+    roots = Store(x509.load_pem_x509_certificates(Path(root_file).read_bytes()))
     verifier = PolicyBuilder().store(roots).build_server_verifier(x509.DNSName(name))
     verifier.verify(certs[0], certs[1:])  # raises when the chain does not lead to pebble's root
 

@@ -16,7 +16,7 @@ from wiregate.acme.storage import Store, cert_id, load_or_create_account_key, ne
 
 def _cert(names, key_pem, days=90):
     key = serialization.load_pem_private_key(key_pem, None)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     c = (x509.CertificateBuilder().subject_name(subj).issuer_name(subj).public_key(key.public_key())
          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))

@@ -37,7 +37,7 @@ def tls_alpn_certificate(name: str, key_authorization: str) -> tuple[bytes, byte
     # the extension value is the DER OCTET STRING of the digest (RFC 8737 section 3: Authorization ::= OCTET
     # STRING (SIZE (32))); UnrecognizedExtension takes the DER bytes as given
     der = bytes([0x04, len(digest)]) + digest
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acme-tls-alpn-01")])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())

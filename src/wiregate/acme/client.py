@@ -104,8 +104,9 @@ class AcmeClient:
 
     async def connect(self, account_url: str | None = None) -> str:
         """Fetch the directory and register the account (or find the existing one); returns the account URL."""
-        net = client.ClientNetwork(self.jwk, alg=jose.ES256, verify_ssl=self.verify, user_agent="wiregate",
-                                   timeout=NET_TIMEOUT)
+        # verify_ssl goes to requests' `verify`, which takes a CA bundle path as well as a bool
+        net = client.ClientNetwork(self.jwk, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
+                                   user_agent="wiregate", timeout=NET_TIMEOUT)
 
         def setup() -> tuple[client.ClientV2, str]:
             directory = client.ClientV2.get_directory(self.directory_url, net)

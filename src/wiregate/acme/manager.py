@@ -18,7 +18,7 @@ import random
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,8 @@ def reason_of(message: str) -> str:
     """A short label for the failures metric, from an AcmeError message."""
     m = message.lower()
     for key, label in (("unreachable", "ca_unreachable"), ("timed out", "timeout"), ("ratelimit", "rate_limited"),
-                       ("too many", "rate_limited"), ("failed:", "challenge_failed"), ("unauthorized", "challenge_failed"),
+                       ("too many", "rate_limited"), ("failed:", "challenge_failed"),
+                       ("unauthorized", "challenge_failed"),
                        ("connection", "challenge_failed"), ("dns", "dns"), ("terms of service", "agree_tos")):
         if key in m:
             return label
@@ -279,7 +280,8 @@ class AcmeManager:
         for c in self.certs:
             s = c.schedule
             out.append({"names": list(c.spec.names), "challenge": c.spec.challenge, "routes": list(c.spec.routes),
-                        "not_after": s.not_after, "expires_in": None if s.not_after is None else round(s.not_after - now),
+                        "not_after": s.not_after,
+                        "expires_in": None if s.not_after is None else round(s.not_after - now),
                         "next_attempt": s.next_deadline, "last_error": s.last_error, "failures": s.failures,
                         "orders": c.orders, "issued": c.issued})
         return out

@@ -118,9 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data.mkdir()
         (d / "Caddyfile").write_text(CADDYFILE.format(data=data, port=CADDY_PORT, ip=HOME_TUNNEL_IP))
         env = {"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data)}
-        caddy = lab.spawn(sl.home, ["env", *(f"{k}={v}" for k, v in env.items()), which("caddy"), "run",
-                                    "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"],
-                          stdout=open(d / "caddy.log", "ab"), stderr=subprocess.STDOUT)
+        with open(d / "caddy.log", "ab") as log:
+            caddy = lab.spawn(sl.home, ["env", *(f"{k}={v}" for k, v in env.items()), which("caddy"), "run",
+                                        "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"],
+                              stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:  # Caddy makes its internal CA and certificate at start
             try:

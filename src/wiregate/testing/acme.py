@@ -83,10 +83,11 @@ class Pebble:
     def start_dns(self) -> None:
         exe = which("pebble-challtestsrv")
         # every A query answers the gateway's public address; no AAAA (the lab has no IPv6 path)
-        self.dns_proc = self.lab.spawn(self.ns, [exe, "-dns01", f"{self.ip}:{DNS_PORT}", "-http01", "", "-https01",
-                                                 "", "-tlsalpn01", "", "-management", f"{self.ip}:8055",
-                                                 "-defaultIPv4", self.resolve_to, "-defaultIPv6", ""],
-                                       stdout=open(self.dir / "challtestsrv.log", "ab"), stderr=subprocess.STDOUT)
+        with open(self.dir / "challtestsrv.log", "ab") as log:
+            self.dns_proc = self.lab.spawn(self.ns, [exe, "-dns01", f"{self.ip}:{DNS_PORT}", "-http01", "",
+                                                     "-https01", "", "-tlsalpn01", "", "-management",
+                                                     f"{self.ip}:8055", "-defaultIPv4", self.resolve_to,
+                                                     "-defaultIPv6", ""], stdout=log, stderr=subprocess.STDOUT)
         self._wait_tcp(8055, self.dns_proc, 10.0, "pebble-challtestsrv")  # management up: its DNS is up too
 
     def _wait_tcp(self, port: int, proc: subprocess.Popen, timeout: float, what: str) -> None:
@@ -113,9 +114,10 @@ class Pebble:
         path = self.dir / "pebble-config.json"
         path.write_text(json.dumps(conf, indent=2))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
-        self.proc = self.lab.spawn(self.ns, [which("pebble"), "-config", str(path), "-dnsserver",
-                                             f"{self.ip}:{DNS_PORT}"], env=env, stdout=open(self.log, "ab"),
-                                   stderr=subprocess.STDOUT)
+        with open(self.log, "ab") as log:
+            self.proc = self.lab.spawn(self.ns, [which("pebble"), "-config", str(path), "-dnsserver",
+                                                 f"{self.ip}:{DNS_PORT}"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
         self._wait_tcp(ACME_PORT, self.proc, timeout, "pebble")
 
     def stop(self) -> None:
