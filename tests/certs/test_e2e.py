@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acme.conftest import HOME, AcmeLab
+from tests.certs.conftest import HOME, AcmeLab
 from tests.system.conftest import wiregate
 from wiregate.testing.acme import AcmeSystem
 from wiregate.testing.peers import which
