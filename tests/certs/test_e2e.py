@@ -292,3 +292,29 @@ def test_an_order_left_by_an_interrupted_run_is_continued_not_duplicated(lab, tm
     assert "continuing the order of an earlier run (pending)" in sl.log_tail("home", 100000)
     assert al.pb.log_tail(100000).count("Added order") == 1  # no second order at the CA
     assert not list((sl.home_dir / "acme").glob("*/pending*"))
+
+
+def test_a_reload_adding_an_acme_route_orders_only_the_new_certificate(lab, tmp_path):
+    from wiregate.control import request
+
+    home = HOME.split("[[listeners.routes]]\nname = \"web\"")[0]
+    al = AcmeLab(lab, tmp_path, home=home)
+    sl = al.sl
+    sl.start_home()
+    al.wait_issued(1)
+    root = _root(al, tmp_path)
+    first = _once(al, root).stdout.splitlines()[0]
+    text = sl.home_file.read_text()
+    sl.home_file.write_text(text.replace('tls = "acme"\n', 'tls = "acme"\n\n[[listeners.routes]]\nname = "app2"\n'
+                                         'sni = ["app2.example"]\ntarget = "127.0.0.1:7007"\nsend_proxy = "v2"\n'
+                                         'tls = "acme"\n', 1))
+    assert request(sl.dir / "home.ctl", {"cmd": "reload"})["ok"]
+
+    def both() -> bool:
+        c = {x["names"][0]: x for x in al.certificates()}
+        return set(c) == {"app.example", "app2.example"} and c["app2.example"]["issued"] == 1
+    wait_for(both, 60)
+    assert {x["names"][0]: x["orders"] for x in al.certificates()} == {"app.example": 0, "app2.example": 1}
+    assert _once(al, root).stdout.splitlines()[0] == first  # the running certificate was kept
+    r = sl.client.run([sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "app2.example"], input="", check=False)
+    assert r.returncode == 0 and r.stdout.splitlines()[1].startswith(f"echo client {CLIENT_IP}:"), r.stderr
