@@ -93,6 +93,10 @@ class Book:
     def remove_http01(self, token: str) -> None:
         self._http.pop(token, None)
 
+    def http01_pending(self) -> bool:
+        """HTTP-01 tokens are waiting for the CA's request."""
+        return bool(self._http)
+
     def pending_names(self) -> set[str]:
         """Names with a pending TLS-ALPN-01 authorization."""
         return set(self._alpn)

@@ -97,6 +97,7 @@ class AcmeManager:
         self.client: AcmeClient | None = None
         self._client_lock = asyncio.Lock()
         self._publisher: Any = None
+        self._hooks: set[asyncio.Task] = set()
 
     # -- life cycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -195,7 +196,8 @@ class AcmeManager:
             return
         if hook:
             t = asyncio.get_running_loop().create_task(self._hook(c, hook))
-            t.add_done_callback(lambda _t: None)
+            self._hooks.add(t)  # a strong reference until it ends (the loop keeps only weak ones)
+            t.add_done_callback(self._hooks.discard)
 
     async def _hook(self, c: CertState, hook: str) -> None:
         argv = shlex.split(hook)

@@ -79,12 +79,16 @@ class Rules:
     # path -> the body answering a pending ACME HTTP-01 challenge, or None (wiregate.acme.book.Book.http01)
     http01: Callable[[str], bytes | None] | None = None
     internal: dict[str, Trust] = field(default_factory=dict)  # route name -> admitted clients (internal_only)
+    # True while HTTP-01 tokens are pending: a listener that routes without sniffing (default route only) then
+    # reads the first bytes too, so the CA's request is seen (not for server_first listeners: they must not wait)
+    http01_pending: Callable[[], bool] | None = None
 
     @classmethod
-    def from_listener(cls, listener: Listener, http01: Callable[[str], bytes | None] | None = None) -> Rules:
+    def from_listener(cls, listener: Listener, http01: Callable[[str], bytes | None] | None = None,
+                      http01_pending: Callable[[], bool] | None = None) -> Rules:
         internal = {r.name: Trust(r.internal, f"route {r.name!r}.internal") for r in listener.routes if r.internal}
         return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener),
-                   http01, internal)
+                   http01, internal, http01_pending)
 
     def admit(self, ev: Accepted) -> Refused | None:
         """An internal_only route takes only clients (the real address) from its networks: None = admitted."""
@@ -251,7 +255,8 @@ class HeadPhase:
 
     def _after_header(self, rest: bytes, now: float) -> Accepted | Refused | None:
         lst = self.rules.listener
-        if not self.rules.router.needs_sniff:
+        pending = self.rules.http01_pending
+        if not self.rules.router.needs_sniff and (lst.server_first or pending is None or not pending()):
             return self._route_unsniffed(rest)
         self._state = "sniff"
         self.deadline = now + lst.sniff_timeout

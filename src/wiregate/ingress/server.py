@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
-from wiregate.ingress.policy import ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
+from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
+                                     http_error)
 from wiregate.ingress.pump import HAVE_SPLICE, CopyHalf, Link, SpliceHalf, new_pipe_pool
 from wiregate.proxyproto import encode_v1, encode_v2
 
@@ -83,8 +84,8 @@ class Runtime:
 def prepare(config: IngressConfig, acme=None) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
     """Everything a config needs before it may run (raises ConfigError; nothing is changed). `acme`: the
     wiregate.acme.book.Book answering ACME challenges and holding ACME routes' certificates (None: no ACME)."""
-    http01 = acme.http01 if acme is not None else None
-    return [(lst, Rules.from_listener(lst, http01), build_tls_contexts(lst)) for lst in config.listeners]
+    http01, pending = (acme.http01, acme.http01_pending) if acme is not None else (None, None)
+    return [(lst, Rules.from_listener(lst, http01, pending), build_tls_contexts(lst)) for lst in config.listeners]
 
 
 class Ingress:
