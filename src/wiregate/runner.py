@@ -385,6 +385,7 @@ class Node:
         if cfg.acme is None or not cfg.acme_routes():
             return
         mgr = AcmeManager(cfg.acme, specs_from_config(cfg), self.acme_book,
+                          gateway_address=cfg.tunnel.gateway_address,
                           config_dir=cfg.path.resolve().parent if cfg.path else None)
         await mgr.start()
         self.acme = mgr

@@ -26,7 +26,12 @@ from wiregate.acme.book import Book, context_from_files
 from wiregate.acme.client import AcmeClient, Task
 from wiregate.acme.errors import AcmeError
 from wiregate.acme.policy import Schedule
-from wiregate.acme.storage import Store, Stored, load_or_create_account_key, new_private_key
+from wiregate.acme.storage import (
+    Store,
+    Stored,
+    load_or_create_account_key,
+    new_private_key,
+)
 from wiregate.config.model import AcmeConfig, HomeConfig, write_secret, write_text
 
 log = logging.getLogger("wiregate.acme")
@@ -84,13 +89,13 @@ class AcmeManager:
 
     def __init__(self, acme: AcmeConfig, specs: list[CertSpec], book: Book, *,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 gateway: Any = None, config_dir: Path | None = None) -> None:
+                 gateway_address: str | None = None, config_dir: Path | None = None) -> None:
         self.cfg = acme
         self.config_dir = config_dir or acme.account_key_file.parent
         self.book = book
         self.clock = clock
         self.rng = rng or random.Random()
-        self.gateway = gateway
+        self.gateway_address = gateway_address  # the gateway's tunnel address (dns-01 answered by the gateway)
         self.store = Store(acme.storage_dir)
         self.certs = [CertState(s, Schedule(s.names, rng=self.rng)) for s in specs]
         self.failures: collections.Counter = collections.Counter()
@@ -267,11 +272,12 @@ class AcmeManager:
 
     def _dns_publisher(self):
         if self._publisher is None:
-            try:
-                from wiregate.acme.dns01 import make_publisher  # written by the DNS-01 side (ACME_INTERFACE.md)
+            try:  # written by the DNS-01 part (ACME_INTERFACE.md)
+                from wiregate.acme.dns01 import GatewayLink, make_publisher
             except ImportError:
                 raise AcmeError("dns-01 is not available in this build") from None
-            self._publisher = make_publisher(self.cfg, self.config_dir, gateway=self.gateway)
+            link = GatewayLink(self.gateway_address) if self.gateway_address else None
+            self._publisher = make_publisher(self.cfg, self.config_dir, gateway=link)
         return self._publisher
 
     # -- status -------------------------------------------------------------------------------------------------
