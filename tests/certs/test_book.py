@@ -5,7 +5,12 @@ import ssl
 
 from cryptography import x509
 
-from wiregate.acme.book import ACME_TLS_ALPN, ID_PE_ACME_IDENTIFIER, Book, tls_alpn_certificate
+from wiregate.acme.book import (
+    ACME_TLS_ALPN,
+    ID_PE_ACME_IDENTIFIER,
+    Book,
+    tls_alpn_certificate,
+)
 
 
 def test_tls_alpn_certificate_carries_the_acme_identifier():

@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from wiregate.acme.errors import AcmeError
-from wiregate.acme.storage import Store, cert_id, load_or_create_account_key, new_private_key
+from wiregate.acme.storage import (
+    Store,
+    cert_id,
+    load_or_create_account_key,
+    new_private_key,
+)
 
 
 def _cert(names, key_pem, days=90):
