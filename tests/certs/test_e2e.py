@@ -263,7 +263,7 @@ async def main():
     st.ensure()
     cl = AcmeClient(a.directory, load_or_create_account_key(a.account_key_file), ca_bundle=str(a.ca_bundle),
                     email=a.email, agree_tos=True)
-    st.save_account_url(a.directory, await cl.connect(st.account_url()))
+    st.save_account_url(a.directory, await cl.connect(st.account_url(a.directory)))
     key = new_private_key(a.key_type)
 
     def killed(url):
@@ -318,3 +318,18 @@ def test_a_reload_adding_an_acme_route_orders_only_the_new_certificate(lab, tmp_
     assert _once(al, root).stdout.splitlines()[0] == first  # the running certificate was kept
     r = sl.client.run([sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "app2.example"], input="", check=False)
     assert r.returncode == 0 and r.stdout.splitlines()[1].startswith(f"echo client {CLIENT_IP}:"), r.stderr
+
+
+def test_an_account_the_ca_does_not_know_is_registered_again(lab, tmp_path):
+    home = HOME.split("[[listeners.routes]]\nname = \"web\"")[0]
+    al = AcmeLab(lab, tmp_path, home=home)
+    sl = al.sl
+    # a stored account URL this CA never issued (a reset CA, a deactivated account)
+    (sl.home_dir / "acme").mkdir(mode=0o700)
+    (sl.home_dir / "acme" / "account.json").write_text(json.dumps(
+        {"directory": al.pb.directory, "url": al.pb.directory.replace("/dir", "/my-account/0000")}))
+    sl.start_home()
+    al.wait_issued(1)
+    log = sl.log_tail("home", 100000)
+    assert "does not know the stored account; registering again" in log and "account registered" in log
+    assert json.loads((sl.home_dir / "acme" / "account.json").read_text())["url"].endswith("/my-account/0000") is False

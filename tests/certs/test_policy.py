@@ -2,7 +2,7 @@
 
 import random
 
-from wiregate.acme.policy import BACKOFF_BASE, BACKOFF_CAP, Schedule, backoff, renew_at
+from wiregate.acme.policy import BACKOFF_BASE, BACKOFF_CAP, MIN_RETRY, Schedule, backoff, renew_at
 
 DAY = 86400.0
 
@@ -47,12 +47,14 @@ def test_failure_keeps_the_certificate_and_retries_then_success_resets():
     assert s.next_deadline == renew_at(now + d1, now + d1 + 90 * DAY)
 
 
-def test_retry_never_waits_past_expiry():
+def test_retry_never_waits_past_expiry_nor_hammers_the_ca():
     s = Schedule(("a.example",), rng=random.Random(1), base=10 * DAY, cap=10 * DAY)
     s.load(0.0, 90 * DAY)
     now = 89 * DAY
     d = s.failed("x", now)
     assert now + d < 90 * DAY
+    d = s.failed("x", 90 * DAY - 10)  # ten seconds left: still no faster than MIN_RETRY
+    assert d == MIN_RETRY
 
 
 def test_the_cas_renewal_information_moves_renewal_earlier():

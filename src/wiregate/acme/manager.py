@@ -144,14 +144,16 @@ class AcmeManager:
         c.orders += 1
         t0 = time.monotonic()
         try:
-            client = await self._client()
-            pending = self.store.load_pending(c.spec.names)
-            key_pem = pending[1] if pending else new_private_key(self.cfg.key_type)
-            chain = await client.issue(c.spec.names, key_pem, c.spec.challenge, self._solve, self._cleanup,
-                                       resume=pending[0] if pending else None,
-                                       on_order=lambda url: self.store.save_pending(c.spec.names, url, key_pem))
-            stored = self.store.save(c.spec.names, chain, key_pem)
-            self.store.clear_pending(c.spec.names)
+            try:
+                client, stored = await self._order(c)
+            except AcmeError as exc:
+                if "accountDoesNotExist" not in str(exc):
+                    raise
+                # the CA lost or removed the stored account (a reset test CA, a deactivated account): register anew
+                log.warning("acme: %s does not know the stored account; registering again", self.cfg.directory)
+                self.store.forget_account()
+                self.client = None
+                client, stored = await self._order(c)
         except AcmeError as exc:
             msg = str(exc)
             if not msg.startswith(names.split(",")[0]):
@@ -182,6 +184,18 @@ class AcmeManager:
         if ari is not None and ari < c.schedule.next_deadline:
             c.schedule.suggest(ari)
         return True
+
+    async def _order(self, c: CertState) -> tuple[AcmeClient, Stored]:
+        """One order (or the continuation of an earlier run's), stored; AcmeError/OSError on failure."""
+        client = await self._client()
+        pending = self.store.load_pending(c.spec.names)
+        key_pem = pending[1] if pending else new_private_key(self.cfg.key_type)
+        chain = await client.issue(c.spec.names, key_pem, c.spec.challenge, self._solve, self._cleanup,
+                                   resume=pending[0] if pending else None,
+                                   on_order=lambda url: self.store.save_pending(c.spec.names, url, key_pem))
+        stored = self.store.save(c.spec.names, chain, key_pem)
+        self.store.clear_pending(c.spec.names)
+        return client, stored
 
     def _go_live(self, c: CertState, deploy: bool) -> None:
         assert c.stored is not None
@@ -234,7 +248,7 @@ class AcmeManager:
                 key = load_or_create_account_key(self.cfg.account_key_file)
                 cl = AcmeClient(self.cfg.directory, key, ca_bundle=str(self.cfg.ca_bundle) if self.cfg.ca_bundle
                                 else None, email=self.cfg.email, agree_tos=self.cfg.agree_tos)
-                stored = self.store.account_url()
+                stored = self.store.account_url(self.cfg.directory)
                 url = await cl.connect(stored)
                 if url != stored:
                     self.store.save_account_url(self.cfg.directory, url)

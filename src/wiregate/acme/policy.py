@@ -22,6 +22,7 @@ RENEW_FRACTION = 2 / 3  # of the lifetime (notAfter - notBefore)
 BACKOFF_BASE = 60.0  # seconds after the first failure
 BACKOFF_CAP = 6 * 3600.0  # never wait longer than this between attempts
 JITTER = 0.5  # a retry waits between (1 - JITTER) and 1 times the backoff, so many homes do not retry in step
+MIN_RETRY = 60.0  # near expiry retries come sooner than the backoff, but never more often than this (rate limits)
 
 
 def renew_at(not_before: float, not_after: float) -> float:
@@ -82,8 +83,8 @@ class Schedule:
         self.last_error = reason
         delay = backoff(self.failures, self.rng, self.base, self.cap)
         if self.not_after is not None and now < self.not_after:
-            # never sleep past expiry: one last try shortly before the certificate runs out
-            delay = max(1.0, min(delay, max(1.0, (self.not_after - now) / 2)))
+            # do not sleep past expiry: halve the time left, yet never retry more often than MIN_RETRY
+            delay = min(delay, max(MIN_RETRY, (self.not_after - now) / 2))
         self.retry_at = now + delay
         self._plan()
         return delay

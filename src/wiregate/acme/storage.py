@@ -157,13 +157,20 @@ class Store:
         (d / "pending.json").unlink(missing_ok=True)
         (d / "pending-key.pem").unlink(missing_ok=True)
 
-    def account_url(self) -> str | None:
+    def account_url(self, directory: str) -> str | None:
+        """The account URL registered at `directory` (None: none yet, or it was made at another CA)."""
         try:
             doc = json.loads(read_bounded(self.root / "account.json", MAX_META))
         except (OSError, ValueError, AcmeError):
             return None
-        url = doc.get("url") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or doc.get("directory") != directory:
+            return None
+        url = doc.get("url")
         return url if isinstance(url, str) else None
+
+    def forget_account(self) -> None:
+        """The CA no longer knows the stored account: register again next time."""
+        (self.root / "account.json").unlink(missing_ok=True)
 
     def save_account_url(self, directory: str, url: str) -> None:
         self.ensure()
