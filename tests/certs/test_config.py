@@ -85,6 +85,9 @@ def test_a_file_without_acme_has_none(home):
      "acme_deploy_hook: \"systemctl reload nginx\": needs acme_cert_file"),
     (ROUTE.replace('tls = "acme"', 'acme_challenge = "http-01"') + ACME, 'needs tls = "acme" or acme_cert_file'),
     (ROUTE + ACME + "emial = \"x\"\n", "acme.emial: unknown key"),
+    (ROUTE + ROUTE.split("[[listeners.routes]]")[1].replace('name = "app"', 'name = "app2"')
+     .replace('tls = "acme"', 'tls = "acme"\nacme_challenge = "http-01"').join(["[[listeners.routes]]", ""]) + ACME,
+     "listeners[0].routes[1].acme_challenge: \"http-01\": route 'app' asks for the same names with tls-alpn-01"),
 ])
 def test_bad_acme_config_is_one_line_naming_key_and_value(home, extra, expected):
     msg = _error(home, extra)

@@ -49,12 +49,15 @@ class CertSpec:
 
 
 def specs_from_config(cfg: HomeConfig) -> list[CertSpec]:
-    """The certificates a home file asks for: one per distinct (names, challenge); routes sharing names share it."""
+    """The certificates a home file asks for: one per distinct set of names (routes listing the same names share
+    it; the config check refuses them asking for different challenges)."""
     assert cfg.acme is not None
     groups: dict[tuple[tuple[str, ...], str], dict[str, list]] = {}
+    challenge: dict[tuple[str, ...], str] = {}
     for _, r in cfg.acme_routes():
         names = tuple(dict.fromkeys(r.sni))  # file order, no repeats
-        g = groups.setdefault((names, r.acme_challenge or cfg.acme.challenge), {"routes": [], "deploy": []})
+        ch = challenge.setdefault(names, r.acme_challenge or cfg.acme.challenge)
+        g = groups.setdefault((names, ch), {"routes": [], "deploy": []})
         if r.tls == "acme":
             g["routes"].append(r.name)
         if r.acme_cert_file is not None and r.acme_key_file is not None:

@@ -443,11 +443,16 @@ def _with_acme(cfg: HomeConfig, doc: dict, base: Path) -> HomeConfig:
     if routes and not acme.agree_tos:
         raise fail("acme.agree_tos", False, "must be true to register with the CA: routes "
                    f"{[r.name for _, r in routes]} ask for ACME certificates (read the CA's terms first)")
+    asked: dict[tuple[str, ...], tuple[str, str]] = {}
     for i, ln in enumerate(cfg.listeners):
         for j, r in enumerate(ln.routes):
             if not r.acme:
                 continue
             challenge = r.acme_challenge or acme.challenge
+            other = asked.setdefault(tuple(dict.fromkeys(r.sni)), (r.name, challenge))
+            if other[1] != challenge:
+                raise fail(f"listeners[{i}].routes[{j}].acme_challenge", challenge, f"route {other[0]!r} asks for "
+                           f"the same names with {other[1]}: one certificate, one challenge")
             for n in r.sni:
                 if n.startswith("*.") and challenge != "dns-01":
                     raise fail(f"listeners[{i}].routes[{j}].sni", n, f"a wildcard certificate needs dns-01 "
