@@ -347,13 +347,23 @@ class Node:
                 await self.tunnel.update(spec)
                 part = self.relay if isinstance(new, GatewayConfig) else self.ingress
                 try:
-                    if part is None and isinstance(new, HomeConfig):
-                        if new.listeners:
-                            await self._start_ingress(new)
-                    elif part is not None:
-                        await part.reload(part_cfg)
-                    if isinstance(new, HomeConfig):
-                        await self._reload_acme(new)
+                    # a new ACME manager first (a failure changes nothing), swapped in after the ingress took its
+                    # config; False: the [acme] table and the ACME routes did not change
+                    acme_next = await self._prepare_acme(new) if isinstance(new, HomeConfig) else False
+                    try:
+                        if part is None and isinstance(new, HomeConfig):
+                            if new.listeners:
+                                await self._start_ingress(new)
+                        elif part is not None:
+                            await part.reload(part_cfg)
+                    except BaseException:
+                        if acme_next:
+                            await acme_next.close()
+                        raise
+                    if acme_next is not False:
+                        if self.acme is not None:
+                            await self.acme.close()
+                        self.acme = acme_next
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
                     raise _wrap_part_error(exc) from None
             except ConfigError as exc:
@@ -377,31 +387,32 @@ class Node:
 
     async def _start_acme(self, cfg: HomeConfig) -> None:
         """The ACME manager when routes ask for certificates: stored ones go live before the ingress starts."""
+        self.acme = await self._new_acme(cfg)
+
+    async def _new_acme(self, cfg: HomeConfig):
         from wiregate.acme.book import Book
         from wiregate.acme.manager import AcmeManager, specs_from_config
 
         if self.acme_book is None:
             self.acme_book = Book()
         if cfg.acme is None or not cfg.acme_routes():
-            return
+            return None
         mgr = AcmeManager(cfg.acme, specs_from_config(cfg), self.acme_book,
                           gateway_address=cfg.tunnel.gateway_address,
                           config_dir=cfg.path.resolve().parent if cfg.path else None)
-        await mgr.start()
-        self.acme = mgr
+        await mgr.start()  # AcmeError (a readable key file...) before anything changed
+        return mgr
 
-    async def _reload_acme(self, new: HomeConfig) -> None:
-        """A changed [acme] table or set of ACME routes restarts the manager (stored certificates are reused)."""
+    async def _prepare_acme(self, new: HomeConfig):
+        """For a reload: False when [acme] and the ACME routes are unchanged, else the started new manager (None:
+        no ACME any more). Stored certificates are reused, so a restart of the manager orders nothing new."""
         from wiregate.acme.manager import specs_from_config
 
-        old_specs = specs_from_config(self.cfg) if self.cfg.acme is not None else []
+        old_specs = specs_from_config(self.cfg) if isinstance(self.cfg, HomeConfig) and self.cfg.acme else []
         new_specs = specs_from_config(new) if new.acme is not None else []
-        if new.acme == self.cfg.acme and old_specs == new_specs:
-            return
-        if self.acme is not None:
-            await self.acme.close()
-            self.acme = None
-        await self._start_acme(new)
+        if isinstance(self.cfg, HomeConfig) and new.acme == self.cfg.acme and old_specs == new_specs:
+            return False
+        return await self._new_acme(new)
 
     async def _start_ingress(self, cfg: HomeConfig) -> None:
         from wiregate.ingress import Ingress
