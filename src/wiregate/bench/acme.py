@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.monotonic()
             sl.start_home()
             seen = {}
+            assert poll.stdout is not None
             for line in poll.stdout:
                 name, t = line.split()
                 seen[name] = float(t) - t0
@@ -118,8 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data.mkdir()
         (d / "Caddyfile").write_text(CADDYFILE.format(data=data, port=CADDY_PORT, ip=HOME_TUNNEL_IP))
         env = {"HOME": str(data), "XDG_DATA_HOME": str(data), "XDG_CONFIG_HOME": str(data)}
+        caddy_exe = which("caddy")
+        assert caddy_exe is not None  # missing_reason() above
         with open(d / "caddy.log", "ab") as log:
-            caddy = lab.spawn(sl.home, ["env", *(f"{k}={v}" for k, v in env.items()), which("caddy"), "run",
+            caddy = lab.spawn(sl.home, ["env", *(f"{k}={v}" for k, v in env.items()), caddy_exe, "run",
                                         "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"],
                               stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20

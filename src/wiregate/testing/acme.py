@@ -29,6 +29,13 @@ MANAGEMENT_PORT = 15000
 DNS_PORT = 8053
 
 
+def _exe(name: str) -> str:
+    path = which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed (Debian package pebble)")
+    return path
+
+
 def _tls_files(d: Path, ip: str) -> tuple[Path, Path, Path]:
     """(CA cert, server cert, server key) for pebble's HTTPS on `ip`."""
     from cryptography import x509
@@ -81,7 +88,7 @@ class Pebble:
         return f"https://{self.ip}:{ACME_PORT}/dir"
 
     def start_dns(self) -> None:
-        exe = which("pebble-challtestsrv")
+        exe = _exe("pebble-challtestsrv")
         # every A query answers the gateway's public address; no AAAA (the lab has no IPv6 path)
         with open(self.dir / "challtestsrv.log", "ab") as log:
             self.dns_proc = self.lab.spawn(self.ns, [exe, "-dns01", f"{self.ip}:{DNS_PORT}", "-http01", "",
@@ -115,7 +122,7 @@ class Pebble:
         path.write_text(json.dumps(conf, indent=2))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
         with open(self.log, "ab") as log:
-            self.proc = self.lab.spawn(self.ns, [which("pebble"), "-config", str(path), "-dnsserver",
+            self.proc = self.lab.spawn(self.ns, [_exe("pebble"), "-config", str(path), "-dnsserver",
                                                  f"{self.ip}:{DNS_PORT}"], env=env, stdout=log,
                                        stderr=subprocess.STDOUT)
         self._wait_tcp(ACME_PORT, self.proc, timeout, "pebble")
@@ -207,6 +214,7 @@ class AcmeSystem:
         sl.samples_proc = lab.spawn(sl.home, [sys.executable, "-m", "wiregate.testing.samples", "--http",
                                               "127.0.0.1:8080", "--echo", "127.0.0.1:7007", "--proxy"],
                                     stdout=subprocess.PIPE, text=True)
+        assert sl.samples_proc.stdout is not None
         if sl.samples_proc.stdout.readline().strip() != "ready":
             raise RuntimeError("sample services did not start")
         sl.start_gateway()
