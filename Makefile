@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := haproxy nginx libnginx-mod-stream wireguard-go wireguard-tools iperf3 wrk curl iproute2 openssl bind9 bind9-dnsutils pebble
+DEBS   := haproxy nginx libnginx-mod-stream wireguard-go wireguard-tools iperf3 wrk curl iproute2 openssl bind9 bind9-dnsutils pebble caddy
 
 .PHONY: demo test bench venv debs clean
 

@@ -101,6 +101,19 @@ class StatusCollector:
             recs = GaugeMetricFamily("wiregate_acme_dns_records", "challenge names with published records")
             recs.add_metric([], len(acme_dns.get("records") or []))
             yield from (q, pub, recs)
+        certs = st.get("certificates")
+        if certs is not None:
+            exp = GaugeMetricFamily("wiregate_certificate_expiry_seconds",
+                                    "seconds until an ACME certificate expires (absent until one is obtained)",
+                                    labels=["names"])
+            for c in certs:
+                if c.get("expires_in") is not None:
+                    exp.add_metric([",".join(c.get("names", []))], c["expires_in"])
+            fails = CounterMetricFamily("wiregate_certificate_renewal_failures",
+                                        "failed ACME orders by reason", labels=["reason"])
+            for why, n in (st.get("certificate_failures") or {}).items():
+                fails.add_metric([why], n)
+            yield from (exp, fails)
 
 
 def ingress_listeners(ingress: Any) -> dict[str, dict]:

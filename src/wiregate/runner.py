@@ -162,7 +162,9 @@ def ingress_config(cfg: HomeConfig):
         routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
                              send_proxy=r.send_proxy, http_headers=r.http_headers,
                              tls_cert=str(r.tls_cert) if r.tls_cert else None,
-                             tls_key=str(r.tls_key) if r.tls_key else None) for r in ln.routes)
+                             tls_key=str(r.tls_key) if r.tls_key else None, acme=r.tls == "acme",
+                             internal=r.internal)
+                       for r in ln.routes)
         default = ln.default_route or None  # the model names it (a route without sni/host) or leaves it empty
         listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
                                   routes=routes, default_route=default, header_timeout=ln.header_timeout,
@@ -273,6 +275,8 @@ class Node:
         self.relay = None
         self.acme_dns = None
         self.ingress = None
+        self.acme = None  # wiregate.acme.manager.AcmeManager (home with ACME routes)
+        self.acme_book = None  # wiregate.acme.book.Book: what the ingress asks about challenges and certificates
         self.control = None
         self.metrics = None
         self.prober: Prober | None = None
@@ -326,6 +330,7 @@ class Node:
                 self.acme_dns = AcmeDnsService(spec)
                 await self.acme_dns.start()
         else:
+            await self._start_acme(cfg)
             if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
                 await self._start_ingress(cfg)
             else:
@@ -363,6 +368,8 @@ class Node:
             self.responder_transport.close()
         if self.acme_dns is not None:
             await self.acme_dns.close()
+        if self.acme is not None:
+            await self.acme.close()
         for part in (self.relay, self.ingress):
             if part is not None:
                 try:
@@ -412,11 +419,23 @@ class Node:
                 await self.tunnel.update(spec)
                 part = self.relay if isinstance(new, GatewayConfig) else self.ingress
                 try:
-                    if part is None and isinstance(new, HomeConfig):
-                        if new.listeners:
-                            await self._start_ingress(new)
-                    elif part is not None:
-                        await part.reload(part_cfg)
+                    # a new ACME manager first (a failure changes nothing), swapped in after the ingress took its
+                    # config; False: the [acme] table and the ACME routes did not change
+                    acme_next = await self._prepare_acme(new) if isinstance(new, HomeConfig) else False
+                    try:
+                        if part is None and isinstance(new, HomeConfig):
+                            if new.listeners:
+                                await self._start_ingress(new)
+                        elif part is not None:
+                            await part.reload(part_cfg)
+                    except BaseException:
+                        if acme_next:
+                            await acme_next.close()
+                        raise
+                    if acme_next is not False:
+                        if self.acme is not None:
+                            await self.acme.close()
+                        self.acme = acme_next
                     if isinstance(new, GatewayConfig) and self.acme_dns is not None and dns_spec is not None:
                         self.acme_dns.update_sites(dns_spec.sites)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
@@ -443,10 +462,39 @@ class Node:
         except Exception as exc:  # noqa: BLE001 - the part's own validation
             raise _wrap_part_error(exc) from None
 
+    async def _start_acme(self, cfg: HomeConfig) -> None:
+        """The ACME manager when routes ask for certificates: stored ones go live before the ingress starts."""
+        self.acme = await self._new_acme(cfg)
+
+    async def _new_acme(self, cfg: HomeConfig):
+        from wiregate.acme.book import Book
+        from wiregate.acme.manager import AcmeManager, specs_from_config
+
+        if self.acme_book is None:
+            self.acme_book = Book()
+        if cfg.acme is None or not cfg.acme_routes():
+            return None
+        mgr = AcmeManager(cfg.acme, specs_from_config(cfg), self.acme_book,
+                          gateway_address=cfg.tunnel.gateway_address,
+                          config_dir=cfg.path.resolve().parent if cfg.path else None)
+        await mgr.start()  # AcmeError (a readable key file...) before anything changed
+        return mgr
+
+    async def _prepare_acme(self, new: HomeConfig):
+        """For a reload: False when [acme] and the ACME routes are unchanged, else the started new manager (None:
+        no ACME any more). Stored certificates are reused, so a restart of the manager orders nothing new."""
+        from wiregate.acme.manager import specs_from_config
+
+        old_specs = specs_from_config(self.cfg) if isinstance(self.cfg, HomeConfig) and self.cfg.acme else []
+        new_specs = specs_from_config(new) if new.acme is not None else []
+        if isinstance(self.cfg, HomeConfig) and new.acme == self.cfg.acme and old_specs == new_specs:
+            return False
+        return await self._new_acme(new)
+
     async def _start_ingress(self, cfg: HomeConfig) -> None:
         from wiregate.ingress import Ingress
 
-        ingress = Ingress(ingress_config(cfg))
+        ingress = Ingress(ingress_config(cfg), acme=self.acme_book)
         await ingress.start()
         self.ingress = ingress
 
@@ -556,6 +604,9 @@ class Node:
             st["ingress"] = self.ingress.status()
         if self.acme_dns is not None:
             st["acme_dns"] = self.acme_dns.status()
+        if self.acme is not None:
+            st["certificates"] = self.acme.status()
+            st["certificate_failures"] = self.acme.failure_counts()
         if isinstance(self.cfg, HomeConfig):
             st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
                                       "resolved": describe_endpoint(self.endpoint)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go), or soak the "
-        "whole system under load and faults (soak)")
+HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go, "
+        "system: the seed stack, acme: pebble + Caddy), or soak the whole system under load and faults (soak)")
 # part -> module whose run(args) returns the dict written under the part's section of the results file
 PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
@@ -16,6 +16,7 @@ PARTS: dict[str, str] = {
     "soak": "wiregate.bench.soak",
     "scale": "wiregate.bench.scale",  # 1,000 sites on the built-in WireGuard, sans-I/O (issue 15)
     "flood": "wiregate.bench.flood",  # HTTP through a built-in tunnel under a valid-MAC1 initiation flood
+    "acme": "wiregate.bench.acme",
 }
 
 

@@ -81,6 +81,14 @@ def render(st: dict[str, Any]) -> str:
                    + "; publish " + ", ".join(f"{k} {v}" for k, v in pub.items()))
         for r in acme_dns.get("records", []):
             out.append(f"  site {r['site']} {r['name']}: {r['values']} value(s), expires in {r['expires_in']}s")
+    certs = st.get("certificates")
+    if certs:
+        out.append(f"certificates (ACME): {len(certs)}")
+        for c in certs:
+            exp = "none yet" if c.get("not_after") is None else \
+                f"expires {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(c['not_after']))}"
+            out.append(f"  {', '.join(c['names'])} ({c['challenge']}): {exp}"
+                       + (f", last error: {c['last_error']}" if c.get("last_error") else ""))
     return "\n".join(out)
 
 

@@ -151,6 +151,42 @@ class Route:
     http_headers: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls: str = ""  # "acme": terminate with an ACME certificate
+    acme_challenge: str = ""  # "" = AcmeConfig.challenge
+    acme_cert_file: Path | None = None  # passthrough: write the ACME certificate here
+    acme_key_file: Path | None = None
+    acme_deploy_hook: str = ""
+    internal: tuple[str, ...] = ()  # internal_only: the client networks admitted (empty: everyone)
+
+    @property
+    def acme(self) -> bool:
+        """This route needs an ACME certificate (terminated here, or written to files)."""
+        return self.tls == "acme" or self.acme_cert_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Rfc2136Config:
+    server: str
+    zone: str
+    tsig_key_name: str
+    tsig_algorithm: str
+    tsig_secret_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    """The home `[acme]` table (docs/acme.md)."""
+
+    directory: str
+    email: str
+    agree_tos: bool
+    account_key_file: Path
+    key_type: str
+    ca_bundle: Path | None
+    storage_dir: Path
+    challenge: str
+    dns_provider: str
+    rfc2136: Rfc2136Config | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +220,11 @@ class HomeConfig:
     metrics_listen: tuple[str, int] | None
     drain_timeout: float
     path: Path | None = None
+    acme: AcmeConfig | None = None
+
+    def acme_routes(self) -> list[tuple[Listener, Route]]:
+        """Every route that needs an ACME certificate, with its listener."""
+        return [(ln, r) for ln in self.listeners for r in ln.routes if r.acme]
 
 
 Config = GatewayConfig | HomeConfig
@@ -208,7 +249,8 @@ def build(doc: dict, base: Path, path: Path | None = None) -> Config:
     if role == "gateway":
         return _gateway(schema.parse(doc, schema.GATEWAY), base, path)
     if role == "home":
-        return _home(schema.parse(doc, schema.HOME), base, path)
+        home = _home(schema.parse(doc, schema.HOME), base, path)
+        return _with_acme(home, doc, base)
     if role is None:
         raise ConfigError('role: missing (required): "gateway" or "home"')
     raise fail("role", role, 'must be "gateway" or "home"')
@@ -372,14 +414,21 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             if r["tls_cert"] and not r["sni"]:
                 raise fail(f"{rp}.tls_cert", r["tls_cert"], "terminating TLS needs the sni names this certificate "
                            "serves (sni = [...])")
+            if r["internal_only"] and not r["internal_networks"]:
+                raise fail(f"{rp}.internal_networks", [], "internal_only needs at least one network to admit")
             if r["path_prefix"] and not r["path_prefix"].startswith("/"):
                 raise fail(f"{rp}.path_prefix", r["path_prefix"], "must start with '/'")
             if ln["protocol"] == "udp" and (r["sni"] or r["host"] or r["path_prefix"]):
                 raise fail(rp, r["name"], "a UDP listener cannot route by sni/host/path; use default_route")
+            _check_acme_route(rp, r, ln["protocol"])
             routes.append(Route(name=r["name"], target=r["target"], sni=r["sni"], host=r["host"],
                                 path_prefix=r["path_prefix"], send_proxy=r["send_proxy"],
                                 http_headers=r["http_headers"], tls_cert=_file(base, r["tls_cert"]),
-                                tls_key=_file(base, r["tls_key"])))
+                                tls_key=_file(base, r["tls_key"]), tls=r["tls"], acme_challenge=r["acme_challenge"],
+                                acme_cert_file=_file(base, r["acme_cert_file"]),
+                                acme_key_file=_file(base, r["acme_key_file"]),
+                                acme_deploy_hook=r["acme_deploy_hook"],
+                                internal=r["internal_networks"] if r["internal_only"] else ()))
         if not routes:
             raise ConfigError(f"{p}.routes: missing: a listener needs at least one [[listeners.routes]]")
         if ln["default_route"] and ln["default_route"] not in rnames:
@@ -413,6 +462,86 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
                       metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
+
+
+def _check_acme_route(rp: str, r: dict[str, Any], protocol: str) -> None:
+    """The ACME keys of one route, alone (what needs the [acme] table is checked in _with_acme)."""
+    if r["tls"] == "acme":
+        if r["tls_cert"]:
+            raise fail(f"{rp}.tls", "acme", "a route takes its certificate from tls_cert/tls_key or from ACME, "
+                       "not both")
+        if r["acme_cert_file"]:
+            raise fail(f"{rp}.acme_cert_file", r["acme_cert_file"], "is for passthrough routes; with tls = \"acme\" "
+                       "the certificate stays inside wiregate")
+    if bool(r["acme_cert_file"]) != bool(r["acme_key_file"]):
+        raise fail(f"{rp}.acme_cert_file", r["acme_cert_file"], "acme_cert_file and acme_key_file go together")
+    if r["acme_deploy_hook"] and not r["acme_cert_file"]:
+        raise fail(f"{rp}.acme_deploy_hook", r["acme_deploy_hook"], "needs acme_cert_file (the files it deploys)")
+    if r["acme_deploy_hook"]:
+        import shlex
+        try:
+            if not shlex.split(r["acme_deploy_hook"]):
+                raise ValueError("empty command")
+        except ValueError as exc:
+            raise fail(f"{rp}.acme_deploy_hook", r["acme_deploy_hook"], str(exc)) from None
+    acme = r["tls"] == "acme" or bool(r["acme_cert_file"])
+    if r["acme_challenge"] and not acme:
+        raise fail(f"{rp}.acme_challenge", r["acme_challenge"], "needs tls = \"acme\" or acme_cert_file")
+    if acme:
+        if protocol != "tcp":
+            raise fail(f"{rp}.tls", "acme", "ACME certificates are for TCP listeners")
+        if not r["sni"]:
+            raise fail(f"{rp}.sni", [], "an ACME certificate is for the route's sni names: list them (sni = [...])")
+
+
+def _with_acme(cfg: HomeConfig, doc: dict, base: Path) -> HomeConfig:
+    """The [acme] table (None when absent) and every check that spans it and the routes."""
+    from dataclasses import replace
+
+    raw = doc.get("acme")
+    routes = cfg.acme_routes()
+    if raw is None:
+        if routes:
+            ln, r = routes[0]
+            raise ConfigError(f"listeners.routes {r.name!r}: asks for an ACME certificate but the file has no "
+                              "[acme] table (directory, email, agree_tos = true)")
+        return cfg
+    a = schema.parse(raw, schema.ACME, "acme")
+    rfc = None
+    if "rfc2136" in raw:
+        x = a["rfc2136"]
+        rfc = Rfc2136Config(server=x["server"], zone=x["zone"], tsig_key_name=x["tsig_key_name"],
+                            tsig_algorithm=x["tsig_algorithm"], tsig_secret_file=_file(base, x["tsig_secret_file"]))
+    acme = AcmeConfig(directory=a["directory"], email=a["email"], agree_tos=a["agree_tos"],
+                      account_key_file=_file(base, a["account_key_file"]), key_type=a["key_type"],
+                      ca_bundle=_file(base, a["ca_bundle"]), storage_dir=_file(base, a["storage_dir"]),
+                      challenge=a["challenge"], dns_provider=a["dns_provider"], rfc2136=rfc)
+    if routes and not acme.agree_tos:
+        raise fail("acme.agree_tos", False, "must be true to register with the CA: routes "
+                   f"{[r.name for _, r in routes]} ask for ACME certificates (read the CA's terms first)")
+    asked: dict[tuple[str, ...], tuple[str, str]] = {}
+    for i, ln in enumerate(cfg.listeners):
+        for j, r in enumerate(ln.routes):
+            if not r.acme:
+                continue
+            challenge = r.acme_challenge or acme.challenge
+            other = asked.setdefault(tuple(dict.fromkeys(r.sni)), (r.name, challenge))
+            if other[1] != challenge:
+                raise fail(f"listeners[{i}].routes[{j}].acme_challenge", challenge, f"route {other[0]!r} asks for "
+                           f"the same names with {other[1]}: one certificate, one challenge")
+            for n in r.sni:
+                if n.startswith("*.") and challenge != "dns-01":
+                    raise fail(f"listeners[{i}].routes[{j}].sni", n, f"a wildcard certificate needs dns-01 "
+                               f"(this route uses {challenge}): set acme_challenge = \"dns-01\"")
+            if challenge == "dns-01" and acme.dns_provider == "rfc2136":
+                if rfc is None or not (rfc.server and rfc.zone and rfc.tsig_key_name):
+                    raise ConfigError("acme.rfc2136: dns_provider = \"rfc2136\" needs [acme.rfc2136] with server, "
+                                      "zone, tsig_key_name and tsig_secret_file")
+                try:
+                    schema.split_hostport(rfc.server, 53)
+                except ValueError as exc:
+                    raise fail("acme.rfc2136.server", rfc.server, str(exc)) from None
+    return replace(cfg, acme=acme)
 
 
 def loads(text: str, base: Path = Path("."), path: Path | None = None) -> Config:
@@ -522,6 +651,7 @@ def check_files(cfg: Config) -> list[str]:
                         problems.append(str(exc))
                 if r.tls_cert and not r.tls_cert.is_file():
                     problems.append(f"listeners[{i}].routes[{j}].tls_cert: {str(r.tls_cert)!r}: no such file")
+        problems += _acme_file_problems(cfg)
     for what, p in items:
         if p is None:
             continue
@@ -530,3 +660,24 @@ def check_files(cfg: Config) -> list[str]:
         except ConfigError as exc:
             problems.append(str(exc))
     return problems
+
+
+def _acme_file_problems(cfg: HomeConfig) -> list[str]:
+    """The [acme] files: an existing account key or TSIG secret must be 0600; a ca_bundle must exist."""
+    a = cfg.acme
+    if a is None:
+        return []
+    out: list[str] = []
+    secrets = [("acme.account_key_file", a.account_key_file)]  # created at start when missing
+    if a.rfc2136 is not None and any((r.acme_challenge or a.challenge) == "dns-01" for _, r in cfg.acme_routes()):
+        secrets.append(("acme.rfc2136.tsig_secret_file", a.rfc2136.tsig_secret_file))
+    for what, p in secrets:
+        if what == "acme.account_key_file" and not p.exists():
+            continue
+        try:
+            check_secret_mode(p, what)
+        except ConfigError as exc:
+            out.append(str(exc))
+    if a.ca_bundle is not None and not a.ca_bundle.is_file():
+        out.append(f"acme.ca_bundle: {str(a.ca_bundle)!r}: no such file")
+    return out

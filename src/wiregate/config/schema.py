@@ -269,6 +269,21 @@ def p_hostname(path: str, v: object) -> str:
     return v.lower().rstrip(".")
 
 
+ACME_CHALLENGES = ("tls-alpn-01", "http-01", "dns-01")
+# RFC 1918, loopback, IPv6 ULA (RFC 4193) and link-local: a home LAN
+INTERNAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7",
+                     "fe80::/10")
+ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def p_url(path: str, v: object) -> str:
+    """An https:// URL (http:// only for a CA on loopback)."""
+    if not isinstance(v, str) or not re.match(r"https://[^/\s]+(/\S*)?\Z|http://(127\.0\.0\.1|localhost|\[::1\])"
+                                             r"(:\d+)?(/\S*)?\Z", v):
+        raise fail(path, v, "must be an https:// URL")
+    return v
+
+
 # -- the schema -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Opt:
@@ -391,7 +406,44 @@ ROUTE = Table("routes", "where a listener sends a connection; the first match wi
     Opt("http_headers", p_bool, False, "add X-Forwarded-For / Forwarded to plain HTTP requests"),
     Opt("tls_cert", p_path, "", "certificate file: terminate TLS at wiregate for the route's `sni` names (else passed through)"),
     Opt("tls_key", p_path, "", "key file for tls_cert (mode 0600)"),
+    Opt("tls", choice("", "acme"), "",
+        "`acme`: terminate TLS with a certificate obtained and renewed from [acme] for the route's `sni` names"),
+    Opt("acme_challenge", choice("", *ACME_CHALLENGES), "",
+        "the challenge for this route's names; \"\" = [acme] challenge (wildcards always use dns-01)"),
+    Opt("acme_cert_file", p_path, "",
+        "passthrough route: write an ACME certificate (full chain) for the `sni` names to this file"),
+    Opt("acme_key_file", p_path, "", "with acme_cert_file: its key file (written 0600)"),
+    Opt("acme_deploy_hook", p_str, "",
+        "with acme_cert_file: command run after each new certificate (split like a shell, run without one)"),
+    Opt("internal_only", p_bool, False,
+        "admit only clients (the real address) in internal_networks; others are refused and logged, except the "
+        "CA's TLS-ALPN-01 validations of this route's names while an order is pending"),
+    Opt("internal_networks", list_of(p_network, "list of addresses/prefixes"), INTERNAL_NETWORKS,
+        "with internal_only: the LAN/trusted client networks"),
 ), array=True)
+
+ACME = Table("acme", "certificates from an ACME CA (Let's Encrypt) for routes with `tls = \"acme\"`", (
+    Opt("directory", p_url, ACME_DIRECTORY,
+        "the CA's directory URL (staging: https://acme-staging-v02.api.letsencrypt.org/directory)"),
+    Opt("email", p_str, "", "contact address given to the CA (expiry notices)"),
+    Opt("agree_tos", p_bool, False, "you agree to the CA's terms of service (required to register)"),
+    Opt("account_key_file", p_path, "acme-account.key",
+        "the ACME account key; created 0600 when missing, refused when group/world readable"),
+    Opt("key_type", choice("ec256", "rsa2048"), "ec256", "certificate key type: ECDSA P-256 or RSA 2048"),
+    Opt("ca_bundle", p_str, "", "PEM file trusted for the CA's HTTPS (private or test CAs such as pebble)"),
+    Opt("storage_dir", p_path, "acme", "where certificates and keys (0600) are kept"),
+    Opt("challenge", choice(*ACME_CHALLENGES), "tls-alpn-01", "the default challenge"),
+    Opt("dns_provider", choice("gateway", "rfc2136"), "gateway",
+        "dns-01: the gateway's challenge zone, or RFC 2136 updates to your DNS server"),
+), children=(
+    Table("rfc2136", "dns-01 through RFC 2136 dynamic updates signed with a TSIG key", (
+        Opt("server", p_str, "", "`HOST:PORT` of the authoritative server taking updates"),
+        Opt("zone", p_str, "", "the zone the challenge records go in"),
+        Opt("tsig_key_name", p_str, "", "TSIG key name"),
+        Opt("tsig_algorithm", p_str, "hmac-sha256", "TSIG algorithm"),
+        Opt("tsig_secret_file", p_path, "tsig.key", "file holding the base64 TSIG secret (mode 0600)"),
+    )),
+))
 
 HOME = Table("home file", "the home side", COMMON_TOP + (
     Opt("drain_timeout", p_seconds0, 30.0, "seconds open connections may finish after SIGTERM"),
@@ -438,6 +490,7 @@ HOME = Table("home file", "the home side", COMMON_TOP + (
         Opt("server_first", p_bool, False,
             "the service speaks first (SMTP, SSH...): plain peers are connected without waiting for their bytes"),
     ), array=True, children=(ROUTE,)),
+    ACME,
     CONTROL,
     METRICS,
 ))

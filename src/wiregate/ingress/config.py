@@ -76,6 +76,8 @@ class Route:
     http_headers: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    acme: bool = False  # terminate TLS with the certificate the ACME manager keeps for this route (wiregate.acme)
+    internal: tuple[str, ...] = ()  # admit only real clients in these networks (empty: everyone)
 
     def __post_init__(self) -> None:
         w = f"route {self.name!r}"
@@ -92,6 +94,10 @@ class Route:
             raise ConfigError(f"{w}.send_proxy: {self.send_proxy!r} is not one of {', '.join(SEND_PROXY)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError(f"{w}: tls_cert and tls_key go together (got only one)")
+        object.__setattr__(self, "internal", tuple(self.internal))
+        parse_networks(f"{w}.internal", self.internal)
+        if self.acme and (self.tls_cert is not None or not self.sni):
+            raise ConfigError(f"{w}.acme: an ACME route needs sni names and no tls_cert/tls_key")
         if self.tls_cert is not None:
             if not self.sni:
                 raise ConfigError(f"{w}.tls_cert: TLS termination needs sni names to pick this route")
@@ -165,7 +171,7 @@ class Listener:
             if self.default_route is None:
                 raise ConfigError(f"{w}.default_route: a UDP listener routes by port and needs its route")
             for r in self.routes:
-                if r.sni or r.host or r.tls_cert or r.http_headers or r.send_proxy == "v1":
+                if r.sni or r.host or r.tls_cert or r.acme or r.http_headers or r.send_proxy == "v1":
                     raise ConfigError(f"{w}: route {r.name!r} uses TCP-only matching or options (sni/host/"
                                       "tls/http_headers/send_proxy v1) on a UDP listener")
         if self.proxy_optional and not self.trusted:

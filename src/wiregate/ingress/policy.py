@@ -12,6 +12,7 @@ trusted peer must start with a v1 or v2 header; any other peer must not. Only th
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wiregate.ingress.config import Listener, Route, parse_networks
@@ -32,6 +33,9 @@ CLOSED_EARLY = "closed_early"
 HEALTH_CHECK = "health_check"
 LIMIT = "connection_limit"
 RESET = "reset"
+# not a refusal: an ACME HTTP-01 validation request answered by the ingress itself (RFC 8555 section 8.3)
+ACME_HTTP01 = "acme_http01"
+NOT_INTERNAL = "not_internal"  # an internal_only route refused a client outside its networks
 
 Addr = tuple[str, int]
 
@@ -72,10 +76,28 @@ class Rules:
     listener: Listener
     trust: Trust
     router: Router
+    # path -> the body answering a pending ACME HTTP-01 challenge, or None (wiregate.acme.book.Book.http01)
+    http01: Callable[[str], bytes | None] | None = None
+    internal: dict[str, Trust] = field(default_factory=dict)  # route name -> admitted clients (internal_only)
+    # True while HTTP-01 tokens are pending: a listener that routes without sniffing (default route only) then
+    # reads the first bytes too, so the CA's request is seen (not for server_first listeners: they must not wait)
+    http01_pending: Callable[[], bool] | None = None
 
     @classmethod
-    def from_listener(cls, listener: Listener) -> Rules:
-        return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener))
+    def from_listener(cls, listener: Listener, http01: Callable[[str], bytes | None] | None = None,
+                      http01_pending: Callable[[], bool] | None = None) -> Rules:
+        internal = {r.name: Trust(r.internal, f"route {r.name!r}.internal") for r in listener.routes if r.internal}
+        return cls(listener, Trust(listener.trusted, f"listener {listener.name!r}.trusted"), Router(listener),
+                   http01, internal, http01_pending)
+
+    def admit(self, ev: Accepted) -> Refused | None:
+        """An internal_only route takes only clients (the real address) from its networks: None = admitted."""
+        nets = self.internal.get(ev.route.name)
+        if nets is None or ev.client[0] in nets:
+            return None
+        reply = http_error(403, "Forbidden", "internal service") if ev.kind == "http" else b""
+        return Refused(NOT_INTERNAL, f"route {ev.route.name!r} is internal_only and client {ev.client[0]} is "
+                                     f"outside its networks {', '.join(str(n) for n in nets.nets)}", reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +131,11 @@ def http_error(status: int, reason: str, text: str) -> bytes:
     body = (text + "\n").encode()
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode() + body
+
+
+def _http_ok(body: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body)) + body
 
 
 class HeadPhase:
@@ -233,7 +260,8 @@ class HeadPhase:
 
     def _after_header(self, rest: bytes, now: float) -> Accepted | Refused | None:
         lst = self.rules.listener
-        if not self.rules.router.needs_sniff:
+        pending = self.rules.http01_pending
+        if not self.rules.router.needs_sniff and (lst.server_first or pending is None or not pending()):
             if self._header is not None and self._header.is_local and not rest and not lst.server_first:
                 # the proxy's own connection, no client behind it: a health check when it closes without a byte
                 # (routed, as the proxy itself, only once it sends something)
@@ -281,6 +309,8 @@ class HeadPhase:
             req = reader.feed(data)
             if req is None:
                 return self._too_long(self._buf, "HTTP request head")
+            if self.rules.http01 is not None and (body := self.rules.http01(req.path)) is not None:
+                return Refused(ACME_HTTP01, f"ACME HTTP-01 challenge for {req.host!r} answered", _http_ok(body))
             route = router.for_http(req.host, req.path)
             return self._accept(route, "http", bytes(self._buf), request=req, name=req.host)
         except SniffError as exc:

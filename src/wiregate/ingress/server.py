@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
-from wiregate.ingress.policy import HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules, http_error
+from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
+                                     http_error)
 from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
 from wiregate.limits import NO_DESCRIPTORS, Backoff, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
@@ -85,17 +86,20 @@ class Runtime:
         return out
 
 
-def prepare(config: IngressConfig) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
-    """Everything a config needs before it may run (raises ConfigError; nothing is changed)."""
-    return [(lst, Rules.from_listener(lst), build_tls_contexts(lst)) for lst in config.listeners]
+def prepare(config: IngressConfig, acme=None) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
+    """Everything a config needs before it may run (raises ConfigError; nothing is changed). `acme`: the
+    wiregate.acme.book.Book answering ACME challenges and holding ACME routes' certificates (None: no ACME)."""
+    http01, pending = (acme.http01, acme.http01_pending) if acme is not None else (None, None)
+    return [(lst, Rules.from_listener(lst, http01, pending), build_tls_contexts(lst)) for lst in config.listeners]
 
 
 class Ingress:
     """Listeners that take PROXY headers from trusted sources only, route, and pass the client address on."""
 
-    def __init__(self, config: IngressConfig) -> None:
+    def __init__(self, config: IngressConfig, acme=None) -> None:
         self.config = config
-        self._prepared = prepare(config)
+        self.acme = acme  # wiregate.acme.book.Book or None
+        self._prepared = prepare(config, acme)
         self.runtimes: dict[tuple, Runtime] = {}
         self.detached: list[Runtime] = []  # listeners removed by a reload whose connections still run
         self.pipes = new_pipe_pool()
@@ -222,7 +226,7 @@ class Ingress:
 
     async def reload(self, config: IngressConfig) -> None:
         """Switch to `config`: validated first (ConfigError keeps the old one); open connections are untouched."""
-        prepared = prepare(config)
+        prepared = prepare(config, self.acme)
         new_rts = {}
         to_bind = []
         for lst, rules, tls in prepared:
@@ -299,7 +303,7 @@ class Ingress:
                 "proxy_optional": lst.proxy_optional,
                 "routes": {r.name: {"target": fmt(r.target), "sni": list(r.sni), "host": list(r.host),
                                     "path_prefix": r.path_prefix, "send_proxy": r.send_proxy,
-                                    "http_headers": r.http_headers, "tls": bool(r.tls_cert)}
+                                    "http_headers": r.http_headers, "tls": bool(r.tls_cert) or r.acme}
                            for r in lst.routes},
                 "default_route": lst.default_route, "accepted": rt.accepted,
                 # UDP: open flows (they are not connections: a drain does not wait for them)
@@ -425,6 +429,14 @@ class Ingress:
         if ev.reason == HEALTH_CHECK:  # valid per the PROXY spec; every 2 s from the gateway: counted, not logged
             rt.health_checks += 1
             return
+        if ev.reason == ACME_HTTP01:  # answered, not refused
+            rt.refused[ev.reason] += 1
+            log.info("listener %s: %s: %s", rt.listener.name, fmt(phase._client), ev.detail)
+            try:
+                sock.send(ev.reply)
+            except OSError:
+                pass
+            return
         rt.refused[ev.reason] += 1
         client = "" if phase._client == peer else f" (client {fmt(phase._client)})"
         log.warning("listener %s: refused %s%s: %s: %s", rt.listener.name, fmt(peer), client, ev.reason, ev.detail)
@@ -439,6 +451,22 @@ class Ingress:
         loop = self.loop
         assert loop is not None
         route = ev.route
+        if self.acme is not None and ev.kind == "tls" and ev.hello is not None:
+            from wiregate.ingress.tls import acme_decision
+
+            if await acme_decision(sock, ev, rt, self.acme):
+                return False  # a TLS-ALPN-01 validation answered, or an ACME route without a certificate yet
+        no = rt.rules.admit(ev)  # after the ACME answer: the CA validates internal_only names from outside
+        if no is not None:
+            rt.refused[no.reason] += 1
+            log.warning("listener %s: refused client %s: %s: %s", rt.listener.name, fmt(ev.client), no.reason,
+                        no.detail)
+            if no.reply:
+                try:
+                    sock.send(no.reply)
+                except OSError:
+                    pass
+            return False
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
             how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
             via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
@@ -465,7 +493,7 @@ class Ingress:
                     pass
             return False
         prefix = proxy_header(route, ev)
-        tls_ctx = rt.tls.get(route.name)
+        tls_ctx = self.acme.context(route.name) if route.acme and self.acme is not None else rt.tls.get(route.name)
         if tls_ctx is not None and ev.kind == "tls":
             rt.accepted += 1
             try:

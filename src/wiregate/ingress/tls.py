@@ -20,6 +20,73 @@ log = logging.getLogger("wiregate.ingress")
 RECV = 65536
 
 
+# a fatal handshake_failure alert (RFC 8446 section 6): the answer to a hello for an ACME route with no
+# certificate yet (plain bytes on purpose: there is no key to make a TLS context with)
+ALERT_HANDSHAKE_FAILURE = bytes([21, 3, 1, 0, 2, 2, 40])
+ALERT_UNRECOGNIZED_NAME = bytes([21, 3, 1, 0, 2, 2, 112])
+
+
+async def acme_decision(sock: socket.socket, ev: Accepted, rt: Runtime, book) -> bool:
+    """The ACME part of a TLS connection's route decision; True when it handled the connection:
+    - a ClientHello whose ALPN is exactly `acme-tls/1` for a name with a pending authorization gets the RFC 8737
+      challenge certificate (whatever the route: passthrough routes too), then the connection ends;
+    - a hello for an ACME route that has no certificate yet is refused with an alert and a log line."""
+    assert ev.hello is not None
+    ctx = book.alpn_context(ev.name, ev.hello.alpn)
+    lst = rt.listener
+    if ctx is not None:
+        rt.refused["acme_tls_alpn01"] += 1  # counted with refusals: it reaches no service
+        ok = await _handshake(sock, ctx, ev, rt, quiet=True)
+        log.info("listener %s: client %s: ACME TLS-ALPN-01 validation for %r %s", lst.name,
+                 f"{ev.client[0]}:{ev.client[1]}", ev.name, "answered" if ok else "failed in the handshake")
+        return True
+    if ev.route.acme and book.context(ev.route.name) is None:
+        rt.refused["acme_no_certificate"] += 1
+        log.warning("listener %s: client %s: route %s: no ACME certificate for %r yet (see the acme log lines); "
+                    "TLS refused", lst.name, f"{ev.client[0]}:{ev.client[1]}", ev.route.name, ev.name)
+        try:
+            sock.send(ALERT_UNRECOGNIZED_NAME)
+        except OSError:
+            pass
+        return True
+    return False
+
+
+async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt: Runtime, quiet: bool = False
+                     ) -> bool:
+    """A whole server handshake on `sock` (the ClientHello already read is in ev.data), then close_notify."""
+    loop = asyncio.get_running_loop()
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_side=True)
+    inc.write(ev.data)
+    try:
+        async with asyncio.timeout(rt.listener.sniff_timeout):
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    data = out.read()
+                    if data:
+                        await loop.sock_sendall(sock, data)
+                    raw = await loop.sock_recv(sock, RECV)
+                    if not raw:
+                        raise ConnectionError("closed during the TLS handshake") from None
+                    inc.write(raw)
+            try:
+                tls.unwrap()
+            except ssl.SSLError:
+                pass
+            data = out.read()
+            if data:
+                await loop.sock_sendall(sock, data)
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        if not quiet:
+            log.warning("listener %s: client %s: TLS handshake failed: %s", rt.listener.name, ev.client[0], exc)
+        return False
+    return True
+
+
 async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContext, ev: Accepted, prefix: bytes,
                     rt: Runtime) -> None:
     """Run one TLS-terminated connection to its end (both sockets are closed by the caller)."""
