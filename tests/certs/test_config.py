@@ -112,7 +112,8 @@ def test_wiregate_check_validates_acme_and_refuses_a_readable_account_key(home):
     key.write_text("-----BEGIN PRIVATE KEY-----\n")
     os.chmod(key, 0o644)
     r = wiregate("check", str(home))
-    assert r.returncode == 1 and "acme.account_key_file" in r.stdout and "0644" in r.stdout
+    # key-file errors follow check's one convention (stderr, exit status 2), like config errors
+    assert r.returncode == 2 and "acme.account_key_file" in r.stderr and "0644" in r.stderr
     home.write_text(home.read_text().replace("agree_tos = true", "agree_tos = false"))
     r = wiregate("check", str(home))
     assert r.returncode != 0 and "acme.agree_tos: false" in (r.stdout + r.stderr)
