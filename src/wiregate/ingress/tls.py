@@ -103,6 +103,7 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             if data:
                 await loop.sock_sendall(sock, data)
 
+    handshaken = False
     try:
         async with asyncio.timeout(lst.sniff_timeout):
             while True:
@@ -115,8 +116,11 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
                     if not data:
                         raise ConnectionError("closed during the TLS handshake") from None
                     inc.write(data)
+            handshaken = True
             await flush()
     except (ssl.SSLError, OSError, TimeoutError) as exc:
+        if handshaken:  # the client left right after a complete handshake (a probe, a checker): not a failure
+            return
         rt.refused["tls_handshake"] += 1
         log.warning("listener %s: client %s: route %s: TLS handshake failed: %s", lst.name,
                     f"{ev.client[0]}:{ev.client[1]}", ev.route.name, exc or "timeout")
