@@ -59,6 +59,7 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(inc, out, server_side=True)
     inc.write(ev.data)
+    done = False
     try:
         async with asyncio.timeout(rt.listener.sniff_timeout):
             while True:
@@ -73,6 +74,7 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
                     if not raw:
                         raise ConnectionError("closed during the TLS handshake") from None
                     inc.write(raw)
+            done = True
             try:
                 tls.unwrap()
             except ssl.SSLError:
@@ -81,6 +83,8 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
             if data:
                 await loop.sock_sendall(sock, data)
     except (ssl.SSLError, OSError, TimeoutError) as exc:
+        if done:  # the validator closed first: the handshake it came for is complete
+            return True
         if not quiet:
             log.warning("listener %s: client %s: TLS handshake failed: %s", rt.listener.name, ev.client[0], exc)
         return False
