@@ -59,6 +59,7 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(inc, out, server_side=True)
     inc.write(ev.data)
+    done = False
     try:
         async with asyncio.timeout(rt.listener.sniff_timeout):
             while True:
@@ -73,6 +74,7 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
                     if not raw:
                         raise ConnectionError("closed during the TLS handshake") from None
                     inc.write(raw)
+            done = True
             try:
                 tls.unwrap()
             except ssl.SSLError:
@@ -81,6 +83,8 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
             if data:
                 await loop.sock_sendall(sock, data)
     except (ssl.SSLError, OSError, TimeoutError) as exc:
+        if done:  # the validator closed first: the handshake it came for is complete
+            return True
         if not quiet:
             log.warning("listener %s: client %s: TLS handshake failed: %s", rt.listener.name, ev.client[0], exc)
         return False
@@ -103,6 +107,7 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             if data:
                 await loop.sock_sendall(sock, data)
 
+    handshaken = False
     try:
         async with asyncio.timeout(lst.sniff_timeout):
             while True:
@@ -115,8 +120,11 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
                     if not data:
                         raise ConnectionError("closed during the TLS handshake") from None
                     inc.write(data)
+            handshaken = True
             await flush()
     except (ssl.SSLError, OSError, TimeoutError) as exc:
+        if handshaken:  # the client left right after a complete handshake (a probe, a checker): not a failure
+            return
         rt.refused["tls_handshake"] += 1
         log.warning("listener %s: client %s: route %s: TLS handshake failed: %s", lst.name,
                     f"{ev.client[0]}:{ev.client[1]}", ev.route.name, exc or "timeout")
