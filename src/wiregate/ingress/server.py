@@ -397,7 +397,8 @@ class Ingress:
                     pass
             return False
         prefix = proxy_header(route, ev)
-        tls_ctx = self.acme.context(route.name) if route.acme and self.acme is not None else rt.tls.get(route.name)
+        tls_ctx = self.acme.context(f"{rt.listener.name}/{route.name}") if route.acme and self.acme is not None \
+            else rt.tls.get(route.name)
         if tls_ctx is not None and ev.kind == "tls":
             rt.accepted += 1
             try:
