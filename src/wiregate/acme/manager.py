@@ -16,6 +16,7 @@ import collections
 import logging
 import random
 import shlex
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,7 +204,12 @@ class AcmeManager:
     def _go_live(self, c: CertState, deploy: bool) -> None:
         assert c.stored is not None
         if c.spec.routes:
-            self.book.install(c.spec.routes, context_from_files(c.stored.cert_file, c.stored.key_file))
+            try:
+                ctx = context_from_files(c.stored.cert_file, c.stored.key_file)
+            except (OSError, ssl.SSLError) as exc:  # checked when loaded: only a file changed under us
+                log.error("acme: %s: cannot load the stored certificate: %s", ",".join(c.spec.names), exc)
+            else:
+                self.book.install(c.spec.routes, ctx)
         if deploy or not all(p.exists() for cert, key, _ in c.spec.deploy for p in (cert, key)):
             for cert_file, key_file, hook in c.spec.deploy:
                 self._deploy(c, cert_file, key_file, hook)
