@@ -118,3 +118,13 @@ def test_wiregate_check_validates_acme_and_refuses_a_readable_account_key(home):
     r = wiregate("check", str(home))
     assert r.returncode != 0 and "acme.agree_tos: false" in (r.stdout + r.stderr)
     assert "Traceback" not in r.stderr
+
+
+def test_routes_of_the_same_name_on_two_listeners_keep_their_own_certificates(home):
+    from wiregate.acme.manager import specs_from_config
+
+    lan = ROUTE.replace('name = "https"', 'name = "lan"').replace('"tunnel:443"', '"0.0.0.0:8443"') \
+        .replace('"app.example.org"', '"lan.example.org"')
+    cfg = load(_with(home, ROUTE + lan + ACME))
+    specs = {s.names: s.routes for s in specs_from_config(cfg)}
+    assert specs == {("app.example.org",): ("https/app",), ("lan.example.org",): ("lan/app",)}

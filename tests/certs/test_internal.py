@@ -22,3 +22,15 @@ def test_internal_route_admits_its_networks_and_refuses_others_with_the_reason()
     assert rules.admit(_ev(rules, "203.0.113.9", "http")).reply.startswith(b"HTTP/1.1 403 ")
     pub = Accepted(rules.router.routes["pub"], ("203.0.113.9", 1), ("192.0.2.2", 443), ("192.0.2.1", 1), "tls", b"")
     assert rules.admit(pub) is None  # other routes are untouched
+
+
+def test_a_standalone_ingress_refuses_acme_routes_it_cannot_serve():
+    import pytest
+
+    from wiregate.errors import ConfigError
+    from wiregate.ingress.config import IngressConfig
+    from wiregate.ingress.server import Ingress
+
+    lst = Listener("https", ("127.0.0.1", 0), routes=(Route("app", ("127.0.0.1", 1), sni=("a.example",), acme=True),))
+    with pytest.raises(ConfigError, match="acme routes get their certificate from `wiregate run`"):
+        Ingress(IngressConfig((lst,)))

@@ -2,7 +2,14 @@
 
 import random
 
-from wiregate.acme.policy import BACKOFF_BASE, BACKOFF_CAP, MIN_RETRY, Schedule, backoff, renew_at
+from wiregate.acme.policy import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    MIN_RETRY,
+    Schedule,
+    backoff,
+    renew_at,
+)
 
 DAY = 86400.0
 

@@ -67,3 +67,33 @@ def test_saved_certificate_loads_back_with_its_key_0600(tmp_path):
     os.chmod(s.key_file, 0o644)
     with pytest.raises(AcmeError):
         store.load(names)
+
+
+def test_a_key_that_does_not_match_its_chain_is_not_used(tmp_path):
+    store = Store(tmp_path / "acme")
+    names = ("a.example",)
+    key = new_private_key("ec256")
+    s = store.save(names, _cert(names, key), key)
+    s.key_file.write_bytes(new_private_key("ec256"))  # as if stopped between writing the new key and its chain
+    assert store.load(names) is None
+
+
+def test_pending_order_is_kept_with_its_key_0600(tmp_path):
+    store = Store(tmp_path / "acme")
+    names = ("a.example",)
+    key = new_private_key("ec256")
+    store.save_pending(names, "https://ca/order/1", key)
+    assert store.load_pending(names) == ("https://ca/order/1", key)
+    assert stat.S_IMODE((store.dir(names) / "pending-key.pem").stat().st_mode) == 0o600
+    assert store.load_pending(("b.example",)) is None
+    store.clear_pending(names)
+    assert store.load_pending(names) is None
+
+
+def test_account_url_is_per_directory(tmp_path):
+    store = Store(tmp_path / "acme")
+    store.save_account_url("https://ca-a/dir", "https://ca-a/acct/1")
+    assert store.account_url("https://ca-a/dir") == "https://ca-a/acct/1"
+    assert store.account_url("https://ca-b/dir") is None
+    store.forget_account()
+    assert store.account_url("https://ca-a/dir") is None

@@ -29,6 +29,11 @@ HTTP01_PREFIX = "/.well-known/acme-challenge/"  # RFC 8555 section 8.3
 MAX_TOKEN = 256
 
 
+def route_key(listener: str, route: str) -> str:
+    """How the book names a route (route names are unique per listener only)."""
+    return f"{listener}/{route}"
+
+
 def tls_alpn_certificate(name: str, key_authorization: str) -> tuple[bytes, bytes]:
     """(cert PEM, key PEM) of the RFC 8737 challenge certificate for `name`: self-signed, the name as its only
     SAN, and the critical acmeIdentifier extension holding SHA-256(key authorization)."""

@@ -16,13 +16,14 @@ import collections
 import logging
 import random
 import shlex
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wiregate.acme.book import Book, context_from_files
+from wiregate.acme.book import Book, context_from_files, route_key
 from wiregate.acme.client import AcmeClient, Task
 from wiregate.acme.errors import AcmeError
 from wiregate.acme.policy import Schedule
@@ -44,7 +45,7 @@ class CertSpec:
 
     names: tuple[str, ...]
     challenge: str
-    routes: tuple[str, ...] = ()  # routes terminating TLS with it (tls = "acme")
+    routes: tuple[str, ...] = ()  # routes terminating TLS with it (tls = "acme"), as book.route_key names them
     deploy: tuple[tuple[Path, Path, str], ...] = ()  # (cert file, key file, hook) of passthrough routes
 
 
@@ -54,12 +55,12 @@ def specs_from_config(cfg: HomeConfig) -> list[CertSpec]:
     assert cfg.acme is not None
     groups: dict[tuple[tuple[str, ...], str], dict[str, list]] = {}
     challenge: dict[tuple[str, ...], str] = {}
-    for _, r in cfg.acme_routes():
+    for ln, r in cfg.acme_routes():
         names = tuple(dict.fromkeys(r.sni))  # file order, no repeats
         ch = challenge.setdefault(names, r.acme_challenge or cfg.acme.challenge)
         g = groups.setdefault((names, ch), {"routes": [], "deploy": []})
         if r.tls == "acme":
-            g["routes"].append(r.name)
+            g["routes"].append(route_key(ln.name, r.name))
         if r.acme_cert_file is not None and r.acme_key_file is not None:
             g["deploy"].append((r.acme_cert_file, r.acme_key_file, r.acme_deploy_hook))
     return [CertSpec(names, ch, tuple(g["routes"]), tuple(g["deploy"])) for (names, ch), g in groups.items()]
@@ -203,7 +204,12 @@ class AcmeManager:
     def _go_live(self, c: CertState, deploy: bool) -> None:
         assert c.stored is not None
         if c.spec.routes:
-            self.book.install(c.spec.routes, context_from_files(c.stored.cert_file, c.stored.key_file))
+            try:
+                ctx = context_from_files(c.stored.cert_file, c.stored.key_file)
+            except (OSError, ssl.SSLError) as exc:  # checked when loaded: only a file changed under us
+                log.error("acme: %s: cannot load the stored certificate: %s", ",".join(c.spec.names), exc)
+            else:
+                self.book.install(c.spec.routes, ctx)
         if deploy or not all(p.exists() for cert, key, _ in c.spec.deploy for p in (cert, key)):
             for cert_file, key_file, hook in c.spec.deploy:
                 self._deploy(c, cert_file, key_file, hook)

@@ -110,9 +110,11 @@ class Store:
             leaf = x509.load_pem_x509_certificate(chain)
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             have = set(san.get_values_for_type(x509.DNSName))
-        except (OSError, ValueError, x509.ExtensionNotFound):
+            key = serialization.load_pem_private_key(read_bounded(key_file), password=None)
+        except (OSError, ValueError, TypeError, AcmeError, x509.ExtensionNotFound):
             return None
-        if not set(names) <= have:
+        if not set(names) <= have or _spki(key.public_key()) != _spki(leaf.public_key()):
+            # a stop between writing the new key and its chain: the pending order (same key) is fetched again
             return None
         return Stored(names, chain, nb, na, cert_file, key_file)
 
@@ -175,6 +177,10 @@ class Store:
     def save_account_url(self, directory: str, url: str) -> None:
         self.ensure()
         write_text(self.root / "account.json", json.dumps({"directory": directory, "url": url}) + "\n")
+
+
+def _spki(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_or_create_account_key(path: Path) -> bytes:

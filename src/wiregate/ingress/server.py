@@ -89,6 +89,12 @@ class Runtime:
 def prepare(config: IngressConfig, acme=None) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
     """Everything a config needs before it may run (raises ConfigError; nothing is changed). `acme`: the
     wiregate.acme.book.Book answering ACME challenges and holding ACME routes' certificates (None: no ACME)."""
+    if acme is None:
+        for lst in config.listeners:
+            for r in lst.routes:
+                if r.acme:
+                    raise ConfigError(f"listener {lst.name!r} route {r.name!r}: acme routes get their certificate "
+                                      "from `wiregate run` with the home file's [acme] table")
     http01, pending = (acme.http01, acme.http01_pending) if acme is not None else (None, None)
     return [(lst, Rules.from_listener(lst, http01, pending), build_tls_contexts(lst)) for lst in config.listeners]
 
@@ -493,7 +499,8 @@ class Ingress:
                     pass
             return False
         prefix = proxy_header(route, ev)
-        tls_ctx = self.acme.context(route.name) if route.acme and self.acme is not None else rt.tls.get(route.name)
+        tls_ctx = self.acme.context(f"{rt.listener.name}/{route.name}") if route.acme and self.acme is not None \
+            else rt.tls.get(route.name)
         if tls_ctx is not None and ev.kind == "tls":
             rt.accepted += 1
             try:

@@ -40,7 +40,7 @@ async def acme_decision(sock: socket.socket, ev: Accepted, rt: Runtime, book) ->
         log.info("listener %s: client %s: ACME TLS-ALPN-01 validation for %r %s", lst.name,
                  f"{ev.client[0]}:{ev.client[1]}", ev.name, "answered" if ok else "failed in the handshake")
         return True
-    if ev.route.acme and book.context(ev.route.name) is None:
+    if ev.route.acme and book.context(f"{lst.name}/{ev.route.name}") is None:  # acme.book.route_key
         rt.refused["acme_no_certificate"] += 1
         log.warning("listener %s: client %s: route %s: no ACME certificate for %r yet (see the acme log lines); "
                     "TLS refused", lst.name, f"{ev.client[0]}:{ev.client[1]}", ev.route.name, ev.name)
