@@ -1,0 +1,44 @@
+"""High availability: a home behind two gateways survives either one; a service behind two homes survives either.
+
+Namespaces and processes as a user has them (files from init / site add / join, defaults untouched except what the
+feature needs: gateway B's own tunnel prefix). Figures are printed (pytest -s) and bounded by the assertions.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wiregate.testing.multigw import A_PUBLIC, B_PUBLIC, FailoverLab
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+
+
+def test_home_with_two_gateways_survives_a_sigkilled_gateway_and_takes_it_back_by_itself(lab, tmp_path):
+    fl = FailoverLab(lab, tmp_path)
+    fl.start()
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    assert [g["name"] for g in st["gateways"]] == ["gateway", "gateway2"]
+    assert all(g["tunnel"]["peers"][0]["last_handshake"] for g in st["gateways"])
+    assert {"echo", "echo@gateway2"} <= set(st["ingress"])  # a listener per gateway's tunnel address
+
+    res = fl.kill_and_return()
+    figs = {k: v for k, v in res.items() if k != "records"}
+    print(figs)
+    recs = [r for r in res["records"] if "t0" in r]
+    # every request that failed was in flight on A when it died; its retry (from B) succeeded
+    assert figs["failed_other"] == 0, [r for r in recs if not r["ok"]]
+    assert figs["retries"] == figs["failed"] and figs["retries_ok"] == figs["retries"]
+    # every request started after the kill succeeded (through B), and quickly: A refuses at once, B answers
+    assert figs["started_after_kill"] >= 15 and figs["started_after_kill_ok"] == figs["started_after_kill"]
+    assert figs["failover_s"] is not None and figs["failover_s"] < 2.0
+    assert all(r["addr"] == B_PUBLIC for r in recs if r["t0"] > res["t_kill"] + 0.01 and r["t1"] < res["t_ready"])
+    # the connections held open through B never noticed
+    assert figs["holders"] == 3 and figs["holder_errors"] == 0 and figs["holders_alive_after_kill"] == 3
+    # A came back with no action at home: its tunnel handshook again by itself, requests go through A again
+    assert figs["a_back_s"] is not None and figs["a_back_s"] < 10.0
+    assert any(r["addr"] == A_PUBLIC and r["ok"] and r["t0"] > res["t_ready"] for r in recs)
+    assert figs["wrong_client_address"] == 0  # the real client address arrived through each gateway
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    assert all(g["reachable"] for g in st["gateways"])
