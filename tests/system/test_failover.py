@@ -42,3 +42,31 @@ def test_home_with_two_gateways_survives_a_sigkilled_gateway_and_takes_it_back_b
     assert figs["wrong_client_address"] == 0  # the real client address arrived through each gateway
     st = json.loads(fl.home.cli("status", "--json").stdout)
     assert all(g["reachable"] for g in st["gateways"])
+
+
+def test_service_behind_two_homes_fails_over_to_the_live_home_by_health(lab, tmp_path):
+    import time
+
+    from wiregate.testing.multigw import TwoHomesLab
+
+    tl = TwoHomesLab(lab, tmp_path)
+    tl.start()  # both homes up and each has carried a connection (roundrobin)
+    t_kill = tl.kill("home1")
+    recs: list[dict] = []
+    t_down = None
+    deadline = time.monotonic() + 40
+    while t_down is None and time.monotonic() < deadline:
+        recs += tl.request_records(1)
+        if next(b for b in tl.backends() if b["name"] == "home1")["state"] == "down":
+            t_down = time.time()
+    assert t_down is not None, "the gateway never marked the dead home down"
+    # no request failed: one that got the dead home was retried on the live one after connect_timeout
+    assert recs and all(r["ok"] for r in recs), [r for r in recs if not r["ok"]]
+    slowest = max(r["t1"] - r["t0"] for r in recs)
+    before = {b["name"]: b["total"] for b in tl.backends()}
+    after = tl.request_records(8)
+    assert all(r["ok"] for r in after) and max(r["t1"] - r["t0"] for r in after) < 2.0  # no more waiting on home1
+    totals = {b["name"]: b["total"] for b in tl.backends()}
+    assert totals["home1"] == before["home1"] and totals["home2"] >= before["home2"] + 8
+    print(f"home1 marked down {t_down - t_kill:.1f}s after its SIGKILL; {len(recs)} requests meanwhile, all "
+          f"answered, the slowest in {slowest:.1f}s; then 8 of 8 went to home2")

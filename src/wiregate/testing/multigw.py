@@ -75,7 +75,7 @@ def attempt(addr):
     except OSError as e:  # refused or timed out: the caller tries the next address
         raise NoConnection(repr(e)[:80])
     try:
-        s.settimeout(5.0)
+        s.settimeout(10.0)  # above the relay's connect_timeout (5 s): a gateway retrying another home still answers
         s.sendall(b"ping")
         time.sleep(hold)  # the answer is whole only after the rest is sent: a request in flight, like HTTP's
         s.sendall(b"pong")
@@ -285,3 +285,76 @@ def figures(recs: list[dict], t_kill: float, t_ready: float) -> dict[str, Any]:
         "holder_round_trips": sum(r["round_trips"] for r in holders),
         "holders_alive_after_kill": sum(1 for r in holders if isinstance(r["last"], float) and r["last"] > t_kill),
     }
+
+
+class TwoHomesLab:
+    """One service behind two homes: client, one gateway, homes 1 and 2 (each paired with `site add` + `join`).
+
+    client 203.0.113.2 ─ 203.0.113.1 gateway 198.51.100.1 ─ 198.51.100.2 home1
+                                              198.51.100.9 ─ 198.51.100.10 home2      (tunnel: 192.0.2.0/24)
+    The gateway's service names no `sites`, so it balances over both (roundrobin, health checks on: the defaults).
+    """
+
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        self.lab = lab
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self.client = lab.netns("c")
+        self.vps, self.h1, self.h2 = (UserHost.make(lab, n, self.dir) for n in ("v", "h1", "h2"))
+        lab.link(self.client, f"{CLIENT_A}/29", self.vps.ns, f"{A_PUBLIC}/29")
+        lab.link(self.vps.ns, f"{A_IP}/29", self.h1.ns, f"{HOME_A}/29")
+        lab.link(self.vps.ns, f"{B_IP}/29", self.h2.ns, f"{HOME_B}/29")
+        self.gw_dir = self.dir / "gateway"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        def ok(r: subprocess.CompletedProcess) -> str:
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+        # the homes reach the gateway on different addresses of it: each token names the one its home dials
+        ok(self.vps.cli("init", "gateway", "--endpoint", A_IP, "--config-dir", str(self.gw_dir)))
+        gw = self.gw_dir / "gateway.toml"
+        for name, host in (("home1", self.h1), ("home2", self.h2)):
+            token = re.search(r"wgj1\S+", ok(self.vps.cli("site", "add", name, "--config-dir",
+                                                           str(self.gw_dir)))).group(0)
+            d = self.dir / name
+            ok(host.cli("join", token, "--config-dir", str(d)))
+            home = d / "home.toml"
+            text = home.read_text() + HOME_LISTENER
+            if name == "home2":
+                text = text.replace(f'gateway_endpoint = "{A_IP}:51820"', f'gateway_endpoint = "{B_IP}:51820"')
+            home.write_text(text)
+        gw.write_text(gw.read_text() + gateway_service(A_PUBLIC))
+        for host in (self.h1, self.h2):
+            samples = self.lab.spawn(host.ns, [sys.executable, "-m", "wiregate.testing.samples", "--echo", ECHO,
+                                               "--proxy"], stdout=subprocess.PIPE, text=True)
+            assert samples.stdout.readline().strip() == "ready"
+        self.procs["gateway"] = self.vps.start_node(gw, self.dir / "gateway.log")
+        for name, host in (("home1", self.h1), ("home2", self.h2)):
+            self.procs[name] = host.start_node(self.dir / name / "home.toml", self.dir / f"{name}.log")
+        wait_for(lambda: all(b["state"] == "up" and b["total"] > 0 for b in self.backends())
+                 if self.requests(4) == 4 else False, 40, 0.3)
+
+    def backends(self) -> list[dict]:
+        st = json.loads(self.vps.cli("status", "--json").stdout)
+        return st["relay"]["services"]["echo"]["backends"]
+
+    def requests(self, n: int) -> int:
+        """n requests one after another from the client; how many succeeded."""
+        return sum(1 for r in self.request_records(n) if r["ok"])
+
+    def request_records(self, n: int) -> list[dict]:
+        recs: list[dict] = []
+        for _ in range(n):
+            r = self.client.run([sys.executable, "-c", CLIENT, A_PUBLIC, str(PORT), "1", "0", "0", "/nonexistent",
+                                 "0.01"], check=False, timeout=30)
+            recs += [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        return recs
+
+    def kill(self, name: str) -> float:
+        proc = self.procs.pop(name)
+        t = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        return t
