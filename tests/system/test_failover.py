@@ -70,3 +70,40 @@ def test_service_behind_two_homes_fails_over_to_the_live_home_by_health(lab, tmp
     assert totals["home1"] == before["home1"] and totals["home2"] >= before["home2"] + 8
     print(f"home1 marked down {t_down - t_kill:.1f}s after its SIGKILL; {len(recs)} requests meanwhile, all "
           f"answered, the slowest in {slowest:.1f}s; then 8 of 8 went to home2")
+
+
+def test_reload_adds_and_removes_a_gateway_without_touching_the_other(lab, tmp_path):
+    import signal
+
+    import sys
+
+    from wiregate.testing.multigw import CLIENT, PORT
+    from wiregate.testing.system import wait_for
+
+    fl = FailoverLab(lab, tmp_path)
+    fl.start(join_b=False)
+    one_gateway = fl.home_file.read_text()
+    assert "[[gateways]]" not in one_gateway
+    # a connection held through A for the whole test: it must not notice either reload
+    out, stop = tmp_path / "holder.jsonl", tmp_path / "holder.stop"
+    with open(out, "wb") as f:
+        holder = lab.spawn(fl.client, [sys.executable, "-c", CLIENT, A_PUBLIC, str(PORT), "0", "0", "1", str(stop),
+                                       "60"], stdout=f)
+    assert "added gateway gateway2 (interface wg-home2)" in fl.join_b()
+    fl.procs["home"].send_signal(signal.SIGHUP)
+    wait_for(lambda: fl.one_request(B_PUBLIC), 20, 0.3)  # B's tunnel came up by the reload
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    assert [g["name"] for g in st["gateways"]] == ["gateway", "gateway2"] and st["reloads"]["ok"] == 1
+    fl.home_file.write_text(one_gateway)  # the user deletes the [[gateways]] table again
+    fl.procs["home"].send_signal(signal.SIGHUP)
+    wait_for(lambda: fl.home.run(["ip", "link", "show", "wg-home2"]).returncode != 0, 20, 0.2)
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    assert [g["name"] for g in st["gateways"]] == ["gateway"] and st["reloads"]["ok"] == 2
+    assert "echo@gateway2" not in st["ingress"]
+    assert fl.one_request(A_PUBLIC)
+    stop.touch()
+    holder.wait(15)
+    (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rec["errors"] == 0 and rec["round_trips"] >= 5, rec
+    assert "gateway gateway2 removed (interface wg-home2 closed)" in fl.log("home")
+

@@ -143,6 +143,12 @@ for t in threads:
 """
 
 
+def ok(r: subprocess.CompletedProcess) -> str:
+    """The output of a CLI run that must succeed."""
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 class FailoverLab:
     """Client, gateways A and B, one home paired with both (see module docstring)."""
 
@@ -164,30 +170,37 @@ class FailoverLab:
     def home_file(self) -> Path:
         return self.home_dir / "home.toml"
 
-    def pair(self) -> None:
-        """As a user: init both gateways (B with its own tunnel prefix), `site add home` on each, `join` both."""
-        def ok(r: subprocess.CompletedProcess) -> str:
-            assert r.returncode == 0, r.stderr
-            return r.stdout
+    def pair(self, join_b: bool = True) -> None:
+        """As a user: init both gateways (B with its own tunnel prefix), `site add home` on each, `join` A (and B,
+        unless join_b is False: then `join_b()` does it later)."""
         ok(self.a.cli("init", "gateway", "--endpoint", A_IP, "--config-dir", str(self.a_dir)))
         ok(self.b.cli("init", "gateway", "--endpoint", B_IP, "--address", B_TUNNEL, "--config-dir", str(self.b_dir)))
-        for host, d, public in ((self.a, self.a_dir, A_PUBLIC), (self.b, self.b_dir, B_PUBLIC)):
-            token = re.search(r"wgj1\S+", ok(host.cli("site", "add", "home", "--config-dir", str(d)))).group(0)
+        self.tokens = {}
+        for name, host, d, public in (("a", self.a, self.a_dir, A_PUBLIC), ("b", self.b, self.b_dir, B_PUBLIC)):
+            out = ok(host.cli("site", "add", "home", "--config-dir", str(d)))
+            self.tokens[name] = re.search(r"wgj1\S+", out).group(0)
             gw = d / "gateway.toml"
             gw.write_text(gw.read_text() + gateway_service(public))
-            ok(self.home.cli("join", token, "--config-dir", str(self.home_dir)))
+        ok(self.home.cli("join", self.tokens["a"], "--config-dir", str(self.home_dir)))
         self.home_file.write_text(self.home_file.read_text() + HOME_LISTENER)
+        if join_b:
+            self.join_b()
 
-    def start(self) -> None:
-        """The echo service at home, both gateways, then the home; returns when a request works through each."""
-        self.pair()
+    def join_b(self) -> str:
+        """`wiregate join TOKEN_B` on the existing home file (adds a [[gateways]] table); returns its output."""
+        return ok(self.home.cli("join", self.tokens["b"], "--config-dir", str(self.home_dir)))
+
+    def start(self, join_b: bool = True) -> None:
+        """The echo service at home, both gateways, then the home; returns when a request works through each
+        gateway the home has joined."""
+        self.pair(join_b)
         samples = self.lab.spawn(self.home.ns, [sys.executable, "-m", "wiregate.testing.samples", "--echo", ECHO,
                                                 "--proxy"], stdout=subprocess.PIPE, text=True)
         assert samples.stdout.readline().strip() == "ready"
         self.start_gateway("a")
         self.start_gateway("b")
         self.procs["home"] = self.home.start_node(self.home_file, self.dir / "home.log")
-        for addr in (A_PUBLIC, B_PUBLIC):
+        for addr in (A_PUBLIC, B_PUBLIC) if join_b else (A_PUBLIC,):
             wait_for(lambda: self.one_request(addr), 30, 0.3)
 
     def start_gateway(self, which: str) -> float:
@@ -309,9 +322,6 @@ class TwoHomesLab:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
-        def ok(r: subprocess.CompletedProcess) -> str:
-            assert r.returncode == 0, r.stderr
-            return r.stdout
         # the homes reach the gateway on different addresses of it: each token names the one its home dials
         ok(self.vps.cli("init", "gateway", "--endpoint", A_IP, "--config-dir", str(self.gw_dir)))
         gw = self.gw_dir / "gateway.toml"
