@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go), or soak the "
-        "whole system under load and faults (soak)")
+HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go), soak the "
+        "whole system under load and faults (soak), or time a gateway fail-over (failover)")
 # part -> module whose run(args) returns the dict written under the part's section of the results file
 PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
@@ -14,6 +14,7 @@ PARTS: dict[str, str] = {
     "wireguard": "wiregate.bench.wireguard",
     "system": "wiregate.bench.system",
     "soak": "wiregate.bench.soak",
+    "failover": "wiregate.bench.failover",
 }
 
 
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wiregate.bench.results import write_section
+    from wiregate.bench.results import read_section, write_section
     from wiregate.errors import WiregateError
 
     parts = list(PARTS) if args.part == "all" else [args.part]
@@ -38,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as exc:
             raise WiregateError(f"bench {part}: not available yet ({exc.name})") from None
         data = mod.run(args)
-        path = write_section(part, data, Path(args.out) if args.out else None)
+        root = Path(args.out) if args.out else None
+        section = getattr(mod, "SECTION", part)
+        if section != part:  # a part adding keys to a section others write too (failover -> scale): keep theirs
+            data = {**read_section(section, root), **data}
+            data.pop("measured_at", None)
+        path = write_section(section, data, root)
         print(f"bench {part}: results written to {path}")
     return 0
