@@ -107,3 +107,16 @@ def test_reload_adds_and_removes_a_gateway_without_touching_the_other(lab, tmp_p
     assert rec["errors"] == 0 and rec["round_trips"] >= 5, rec
     assert "gateway gateway2 removed (interface wg-home2 closed)" in fl.log("home")
 
+
+
+def test_two_gateways_with_wireguard_go_home_tunnels_from_the_exported_wg_quick_files(lab, tmp_path):
+    from wiregate.testing.peers import need
+
+    need("wireguard-go", "wg", "wg-quick")
+    fl = FailoverLab(lab, tmp_path)
+    fl.start(home_mode="external")  # a request went through each gateway and its wireguard-go tunnel
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    assert [(g["tunnel"]["mode"], g["interface"]) for g in st["gateways"]] == [
+        ("external", "wg-home"), ("external", "wg-home2")]
+    assert all(g["tunnel"]["peers"][0]["last_handshake"] for g in st["gateways"])
+    assert st["ingress"]["echo"]["accepted"] >= 1 and st["ingress"]["echo@gateway2"]["accepted"] >= 1

@@ -190,10 +190,16 @@ class FailoverLab:
         """`wiregate join TOKEN_B` on the existing home file (adds a [[gateways]] table); returns its output."""
         return ok(self.home.cli("join", self.tokens["b"], "--config-dir", str(self.home_dir)))
 
-    def start(self, join_b: bool = True) -> None:
+    def start(self, join_b: bool = True, home_mode: str | None = None) -> None:
         """The echo service at home, both gateways, then the home; returns when a request works through each
-        gateway the home has joined."""
+        gateway the home has joined. home_mode "external": the home's tunnels are wireguard-go, one per gateway,
+        configured from `wiregate export wg-quick` (+ `wg-quick strip`), and wiregate runs the ingress on them."""
         self.pair(join_b)
+        if home_mode:
+            text = self.home_file.read_text()
+            self.home_file.write_text(text.replace("[tunnel]\n", f'[tunnel]\nmode = "{home_mode}"\n', 1))
+        if home_mode == "external":
+            self.start_wireguard_go_home()
         samples = self.lab.spawn(self.home.ns, [sys.executable, "-m", "wiregate.testing.samples", "--echo", ECHO,
                                                 "--proxy"], stdout=subprocess.PIPE, text=True)
         assert samples.stdout.readline().strip() == "ready"
@@ -202,6 +208,34 @@ class FailoverLab:
         self.procs["home"] = self.home.start_node(self.home_file, self.dir / "home.log")
         for addr in (A_PUBLIC, B_PUBLIC) if join_b else (A_PUBLIC,):
             wait_for(lambda: self.one_request(addr), 30, 0.3)
+
+    def start_wireguard_go_home(self, timeout: float = 10.0) -> None:
+        """wireguard-go for each of the home's gateways, from the exported wg-quick files, as a user would run it."""
+        from wiregate.config import load
+        from wiregate.testing.peers import which
+        from wiregate.testing.wgnet import WG_GO_ENV
+
+        exported = self.dir / "wg-quick"
+        ok(self.home.cli("export", "wg-quick", str(self.home_file), "-o", str(exported)))
+        cfg = load(self.home_file)
+        for g in cfg.links:
+            log = open(self.dir / f"wireguard-go-{g.interface}.log", "ab")
+            try:
+                self.home.spawn(["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), which("wireguard-go"), "-f",
+                                 g.interface], stdout=log, stderr=subprocess.STDOUT)
+            finally:
+                log.close()
+            wait_for(lambda: self.home.run(["test", "-S", f"/var/run/wireguard/{g.interface}.sock"]).returncode
+                     == 0, timeout, 0.05)
+            stripped = self.dir / f"{g.interface}.stripped"
+            fd = os.open(stripped, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(subprocess.run([which("wg-quick"), "strip", str(exported / f"{g.interface}.conf")],
+                                       capture_output=True, text=True, check=True).stdout)
+            for argv in (["wg", "setconf", g.interface, str(stripped)], ["ip", "addr", "add", g.address, "dev",
+                         g.interface], ["ip", "link", "set", "dev", g.interface, "mtu", str(cfg.tunnel.mtu), "up"]):
+                r = self.home.run(argv)
+                assert r.returncode == 0, (argv, r.stderr)
 
     def start_gateway(self, which: str) -> float:
         """`wiregate run` of gateway A or B; returns the time (time.time()) it said READY."""
