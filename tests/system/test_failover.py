@@ -120,3 +120,23 @@ def test_two_gateways_with_wireguard_go_home_tunnels_from_the_exported_wg_quick_
         ("external", "wg-home"), ("external", "wg-home2")]
     assert all(g["tunnel"]["peers"][0]["last_handshake"] for g in st["gateways"])
     assert st["ingress"]["echo"]["accepted"] >= 1 and st["ingress"]["echo@gateway2"]["accepted"] >= 1
+
+
+def test_each_gateway_name_is_resolved_again_on_its_own(lab, tmp_path):
+    from wiregate.testing.multigw import B_IP
+    from wiregate.testing.system import wait_for
+
+    fl = FailoverLab(lab, tmp_path, b_endpoint="gw-b.wiregate.test")
+    fl.set_hosts("gw-b.wiregate.test", "198.51.100.11")  # B's name points nowhere yet
+    fl.start(tunnel_extra="resolve_interval = 1\n", ready=(A_PUBLIC,))
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    a_handshake = st["gateways"][0]["tunnel"]["peers"][0]["last_handshake"]
+    assert st["gateways"][1]["gateway_endpoint"]["resolved"] == "198.51.100.11:51820"
+    assert not st["gateways"][1]["tunnel"]["peers"][0]["last_handshake"]
+    fl.set_hosts("gw-b.wiregate.test", B_IP)  # the name moves to B: only B's tunnel follows
+    wait_for(lambda: fl.one_request(B_PUBLIC), 30, 0.3)
+    st = json.loads(fl.home.cli("status", "--json").stdout)
+    assert st["gateways"][1]["gateway_endpoint"]["resolved"] == f"{B_IP}:51820"
+    assert st["gateways"][0]["tunnel"]["peers"][0]["last_handshake"] == a_handshake  # A's session untouched
+    assert "gateway gateway2 endpoint gw-b.wiregate.test now resolves to 198.51.100.9:51820" in fl.log("home")
+    assert fl.one_request(A_PUBLIC)

@@ -152,13 +152,19 @@ def ok(r: subprocess.CompletedProcess) -> str:
 class FailoverLab:
     """Client, gateways A and B, one home paired with both (see module docstring)."""
 
-    def __init__(self, lab: Lab, workdir: Path) -> None:
+    def __init__(self, lab: Lab, workdir: Path, b_endpoint: str = B_IP) -> None:
+        """b_endpoint: what gateway B's token names (a DNS name: the home resolves it through the hosts file
+        `self.hosts`, $WIREGATE_HOSTS, which `set_hosts` rewrites)."""
         self.lab = lab
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
+        self.b_endpoint = b_endpoint
+        self.hosts = self.dir / "hosts"
+        self.hosts.write_text("")
         self.client = lab.netns("c")
         self.a, self.b, self.home = (UserHost.make(lab, n, self.dir) for n in ("a", "b", "h"))
+        self.home.env["WIREGATE_HOSTS"] = str(self.hosts)
         lab.link(self.client, f"{CLIENT_A}/29", self.a.ns, f"{A_PUBLIC}/29")
         lab.link(self.client, f"{CLIENT_B}/29", self.b.ns, f"{B_PUBLIC}/29")
         lab.link(self.a.ns, f"{A_IP}/29", self.home.ns, f"{HOME_A}/29")
@@ -174,7 +180,8 @@ class FailoverLab:
         """As a user: init both gateways (B with its own tunnel prefix), `site add home` on each, `join` A (and B,
         unless join_b is False: then `join_b()` does it later)."""
         ok(self.a.cli("init", "gateway", "--endpoint", A_IP, "--config-dir", str(self.a_dir)))
-        ok(self.b.cli("init", "gateway", "--endpoint", B_IP, "--address", B_TUNNEL, "--config-dir", str(self.b_dir)))
+        ok(self.b.cli("init", "gateway", "--endpoint", self.b_endpoint, "--address", B_TUNNEL, "--config-dir",
+                      str(self.b_dir)))
         self.tokens = {}
         for name, host, d, public in (("a", self.a, self.a_dir, A_PUBLIC), ("b", self.b, self.b_dir, B_PUBLIC)):
             out = ok(host.cli("site", "add", "home", "--config-dir", str(d)))
@@ -190,14 +197,16 @@ class FailoverLab:
         """`wiregate join TOKEN_B` on the existing home file (adds a [[gateways]] table); returns its output."""
         return ok(self.home.cli("join", self.tokens["b"], "--config-dir", str(self.home_dir)))
 
-    def start(self, join_b: bool = True, home_mode: str | None = None) -> None:
+    def start(self, join_b: bool = True, home_mode: str | None = None, tunnel_extra: str = "",
+              ready: tuple[str, ...] | None = None) -> None:
         """The echo service at home, both gateways, then the home; returns when a request works through each
         gateway the home has joined. home_mode "external": the home's tunnels are wireguard-go, one per gateway,
         configured from `wiregate export wg-quick` (+ `wg-quick strip`), and wiregate runs the ingress on them."""
         self.pair(join_b)
-        if home_mode:
+        if home_mode or tunnel_extra:
+            extra = (f'mode = "{home_mode}"\n' if home_mode else "") + tunnel_extra
             text = self.home_file.read_text()
-            self.home_file.write_text(text.replace("[tunnel]\n", f'[tunnel]\nmode = "{home_mode}"\n', 1))
+            self.home_file.write_text(text.replace("[tunnel]\n", f"[tunnel]\n{extra}", 1))
         if home_mode == "external":
             self.start_wireguard_go_home()
         samples = self.lab.spawn(self.home.ns, [sys.executable, "-m", "wiregate.testing.samples", "--echo", ECHO,
@@ -206,8 +215,14 @@ class FailoverLab:
         self.start_gateway("a")
         self.start_gateway("b")
         self.procs["home"] = self.home.start_node(self.home_file, self.dir / "home.log")
-        for addr in (A_PUBLIC, B_PUBLIC) if join_b else (A_PUBLIC,):
+        for addr in ready if ready is not None else (A_PUBLIC, B_PUBLIC) if join_b else (A_PUBLIC,):
             wait_for(lambda: self.one_request(addr), 30, 0.3)
+
+    def set_hosts(self, name: str, ip: str) -> None:
+        """Make `name` resolve to `ip` at home (the override file is read at every lookup)."""
+        tmp = self.hosts.with_suffix(".tmp")
+        tmp.write_text(f"{ip} {name}\n")
+        os.replace(tmp, self.hosts)
 
     def start_wireguard_go_home(self, timeout: float = 10.0) -> None:
         """wireguard-go for each of the home's gateways, from the exported wg-quick files, as a user would run it."""
