@@ -87,29 +87,21 @@ def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None,
         g = link or cfg.links[0]
         private = model.read_key(g.private_key_file, f"{g.where}.private_key_file")
         psk = model.read_key(g.preshared_key_file, f"{g.where}.preshared_key_file") if g.preshared_key_file else None
-        peers = (PeerSpec(public_key=decode_key(g.gateway_public_key),
+        peers: tuple[PeerSpec, ...] = (PeerSpec(public_key=decode_key(g.gateway_public_key),
                           allowed_ips=(str(ipaddress.ip_network(g.gateway_address)),), preshared_key=psk,
                           endpoint=endpoint, persistent_keepalive=g.persistent_keepalive, label=g.name),)
         return TunnelSpec(mode=t.mode, interface=g.interface, private_key=private, address=g.address,
                           listen_port=g.listen_port, mtu=t.mtu, peers=peers)
     private = model.read_key(t.private_key_file, "tunnel.private_key_file")
-    if isinstance(cfg, GatewayConfig):
-        known = site_endpoints or {}
-        peers = tuple(
-            PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
-                     preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
-                                    if s.preshared_key_file else None), endpoint=known.get(s.public_key),
-                     label=s.name)
-            for i, s in enumerate(cfg.sites))
-        listen_port = t.listen_port
-    else:
-        psk = model.read_key(t.preshared_key_file, "tunnel.preshared_key_file") if t.preshared_key_file else None
-        peers = (PeerSpec(public_key=decode_key(t.gateway_public_key),
-                          allowed_ips=(str(ipaddress.ip_network(t.gateway_address)),), preshared_key=psk,
-                          endpoint=endpoint, persistent_keepalive=t.persistent_keepalive, label="gateway"),)
-        listen_port = t.listen_port
+    known = site_endpoints or {}
+    sites = tuple(
+        PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
+                 preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
+                                if s.preshared_key_file else None), endpoint=known.get(s.public_key),
+                 label=s.name)
+        for i, s in enumerate(cfg.sites))
     return TunnelSpec(mode=t.mode, interface=t.interface, private_key=private, address=t.address,
-                      listen_port=listen_port, mtu=t.mtu, peers=peers)
+                      listen_port=t.listen_port, mtu=t.mtu, peers=sites)
 
 
 def relay_config(cfg: GatewayConfig):
@@ -181,6 +173,7 @@ def ingress_config(cfg: HomeConfig):
                              tls_key=str(r.tls_key) if r.tls_key else None) for r in ln.routes)
         default = ln.default_route or None  # the model names it (a route without sni/host) or leaves it empty
         trusts_gateways = set(ln.trusted) == gateway_nets
+        copies: list[tuple[str, tuple[str, int], tuple[str, ...], str | tuple[str, ...] | None]]
         if ln.on_tunnel:
             copies = [(ln.name if i == 0 else f"{ln.name}@{g.name}", (g.ip, ln.listen[1]),
                        (str(ipaddress.ip_network(g.gateway_address)),) if trusts_gateways else ln.trusted,
@@ -292,9 +285,9 @@ class GatewayRun:
     """Home side: one gateway's running parts (its own tunnel interface, prober, handshake watch, resolved
     endpoint). A home with several gateways runs one each; they share nothing but the ingress."""
 
-    def __init__(self, link: model.GatewayLink) -> None:
+    def __init__(self, link: model.GatewayLink, tunnel: Tunnel) -> None:
         self.link = link
-        self.tunnel: Tunnel | None = None
+        self.tunnel = tunnel  # made, started by Node._start_gateway_tunnel
         self.endpoint: tuple[str, int] | None = None
         self.prober: Prober | None = None
         self.watch = HandshakeWatch(time.monotonic())
@@ -334,7 +327,7 @@ class GatewayRun:
             "name": g.name, "interface": g.interface, "address": g.address, "gateway_address": g.gateway_address,
             "gateway_endpoint": {"configured": format_hostport(*g.gateway_endpoint),
                                  "resolved": describe_endpoint(self.endpoint)},
-            "tunnel": self.tunnel.status() if self.tunnel else {},
+            "tunnel": self.tunnel.status(),
             "reachable": self.reachable(probe_interval)}
         if self.prober is not None:
             st["probe"] = dict(self.prober.status(), handshake_restarts=self.restarts)
@@ -381,10 +374,11 @@ class Node:
         loop = asyncio.get_running_loop()
         if isinstance(cfg, HomeConfig):
             for g in cfg.links:
-                gr = GatewayRun(g)
-                gr.endpoint = await self._resolve_first(g)
+                endpoint = await self._resolve_first(g)
+                gr = GatewayRun(g, make_tunnel(tunnel_spec(cfg, endpoint, link=g)))
+                gr.endpoint = endpoint
                 self.gateways[g.interface] = gr
-                await self._start_gateway_tunnel(cfg, gr, tunnel_spec(cfg, gr.endpoint, link=g))
+                await self._start_gateway_tunnel(cfg, gr)
             self._sync_first()
         else:
             known = load_site_endpoints(sites_file(cfg))
@@ -453,8 +447,7 @@ class Node:
                     log.exception("closing %s failed", type(part).__name__)
         if self.gateways:
             for gr in self.gateways.values():
-                if gr.tunnel is not None:
-                    await gr.tunnel.close()
+                await gr.tunnel.close()
         elif self.tunnel is not None:
             await self.tunnel.close()
         log.info("%s %s: stopped", self.cfg.role, self.cfg.name)
@@ -595,8 +588,7 @@ class Node:
                         exc)
             return None
 
-    async def _start_gateway_tunnel(self, cfg: HomeConfig, gr: GatewayRun, spec: TunnelSpec) -> None:
-        gr.tunnel = make_tunnel(spec)
+    async def _start_gateway_tunnel(self, cfg: HomeConfig, gr: GatewayRun) -> None:
         await gr.tunnel.start()
         g = gr.link
         log.info("home %s: tunnel %s to gateway %s up (%s mode, %s)", cfg.name, g.interface, g.name,
@@ -644,9 +636,9 @@ class Node:
         try:
             for g, gr, endpoint, spec in plan:
                 if gr is None:
-                    gr = GatewayRun(g)
+                    gr = GatewayRun(g, make_tunnel(spec))
                     gr.endpoint = endpoint
-                    await self._start_gateway_tunnel(new, gr, spec)
+                    await self._start_gateway_tunnel(new, gr)
                     started.append(gr)
                 else:
                     await gr.tunnel.update(spec)
@@ -732,8 +724,7 @@ class Node:
         """Read every tunnel's state (kernel/external: `wg show` off the event loop)."""
         if self.gateways:
             for gr in list(self.gateways.values()):
-                if gr.tunnel is not None:
-                    await gr.tunnel.refresh()
+                await gr.tunnel.refresh()
         elif self.tunnel is not None:
             await self.tunnel.refresh()
 

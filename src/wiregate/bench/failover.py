@@ -48,16 +48,15 @@ def run(args) -> dict[str, Any]:
         xs = [r[key] for r in runs if r.get(key) is not None]
         return round(median(xs), 3) if xs else None
 
+    before, after = med("request_s_median_before_kill"), med("request_s_max_after_kill")
     return {"failover": {
         "what": "home joined to gateways A and B; client tries A then B; gateway A SIGKILLed, then started again",
         "runs": len(runs),
         # the fail-over time of a new connection: what a request started after the kill takes beyond one before
         # it (its refused connect to A, then B); each request holds 0.3 s itself
-        "new_connection_extra_s": (round(med("request_s_max_after_kill") - med("request_s_median_before_kill"), 3)
-                                   if med("request_s_max_after_kill") is not None
-                                   and med("request_s_median_before_kill") is not None else None),
-        "request_s_before_kill": med("request_s_median_before_kill"),
-        "request_s_max_after_kill": med("request_s_max_after_kill"),
+        "new_connection_extra_s": round(after - before, 3) if after is not None and before is not None else None,
+        "request_s_before_kill": before,
+        "request_s_max_after_kill": after,
         # kill -> end of the first request started after it (includes the in-flight failures' retries first)
         "first_success_after_kill_s": med("failover_s"),
         "gateway_back_s": med("a_back_s"),  # A ready again -> first request through A answered

@@ -406,7 +406,7 @@ def _gateway_links(t: dict[str, Any], gateways: tuple[dict[str, Any], ...], base
                 raise fail(f"{p}.listen_port", g["listen_port"], f"is the listen_port of {what}")
         seen.append((p, g))
         out.append(GatewayLink(name=g["name"], where=p, interface=g["interface"],
-                               private_key_file=_file(base, g["private_key_file"]),
+                               private_key_file=base / g["private_key_file"],  # (an absolute path stays as it is)
                                preshared_key_file=_file(base, g["preshared_key_file"]), address=g["address"],
                                gateway_endpoint=g["gateway_endpoint"], gateway_public_key=g["gateway_public_key"],
                                gateway_address=g["gateway_address"], persistent_keepalive=g["persistent_keepalive"],

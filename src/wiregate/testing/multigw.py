@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wiregate.config.model import HomeConfig
 from wiregate.testing.netns import Lab
 from wiregate.testing.system import wait_for
 from wiregate.testing.userhost import UserHost
@@ -233,6 +234,7 @@ class FailoverLab:
         exported = self.dir / "wg-quick"
         ok(self.home.cli("export", "wg-quick", str(self.home_file), "-o", str(exported)))
         cfg = load(self.home_file)
+        assert isinstance(cfg, HomeConfig)
         for g in cfg.links:
             log = open(self.dir / f"wireguard-go-{g.interface}.log", "ab")
             try:
