@@ -217,7 +217,7 @@ class FailoverLab:
         self.start_gateway("b")
         self.procs["home"] = self.home.start_node(self.home_file, self.dir / "home.log")
         for addr in ready if ready is not None else (A_PUBLIC, B_PUBLIC) if join_b else (A_PUBLIC,):
-            wait_for(lambda: self.one_request(addr), 30, 0.3)
+            wait_for(lambda addr=addr: self.one_request(addr), 30, 0.3)
 
     def set_hosts(self, name: str, ip: str) -> None:
         """Make `name` resolve to `ip` at home (the override file is read at every lookup)."""
@@ -242,8 +242,8 @@ class FailoverLab:
                                  g.interface], stdout=log, stderr=subprocess.STDOUT)
             finally:
                 log.close()
-            wait_for(lambda: self.home.run(["test", "-S", f"/var/run/wireguard/{g.interface}.sock"]).returncode
-                     == 0, timeout, 0.05)
+            sock = f"/var/run/wireguard/{g.interface}.sock"
+            wait_for(lambda sock=sock: self.home.run(["test", "-S", sock]).returncode == 0, timeout, 0.05)
             stripped = self.dir / f"{g.interface}.stripped"
             fd = os.open(stripped, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
