@@ -195,3 +195,11 @@ def test_status_and_metrics_show_each_gateway():
         "gateway", "gateway2"}
     reach = {s.labels["gateway"]: s.value for s in fams["wiregate_gateway_reachable"].samples}
     assert reach == {"gateway": 1, "gateway2": 0}
+
+
+def test_install_service_warns_about_a_further_gateways_key_file_the_unit_cannot_see(tmp_path):
+    from wiregate.cli.install_service import unit_problems
+
+    home = _two(tmp_path)  # under /tmp, which the unit's PrivateTmp hides
+    problems = unit_problems(load(home), home, "/usr/bin/wiregate")
+    assert any(p.startswith("gateways[0].private_key_file") for p in problems), problems
