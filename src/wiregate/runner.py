@@ -599,8 +599,11 @@ class Node:
         handshake watch and the endpoint re-resolver of one gateway."""
         loop = asyncio.get_running_loop()
         gr.prober = Prober()
-        await loop.create_datagram_endpoint(lambda: gr.prober, local_addr=(gr.link.ip, 0),
-                                            remote_addr=(gr.link.gateway_address, PROBE_PORT))
+        remote = (gr.link.gateway_address, PROBE_PORT)
+        try:
+            await loop.create_datagram_endpoint(lambda: gr.prober, local_addr=(gr.link.ip, 0), remote_addr=remote)
+        except OSError:  # external mode on an interface without the configured address (start warned): the route
+            await loop.create_datagram_endpoint(lambda: gr.prober, remote_addr=remote)  # picks the source
         self._watch_failed(gr.tunnel, gr.link.interface, gr.tasks)
         gr.tasks.append(loop.create_task(self._probe_loop(gr)))
         gr.tasks.append(loop.create_task(self._resolve_loop(gr)))
