@@ -201,7 +201,6 @@ class Listener:
     max_flows: int = 4096
     max_per_source: int = 256
     on_tunnel: bool = False  # `tunnel:PORT`: bound on every gateway's tunnel address (listen = the first one's)
-    default_trust: bool = False  # `trusted` left empty: the gateways' tunnel addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,8 +492,7 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                   server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
                                   max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"],
                                   flow_idle_timeout=ln["flow_idle_timeout"], max_flows=ln["max_flows"],
-                                  max_per_source=ln["max_per_source"], on_tunnel=on_tunnel,
-                                  default_trust=not ln["trusted"]))
+                                  max_per_source=ln["max_per_source"], on_tunnel=on_tunnel))
     if gateways:  # a `tunnel:PORT` listener binds every gateway's address: none may be taken by another listener
         for (proto, host, port), name in bound.items():
             for g in gateways:
