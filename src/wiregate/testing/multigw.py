@@ -236,12 +236,9 @@ class FailoverLab:
         cfg = load(self.home_file)
         assert isinstance(cfg, HomeConfig)
         for g in cfg.links:
-            log = open(self.dir / f"wireguard-go-{g.interface}.log", "ab")
-            try:
+            with open(self.dir / f"wireguard-go-{g.interface}.log", "ab") as log:
                 self.home.spawn(["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), which("wireguard-go"), "-f",
                                  g.interface], stdout=log, stderr=subprocess.STDOUT)
-            finally:
-                log.close()
             sock = f"/var/run/wireguard/{g.interface}.sock"
             wait_for(lambda sock=sock: self.home.run(["test", "-S", sock]).returncode == 0, timeout, 0.05)
             stripped = self.dir / f"{g.interface}.stripped"
