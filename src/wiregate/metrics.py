@@ -41,17 +41,25 @@ class StatusCollector:
         tx = CounterMetricFamily("wiregate_tunnel_tx_bytes", "bytes sent to a tunnel peer", labels=["peer"])
         hs = GaugeMetricFamily("wiregate_tunnel_last_handshake_seconds",
                                "UNIX time of the last handshake with a peer (0 = never)", labels=["peer"])
-        for p in st.get("tunnel", {}).get("peers", []):
-            label = p.get("name") or p.get("public_key", "")[:8]
-            rx.add_metric([label], p.get("rx_bytes") or 0)
-            tx.add_metric([label], p.get("tx_bytes") or 0)
-            hs.add_metric([label], p.get("last_handshake") or 0)
+        gateways = st.get("gateways")  # a home: one tunnel per gateway, each with the gateway as its one peer
+        tunnels = [g.get("tunnel", {}) for g in gateways] if gateways else [st.get("tunnel", {})]
+        for t in tunnels:
+            for p in t.get("peers", []):
+                label = p.get("name") or p.get("public_key", "")[:8]
+                rx.add_metric([label], p.get("rx_bytes") or 0)
+                tx.add_metric([label], p.get("tx_bytes") or 0)
+                hs.add_metric([label], p.get("last_handshake") or 0)
         yield from (rx, tx, hs)
-        probe = st.get("probe")
-        if probe is not None:
-            rtt = GaugeMetricFamily("wiregate_probe_rtt_seconds", "round trip of the last tunnel probe")
-            rtt.add_metric([], (probe.get("rtt_ms") or 0) / 1000)
-            yield rtt
+        if gateways:
+            rtt = GaugeMetricFamily("wiregate_probe_rtt_seconds", "round trip of the last tunnel probe to a gateway",
+                                    labels=["gateway"])
+            reach = GaugeMetricFamily("wiregate_gateway_reachable",
+                                      "1 while a gateway answers the tunnel probes (the last answer within 3 probe "
+                                      "intervals)", labels=["gateway"])
+            for g in gateways:
+                rtt.add_metric([g.get("name", "")], ((g.get("probe") or {}).get("rtt_ms") or 0) / 1000)
+                reach.add_metric([g.get("name", "")], 1 if g.get("reachable") else 0)
+            yield from (rtt, reach)
         relay = st.get("relay") or {}
         if relay:
             open_ = GaugeMetricFamily("wiregate_service_open", "open connections (TCP) or flows (UDP) per service",

@@ -2,9 +2,9 @@
 
 gateway: tunnel (one peer per site) + relay (backends = the sites' tunnel addresses) + probe responder
          + with [acme_dns]: the challenge zone's DNS server and the sites' publish channel (docs/acme-dns.md).
-home:    tunnel (the gateway as the one peer) + ingress (listeners on the tunnel address and/or LAN) + prober
-         (keeps data flowing so WireGuard re-handshakes after a gateway restart) + endpoint re-resolver (follows
-         the gateway's DNS name).
+home:    per gateway (the [tunnel] one and each [[gateways]] table): a tunnel interface with that gateway as its
+         one peer, a prober (keeps data flowing so WireGuard re-handshakes after a gateway restart) and an endpoint
+         re-resolver (follows the gateway's DNS name); + one ingress (listeners on the tunnel addresses and/or LAN).
 Both:    control socket (`wiregate status`), Prometheus metrics, sd_notify (READY/RELOADING/STOPPING),
          SIGHUP = reload (a bad file is refused, the running config stays), SIGTERM/SIGINT = drain and stop.
 
@@ -77,29 +77,31 @@ class HandshakeWatch:
 
 # -- pure builders ----------------------------------------------------------------------------------------------
 def tunnel_spec(cfg: Config, endpoint: tuple[str, int] | None = None,
-                site_endpoints: dict[str, tuple[str, int]] | None = None) -> TunnelSpec:
+                site_endpoints: dict[str, tuple[str, int]] | None = None,
+                link: model.GatewayLink | None = None) -> TunnelSpec:
     """The tunnel a config asks for; reads key files (mode-checked). `endpoint` = resolved gateway address (home);
     `site_endpoints` = the sites' last known addresses by public key (gateway; a site without one is learnt when it
-    speaks)."""
+    speaks); `link` = which of a home's gateways (default: the [tunnel] one; each has its own interface)."""
     t = cfg.tunnel
+    if isinstance(cfg, HomeConfig):
+        g = link or cfg.links[0]
+        private = model.read_key(g.private_key_file, f"{g.where}.private_key_file")
+        psk = model.read_key(g.preshared_key_file, f"{g.where}.preshared_key_file") if g.preshared_key_file else None
+        peers: tuple[PeerSpec, ...] = (PeerSpec(public_key=decode_key(g.gateway_public_key),
+                          allowed_ips=(str(ipaddress.ip_network(g.gateway_address)),), preshared_key=psk,
+                          endpoint=endpoint, persistent_keepalive=g.persistent_keepalive, label=g.name),)
+        return TunnelSpec(mode=t.mode, interface=g.interface, private_key=private, address=g.address,
+                          listen_port=g.listen_port, mtu=t.mtu, peers=peers)
     private = model.read_key(t.private_key_file, "tunnel.private_key_file")
-    if isinstance(cfg, GatewayConfig):
-        known = site_endpoints or {}
-        peers = tuple(
-            PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
-                     preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
-                                    if s.preshared_key_file else None), endpoint=known.get(s.public_key),
-                     label=s.name)
-            for i, s in enumerate(cfg.sites))
-        listen_port = t.listen_port
-    else:
-        psk = model.read_key(t.preshared_key_file, "tunnel.preshared_key_file") if t.preshared_key_file else None
-        peers = (PeerSpec(public_key=decode_key(t.gateway_public_key),
-                          allowed_ips=(str(ipaddress.ip_network(t.gateway_address)),), preshared_key=psk,
-                          endpoint=endpoint, persistent_keepalive=t.persistent_keepalive, label="gateway"),)
-        listen_port = t.listen_port
+    known = site_endpoints or {}
+    sites = tuple(
+        PeerSpec(public_key=decode_key(s.public_key), allowed_ips=(str(ipaddress.ip_network(s.address)),),
+                 preshared_key=(model.read_key(s.preshared_key_file, f"sites[{i}].preshared_key_file")
+                                if s.preshared_key_file else None), endpoint=known.get(s.public_key),
+                 label=s.name)
+        for i, s in enumerate(cfg.sites))
     return TunnelSpec(mode=t.mode, interface=t.interface, private_key=private, address=t.address,
-                      listen_port=listen_port, mtu=t.mtu, peers=peers)
+                      listen_port=t.listen_port, mtu=t.mtu, peers=sites)
 
 
 def relay_config(cfg: GatewayConfig):
@@ -153,10 +155,16 @@ def acme_dns_spec(cfg: GatewayConfig):
 
 def ingress_config(cfg: HomeConfig):
     """The ingress's config: the home file's listeners and routes as they are. Listeners trusting the gateway (the
-    default) believe its PROXY headers only on the tunnel interface: on the LAN its address could be spoofed."""
+    default) believe its PROXY headers only on the tunnel interface: on the LAN its address could be spoofed.
+
+    With several gateways a `tunnel:PORT` listener becomes one listener per gateway, on that gateway's tunnel
+    address, trusting that gateway's address on its interface (the first keeps the file's name, the others are
+    `NAME@GATEWAY`), so each gateway's connections are counted and refused apart."""
     from wiregate.ingress import IngressConfig, Listener, Route
 
-    gateway_only = (str(ipaddress.ip_network(cfg.tunnel.gateway_address)),)
+    links = cfg.links
+    ifaces = tuple(g.interface for g in links)
+    gateway_nets = {str(ipaddress.ip_network(g.gateway_address)) for g in links}
     listeners = []
     for ln in cfg.listeners:
         routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
@@ -166,14 +174,24 @@ def ingress_config(cfg: HomeConfig):
                              internal=r.internal)
                        for r in ln.routes)
         default = ln.default_route or None  # the model names it (a route without sni/host) or leaves it empty
-        listeners.append(Listener(name=ln.name, listen=ln.listen, protocol=ln.protocol, trusted=ln.trusted,
-                                  routes=routes, default_route=default, header_timeout=ln.header_timeout,
-                                  sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
-                                  idle_timeout=ln.idle_timeout, server_first=ln.server_first,
-                                  proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
-                                  max_sniff_bytes=ln.max_sniff_bytes, flow_idle_timeout=ln.flow_idle_timeout,
-                                  max_flows=ln.max_flows, max_per_source=ln.max_per_source,
-                                  trusted_interface=cfg.tunnel.interface if ln.trusted == gateway_only else None))
+        trusts_gateways = set(ln.trusted) == gateway_nets
+        copies: list[tuple[str, tuple[str, int], tuple[str, ...], str | tuple[str, ...] | None]]
+        if ln.on_tunnel:
+            copies = [(ln.name if i == 0 else f"{ln.name}@{g.name}", (g.ip, ln.listen[1]),
+                       (str(ipaddress.ip_network(g.gateway_address)),) if trusts_gateways else ln.trusted,
+                       g.interface if trusts_gateways else None) for i, g in enumerate(links)]
+        else:
+            copies = [(ln.name, ln.listen, ln.trusted, (ifaces[0] if len(ifaces) == 1 else ifaces)
+                       if trusts_gateways else None)]
+        for name, listen, trusted, trusted_if in copies:
+            listeners.append(Listener(name=name, listen=listen, protocol=ln.protocol, trusted=trusted,
+                                      routes=routes, default_route=default, header_timeout=ln.header_timeout,
+                                      sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
+                                      idle_timeout=ln.idle_timeout, server_first=ln.server_first,
+                                      proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
+                                      max_sniff_bytes=ln.max_sniff_bytes, flow_idle_timeout=ln.flow_idle_timeout,
+                                      max_flows=ln.max_flows, max_per_source=ln.max_per_source,
+                                      trusted_interface=trusted_if))
     return IngressConfig(listeners=tuple(listeners))
 
 
@@ -265,6 +283,61 @@ class Prober(asyncio.DatagramProtocol):
 
 
 # -- the node ---------------------------------------------------------------------------------------------------
+class GatewayRun:
+    """Home side: one gateway's running parts (its own tunnel interface, prober, handshake watch, resolved
+    endpoint). A home with several gateways runs one each; they share nothing but the ingress."""
+
+    def __init__(self, link: model.GatewayLink, tunnel: Tunnel) -> None:
+        self.link = link
+        self.tunnel = tunnel  # made, started by Node._start_gateway_tunnel
+        self.endpoint: tuple[str, int] | None = None
+        self.prober: Prober | None = None
+        self.watch = HandshakeWatch(time.monotonic())
+        self.restarts = 0
+        self.tasks: list[asyncio.Task] = []
+
+    def stop_tasks(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        self.tasks.clear()
+        if self.prober is not None and self.prober.transport is not None:
+            self.prober.transport.close()
+
+    @property
+    def which(self) -> str:
+        """How logs name this gateway: "the gateway" for a one-gateway home's words, else by name."""
+        return "the gateway" if self.link.where == "tunnel" else f"gateway {self.link.name}"
+
+    def no_handshake_text(self) -> str:
+        g = self.link
+        waited = time.monotonic() - self.watch.started
+        return (f"no handshake with {self.which} at {format_hostport(*g.gateway_endpoint)} "
+                f"({describe_endpoint(self.endpoint)}) in {waited:.0f}s: check {g.where}.gateway_endpoint (the "
+                f"VPS's address and its WireGuard UDP port, listen_port in its gateway file), that UDP port "
+                f"{g.gateway_endpoint[1]} is open to the VPS, and that the gateway's file has this site's public key "
+                "(site add, then reload the gateway)")
+
+    def reachable(self, probe_interval: float) -> bool:
+        """True while the gateway answers probes (the last answer within three probe intervals, at least 3 s)."""
+        p = self.prober
+        return bool(p and p.last_reply is not None and
+                    time.monotonic() - p.last_reply <= max(3 * probe_interval, PROBE_SILENCE))
+
+    def status(self, probe_interval: float) -> dict[str, Any]:
+        g = self.link
+        st: dict[str, Any] = {
+            "name": g.name, "interface": g.interface, "address": g.address, "gateway_address": g.gateway_address,
+            "gateway_endpoint": {"configured": format_hostport(*g.gateway_endpoint),
+                                 "resolved": describe_endpoint(self.endpoint)},
+            "tunnel": self.tunnel.status(),
+            "reachable": self.reachable(probe_interval)}
+        if self.prober is not None:
+            st["probe"] = dict(self.prober.status(), handshake_restarts=self.restarts)
+        if self.watch.waiting:
+            st["warnings"] = [f"tunnel: {self.no_handshake_text()}"]
+        return st
+
+
 class Node:
     """A running gateway or home (see module docstring)."""
 
@@ -289,6 +362,9 @@ class Node:
         self.handshake_watch = HandshakeWatch(time.monotonic())
         self.tasks: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
+        self.gateways: dict[str, GatewayRun] = {}  # home: by interface, in the file's order
+        self.failed = asyncio.Event()  # a tunnel device stopped working under us
+        self.failed_interface = ""
 
     # -- life cycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -299,20 +375,22 @@ class Node:
         problems = model.check_files(cfg)
         if problems:
             raise ConfigError(f"{self.path}: {problems[0]}")
-        if isinstance(cfg, HomeConfig):
-            host, port = cfg.tunnel.gateway_endpoint
-            try:
-                from wiregate.resolver import resolve
-                self.endpoint = await resolve(host, port)
-            except OSError as exc:
-                log.warning("gateway endpoint %s: cannot resolve yet (%s); retrying", host, exc)
-        known = load_site_endpoints(sites_file(cfg)) if isinstance(cfg, GatewayConfig) else {}
-        spec = tunnel_spec(cfg, self.endpoint, known)
-        self.tunnel = make_tunnel(spec)
-        await self.tunnel.start()
-        log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
-                 self.tunnel.mode, cfg.tunnel.address)
         loop = asyncio.get_running_loop()
+        if isinstance(cfg, HomeConfig):
+            for g in cfg.links:
+                endpoint = await self._resolve_first(g)
+                gr = GatewayRun(g, make_tunnel(tunnel_spec(cfg, endpoint, link=g)))
+                gr.endpoint = endpoint
+                self.gateways[g.interface] = gr
+                await self._start_gateway_tunnel(cfg, gr)
+            self._sync_first()
+        else:
+            known = load_site_endpoints(sites_file(cfg))
+            self.tunnel = make_tunnel(tunnel_spec(cfg, None, known))
+            await self.tunnel.start()
+            self._watch_failed(self.tunnel, cfg.tunnel.interface)
+            log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
+                     self.tunnel.mode, cfg.tunnel.address)
         if isinstance(cfg, GatewayConfig):
             from wiregate.relay import Relay
 
@@ -335,16 +413,14 @@ class Node:
                 await self._start_ingress(cfg)
             else:
                 log.info("home %s: no [[listeners]] yet; only the tunnel runs", cfg.name)
-            self.prober = Prober()
-            await loop.create_datagram_endpoint(lambda: self.prober,
-                                                remote_addr=(cfg.tunnel.gateway_address, PROBE_PORT))
-            self.tasks.append(loop.create_task(self._probe_loop()))
-            self.tasks.append(loop.create_task(self._resolve_loop()))
+            for gr in self.gateways.values():
+                await self._start_gateway_tasks(gr)
+            self._sync_first()
         self.control = await ControlServer.start(cfg.control_socket, self.handle)
         if cfg.metrics_listen:
             from wiregate.metrics import MetricsServer
 
-            self.metrics = MetricsServer(self.status, self.tunnel.refresh)
+            self.metrics = MetricsServer(self.status, self.refresh)
             await self.metrics.start(*cfg.metrics_listen)
         sdnotify.notify("READY=1", f"STATUS={self._summary()}", f"MAINPID={os.getpid()}")
         log.info("%s %s: ready (%s); control %s%s", cfg.role, cfg.name, self._summary(), cfg.control_socket,
@@ -358,12 +434,12 @@ class Node:
             self._save_sites()
         for t in self.tasks:
             t.cancel()
+        for gr in self.gateways.values():
+            gr.stop_tasks()
         if self.control is not None:
             await self.control.close()
         if self.metrics is not None:
             await self.metrics.close()
-        if self.prober is not None and self.prober.transport is not None:
-            self.prober.transport.close()
         if self.responder_transport is not None:
             self.responder_transport.close()
         if self.acme_dns is not None:
@@ -376,7 +452,10 @@ class Node:
                     await part.close(self.cfg.drain_timeout)
                 except Exception:  # the tunnel must still go down
                     log.exception("closing %s failed", type(part).__name__)
-        if self.tunnel is not None:
+        if self.gateways:
+            for gr in self.gateways.values():
+                await gr.tunnel.close()
+        elif self.tunnel is not None:
             await self.tunnel.close()
         log.info("%s %s: stopped", self.cfg.role, self.cfg.name)
 
@@ -393,16 +472,11 @@ class Node:
                 problems = model.check_files(new)
                 if problems:
                     raise ConfigError(problems[0])
-                endpoint = self.endpoint
-                if isinstance(new, HomeConfig) and new.tunnel.gateway_endpoint != self.cfg.tunnel.gateway_endpoint:
-                    from wiregate.resolver import resolve
-                    try:
-                        endpoint = await resolve(*new.tunnel.gateway_endpoint)
-                    except OSError as exc:
-                        raise ConfigError(f"tunnel.gateway_endpoint: {format_hostport(*new.tunnel.gateway_endpoint)!r}"
-                                          f": cannot resolve: {exc}") from None
-                spec = tunnel_spec(new, endpoint)
-                self.tunnel._check_same(spec)
+                if isinstance(new, HomeConfig):
+                    plan = await self._plan_gateways(new)
+                else:
+                    spec = tunnel_spec(new)
+                    self.tunnel._check_same(spec)
                 if isinstance(new, GatewayConfig):
                     part_cfg = self._build(relay_config, new)
                     dns_spec = acme_dns_spec(new)
@@ -416,7 +490,11 @@ class Node:
                                     "kept the running DNS service")
                 else:
                     part_cfg = self._build(ingress_config, new) if new.listeners or self.ingress else None
-                await self.tunnel.update(spec)
+                started: list[GatewayRun] = []
+                if isinstance(new, HomeConfig):
+                    started = await self._apply_gateway_tunnels(new, plan)
+                else:
+                    await self.tunnel.update(spec)
                 part = self.relay if isinstance(new, GatewayConfig) else self.ingress
                 try:
                     # a new ACME manager first (a failure changes nothing), swapped in after the ingress took its
@@ -439,7 +517,11 @@ class Node:
                     if isinstance(new, GatewayConfig) and self.acme_dns is not None and dns_spec is not None:
                         self.acme_dns.update_sites(dns_spec.sites)
                 except Exception as exc:  # noqa: BLE001 - the part keeps its old config on failure
+                    for gr in started:  # gateways this reload added go again; the others keep running
+                        await gr.tunnel.close()
                     raise _wrap_part_error(exc) from None
+                if isinstance(new, HomeConfig):
+                    await self._commit_gateways(new, plan, started)
             except Exception as exc:  # noqa: BLE001 - any failure refuses the reload; READY=1 must follow RELOADING=1
                 if not isinstance(exc, ConfigError):
                     log.debug("reload failed", exc_info=True)
@@ -449,7 +531,7 @@ class Node:
                 sdnotify.notify("READY=1", f"STATUS=reload refused: {exc}")
                 return False
             self.cfg = new
-            self.endpoint = endpoint
+            self._sync_first()
             self.reloads["ok"] += 1
             log.info("reload: applied %s (%s)", self.path, self._summary())
             sdnotify.notify("READY=1", f"STATUS={self._summary()}")
@@ -526,70 +608,185 @@ class Node:
             self._save_sites()
 
     # -- home helpers --------------------------------------------------------------------------------------
-    def _no_handshake_text(self) -> str:
-        t = self.cfg.tunnel
-        waited = time.monotonic() - self.handshake_watch.started
-        return (f"no handshake with the gateway at {format_hostport(*t.gateway_endpoint)} "
-                f"({describe_endpoint(self.endpoint)}) in {waited:.0f}s: check tunnel.gateway_endpoint (the VPS's "
-                f"address and its WireGuard UDP port, listen_port in its gateway file), that UDP port "
-                f"{t.gateway_endpoint[1]} is open to the VPS, and that the gateway's file has this site's public key "
-                "(site add, then reload the gateway)")
+    def _sync_first(self) -> None:
+        """The [tunnel] gateway's parts under the names a one-gateway home always had (status, reload)."""
+        if self.gateways:
+            first = next(iter(self.gateways.values()))
+            self.tunnel, self.endpoint, self.prober = first.tunnel, first.endpoint, first.prober
+            self.handshake_watch = first.watch
 
-    async def _watch_handshake(self) -> None:
-        if self.handshake_watch.done:
+    def _watch_failed(self, tunnel: Tunnel, interface: str, tasks: list[asyncio.Task] | None = None) -> None:
+        ev = tunnel.failed()
+        if ev is None:
             return
-        await self.tunnel.refresh()  # kernel/external: `wg show`, only until the first handshake
-        peers = self.tunnel.status().get("peers", [])
-        verdict = self.handshake_watch.update(time.monotonic(), any(p.get("last_handshake") for p in peers))
-        if verdict == "warn":
-            log.warning("tunnel: %s", self._no_handshake_text())
-        elif verdict == "ok":
-            log.info("tunnel: handshake with the gateway done after %.0fs",
-                     time.monotonic() - self.handshake_watch.started)
 
-    async def _probe_loop(self) -> None:
+        async def watch() -> None:
+            await ev.wait()
+            self.failed_interface = interface
+            self.failed.set()
+        (self.tasks if tasks is None else tasks).append(asyncio.get_running_loop().create_task(watch()))
+
+    async def _resolve_first(self, g: model.GatewayLink) -> tuple[str, int] | None:
+        from wiregate.resolver import resolve
+
+        try:
+            return await resolve(*g.gateway_endpoint)
+        except OSError as exc:
+            log.warning("gateway %s endpoint %s: cannot resolve yet (%s); retrying", g.name, g.gateway_endpoint[0],
+                        exc)
+            return None
+
+    async def _start_gateway_tunnel(self, cfg: HomeConfig, gr: GatewayRun) -> None:
+        await gr.tunnel.start()
+        g = gr.link
+        log.info("home %s: tunnel %s to gateway %s up (%s mode, %s)", cfg.name, g.interface, g.name,
+                 gr.tunnel.mode, g.address)
+
+    async def _start_gateway_tasks(self, gr: GatewayRun) -> None:
+        """The prober (from this gateway's tunnel address, so the reply comes back through the same tunnel), the
+        handshake watch and the endpoint re-resolver of one gateway."""
+        loop = asyncio.get_running_loop()
+        gr.prober = Prober()
+        remote = (gr.link.gateway_address, PROBE_PORT)
+        try:
+            await loop.create_datagram_endpoint(lambda: gr.prober, local_addr=(gr.link.ip, 0), remote_addr=remote)
+        except OSError:  # external mode on an interface without the configured address (start warned): the route
+            await loop.create_datagram_endpoint(lambda: gr.prober, remote_addr=remote)  # picks the source
+        self._watch_failed(gr.tunnel, gr.link.interface, gr.tasks)
+        gr.tasks.append(loop.create_task(self._probe_loop(gr)))
+        gr.tasks.append(loop.create_task(self._resolve_loop(gr)))
+
+    async def _plan_gateways(self, new: HomeConfig) -> list[tuple[model.GatewayLink, GatewayRun | None,
+                                                                  tuple[str, int] | None, TunnelSpec]]:
+        """For a reload: each gateway of the new file with its running parts (None: new), endpoint and tunnel spec,
+        checked before anything is applied. Gateways are told apart by interface."""
+        from wiregate.resolver import resolve
+
+        plan = []
+        for g in new.links:
+            gr = self.gateways.get(g.interface)
+            if gr is None:
+                endpoint = await self._resolve_first(g)
+            elif g.gateway_endpoint != gr.link.gateway_endpoint:
+                try:
+                    endpoint = await resolve(*g.gateway_endpoint)
+                except OSError as exc:
+                    raise ConfigError(f"{g.where}.gateway_endpoint: {format_hostport(*g.gateway_endpoint)!r}: "
+                                      f"cannot resolve: {exc}") from None
+            else:
+                endpoint = gr.endpoint
+            spec = tunnel_spec(new, endpoint, link=g)
+            if gr is not None:
+                gr.tunnel._check_same(spec)
+            plan.append((g, gr, endpoint, spec))
+        return plan
+
+    async def _apply_gateway_tunnels(self, new: HomeConfig, plan) -> list[GatewayRun]:
+        """Start the tunnels of added gateways and update the others; returns the added ones (not yet tasked)."""
+        started: list[GatewayRun] = []
+        try:
+            for g, gr, endpoint, spec in plan:
+                if gr is None:
+                    gr = GatewayRun(g, make_tunnel(spec))
+                    gr.endpoint = endpoint
+                    await self._start_gateway_tunnel(new, gr)
+                    started.append(gr)
+                else:
+                    await gr.tunnel.update(spec)
+        except BaseException:
+            for gr in started:
+                await gr.tunnel.close()
+            raise
+        return started
+
+    async def _commit_gateways(self, new: HomeConfig, plan, started: list[GatewayRun]) -> None:
+        """After a reload was applied: keep the new gateways' parts, stop those of the gateways it removed."""
+        fresh = {gr.link.interface: gr for gr in started}
+        kept: dict[str, GatewayRun] = {}
+        for g, gr, endpoint, _spec in plan:
+            if gr is None:
+                gr = fresh[g.interface]
+                await self._start_gateway_tasks(gr)
+                log.info("home %s: gateway %s added (%s)", new.name, g.name, format_hostport(*g.gateway_endpoint))
+            else:
+                gr.link, gr.endpoint = g, endpoint
+            kept[g.interface] = gr
+        for iface, gr in self.gateways.items():
+            if iface not in kept:
+                gr.stop_tasks()
+                await gr.tunnel.close()
+                log.info("home %s: gateway %s removed (interface %s closed)", new.name, gr.link.name, iface)
+        self.gateways = kept
+
+    async def _watch_handshake(self, gr: GatewayRun) -> None:
+        if gr.watch.done:
+            return
+        await gr.tunnel.refresh()  # kernel/external: `wg show`, only until the first handshake
+        peers = gr.tunnel.status().get("peers", [])
+        verdict = gr.watch.update(time.monotonic(), any(p.get("last_handshake") for p in peers))
+        if verdict == "warn":
+            log.warning("tunnel: %s", gr.no_handshake_text())
+        elif verdict == "ok":
+            log.info("tunnel: handshake with %s done after %.0fs", gr.which,
+                     time.monotonic() - gr.watch.started)
+
+    async def _probe_loop(self, gr: GatewayRun) -> None:
         last_restart = 0.0
         while True:
-            self.prober.send()
+            gr.prober.send()
             await asyncio.sleep(self.cfg.tunnel.probe_interval)
-            await self._watch_handshake()
+            await self._watch_handshake(gr)
             # The tunnel worked and probes now go unanswered: the gateway may have restarted and lost our
             # session. WireGuard alone would retry 15 s after unanswered data; restarting the handshake now
             # reconnects within a few seconds of the gateway coming back. At most once per RESTART_EVERY.
-            p, now = self.prober, time.monotonic()
+            p, now = gr.prober, time.monotonic()
             silent = now - p.last_reply if p.last_reply is not None else 0.0
             if silent > max(3 * self.cfg.tunnel.probe_interval, PROBE_SILENCE) and now - last_restart > RESTART_EVERY:
                 last_restart = now
-                if await self.tunnel.restart_handshake():
-                    self.handshake_restarts += 1
-                    log.info("tunnel: no answer from the gateway for %.0fs; %s", silent, self.tunnel.REPAIR)
+                if await gr.tunnel.restart_handshake():
+                    gr.restarts += 1
+                    self.handshake_restarts = sum(x.restarts for x in self.gateways.values())
+                    log.info("tunnel: no answer from %s for %.0fs; %s", gr.which, silent,
+                             gr.tunnel.REPAIR)
 
-    async def _resolve_loop(self) -> None:
+    async def _resolve_loop(self, gr: GatewayRun) -> None:
         from wiregate.resolver import resolve
 
         while True:
-            await asyncio.sleep(self.cfg.tunnel.resolve_interval if self.endpoint else 2.0)
-            host, port = self.cfg.tunnel.gateway_endpoint
+            await asyncio.sleep(self.cfg.tunnel.resolve_interval if gr.endpoint else 2.0)
+            host, port = gr.link.gateway_endpoint
             try:
                 ep = await resolve(host, port)
             except OSError as exc:
-                log.warning("gateway endpoint %s: lookup failed (%s); keeping %s", host, exc,
-                            describe_endpoint(self.endpoint))
+                log.warning("%s endpoint %s: lookup failed (%s); keeping %s", gr.which, host, exc,
+                            describe_endpoint(gr.endpoint))
                 continue
-            if ep != self.endpoint:
-                log.info("gateway endpoint %s now resolves to %s (was %s)", host, describe_endpoint(ep),
-                         describe_endpoint(self.endpoint))
-                self.endpoint = ep
+            if ep != gr.endpoint:
+                log.info("%s endpoint %s now resolves to %s (was %s)", gr.which, host,
+                         describe_endpoint(ep), describe_endpoint(gr.endpoint))
+                gr.endpoint = ep
+                self._sync_first()
                 try:
-                    await self.tunnel.update(tunnel_spec(self.cfg, ep))
+                    await gr.tunnel.update(tunnel_spec(self.cfg, ep, link=gr.link))
                 except WiregateError as exc:
-                    log.error("gateway endpoint: cannot apply %s: %s", describe_endpoint(ep), exc)
+                    log.error("%s endpoint: cannot apply %s: %s", gr.which, describe_endpoint(ep), exc)
+
+    async def refresh(self) -> None:
+        """Read every tunnel's state (kernel/external: `wg show` off the event loop)."""
+        if self.gateways:
+            for gr in list(self.gateways.values()):
+                await gr.tunnel.refresh()
+        elif self.tunnel is not None:
+            await self.tunnel.refresh()
 
     # -- status and control --------------------------------------------------------------------------------
     def _summary(self) -> str:
         c = self.cfg
         if isinstance(c, GatewayConfig):
             return f"{len(c.sites)} site(s), {len(c.services)} service(s)"
+        if len(self.gateways) > 1:
+            return f"{len(c.listeners)} listener(s), gateways " + ", ".join(
+                f"{gr.link.name} {describe_endpoint(gr.endpoint)}" for gr in self.gateways.values())
         return f"{len(c.listeners)} listener(s), gateway {describe_endpoint(self.endpoint)}"
 
     def status(self) -> dict[str, Any]:
@@ -607,20 +804,23 @@ class Node:
         if self.acme is not None:
             st["certificates"] = self.acme.status()
             st["certificate_failures"] = self.acme.failure_counts()
-        if isinstance(self.cfg, HomeConfig):
-            st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
-                                      "resolved": describe_endpoint(self.endpoint)}
-        if self.prober is not None:
-            st["probe"] = dict(self.prober.status(), handshake_restarts=self.handshake_restarts)
-            if self.handshake_watch.waiting:
-                st["warnings"] = [f"tunnel: {self._no_handshake_text()}"]
+        if isinstance(self.cfg, HomeConfig) and self.gateways:
+            gws = [gr.status(self.cfg.tunnel.probe_interval) for gr in self.gateways.values()]
+            first = gws[0]  # the [tunnel] gateway, under the keys a one-gateway home always had
+            st["gateway_endpoint"] = first["gateway_endpoint"]
+            if "probe" in first:
+                st["probe"] = first["probe"]
+            warnings = [w for g in gws for w in g.get("warnings", ())]
+            if warnings:
+                st["warnings"] = warnings
+            st["gateways"] = gws
         return st
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         """Control socket requests: status, reload, ping."""
         cmd = req["cmd"]
         if cmd == "status":
-            await self.tunnel.refresh()
+            await self.refresh()
             return {"ok": True, "status": self.status()}
         if cmd == "reload":
             ok = await self.reload()
@@ -655,15 +855,13 @@ async def run_node(path: Path) -> int:
     except BaseException:
         await node.close()
         raise
-    waits = [loop.create_task(stop.wait())]
-    failed = node.tunnel.failed() if node.tunnel is not None else None
-    if failed is not None:  # the TUN device was deleted or broke: nothing can flow, so exit for systemd to restart
-        waits.append(loop.create_task(failed.wait()))
+    # a TUN device deleted or broken (any gateway's, at home): nothing can flow there, so exit for systemd to restart
+    waits = [loop.create_task(stop.wait()), loop.create_task(node.failed.wait())]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if not stop.is_set():
             log.error("%s %s: the tunnel device %s failed; stopping", node.cfg.role, node.cfg.name,
-                      node.cfg.tunnel.interface)
+                      node.failed_interface)
         else:
             log.info("%s %s: stopping (drain up to %.0fs)", node.cfg.role, node.cfg.name, node.cfg.drain_timeout)
     finally:
@@ -671,7 +869,7 @@ async def run_node(path: Path) -> int:
             t.cancel()
         await node.close()
     if not stop.is_set():
-        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: tunnel device {node.cfg.tunnel.interface} failed")
+        raise WiregateError(f"{node.cfg.role} {node.cfg.name}: tunnel device {node.failed_interface} failed")
     return 0
 
 

@@ -46,7 +46,10 @@ def wait_until(pred, timeout: float, what: str):
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0", "::"])  # "::" is dual-stack: IPv4 arrives as ::ffff:a.b.c.d
-def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path, listen):
+@pytest.mark.parametrize("several", [False, True], ids=["one-interface", "any-of-two-interfaces"])
+def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path, listen, several):
+    # several: a home with two gateways trusts them on either tunnel interface (here the stand-in and `lo`), never
+    # on the LAN one
     gw, home, lan = lab.netns("g"), lab.netns("h"), lab.netns("l")
     _, tun = lab.link(gw, f"{GW}/24", home, f"{HOME_TUN}/24")  # `tun`: the home's tunnel interface stand-in
     lab.link(lan, f"{NEIGHBOUR}/24", home, f"{HOME_LAN}/24")
@@ -59,7 +62,7 @@ def test_a_spoofed_gateway_address_on_the_lan_is_not_trusted(lab, tmp_path, list
     got.touch()
     lab.spawn(home, [sys.executable, "-c", RECORDER, str(got), str(BACKEND)])
     cfg = {"listeners": [{"name": "u", "listen": [listen, PORT], "protocol": "udp", "trusted": [GW],
-                          "trusted_interface": tun,
+                          "trusted_interface": [tun, "lo"] if several else tun,
                           "routes": [{"name": "r", "target": ["127.0.0.1", BACKEND], "send_proxy": "v2"}],
                           "default_route": "r"}]}
 

@@ -17,6 +17,17 @@ def results_path(root: Path | None = None) -> Path:
     return base / f"{day}.json"
 
 
+def read_section(section: str, root: Path | None = None) -> dict[str, Any]:
+    """Today's `section` as written so far ({} when none), for a part that adds keys to a shared section."""
+    path = results_path(root)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    data = doc.get(section) if isinstance(doc, dict) else None
+    return dict(data) if isinstance(data, dict) else {}
+
+
 def write_section(section: str, data: dict[str, Any], root: Path | None = None) -> Path:
     """Merge `data` under `section` into today's results file (other sections are kept)."""
     path = results_path(root)

@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 HELP = ("benchmark a part against its real peer (relay: HAProxy, ingress: nginx, wireguard: wireguard-go, "
-        "system: the seed stack, acme: pebble + Caddy), or soak the whole system under load and faults (soak)")
+        "system: the seed stack, acme: pebble + Caddy), soak the whole system under load and faults (soak), or time "
+        "a gateway fail-over (failover)")
 # part -> module whose run(args) returns the dict written under the part's section of the results file
 PARTS: dict[str, str] = {
     "relay": "wiregate.bench.relay",
@@ -17,6 +18,7 @@ PARTS: dict[str, str] = {
     "scale": "wiregate.bench.scale",  # 1,000 sites on the built-in WireGuard, sans-I/O (issue 15)
     "flood": "wiregate.bench.flood",  # HTTP through a built-in tunnel under a valid-MAC1 initiation flood
     "acme": "wiregate.bench.acme",
+    "failover": "wiregate.bench.failover",
 }
 
 
@@ -34,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wiregate.bench.results import write_section
+    from wiregate.bench.results import read_section, write_section
     from wiregate.errors import WiregateError
 
     parts = list(PARTS) if args.part == "all" else [args.part]
@@ -44,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as exc:
             raise WiregateError(f"bench {part}: not available yet ({exc.name})") from None
         data = mod.run(args)
-        path = write_section(part, data, Path(args.out) if args.out else None)
+        root = Path(args.out) if args.out else None
+        section = getattr(mod, "SECTION", part)
+        if section != part:  # a part adding keys to a section others write too (failover -> scale): keep theirs
+            data = {**read_section(section, root), **data}
+            data.pop("measured_at", None)
+        path = write_section(section, data, root)
         print(f"bench {part}: results written to {path}")
     return 0

@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
             what += f", acme-dns zone {cfg.acme_dns.zone}"
     else:
         what = f"home {cfg.name!r}: {len(cfg.listeners)} listener(s)"
+        if cfg.gateways:
+            what += f", {len(cfg.links)} gateways ({', '.join(g.name for g in cfg.links)})"
     print(f"{args.file}: ok ({what}, tunnel mode {cfg.tunnel.mode})")
     _warn_descriptors(args.file, cfg)
     return 0

@@ -109,6 +109,9 @@ def unit_problems(cfg, config: Path, exe: str) -> list[str]:
         files += [(f"sites[{i}].preshared_key_file", s.preshared_key_file) for i, s in enumerate(cfg.sites)]
     else:
         files.append(("tunnel.preshared_key_file", cfg.tunnel.preshared_key_file))
+        for g in cfg.gateways:  # a home's further gateways: their key files
+            files += [(f"{g.where}.private_key_file", g.private_key_file),
+                      (f"{g.where}.preshared_key_file", g.preshared_key_file)]
         for i, ln in enumerate(cfg.listeners):
             for j, r in enumerate(ln.routes):
                 files += [(f"listeners[{i}].routes[{j}].tls_cert", r.tls_cert),

@@ -38,22 +38,26 @@ def render(st: dict[str, Any]) -> str:
     out = [f"{st['role']} {st['name']} (pid {st['pid']}, up {st['uptime']:.0f}s, config {st['config']}, "
            f"reloads ok {st['reloads']['ok']} refused {st['reloads']['refused']})"]
     out += [f"warning: {w}" for w in st.get("warnings", ())]
-    t = st.get("tunnel", {})
-    out.append(f"tunnel {t.get('interface')} ({t.get('mode')} mode) {t.get('address')} "
-               f"listening on UDP {t.get('listen_port')}")
-    if t.get("error"):
-        out.append(f"  error: {t['error']}")
-    for p in t.get("peers", []):
-        out.append(f"  peer {p.get('name') or '-'} {p['public_key'][:12]}... endpoint {p.get('endpoint') or '-'}  "
-                   f"handshake {_ago(p.get('last_handshake'))}  rx {_bytes(p.get('rx_bytes'))}  "
-                   f"tx {_bytes(p.get('tx_bytes'))}")
-    if "gateway_endpoint" in st:
-        g = st["gateway_endpoint"]
-        out.append(f"  gateway endpoint {g['configured']} -> {g['resolved']}")
-    if "probe" in st:
-        pr = st["probe"]
-        out.append(f"  probes sent {pr['sent']} answered {pr['replies']} rtt "
-                   f"{pr['rtt_ms'] if pr['rtt_ms'] is not None else '-'} ms")
+    # a home: one tunnel per gateway (`gateways`); a gateway, or an older home: the one `tunnel`
+    for g in st.get("gateways") or [dict(st, name="")]:
+        t = g.get("tunnel", {})
+        head = f"gateway {g['name']} ({'reachable' if g.get('reachable') else 'NOT answering probes'}): " \
+            if len(st.get("gateways") or ()) > 1 else ""
+        out.append(f"{head}tunnel {t.get('interface')} ({t.get('mode')} mode) {t.get('address')} "
+                   f"listening on UDP {t.get('listen_port')}")
+        if t.get("error"):
+            out.append(f"  error: {t['error']}")
+        for p in t.get("peers", []):
+            out.append(f"  peer {p.get('name') or '-'} {p['public_key'][:12]}... endpoint {p.get('endpoint') or '-'}"
+                       f"  handshake {_ago(p.get('last_handshake'))}  rx {_bytes(p.get('rx_bytes'))}  "
+                       f"tx {_bytes(p.get('tx_bytes'))}")
+        if "gateway_endpoint" in g:
+            ge = g["gateway_endpoint"]
+            out.append(f"  gateway endpoint {ge['configured']} -> {ge['resolved']}")
+        if "probe" in g:
+            pr = g["probe"]
+            out.append(f"  probes sent {pr['sent']} answered {pr['replies']} rtt "
+                       f"{pr['rtt_ms'] if pr['rtt_ms'] is not None else '-'} ms")
     relay = st.get("relay")
     if relay:
         out.append(f"relay: {relay.get('open_connections', 0)} open connection(s), data path "

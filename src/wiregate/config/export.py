@@ -6,7 +6,7 @@ express is said in a comment at the top of its file rather than silently dropped
 
 | wiregate             | gateway (VPS)                               | home                                      |
 |----------------------|---------------------------------------------|-------------------------------------------|
-| tunnel               | wg-quick (one [Peer] per site)              | wg-quick (the gateway as the one peer)    |
+| tunnel               | wg-quick (one [Peer] per site)              | wg-quick per gateway (it is the one peer) |
 | services / listeners | HAProxy `mode tcp` + send-proxy-v2 or nginx | Traefik entryPoints + routers, or nginx   |
 | `wiregate run`       | systemd: wg-quick@ + haproxy                | systemd: wg-quick@ + traefik              |
 """
@@ -171,17 +171,35 @@ def wg_quick(cfg: Config) -> dict[str, str]:
                 lines.append(f"PresharedKey = {psk}")
             lines.append(f"AllowedIPs = {ipaddress.ip_network(s.address)}")
     else:
-        if t.listen_port:
-            lines.insert(3, f"ListenPort = {t.listen_port}")
-        lines += ["", "# the gateway", "[Peer]", f"PublicKey = {t.gateway_public_key}"]
-        if t.preshared_key_file:
-            psk = keys.encode_key(read_key(t.preshared_key_file, "tunnel.preshared_key_file"))
-            lines.append(f"PresharedKey = {psk}")
-        lines += [f"AllowedIPs = {ipaddress.ip_network(t.gateway_address)}",
-                  f"Endpoint = {format_hostport(*t.gateway_endpoint)}"]
-        if t.persistent_keepalive:
-            lines.append(f"PersistentKeepalive = {t.persistent_keepalive}")
+        return {f"{g.interface}.conf": _wg_quick_home(cfg, g) for g in cfg.links}
     return {f"{t.interface}.conf": "\n".join(lines) + "\n"}
+
+
+def _wg_quick_home(cfg: HomeConfig, g) -> str:
+    """One gateway of a home as a wg-quick file: each gateway is its own interface (its own key and address), so
+    a home with several gateways gets one file each (wg-quick@IF per gateway)."""
+    priv = keys.encode_key(read_key(g.private_key_file, f"{g.where}.private_key_file"))
+    which = "the gateway" if g.where == "tunnel" else f"gateway {g.name}"
+    lines = [f"# wg-quick equivalent of wiregate home {cfg.name!r}, {which} (`wiregate export wg-quick`)",
+             "[Interface]", f"PrivateKey = {priv}", f"Address = {g.address}", f"MTU = {cfg.tunnel.mtu}"]
+    if g.listen_port:
+        lines.insert(3, f"ListenPort = {g.listen_port}")
+    lines += ["", f"# {which}", "[Peer]", f"PublicKey = {g.gateway_public_key}"]
+    if g.preshared_key_file:
+        psk = keys.encode_key(read_key(g.preshared_key_file, f"{g.where}.preshared_key_file"))
+        lines.append(f"PresharedKey = {psk}")
+    lines += [f"AllowedIPs = {ipaddress.ip_network(g.gateway_address)}",
+              f"Endpoint = {format_hostport(*g.gateway_endpoint)}"]
+    if g.persistent_keepalive:
+        lines.append(f"PersistentKeepalive = {g.persistent_keepalive}")
+    return "\n".join(lines) + "\n"
+
+
+def _home_binds(cfg: HomeConfig, ln: Listener) -> list[tuple[str, int]]:
+    """Where a home listener binds: `tunnel:PORT` = every gateway's tunnel address; else its own address."""
+    if ln.on_tunnel:
+        return [(g.ip, ln.listen[1]) for g in cfg.links]
+    return [ln.listen]
 
 
 # -- nginx (both sides) -----------------------------------------------------------------------------------------
@@ -288,7 +306,8 @@ def _nginx_home(cfg: HomeConfig) -> str:
                     out.append(f"    upstream {ln.name}_refused {{ server 127.0.0.1:1 down; }}")
             out.append("    server {")
             udp = " udp" if ln.protocol == "udp" else ""
-            out.append(f"        listen {_bind(*ln.listen)}{udp}{' proxy_protocol' if not udp else ''};")
+            for b in _home_binds(cfg, ln):
+                out.append(f"        listen {_bind(*b)}{udp}{' proxy_protocol' if not udp else ''};")
             for t in ln.trusted:
                 out.append(f"        set_real_ip_from {t};")
             if by_sni:
@@ -313,7 +332,8 @@ def _nginx_home(cfg: HomeConfig) -> str:
             if catch_all is None:
                 tls = " ssl" if any(r.tls_cert for r in ln.routes) else ""
                 out.append("    server {")
-                out.append(f"        listen {_bind(*ln.listen)}{tls} proxy_protocol default_server;")
+                for b in _home_binds(cfg, ln):
+                    out.append(f"        listen {_bind(*b)}{tls} proxy_protocol default_server;")
                 for t in ln.trusted:
                     out.append(f"        set_real_ip_from {t};")
                 out.append("        real_ip_header proxy_protocol;")
@@ -325,7 +345,8 @@ def _nginx_home(cfg: HomeConfig) -> str:
                 out.append("    server {")
                 tls = " ssl" if r.tls_cert else ""
                 default = " default_server" if r.name == catch_all else ""
-                out.append(f"        listen {_bind(*ln.listen)}{tls} proxy_protocol{default};")
+                for b in _home_binds(cfg, ln):
+                    out.append(f"        listen {_bind(*b)}{tls} proxy_protocol{default};")
                 for t in ln.trusted:
                     out.append(f"        set_real_ip_from {t};")
                 out.append("        real_ip_header proxy_protocol;")
@@ -364,17 +385,23 @@ def traefik(cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
     entry: dict = {}
     dyn: dict = {}
     for ln in cfg.listeners:
-        ep: dict = {"address": _bind(*ln.listen) + ("/udp" if ln.protocol == "udp" else "")}
-        if ln.protocol == "tcp":
-            # Traefik's proxyProtocol is optional per trusted source; wiregate requires it from trusted peers
-            ep["proxyProtocol"] = {"trustedIPs": list(ln.trusted)}
-        entry[ln.name] = ep
+        # an entryPoint has one address: a `tunnel:PORT` listener of a home with several gateways gets one per
+        # gateway (NAME, NAME-GATEWAY...), and its routers take all of them
+        eps = []
+        for i, b in enumerate(_home_binds(cfg, ln)):
+            ep: dict = {"address": _bind(*b) + ("/udp" if ln.protocol == "udp" else "")}
+            if ln.protocol == "tcp":
+                # Traefik's proxyProtocol is optional per trusted source; wiregate requires it from trusted peers
+                ep["proxyProtocol"] = {"trustedIPs": list(ln.trusted)}
+            name = ln.name if i == 0 else f"{ln.name}-{cfg.links[i].name}"
+            entry[name] = ep
+            eps.append(name)
         http_like = _is_http(ln)
         for r in ln.routes:
             rid = f"{ln.name}-{r.name}"
             server = {"address": _bind(*r.target)}
             if ln.protocol == "udp":
-                dyn.setdefault("udp", {}).setdefault("routers", {})[rid] = {"entryPoints": [ln.name], "service": rid}
+                dyn.setdefault("udp", {}).setdefault("routers", {})[rid] = {"entryPoints": eps, "service": rid}
                 dyn["udp"].setdefault("services", {})[rid] = {"loadBalancer": {"servers": [server]}}
             elif http_like:
                 rules = []
@@ -383,7 +410,7 @@ def traefik(cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
                     rules.append(" || ".join(f"Host(`{h}`)" for h in names))
                 if r.path_prefix:
                     rules.append(f"PathPrefix(`{r.path_prefix}`)")
-                router: dict = {"entryPoints": [ln.name], "service": rid,
+                router: dict = {"entryPoints": eps, "service": rid,
                                 "rule": " && ".join(f"({x})" for x in rules) if rules else "PathPrefix(`/`)"}
                 if r.name == ln.default_route:
                     router["priority"] = 1
@@ -399,7 +426,7 @@ def traefik(cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
                 if not sni:
                     continue
                 rule = " || ".join(_sni_rule(n) for n in sni)
-                router = {"entryPoints": [ln.name], "service": rid, "rule": rule}
+                router = {"entryPoints": eps, "service": rid, "rule": rule}
                 if sni != ("*",):
                     router["tls"] = {"passthrough": True}
                 else:
@@ -437,20 +464,22 @@ def _sni_rule(name: str) -> str:
 # -- systemd ----------------------------------------------------------------------------------------------------
 def systemd(cfg: Config) -> dict[str, str]:
     """Units that start the classic stack in order: the tunnel (wg-quick@), then HAProxy (gateway) or Traefik."""
-    iface = cfg.tunnel.interface
+    ifaces = [g.interface for g in cfg.links] if isinstance(cfg, HomeConfig) else [cfg.tunnel.interface]
+    wg = " ".join(f"wg-quick@{i}.service" for i in ifaces)
     proxy = "haproxy" if isinstance(cfg, GatewayConfig) else "traefik"
     files = {
         f"{proxy}.service.d/10-after-wireguard.conf": (
-            f"# {proxy} forwards over the tunnel: start it once wg-quick@{iface} is up\n"
+            f"# {proxy} forwards over the tunnel: start it once {' and '.join(f'wg-quick@{i}' for i in ifaces)} "
+            f"{'is' if len(ifaces) == 1 else 'are'} up\n"
             "[Unit]\n"
-            f"Wants=wg-quick@{iface}.service\n"
-            f"After=wg-quick@{iface}.service\n"),
+            f"Wants={wg}\n"
+            f"After={wg}\n"),
         "wiregate-classic.target": (
             f"# the classic stack equivalent of wiregate {cfg.role} {cfg.name!r}\n"
             "[Unit]\n"
             f"Description=WireGuard + {proxy} ({cfg.role} {cfg.name})\n"
-            f"Wants=wg-quick@{iface}.service {proxy}.service\n"
-            f"After=wg-quick@{iface}.service {proxy}.service\n"
+            f"Wants={wg} {proxy}.service\n"
+            f"After={wg} {proxy}.service\n"
             "\n[Install]\nWantedBy=multi-user.target\n"),
     }
     if proxy == "traefik":  # Debian has no traefik package, so no unit comes with it

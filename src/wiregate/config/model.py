@@ -141,6 +141,34 @@ class HomeTunnel:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayLink:
+    """One gateway of a home: the [tunnel] one (named `gateway`, `where` = "tunnel") or a [[gateways]] table.
+
+    Each has its own WireGuard interface, key and tunnel address: the join token of each gateway carries a private
+    key of its own (the gateway keeps only its public key), and one interface holds one private key."""
+
+    name: str
+    where: str  # the key path prefix of its settings in the file, for messages: "tunnel" or "gateways[0]"
+    interface: str
+    private_key_file: Path
+    preshared_key_file: Path | None
+    address: str
+    gateway_endpoint: tuple[str, int]
+    gateway_public_key: str
+    gateway_address: str
+    persistent_keepalive: int
+    listen_port: int
+
+    @property
+    def ip(self) -> str:
+        """This site's tunnel address on this gateway, without the prefix length."""
+        return str(ipaddress.ip_interface(self.address).ip)
+
+
+FIRST_GATEWAY = "gateway"  # the name of the [tunnel] gateway (status, metrics: the tunnel peer's label)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     target: tuple[str, int]
@@ -208,6 +236,7 @@ class Listener:
     flow_idle_timeout: float = 60.0
     max_flows: int = 4096
     max_per_source: int = 256
+    on_tunnel: bool = False  # `tunnel:PORT`: bound on every gateway's tunnel address (listen = the first one's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +250,18 @@ class HomeConfig:
     drain_timeout: float
     path: Path | None = None
     acme: AcmeConfig | None = None
+    gateways: tuple[GatewayLink, ...] = ()  # the [[gateways]] tables: every gateway after the [tunnel] one
+
+    @property
+    def links(self) -> tuple[GatewayLink, ...]:
+        """Every gateway of this home, the [tunnel] one first."""
+        t = self.tunnel
+        first = GatewayLink(name=FIRST_GATEWAY, where="tunnel", interface=t.interface,
+                            private_key_file=t.private_key_file, preshared_key_file=t.preshared_key_file,
+                            address=t.address, gateway_endpoint=t.gateway_endpoint,
+                            gateway_public_key=t.gateway_public_key, gateway_address=t.gateway_address,
+                            persistent_keepalive=t.persistent_keepalive, listen_port=t.listen_port)
+        return (first, *self.gateways)
 
     def acme_routes(self) -> list[tuple[Listener, Route]]:
         """Every route that needs an ACME certificate, with its listener."""
@@ -371,14 +412,55 @@ def _acme_dns(a: dict[str, Any], sites: tuple[dict[str, Any], ...],
                    record_ttl=a["record_ttl"], max_names_per_site=a["max_names_per_site"])
 
 
+def _check_link(where: str, g: dict[str, Any]) -> None:
+    iface = ipaddress.ip_interface(g["address"])
+    if ipaddress.ip_address(g["gateway_address"]) == iface.ip:
+        raise fail(f"{where}.gateway_address", g["gateway_address"], "is this site's own tunnel address")
+    if ipaddress.ip_address(g["gateway_address"]).version != iface.version:
+        raise fail(f"{where}.gateway_address", g["gateway_address"],
+                   f"is not an IPv{iface.version} address like {where}.address")
+
+
+def _gateway_links(t: dict[str, Any], gateways: tuple[dict[str, Any], ...], base: Path) -> tuple[GatewayLink, ...]:
+    """The [[gateways]] tables, checked against [tunnel] and each other: every gateway needs its own name,
+    interface, key and tunnel prefix (routes and source addresses at home are chosen by prefix, so two gateways
+    handing out overlapping prefixes, e.g. both left at init's default 192.0.2.1/24, cannot share a host)."""
+    seen: list[tuple[str, dict[str, Any]]] = [("tunnel", dict(t, name=FIRST_GATEWAY))]
+    out: list[GatewayLink] = []
+    for i, g in enumerate(gateways):
+        p = f"gateways[{i}]"
+        _check_link(p, g)
+        for other, o in seen:
+            what = f"gateway {o['name']!r} ({other})"
+            if g["name"] == o["name"]:
+                raise fail(f"{p}.name", g["name"], f"is the name of {what}")
+            if g["interface"] == o["interface"]:
+                raise fail(f"{p}.interface", g["interface"], f"is the interface of {what}; each gateway has its own")
+            if g["gateway_public_key"] == o["gateway_public_key"]:
+                raise fail(f"{p}.gateway_public_key", g["gateway_public_key"],
+                           f"is the key of {what}: that gateway is joined already")
+            net, onet = ipaddress.ip_interface(g["address"]).network, ipaddress.ip_interface(o["address"]).network
+            if net.version == onet.version and net.overlaps(onet):
+                raise fail(f"{p}.address", g["address"], f"overlaps {other}.address {o['address']} of {what}: "
+                           "each gateway needs its own tunnel prefix (give one gateway another tunnel.address)")
+            if g["listen_port"] and g["listen_port"] == o["listen_port"]:
+                raise fail(f"{p}.listen_port", g["listen_port"], f"is the listen_port of {what}")
+        seen.append((p, g))
+        out.append(GatewayLink(name=g["name"], where=p, interface=g["interface"],
+                               private_key_file=base / g["private_key_file"],  # (an absolute path stays as it is)
+                               preshared_key_file=_file(base, g["preshared_key_file"]), address=g["address"],
+                               gateway_endpoint=g["gateway_endpoint"], gateway_public_key=g["gateway_public_key"],
+                               gateway_address=g["gateway_address"], persistent_keepalive=g["persistent_keepalive"],
+                               listen_port=g["listen_port"]))
+    return tuple(out)
+
+
 def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
     t = d["tunnel"]
-    iface = ipaddress.ip_interface(t["address"])
-    if ipaddress.ip_address(t["gateway_address"]) == iface.ip:
-        raise fail("tunnel.gateway_address", t["gateway_address"], "is this site's own tunnel address")
-    if ipaddress.ip_address(t["gateway_address"]).version != iface.version:
-        raise fail("tunnel.gateway_address", t["gateway_address"],
-                   f"is not an IPv{iface.version} address like tunnel.address")
+    _check_link("tunnel", t)
+    gateways = _gateway_links(t, d["gateways"], base)
+    gateway_nets = tuple(str(ipaddress.ip_network(x)) for x in
+                         (t["gateway_address"], *(g.gateway_address for g in gateways)))
     tunnel = HomeTunnel(mode=t["mode"], interface=t["interface"],
                         private_key_file=_file(base, t["private_key_file"]),
                         preshared_key_file=_file(base, t["preshared_key_file"]), address=t["address"],
@@ -395,7 +477,8 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             raise fail(f"{p}.name", ln["name"], "is used by another listener")
         lnames.add(ln["name"])
         host, port = ln["listen"]
-        if host == "tunnel":
+        on_tunnel = host == "tunnel"
+        if on_tunnel:
             host = tunnel.ip
         key = (ln["protocol"], host, port)
         if key in bound:
@@ -450,7 +533,7 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             raise fail(f"{p}.routes[{j}]", routes[j].name, f"names no sni/host, so it would match nothing while "
                        f"default_route is {default!r}; give it sni or host, or name it in default_route")
         default = default or (routes[catch_all[0]].name if catch_all else "")
-        trusted = ln["trusted"] or (str(ipaddress.ip_network(t["gateway_address"])),)
+        trusted = ln["trusted"] or gateway_nets
         listeners.append(Listener(name=ln["name"], listen=(host, port), protocol=ln["protocol"], trusted=trusted,
                                   routes=tuple(routes), default_route=default,
                                   header_timeout=ln["header_timeout"], sniff_timeout=ln["sniff_timeout"],
@@ -458,10 +541,18 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                   server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
                                   max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"],
                                   flow_idle_timeout=ln["flow_idle_timeout"], max_flows=ln["max_flows"],
-                                  max_per_source=ln["max_per_source"]))
+                                  max_per_source=ln["max_per_source"], on_tunnel=on_tunnel))
+    if gateways:  # a `tunnel:PORT` listener binds every gateway's address: none may be taken by another listener
+        for (proto, host, port), name in bound.items():
+            for g in gateways:
+                if host == g.ip and any(ln.on_tunnel and ln.protocol == proto and ln.listen[1] == port
+                                        for ln in listeners):
+                    raise fail(f"listeners[{[x.name for x in listeners].index(name)}].listen",
+                               format_hostport(host, port), f"is bound by a tunnel:{port} listener too ({g.where})")
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
-                      metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path)
+                      metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path,
+                      gateways=gateways)
 
 
 def _check_acme_route(rp: str, r: dict[str, Any], protocol: str) -> None:
@@ -642,6 +733,9 @@ def check_files(cfg: Config) -> list[str]:
         items += [(f"sites[{i}].preshared_key_file", s.preshared_key_file) for i, s in enumerate(cfg.sites)]
     else:
         items.append(("tunnel.preshared_key_file", cfg.tunnel.preshared_key_file))
+        for g in cfg.gateways:
+            items += [(f"{g.where}.private_key_file", g.private_key_file),
+                      (f"{g.where}.preshared_key_file", g.preshared_key_file)]
         for i, ln in enumerate(cfg.listeners):
             for j, r in enumerate(ln.routes):
                 if r.tls_key:

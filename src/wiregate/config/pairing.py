@@ -198,9 +198,95 @@ listen = "127.0.0.1:9852"
 """
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayAdded:
+    """What `join` on an existing home file did: the gateway's name, interface and the new key file."""
+
+    path: Path
+    name: str
+    interface: str
+    key_file: Path
+    home: str  # the home's instance name (its unit is wiregate-HOME)
+
+
+def _numbered(base: str, n: int, taken: set[str], limit: int) -> str:
+    """`base` + the first free number from n on, cut so the whole fits `limit` characters."""
+    while True:
+        suffix = str(n)
+        cand = base[:limit - len(suffix)] + suffix
+        if cand not in taken:
+            return cand
+        n += 1
+
+
+def add_gateway(tok_text: str, cfg_path: Path, *, name: str | None = None,
+                interface: str | None = None) -> GatewayAdded:
+    """Append a [[gateways]] table for a further gateway to an existing home file, its key in a new 0600 file.
+
+    Refused (the file unchanged) when the token's gateway is joined already, when its tunnel prefix overlaps
+    another gateway's, or when the result does not pass `wiregate check`."""
+    tok = token.decode(tok_text)
+    cfg = model.load(cfg_path)
+    if not isinstance(cfg, model.HomeConfig):
+        raise ConfigError(f"{cfg_path}: is a {cfg.role} file; run 'join' on the home")
+    links = cfg.links
+    gw_key = keys.encode_key(tok.gateway_public_key)
+    for g in links:
+        if g.gateway_public_key == gw_key:
+            raise ConfigError(f"TOKEN: the gateway with key {gw_key} ({format_hostport(*tok.endpoint)}) is already "
+                              f"gateway {g.name!r} of {cfg_path} ({g.where}.gateway_public_key): each gateway is "
+                              "joined once")
+    net = ipaddress.ip_interface(tok.site_address).network
+    for g in links:
+        other = ipaddress.ip_interface(g.address).network
+        if other.version == net.version and other.overlaps(net):
+            raise ConfigError(f"TOKEN: the gateway at {format_hostport(*tok.endpoint)} gives this home "
+                              f"{tok.site_address}, which overlaps {g.address} of gateway {g.name!r} "
+                              f"({g.where}.address): each gateway needs its own tunnel prefix; give the new gateway "
+                              "another one (tunnel.address in its file, e.g. \"10.78.0.1/24\", and the [[sites]] "
+                              "addresses with it), then `site add` again")
+    names = {g.name for g in links}
+    if name is None:
+        name = _numbered("gateway", len(links) + 1, names, 32)
+    p_name("--gateway-name", name)
+    if name in names:
+        raise fail("--gateway-name", name, f"is a gateway of {cfg_path} already")
+    ifaces = {g.interface for g in links}
+    interface = p_ifname("--interface", interface or _numbered(cfg.tunnel.interface, len(links) + 1, ifaces, 15))
+    if interface in ifaces:
+        raise fail("--interface", interface, f"is the interface of another gateway in {cfg_path}")
+    key_name = f"{Path(HOME_KEY).stem}-{name}.key"
+    key_path = cfg_path.parent / key_name
+    _refuse_overwrite([key_path], False)
+    block = f"""
+# a further gateway (wiregate join): its own interface, key and tunnel address; README "Several gateways"
+[[gateways]]
+name = {_q(name)}
+interface = {_q(interface)}
+address = {_q(tok.site_address)}
+gateway_endpoint = {_q(format_hostport(*tok.endpoint))}
+gateway_public_key = {_q(gw_key)}
+gateway_address = {_q(tok.gateway_address)}
+private_key_file = {_q(key_name)}
+"""
+    original = cfg_path.read_text()
+    text = original if original.endswith("\n") else original + "\n"
+    mode = cfg_path.stat().st_mode & 0o777
+    model.write_secret(key_path, keys.encode_key(tok.site_private_key) + "\n")
+    model.write_text(cfg_path, text + block, mode=mode)
+    try:
+        model.load(cfg_path)
+    except ConfigError:
+        model.write_text(cfg_path, original, mode=mode)  # keep the good file
+        key_path.unlink(missing_ok=True)
+        raise
+    return GatewayAdded(path=cfg_path, name=name, interface=interface, key_file=key_path, home=cfg.name)
+
+
 def join(tok_text: str, config_dir: Path, *, name: str | None = None, interface: str | None = None,
          force: bool = False) -> Path:
-    """Write home.toml and home.key (0600) from a join token; returns the config path."""
+    """Write home.toml and home.key (0600) from a join token; returns the config path. (On an existing home file,
+    `add_gateway` adds a further gateway instead: see the CLI.)"""
     tok = token.decode(tok_text)
     name = name or tok.site_name
     p_name("--name", name)

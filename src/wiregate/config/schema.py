@@ -466,12 +466,29 @@ HOME = Table("home file", "the home side", COMMON_TOP + (
         Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
         Opt("mtu", int_range(1280, 9000), 1420, "tunnel MTU"),
     ), required=True),
+    Table("gateways", "further gateways of this home, one per `wiregate join TOKEN` after the first (the first "
+          "is in [tunnel]); each has its own WireGuard interface, key and tunnel address, and mode, mtu, "
+          "probe_interval and resolve_interval come from [tunnel] (README: Several gateways)", (
+        Opt("name", p_name, REQUIRED, "gateway name (status, metrics, logs; the [tunnel] gateway is `gateway`)"),
+        Opt("interface", p_ifname, REQUIRED, "this gateway's WireGuard interface (one per gateway)"),
+        Opt("private_key_file", p_path, REQUIRED, "this site's private key for this gateway (mode 0600)"),
+        Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
+        Opt("address", p_interface, REQUIRED,
+            "this site's tunnel address on this gateway, with its prefix (must not overlap another gateway's)"),
+        Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
+            "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `tunnel.resolve_interval`"),
+        Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
+        Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (a trusted PROXY sender)"),
+        Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
+        Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+    ), array=True),
     Table("listeners", "ingress listeners: PROXY from the gateway, plain from anyone else allowed", (
         Opt("name", p_name, REQUIRED, "listener name"),
-        Opt("listen", p_listen, REQUIRED, "`ADDRESS:PORT`; `tunnel:PORT` = the home tunnel address"),
+        Opt("listen", p_listen, REQUIRED, "`ADDRESS:PORT`; `tunnel:PORT` = the home tunnel address (with several "
+            "gateways: each gateway's tunnel address, one socket each)"),
         Opt("protocol", choice("tcp", "udp"), "tcp", "transport"),
         Opt("trusted", list_of(p_network, "list of addresses/prefixes"), (),
-            "peers that must send a PROXY header; empty = the gateway's tunnel address"),
+            "peers that must send a PROXY header; empty = the gateways' tunnel addresses"),
         Opt("default_route", p_str, "",
             "route used when none matches; \"\" = the route naming no `sni`/`host` if there is one, else refuse "
             "(a lone `sni` route serves only its names)"),

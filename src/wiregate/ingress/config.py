@@ -134,8 +134,9 @@ class Listener:
     max_flows: int = 4096
     max_per_source: int = 256  # UDP flows per client address
     flow_idle_timeout: float = 60.0
-    # trusted sources count only when their packets arrive on this interface (home: the tunnel's); None = any
-    trusted_interface: str | None = None
+    # trusted sources count only when their packets arrive on this interface (home: the tunnel's), or on one of
+    # these (a home with several gateways: one interface each); None = any
+    trusted_interface: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         w = f"listener {self.name!r}"
@@ -162,9 +163,10 @@ class Listener:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"{w}.{f}: expected an integer >= {lo}, got {v!r}")
-        if self.trusted_interface is not None and (not isinstance(self.trusted_interface, str)
-                                                   or not 0 < len(self.trusted_interface) < 16):
-            raise ConfigError(f"{w}.trusted_interface: expected an interface name, got {self.trusted_interface!r}")
+        ti = self.trusted_interface
+        if ti is not None and not (isinstance(ti, str) or (isinstance(ti, tuple) and ti)) or any(
+                not isinstance(n, str) or not 0 < len(n) < 16 for n in ((ti,) if isinstance(ti, str) else ti or ())):
+            raise ConfigError(f"{w}.trusted_interface: expected an interface name (or a list of them), got {ti!r}")
         if self.max_header_bytes > 65551:
             raise ConfigError(f"{w}.max_header_bytes: {self.max_header_bytes} is over 65551 (largest v2 header)")
         if self.protocol == "udp":

@@ -72,7 +72,8 @@ class Runtime:
     udp: object = None  # UdpRuntime for protocol "udp"
     backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
     fd_timer: asyncio.TimerHandle | None = None  # set while accepting is paused for lack of descriptors
-    ifindex: int | None = None  # TCP with trusted_interface: trusted peers count only when they came in on it
+    ifindex: frozenset[int] | None = None  # TCP with trusted_interface: trusted peers count only when they came in
+    # on one of these interfaces
     wrong_if_logged: float = float("-inf")
 
     def key(self) -> tuple[str, str, int]:
@@ -200,16 +201,18 @@ class Ingress:
         """With trusted_interface, accepted sockets report where they came in (see ingress/udp.py)."""
         from wiregate.ingress.udp import enable_arrival_info
 
-        name = rt.listener.trusted_interface
-        if not name or rt.sock is None:
+        names = rt.listener.trusted_interface
+        if not names or rt.sock is None:
             rt.ifindex = None
             return
-        try:
-            rt.ifindex = socket.if_nametoindex(name)
-        except OSError:
-            rt.ifindex = -1  # nothing arrives on a missing interface: no peer is trusted until a reload
-            log.warning("listener %s: trusted_interface %s does not exist: no source is trusted", rt.listener.name,
-                        name)
+        index: set[int] = set()
+        for name in (names,) if isinstance(names, str) else names:  # several gateways: one interface each
+            try:
+                index.add(socket.if_nametoindex(name))
+            except OSError:  # nothing arrives on a missing interface: no peer is trusted on it until a reload
+                log.warning("listener %s: trusted_interface %s does not exist: no source is trusted on it",
+                            rt.listener.name, name)
+        rt.ifindex = frozenset(index)
         enable_arrival_info(rt.sock)
 
     def _unserve(self, rt: Runtime) -> None:
@@ -356,7 +359,7 @@ class Ingress:
         from wiregate.ingress.udp import tcp_arrival_ifindex
 
         came_in = tcp_arrival_ifindex(sock)
-        if came_in == rt.ifindex:
+        if rt.ifindex is not None and came_in in rt.ifindex:
             return True
         rt.refused["wrong_interface"] += 1
         now = self.loop.time()  # type: ignore[union-attr]

@@ -125,19 +125,20 @@ class UdpRuntime:
         self.sweeper: asyncio.TimerHandle | None = None
         self.ifindex = self._resolve_interface()
 
-    def _resolve_interface(self) -> int | None:
-        name = self.rt.listener.trusted_interface
-        if not name:
+    def _resolve_interface(self) -> frozenset[int] | None:
+        names = self.rt.listener.trusted_interface
+        if not names:
             return None
-        try:
-            index = socket.if_nametoindex(name)
-        except OSError:
-            index = -1  # not there (yet): nothing arrives on it, so no datagram is trusted until a reload
-            log.warning("listener %s: trusted_interface %s does not exist: no source is trusted", self.rt.listener.name,
-                        name)
+        index: set[int] = set()
+        for name in (names,) if isinstance(names, str) else names:
+            try:
+                index.add(socket.if_nametoindex(name))
+            except OSError:  # not there (yet): nothing arrives on it, so it trusts no datagram until a reload
+                log.warning("listener %s: trusted_interface %s does not exist: no source is trusted on it",
+                            self.rt.listener.name, name)
         assert self.sock is not None
         enable_arrival_info(self.sock)
-        return index
+        return frozenset(index)
 
     @property
     def open(self) -> int:
@@ -201,7 +202,7 @@ class UdpRuntime:
             payload = data
             kind = detect(data[:16])
             if source[0] in rt.rules.trust:
-                if want_if is not None and came_in != want_if:
+                if want_if is not None and came_in not in want_if:
                     self._refuse("wrong_interface", f"datagram from trusted {source[0]} arrived on interface "
                                  f"{came_in}, not {lst.trusted_interface} (spoofed source?)")
                     continue
