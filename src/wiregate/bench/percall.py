@@ -2,7 +2,8 @@
 
 For each proxy of the relay and ingress benchmarks (same labs, same configs), while wrk sends `Connection: close`
 requests through it, `strace -c -f -p PID` counts the system calls of the process doing the proxying; the counts
-divided by the requests wrk completed are the calls per connection. Counts do not depend on how busy the machine
+divided by the requests wrk completed are the calls per connection. Before that, without the tracer, the CPU time
+the process used (/proc/PID/stat) is divided by the connections wrk completed. Counts do not depend on how busy the machine
 is (times do), so this is the figure to compare from one change to the next. With `--py-spy`, the Python
 processes (relay worker, ingress) are also sampled by py-spy (`pip install py-spy`) and the functions with the
 most samples (own and with callees) are printed. strace slows the traced process a lot: rates printed here are not
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import signal
@@ -37,6 +39,19 @@ def wrk_count(port: int, seconds: int, connections: int) -> int:
     if not m:
         raise WiregateError(f"percall: wrk via port {port} failed: {r.stdout[-300:]} {r.stderr[-300:]}")
     return int(m.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_connection(pid: int, port: int, seconds: int, connections: int) -> tuple[int, float]:
+    """(connections, CPU microseconds per connection) of `pid` while wrk runs through `port` (no tracer)."""
+    before = cpu_seconds(pid)
+    n = wrk_count(port, seconds, connections)
+    return n, (cpu_seconds(pid) - before) * 1e6 / max(1, n)
 
 
 def parse_strace(text: str) -> dict[str, int]:
@@ -116,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 lab.start(1)  # one relay worker (a single process), HAProxy nbthread 1
                 for name in ("haproxy_default", "relay"):
                     br.wrk(lab.ports[name]["web"], 1, 10, 1)  # warm-up
-                    report(f"relay lab: {name}", *count_syscalls(lab.pids[name][0], lab.ports[name]["web"], secs,
-                                                                 conns, d))
+                    pid, port = lab.pids[name][0], lab.ports[name]["web"]
+                    n, us = cpu_per_connection(pid, port, secs, conns)
+                    print(f"relay lab: {name}: {us:.0f} us CPU per connection ({n} connections, {n / secs:.0f}/s)")
+                    report(f"relay lab: {name}", *count_syscalls(pid, port, secs, conns, d))
                 if args.py_spy:
                     n, lines = py_spy(lab.pids["relay"][0], lab.ports["relay"]["web"], secs, conns, d)
                     print(f"relay lab: relay py-spy over {n} connections")
@@ -130,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 for t in bi.TARGETS:
                     port = peers.ports[f"hap_{t}_http"]
                     bi.wrk(port, 1, 4)
+                    n, us = cpu_per_connection(peers.pid(t), port, secs, conns)
+                    print(f"ingress lab: {t}: {us:.0f} us CPU per connection ({n} connections, {n / secs:.0f}/s)")
                     report(f"ingress lab: {t}", *count_syscalls(peers.pid(t), port, secs, conns, d))
                 if args.py_spy:
                     n, lines = py_spy(peers.pid("ingress"), peers.ports["hap_ingress_http"], secs, conns, d)
