@@ -72,7 +72,7 @@ class Runtime:
     refused: collections.Counter = field(default_factory=collections.Counter)
     health_checks: int = 0
     links: set = field(default_factory=set)
-    connecting: set = field(default_factory=set)  # _FastConnect: routed, waiting for the target to answer
+    pending: set = field(default_factory=set)  # driven by callbacks, before the link: _HeadWait, _FastConnect
     tasks: set = field(default_factory=set)
     udp: object = None  # UdpRuntime for protocol "udp"
     backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
@@ -268,8 +268,8 @@ class Ingress:
             while any(rt.open for rt in rts) and self.loop.time() < deadline:  # type: ignore[union-attr]
                 await asyncio.sleep(0.05)
         for rt in rts:
-            for fc in list(rt.connecting):
-                fc.cancel()
+            for pc in list(rt.pending):
+                pc.cancel()
             for link in list(rt.links):
                 link.close()
             for t in list(rt.tasks):
@@ -345,10 +345,9 @@ class Ingress:
         task.add_done_callback(rt.tasks.discard)
 
     def _head_now(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> None:
-        """The common case without a task: the PROXY header (and what the route needs) came with the connection, so
-        the first read decides, and a plain route to an address is connected by callbacks (`_FastConnect`).
-        Anything else (bytes still to come, a name to resolve, TLS termination, HTTP rewriting) continues in a task
-        (`_handle`), from the same HeadPhase."""
+        """Without a task: the head phase reads as bytes come (`_HeadWait` when they are not there yet), and a plain
+        route to an address is connected by callbacks (`_FastConnect`). A name to resolve, TLS termination or HTTP
+        rewriting continue in a task (`_handle`), from the same HeadPhase and decision."""
         loop = self.loop
         assert loop is not None
         now = loop.time()
@@ -358,13 +357,17 @@ class Ingress:
             try:
                 data = sock.recv(RECV)
             except BlockingIOError:
-                return self._spawn(rt, self._handle(rt, sock, peer, phase))
+                data = None
             except OSError as exc:
                 ev = phase.receive_reset(exc.strerror or str(exc), now)
             else:
                 ev = phase.receive_eof(now) if not data else phase.receive_data(data, now)
             if ev is None:
-                return self._spawn(rt, self._handle(rt, sock, peer, phase))
+                return _HeadWait(self, rt, sock, peer, phase).start()
+        self._decided(rt, sock, peer, phase, ev)
+
+    def _decided(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int], phase: HeadPhase,
+                 ev: Accepted | Refused) -> None:
         if isinstance(ev, Refused):
             self._refuse(rt, sock, peer, ev, phase)
             sock.close()
@@ -628,6 +631,91 @@ def _literal(target: tuple[str, int]) -> tuple[int, tuple] | None:
     return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (target[0], target[1])
 
 
+class _HeadWait:
+    """The head phase when its bytes are not there yet: a read watch on the client socket and one timer at the
+    phase's deadline (moved when the phase moves it: header, then sniffing), instead of a task and a future per
+    read. Same HeadPhase calls as `Ingress._handle`."""
+
+    __slots__ = ("ing", "rt", "sock", "peer", "phase", "fd", "timer", "when")
+
+    def __init__(self, ing: Ingress, rt: Runtime, sock: socket.socket, peer: tuple[str, int],
+                 phase: HeadPhase) -> None:
+        self.ing, self.rt, self.sock, self.peer, self.phase = ing, rt, sock, peer, phase
+        self.fd = sock.fileno()
+        self.timer: asyncio.TimerHandle | None = None
+        self.when = 0.0
+
+    def start(self) -> None:
+        self.rt.pending.add(self)
+        self.ing.io.add_reader(self.fd, self._on_readable)  # type: ignore[union-attr]
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.phase.deadline
+        if self.timer is not None:
+            if deadline == self.when:
+                return
+            self.timer.cancel()
+        self.when = deadline
+        self.timer = self.ing.loop.call_at(deadline, self._on_timer)  # type: ignore[union-attr]
+
+    def _stop(self) -> None:
+        self.rt.pending.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.ing.io.remove_reader(self.fd)  # type: ignore[union-attr]
+
+    def cancel(self) -> None:
+        """The ingress is closing: drop this connection before its head was read."""
+        self._stop()
+        self.sock.close()
+        self.ing._connection_ended(self.rt)
+
+    def _on_readable(self) -> None:
+        phase = self.phase
+        try:
+            now = self.ing.loop.time()  # type: ignore[union-attr]
+            try:
+                data = self.sock.recv(RECV)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                ev = phase.receive_reset(exc.strerror or str(exc), now)
+            else:
+                ev = phase.receive_eof(now) if not data else phase.receive_data(data, now)
+            if ev is None:
+                return self._arm()
+        except Exception:
+            return self._bug()
+        self._decide(ev)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        phase = self.phase
+        try:
+            ev = phase.handle_timer(max(self.ing.loop.time(), phase.deadline))  # type: ignore[union-attr]
+            if ev is None:
+                return self._arm()
+        except Exception:
+            return self._bug()
+        self._decide(ev)
+
+    def _decide(self, ev: Accepted | Refused) -> None:
+        self._stop()
+        try:
+            self.ing._decided(self.rt, self.sock, self.peer, self.phase, ev)
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.peer))
+            self.sock.close()
+            self.ing._connection_ended(self.rt)
+
+    def _bug(self) -> None:
+        """A bug must cost this connection only (and not leave its socket watched)."""
+        log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.peer))
+        self.cancel()
+
+
 class _FastConnect:
     """Connect a routed connection's target by callbacks (no task, no future): the watch for the connect becomes
     the backend half's read watch with one epoll_ctl. Same outcomes as `Ingress._connect` for a route that neither
@@ -667,10 +755,10 @@ class _FastConnect:
             return self._unreachable(os.strerror(err))
         self.ing.io.add_writer(back.fileno(), self._on_connect)  # type: ignore[union-attr]
         self.timer = self.ing.loop.call_later(CONNECT_TIMEOUT, self._on_timeout)  # type: ignore[union-attr]
-        rt.connecting.add(self)
+        rt.pending.add(self)
 
     def _stop_watching(self) -> None:
-        self.rt.connecting.discard(self)
+        self.rt.pending.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -689,7 +777,7 @@ class _FastConnect:
     def _on_connect(self) -> None:
         back = self.back
         assert back is not None
-        self.rt.connecting.discard(self)
+        self.rt.pending.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
