@@ -72,3 +72,34 @@ async def test_a_head_written_in_pieces_is_routed_and_a_stalled_sniff_times_out(
     refused = ing.status()["web"]["refused"]
     assert refused.get("sniff_timeout") == 1, refused
     assert len(svc.conns) == 1
+
+
+async def test_a_bug_while_connecting_costs_that_connection_only(backends, ingress, caplog, monkeypatch):
+    import wiregate.ingress.server as server
+
+    svc = await backends(echo)
+    ing = await ingress(lst([Route("app", ("127.0.0.1", svc.port))], default_route="app"))
+    port = ing.addresses["web"][1]
+    header = encode_v2(CLIENT, ("127.0.0.1", port))
+    real = server.proxy_header
+    calls = []
+
+    def broken(route, ev):
+        calls.append(1)
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(server, "proxy_header", broken)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(header + b"hello")
+    async with asyncio.timeout(5):
+        assert await r.read(-1) == b""  # closed, not left hanging
+        while ing.status()["web"]["open"]:
+            await asyncio.sleep(0.02)
+    w.close()
+    assert calls and "connection from" in caplog.text and "injected" in caplog.text
+    monkeypatch.setattr(server, "proxy_header", real)
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(header + b"hello")
+    async with asyncio.timeout(5):
+        assert await r.readexactly(5) == b"hello"
+    w.close()

@@ -721,14 +721,22 @@ class _FastConnect:
     the backend half's read watch with one epoll_ctl. Same outcomes as `Ingress._connect` for a route that neither
     terminates TLS nor rewrites HTTP: 502 to an HTTP client when the target is unreachable, else the link."""
 
-    __slots__ = ("ing", "rt", "sock", "ev", "addr", "back", "timer")
+    __slots__ = ("ing", "rt", "sock", "ev", "addr", "back", "timer", "link")
 
     def __init__(self, ing: Ingress, rt: Runtime, sock: socket.socket, ev: Accepted, addr: tuple[int, tuple]) -> None:
         self.ing, self.rt, self.sock, self.ev, self.addr = ing, rt, sock, ev, addr
         self.back: socket.socket | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.link: Link | None = None
 
     def start(self) -> None:
+        try:
+            self._start()
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.ev.peer))
+            self._abort()
+
+    def _start(self) -> None:
         ev, rt = self.ev, self.rt
         route = ev.route
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
@@ -775,6 +783,32 @@ class _FastConnect:
         self.ing._connection_ended(self.rt)
 
     def _on_connect(self) -> None:
+        try:
+            self._on_connect_inner()
+        except Exception:  # a bug must cost this connection only (and not leave a socket watched: it would spin)
+            log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.ev.peer))
+            self._abort()
+
+    def _abort(self) -> None:
+        self.rt.pending.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.link is not None:
+            return self.link.close()
+        io = self.ing.io
+        for s in (self.back, self.sock):
+            if s is not None and s.fileno() >= 0:
+                if isinstance(io, Poller):
+                    io.forget(s.fileno())
+                else:
+                    io.remove_reader(s.fileno())  # type: ignore[union-attr]
+                    io.remove_writer(s.fileno())  # type: ignore[union-attr]
+                s.close()
+        self.back = None
+        self.ing._connection_ended(self.rt)
+
+    def _on_connect_inner(self) -> None:
         back = self.back
         assert back is not None
         self.rt.pending.discard(self)
@@ -833,7 +867,7 @@ class _FastConnect:
             # rare (a first read larger than the send buffer): finish the send in a task, then the same link
             return ing._spawn(rt, ing._send_rest(rt, sock, back, out[sent:]))
         rt.accepted += 1
-        link = Link(io, sock, back, lambda lk: ing._link_closed(rt, lk))  # type: ignore[arg-type]
+        link = self.link = Link(io, sock, back, lambda lk: ing._link_closed(rt, lk))  # type: ignore[arg-type]
         rt.links.add(link)
         if HAVE_SPLICE:
             up: CopyHalf | SpliceHalf = SpliceHalf(link, io, sock, back, ing.pipes)
