@@ -2,12 +2,12 @@
 
 For each proxy of the relay and ingress benchmarks (same labs, same configs), while wrk sends `Connection: close`
 requests through it, `strace -c -f -p PID` counts the system calls of the process doing the proxying; the counts
-divided by the requests wrk completed are the calls per connection. Before that, without the tracer, the CPU time
-the process used (/proc/PID/stat) is divided by the connections wrk completed. Counts do not depend on how busy the machine
-is (times do), so this is the figure to compare from one change to the next. With `--py-spy`, the Python
-processes (relay worker, ingress) are also sampled by py-spy (`pip install py-spy`) and the functions with the
-most samples (own and with callees) are printed. strace slows the traced process a lot: rates printed here are not
-benchmark figures. Root (ptrace) and the benchmarks' peers are needed; results go to stdout only.
+divided by the requests wrk completed are the calls per connection. Before that, without the tracer, the CPU
+time the process used (/proc/PID/stat) is divided by the connections wrk completed. Counts do not depend on how
+busy the machine is (times do), so they are the figure to compare from one change to the next. With
+`--py-spy`, the Python processes (relay worker, ingress) are also sampled by py-spy (`pip install py-spy`) and the
+functions with the most samples (own and with callees) are printed. strace slows the traced process a lot: rates
+printed here are not benchmark figures. Root (ptrace) and the benchmarks' peers are needed; results go to stdout only.
 """
 
 from __future__ import annotations

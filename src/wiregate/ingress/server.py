@@ -352,7 +352,7 @@ class Ingress:
         assert loop is not None
         now = loop.time()
         phase = HeadPhase(rt.rules, peer, rt.local or _plain(sock.getsockname()), now)
-        ev = phase.start(now)
+        ev: Accepted | Refused | None = phase.start(now)
         if ev is None:
             try:
                 data = sock.recv(RECV)
@@ -535,11 +535,13 @@ class Ingress:
         if fwd is not None:
             up = pausing = PausingHalf(link, sock, back, _transform(rt, fwd), lambda: fwd.waiting)
         else:
-            up = SpliceHalf(link, io, sock, back, self.pipes) if HAVE_SPLICE else CopyHalf(link, sock, back)
+            up = (SpliceHalf(link, io, sock, back, self.pipes)  # type: ignore[arg-type]
+                  if HAVE_SPLICE else CopyHalf(link, sock, back))
         if fwd is not None and fwd.watching:  # the first request asked for an Upgrade: its answer is read
             down = AnswerHalf(link, back, sock, _watch(rt, fwd, pausing), pausing)
         else:
-            down = SpliceHalf(link, io, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
+            down = (SpliceHalf(link, io, back, sock, self.pipes)  # type: ignore[arg-type]
+                    if HAVE_SPLICE else CopyHalf(link, back, sock))
         link.start(up, down)
         return True
 
@@ -564,7 +566,8 @@ class Ingress:
         link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))  # type: ignore[arg-type]
         rt.links.add(link)
         if HAVE_SPLICE:
-            link.start(SpliceHalf(link, io, sock, back, self.pipes), SpliceHalf(link, io, back, sock, self.pipes))
+            link.start(SpliceHalf(link, io, sock, back, self.pipes),  # type: ignore[arg-type]
+                       SpliceHalf(link, io, back, sock, self.pipes))  # type: ignore[arg-type]
         else:
             link.start(CopyHalf(link, sock, back), CopyHalf(link, back, sock))
 
@@ -676,6 +679,7 @@ class _HeadWait:
         phase = self.phase
         try:
             now = self.ing.loop.time()  # type: ignore[union-attr]
+            ev: Accepted | Refused | None
             try:
                 data = self.sock.recv(RECV)
             except BlockingIOError:
@@ -870,8 +874,8 @@ class _FastConnect:
         link = self.link = Link(io, sock, back, lambda lk: ing._link_closed(rt, lk))  # type: ignore[arg-type]
         rt.links.add(link)
         if HAVE_SPLICE:
-            up: CopyHalf | SpliceHalf = SpliceHalf(link, io, sock, back, ing.pipes)
-            down: CopyHalf | SpliceHalf = SpliceHalf(link, io, back, sock, ing.pipes)
+            up: CopyHalf | SpliceHalf = SpliceHalf(link, io, sock, back, ing.pipes)  # type: ignore[arg-type]
+            down: CopyHalf | SpliceHalf = SpliceHalf(link, io, back, sock, ing.pipes)  # type: ignore[arg-type]
         else:
             up, down = CopyHalf(link, sock, back), CopyHalf(link, back, sock)
         if watched and isinstance(io, Poller):
