@@ -411,7 +411,12 @@ class Ingress:
             return
         route = ev.route
         addr = _literal(route.target)
-        if addr is None or (ev.kind == "tls" and route.name in rt.tls) or (route.http_headers and ev.kind == "http"):
+        # the task path for what needs more than a connect: a name to resolve, TLS terminated here (files or
+        # ACME), any TLS while ACME may have to answer a TLS-ALPN-01 validation, HTTP rewriting, and the
+        # internal_only admission (decided there after the ACME answer: the CA validates from outside)
+        if addr is None or route.name in rt.rules.internal or (ev.kind == "tls" and (
+                route.name in rt.tls or route.acme or self.acme is not None)) or \
+                (route.http_headers and ev.kind == "http"):
             return self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
         _FastConnect(self, rt, sock, ev, addr).start()
 
