@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wiregate import sdnotify
+from wiregate import hostport, sdnotify
 from wiregate.config import model
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
-from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
 from wiregate.wireguard.keys import decode_key
@@ -185,8 +184,6 @@ def sites_file(cfg: Config) -> Path:
 def load_site_endpoints(path: Path) -> dict[str, tuple[str, int]]:
     """{public key: (ip, port)} saved by a previous run; entries that do not parse are skipped, a missing or broken
     file gives {} (the file is only a hint: sites are learnt again when they speak)."""
-    from wiregate.wireguard.config import split_endpoint
-
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SITES_FILE + 1)
@@ -196,12 +193,10 @@ def load_site_endpoints(path: Path) -> dict[str, tuple[str, int]]:
     out: dict[str, tuple[str, int]] = {}
     for key, ep in (doc.items() if isinstance(doc, dict) else ()):
         try:
-            host, port = split_endpoint(ep)
-            ipaddress.ip_address(host)
-        except (TypeError, ValueError, AttributeError):
+            if isinstance(ep, str):
+                out[key] = hostport.parse(ep, names=False, what="sites file")
+        except ConfigError:
             continue
-        if 0 < port < 65536:
-            out[key] = (host, port)
     return out
 
 
@@ -399,7 +394,7 @@ class Node:
                     try:
                         endpoint = await resolve(*new.tunnel.gateway_endpoint)
                     except OSError as exc:
-                        raise ConfigError(f"tunnel.gateway_endpoint: {format_hostport(*new.tunnel.gateway_endpoint)!r}"
+                        raise ConfigError(f"tunnel.gateway_endpoint: {hostport.format(new.tunnel.gateway_endpoint)!r}"
                                           f": cannot resolve: {exc}") from None
                 spec = tunnel_spec(new, endpoint)
                 self.tunnel._check_same(spec)
@@ -529,7 +524,7 @@ class Node:
     def _no_handshake_text(self) -> str:
         t = self.cfg.tunnel
         waited = time.monotonic() - self.handshake_watch.started
-        return (f"no handshake with the gateway at {format_hostport(*t.gateway_endpoint)} "
+        return (f"no handshake with the gateway at {hostport.format(t.gateway_endpoint)} "
                 f"({describe_endpoint(self.endpoint)}) in {waited:.0f}s: check tunnel.gateway_endpoint (the VPS's "
                 f"address and its WireGuard UDP port, listen_port in its gateway file), that UDP port "
                 f"{t.gateway_endpoint[1]} is open to the VPS, and that the gateway's file has this site's public key "
@@ -608,7 +603,7 @@ class Node:
             st["certificates"] = self.acme.status()
             st["certificate_failures"] = self.acme.failure_counts()
         if isinstance(self.cfg, HomeConfig):
-            st["gateway_endpoint"] = {"configured": format_hostport(*self.cfg.tunnel.gateway_endpoint),
+            st["gateway_endpoint"] = {"configured": hostport.format(self.cfg.tunnel.gateway_endpoint),
                                       "resolved": describe_endpoint(self.endpoint)}
         if self.prober is not None:
             st["probe"] = dict(self.prober.status(), handshake_restarts=self.handshake_restarts)

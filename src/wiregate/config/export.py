@@ -20,8 +20,8 @@ from pathlib import Path
 
 import tomli_w
 
+from wiregate import hostport
 from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, Route, read_key
-from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError
 from wiregate.wireguard import keys
 
@@ -36,7 +36,7 @@ def _dur(seconds: float) -> str:
 
 
 def _bind(host: str, port: int) -> str:
-    return format_hostport(host, port)
+    return hostport.format((host, port))
 
 
 def export(fmt: str, cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
@@ -178,7 +178,7 @@ def wg_quick(cfg: Config) -> dict[str, str]:
             psk = keys.encode_key(read_key(t.preshared_key_file, "tunnel.preshared_key_file"))
             lines.append(f"PresharedKey = {psk}")
         lines += [f"AllowedIPs = {ipaddress.ip_network(t.gateway_address)}",
-                  f"Endpoint = {format_hostport(*t.gateway_endpoint)}"]
+                  f"Endpoint = {hostport.format(t.gateway_endpoint)}"]
         if t.persistent_keepalive:
             lines.append(f"PersistentKeepalive = {t.persistent_keepalive}")
     return {f"{t.interface}.conf": "\n".join(lines) + "\n"}

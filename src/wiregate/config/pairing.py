@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from wiregate import hostport
 from wiregate.config import model, token
 from wiregate.config.schema import (
     endpoint_parser,
     fail,
-    format_hostport,
     p_ifname,
     p_interface,
     p_name,
@@ -66,7 +66,7 @@ name = {_q(name)}
 [tunnel]
 # mode = "auto"          # builtin | kernel | external | auto (kernel WireGuard when present, else builtin)
 interface = {_q(interface or default_interface(name))}   # one per node on a host
-endpoint = {_q(format_hostport(*endpoint))}   # what homes dial; goes into join tokens
+endpoint = {_q(hostport.format(endpoint))}   # what homes dial; goes into join tokens
 listen_port = {listen_port}
 address = {_q(address)}          # gateway tunnel address; sites get the next free ones
 private_key_file = {_q(key_file)}
@@ -176,7 +176,7 @@ name = {_q(name)}
 # mode = "auto"          # builtin | kernel | external | auto
 interface = {_q(interface or default_interface(name))}   # one per node on a host
 address = {_q(tok.site_address)}
-gateway_endpoint = {_q(format_hostport(*tok.endpoint))}
+gateway_endpoint = {_q(hostport.format(tok.endpoint))}
 gateway_public_key = {_q(keys.encode_key(tok.gateway_public_key))}
 gateway_address = {_q(tok.gateway_address)}
 private_key_file = {_q(key_file)}

@@ -14,6 +14,8 @@ import ssl
 from dataclasses import dataclass, field, replace
 
 from wiregate.errors import ConfigError, WiregateError
+from wiregate.hostport import format as fmt
+from wiregate.hostport import unmap
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
@@ -26,18 +28,6 @@ log = logging.getLogger("wiregate.ingress")
 CONNECT_TIMEOUT = 5.0
 RECV = 65536
 BACKLOG = 1024
-
-
-def fmt(addr: tuple[str, int]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _plain(addr: tuple) -> tuple[str, int]:
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, addr[1]
 
 
 def build_tls_contexts(listener: Listener) -> dict[str, ssl.SSLContext]:
@@ -82,7 +72,7 @@ class Runtime:
         """The configured address, and the bound one (they differ for port 0)."""
         out = {self.key()}
         if self.sock is not None:
-            out.add((self.listener.protocol, *_plain(self.sock.getsockname())))
+            out.add((self.listener.protocol, *unmap(self.sock.getsockname())))
         return out
 
 
@@ -222,7 +212,7 @@ class Ingress:
     @property
     def addresses(self) -> dict[str, tuple[str, int]]:
         """Listener name -> the bound address (useful with port 0)."""
-        return {rt.listener.name: _plain(rt.sock.getsockname()) for rt in self.runtimes.values() if rt.sock}
+        return {rt.listener.name: unmap(rt.sock.getsockname()) for rt in self.runtimes.values() if rt.sock}
 
     async def reload(self, config: IngressConfig) -> None:
         """Switch to `config`: validated first (ConfigError keeps the old one); open connections are untouched."""
@@ -329,7 +319,7 @@ class Ingress:
                 continue  # ECONNABORTED and friends: that client is gone, the next one may be fine
             if rt.backoff.delay:
                 rt.backoff.succeeded()
-            peer = _plain(addr)
+            peer = unmap(addr)
             if rt.ifindex is not None and peer[0] in rt.rules.trust and not self._came_in_right(rt, sock, peer):
                 continue
             if rt.open >= rt.listener.max_connections:
@@ -393,7 +383,7 @@ class Ingress:
         assert loop is not None
         handed_off = False
         try:
-            local = _plain(sock.getsockname())
+            local = unmap(sock.getsockname())
             phase = HeadPhase(rt.rules, peer, local, loop.time())
             ev = phase.start(loop.time())
             while ev is None:

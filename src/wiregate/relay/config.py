@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from wiregate import hostport
 from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
 
@@ -118,10 +119,9 @@ def _check_listen(path: str, listen: object) -> None:
         _fail(path, listen, "must be a non-empty tuple of (address, port)")
     seen = set()
     for i, item in enumerate(listen):  # type: ignore[arg-type]
-        if not isinstance(item, tuple) or len(item) != 2:
+        if not isinstance(item, tuple):
             _fail(f"{path}[{i}]", item, "must be (address, port)")
-        _host(f"{path}[{i}].address", item[0], allow_name=False)
-        _port(f"{path}[{i}].port", item[1])
+        hostport.parse(item, names=False, what=f"{path}[{i}]")
         key = (ipaddress.ip_address(item[0]), item[1])
         if key in seen:
             _fail(f"{path}[{i}]", format_addr(item), "is listed twice")
@@ -277,25 +277,14 @@ class RelayConfig:
         raise KeyError(name)
 
 
-def format_addr(addr: tuple[str, int] | tuple) -> str:
-    """host:port, with IPv6 hosts in brackets."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+format_addr = hostport.format  # the relay's modules and its users spell it this way
 
 
 # ---- file format ------------------------------------------------------------------------------------------------
 
 def _parse_addr(path: str, value: object) -> tuple[str, int]:
-    """'1.2.3.4:80', '[::1]:80', ':80' (all IPv4), or a [host, port] list."""
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (value[0], value[1])  # type: ignore[return-value]
-    if not isinstance(value, str):
-        _fail(path, value, "must be 'host:port' or [host, port]")
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]*):(\d{1,5})", value)  # type: ignore[arg-type]
-    if not m:
-        _fail(path, value, "must be 'host:port' (IPv6 as '[addr]:port')")
-    host = m.group(1) if m.group(1) is not None else (m.group(3) or "0.0.0.0")  # type: ignore[union-attr]
-    return host, int(m.group(2) or m.group(4))  # type: ignore[union-attr]
+    """'1.2.3.4:80', '[::1]:80', or the list form ["::1", 80] (IP addresses only: these are bound)."""
+    return hostport.parse(value, names=False, what=path)
 
 
 def _build(cls: type, path: str, data: object, convert: dict[str, Any]) -> Any:
