@@ -511,6 +511,13 @@ def render_markdown() -> str:
         "Relative file paths are taken from the directory of the config file. Files holding keys must have",
         "mode 0600 (or stricter); wiregate refuses group/world readable key files.",
         "",
+        "Addresses with a port are written `HOST:PORT` everywhere (wiregate.hostport): an IPv4 address",
+        "(`192.0.2.1:443`), an IPv6 address in brackets, always (`[2001:db8::1]:443`, `[fe80::1%eth0]:443`;",
+        "`2001:db8::1:443` is refused, it would read two ways), or a DNS name where names are taken. The port is",
+        "1..65535; `HOST` alone only where a default port is given (`HOST[:PORT]`). An IPv4-mapped IPv6 address",
+        "(`[::ffff:192.0.2.1]`) is read as the IPv4 address. A name's last label cannot be all digits",
+        "(`1.2.3.999` is an error, not a name).",
+        "",
     ]
 
     def emit(t: Table, prefix: str, level: int) -> None:
