@@ -108,8 +108,12 @@ def test_ip_literals_come_out_canonical(text: str, canonical: Address) -> None:
     ("1.2.3.999:80", "neither an IP address nor a DNS name"),  # a bad IPv4 address is not a name either
     ("bad host!:80", "neither an IP address nor a DNS name"),
     ("a..b:80", "neither an IP address nor a DNS name"),
+    (["192.0.2.1", "80"], "port must be an integer"),
+    (["192.0.2.1", True], "port must be an integer"),
+    (["192.0.2.1", 80, 0], "must be \"HOST:PORT\" or [HOST, PORT]"),
+    (443, "must be a string"),
 ])
-def test_bad_text_is_one_error_naming_what_value_and_why(text: str, why: str) -> None:
+def test_bad_text_is_one_error_naming_what_value_and_why(text: object, why: str) -> None:
     with pytest.raises(AddressError) as exc:
         hostport.parse(text, what="services[0].listen[1]")
     assert str(exc.value).startswith(f"services[0].listen[1]: {schema.show(text)}: ")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Collection
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from wiregate.errors import ConfigError, show
 
@@ -73,7 +73,7 @@ class Address(NamedTuple):
         return Address(self.host.partition("%")[0], self.port) if "%" in self.host else self
 
 
-def format(addr: tuple) -> str:  # noqa: A001 - the module's one formatter, used as hostport.format
+def format(addr: tuple[Any, ...]) -> str:  # noqa: A001 - the module's one formatter, used as hostport.format
     """`(host, port)` (or a longer socket address) -> `host:port` text, IPv6 in brackets."""
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -95,7 +95,7 @@ def unmap_host(host: str, *, drop_scope: bool = False) -> str:
     return host
 
 
-def unmap(sockaddr: tuple, *, drop_scope: bool = False) -> tuple[str, int]:
+def unmap(sockaddr: tuple[Any, ...], *, drop_scope: bool = False) -> tuple[str, int]:
     """A socket address as `(host, port)` with `unmap_host` applied (a dual-stack socket reports an IPv4 peer as
     `::ffff:a.b.c.d`; clients, logs and PROXY headers want the IPv4 address)."""
     return unmap_host(sockaddr[0], drop_scope=drop_scope), sockaddr[1]
@@ -115,17 +115,15 @@ def _ip(text: str, v6: bool) -> str | None:
     return str(ip)
 
 
-def _port(what: str, value: object, port: object, allow_zero: bool) -> int:
+def _port(what: str, value: object, port: str | int, allow_zero: bool) -> int:
     if isinstance(port, str):
         digits = port.lstrip("0") or "0"
         if not (port.isascii() and port.isdigit()) or len(digits) > 5:
             raise AddressError(what, value, "port is not a number")
         port = int(digits)
-    elif type(port) is not int:
-        raise AddressError(what, value, "port must be an integer")
-    if not (0 if allow_zero else 1) <= port <= 65535:  # type: ignore[operator]
+    if not (0 if allow_zero else 1) <= port <= 65535:
         raise AddressError(what, value, "port out of range")
-    return port  # type: ignore[return-value]
+    return port
 
 
 def _host(what: str, value: object, text: str, names: bool, keywords: Collection[str], v6: bool) -> str:
@@ -157,6 +155,8 @@ def parse(value: object, *, default_port: int | None = None, allow_port_zero: bo
         v6 = ":" in text
         if v6 and text.startswith("[") and text.endswith("]"):
             text = text[1:-1]
+        if type(value[1]) is not int:  # a number in the list form, as it always was
+            raise AddressError(what, value, "port must be an integer")
         return Address(_host(what, value, text, names, keywords, v6), _port(what, value, value[1], allow_port_zero))
     if not isinstance(value, str):
         raise AddressError(what, value, "must be a string \"HOST:PORT\"")

@@ -39,8 +39,11 @@ def test_file_format_maps_onto_the_dataclasses_and_back():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"backends": [{"host": "10.0.0.2", "port": 0}]}, "services[0].backends[0].port: 0 is not a port"),
-    ({"backends": [{"host": "bad host!", "port": 1}]}, "services[0].backends[0].host: 'bad host!' is not"),
+    ({"backends": [{"host": "10.0.0.2", "port": 0}]}, 'services[0].backends[0]: ["10.0.0.2", 0]: port out of range'),
+    ({"backends": [{"host": "bad host!", "port": 1}]},
+     'services[0].backends[0]: ["bad host!", 1]: host is neither an IP address nor a DNS name'),
+    ({"backends": [{"host": "10.0.0.999", "port": 1}]},  # taken as a host name before
+     'services[0].backends[0]: ["10.0.0.999", 1]: host is neither an IP address nor a DNS name'),
     ({"listen": ["example.com:80"]}, 'services[0].listen[0]: "example.com:80": address must be an IP address'),
     ({"listen": ["1.2.3.4"]}, 'services[0].listen[0]: "1.2.3.4": missing \':port\''),
     ({"listen": [":80"]}, 'services[0].listen[0]: ":80": missing host'),

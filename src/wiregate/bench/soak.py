@@ -243,7 +243,8 @@ class Soak:
         proc = self.lab.spawn(self.service, [sys.executable, "-m", "wiregate.testing.soakload", "serve",
                                              "--http", hostport.format((SERVICE_IP, 8080)),
                                              "--echo", hostport.format((SERVICE_IP, 7007)),
-                                             "--udp", hostport.format((SERVICE_IP, 5353))], stdout=subprocess.PIPE, text=True)
+                                             "--udp", hostport.format((SERVICE_IP, 5353))],
+                                            stdout=subprocess.PIPE, text=True)
         if proc.stdout.readline().strip() != "ready":
             raise WiregateError("bench soak: the soak services did not start")
         sl.start_gateway()

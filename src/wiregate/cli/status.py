@@ -65,7 +65,8 @@ def render(st: dict[str, Any]) -> str:
             out.append(f"  service {name} ({svc.get('kind')}) on {listen}: open {svc.get('open', 0)}, "
                        + ", ".join(f"{k} {v}" for k, v in svc.get("totals", {}).items()))
             for b in svc.get("backends", []):
-                out.append(f"    site {b.get('name')} {hostport.format((str(b.get('host')), b.get('port')))} {b.get('state')} "
+                where = hostport.format((str(b.get("host")), b.get("port")))
+                out.append(f"    site {b.get('name')} {where} {b.get('state')} "
                            f"active {b.get('active', 0)} total {b.get('total', 0)}")
     listeners = ingress_listeners(st.get("ingress"))
     if listeners:
