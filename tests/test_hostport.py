@@ -6,6 +6,7 @@ the caller that used to get it wrong (or through every caller, when the rule is 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wiregate import hostport
-from wiregate.config import schema
+from wiregate.config import schema, token
 from wiregate.errors import ConfigError
 from wiregate.hostport import Address, AddressError
 from wiregate.ingress.config import Listener, Route
@@ -189,6 +190,16 @@ def test_relay_file_takes_the_text_form_and_the_old_list_form_alike() -> None:
         return {"services": [{"name": "w", "listen": [listen], "backends": [{"host": "127.0.0.1", "port": 1}]}]}
     assert relay_from_dict(doc("[::1]:80")) == relay_from_dict(doc(["::1", 80]))
     assert relay_from_dict(doc("[::ffff:127.0.0.1]:80")).services[0].listen == (("127.0.0.1", 80),)
+
+
+def test_join_token_endpoint_follows_the_same_rules() -> None:
+    """The checksum only catches copying mistakes: a made-up token with a bad host must not reach home.toml."""
+    tok = token.JoinToken(gateway_public_key=bytes(32), site_private_key=KEY_B, site_address="192.0.2.2/24",
+                          gateway_address="192.0.2.1", endpoint=("vps.example.net", 51820), site_name="home")
+    assert token.decode(token.encode(tok)).endpoint == ("vps.example.net", 51820)
+    for bad in ("bad host!", "1.2.3.999", ""):
+        with pytest.raises(ConfigError, match="join token: endpoint: "):
+            token.decode(token.encode(dataclasses.replace(tok, endpoint=(bad, 51820))))
 
 
 def test_schema_listen_takes_ips_and_tunnel_only_as_text() -> None:
