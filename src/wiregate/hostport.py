@@ -98,7 +98,10 @@ def unmap_host(host: str, *, drop_scope: bool = False) -> str:
 def unmap(sockaddr: tuple[Any, ...], *, drop_scope: bool = False) -> tuple[str, int]:
     """A socket address as `(host, port)` with `unmap_host` applied (a dual-stack socket reports an IPv4 peer as
     `::ffff:a.b.c.d`; clients, logs and PROXY headers want the IPv4 address)."""
-    return unmap_host(sockaddr[0], drop_scope=drop_scope), sockaddr[1]
+    host = sockaddr[0]
+    if host.startswith("::ffff:") or (drop_scope and "%" in host):  # per connection / datagram: the usual host
+        host = unmap_host(host, drop_scope=drop_scope)              # costs no call (160 -> 120 ns)
+    return host, sockaddr[1]
 
 
 def _ip(text: str, v6: bool) -> str | None:
