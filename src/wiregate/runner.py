@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wiregate import sdnotify
+from wiregate import hostport, sdnotify
 from wiregate.config import model
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
-from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
 from wiregate.wireguard.keys import decode_key
@@ -203,8 +202,6 @@ def sites_file(cfg: Config) -> Path:
 def load_site_endpoints(path: Path) -> dict[str, tuple[str, int]]:
     """{public key: (ip, port)} saved by a previous run; entries that do not parse are skipped, a missing or broken
     file gives {} (the file is only a hint: sites are learnt again when they speak)."""
-    from wiregate.wireguard.config import split_endpoint
-
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_SITES_FILE + 1)
@@ -214,12 +211,10 @@ def load_site_endpoints(path: Path) -> dict[str, tuple[str, int]]:
     out: dict[str, tuple[str, int]] = {}
     for key, ep in (doc.items() if isinstance(doc, dict) else ()):
         try:
-            host, port = split_endpoint(ep)
-            ipaddress.ip_address(host)
-        except (TypeError, ValueError, AttributeError):
+            if isinstance(ep, str):
+                out[key] = hostport.parse(ep, names=False, what="sites file")
+        except ConfigError:
             continue
-        if 0 < port < 65536:
-            out[key] = (host, port)
     return out
 
 
@@ -311,7 +306,7 @@ class GatewayRun:
     def no_handshake_text(self) -> str:
         g = self.link
         waited = time.monotonic() - self.watch.started
-        return (f"no handshake with {self.which} at {format_hostport(*g.gateway_endpoint)} "
+        return (f"no handshake with {self.which} at {hostport.format(g.gateway_endpoint)} "
                 f"({describe_endpoint(self.endpoint)}) in {waited:.0f}s: check {g.where}.gateway_endpoint (the "
                 f"VPS's address and its WireGuard UDP port, listen_port in its gateway file), that UDP port "
                 f"{g.gateway_endpoint[1]} is open to the VPS, and that the gateway's file has this site's public key "
@@ -327,7 +322,7 @@ class GatewayRun:
         g = self.link
         st: dict[str, Any] = {
             "name": g.name, "interface": g.interface, "address": g.address, "gateway_address": g.gateway_address,
-            "gateway_endpoint": {"configured": format_hostport(*g.gateway_endpoint),
+            "gateway_endpoint": {"configured": hostport.format(g.gateway_endpoint),
                                  "resolved": describe_endpoint(self.endpoint)},
             "tunnel": self.tunnel.status(),
             "reachable": self.reachable(probe_interval)}
@@ -671,7 +666,7 @@ class Node:
                 try:
                     endpoint = await resolve(*g.gateway_endpoint)
                 except OSError as exc:
-                    raise ConfigError(f"{g.where}.gateway_endpoint: {format_hostport(*g.gateway_endpoint)!r}: "
+                    raise ConfigError(f"{g.where}.gateway_endpoint: {hostport.format(g.gateway_endpoint)!r}: "
                                       f"cannot resolve: {exc}") from None
             else:
                 endpoint = gr.endpoint
@@ -707,7 +702,7 @@ class Node:
             if gr is None:
                 gr = fresh[g.interface]
                 await self._start_gateway_tasks(gr)
-                log.info("home %s: gateway %s added (%s)", new.name, g.name, format_hostport(*g.gateway_endpoint))
+                log.info("home %s: gateway %s added (%s)", new.name, g.name, hostport.format(g.gateway_endpoint))
             else:
                 gr.link, gr.endpoint = g, endpoint
             kept[g.interface] = gr

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from wiregate.config.schema import format_hostport
+from wiregate import hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.wireguard.keys import encode_key
 
@@ -286,7 +286,7 @@ class ExternalTunnel(Tunnel):
 
     def _set_endpoint(self, p: PeerSpec) -> None:
         wg = shutil.which("wg") or "/usr/bin/wg"
-        ep = format_hostport(*p.endpoint)
+        ep = hostport.format(p.endpoint)
         try:
             r = subprocess.run([wg, "set", self.spec.interface, "peer", encode_key(p.public_key), "endpoint", ep],
                                capture_output=True, text=True, timeout=WG_SHOW_TIMEOUT, check=False)
@@ -390,4 +390,4 @@ class KernelTunnel(Tunnel):
 
 def describe_endpoint(ep: tuple[str, int] | None) -> str:
     """An endpoint for logs."""
-    return "-" if ep is None else format_hostport(*ep)
+    return "-" if ep is None else hostport.format(ep)

@@ -136,5 +136,5 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "wiregate", "ingress", str(f)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [f"wiregate: error: {f}: listener 'x'.listen: port 99999 is not in "
-                                               "0..65535"]
+    assert out.stderr.strip().splitlines() == [f"wiregate: error: {f}: listener 'x'.listen: "
+                                               '["127.0.0.1", 99999]: port out of range']

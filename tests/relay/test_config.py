@@ -39,10 +39,15 @@ def test_file_format_maps_onto_the_dataclasses_and_back():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"backends": [{"host": "10.0.0.2", "port": 0}]}, "services[0].backends[0].port: 0 is not a port"),
-    ({"backends": [{"host": "bad host!", "port": 1}]}, "services[0].backends[0].host: 'bad host!' is not"),
-    ({"listen": ["example.com:80"]}, "services[0].listen[0].address: 'example.com' is not an IP address"),
-    ({"listen": ["1.2.3.4"]}, "services[0].listen[0]: '1.2.3.4' must be 'host:port'"),
+    ({"backends": [{"host": "10.0.0.2", "port": 0}]}, 'services[0].backends[0]: ["10.0.0.2", 0]: port out of range'),
+    ({"backends": [{"host": "bad host!", "port": 1}]},
+     'services[0].backends[0]: ["bad host!", 1]: host is neither an IP address nor a DNS name'),
+    ({"backends": [{"host": "10.0.0.999", "port": 1}]},  # taken as a host name before
+     'services[0].backends[0]: ["10.0.0.999", 1]: host is neither an IP address nor a DNS name'),
+    ({"listen": ["example.com:80"]}, 'services[0].listen[0]: "example.com:80": address must be an IP address'),
+    ({"listen": ["1.2.3.4"]}, 'services[0].listen[0]: "1.2.3.4": missing \':port\''),
+    ({"listen": [":80"]}, 'services[0].listen[0]: ":80": missing host'),
+    ({"listen": [["::1", 0]]}, 'services[0].listen[0]: ["::1", 0]: port out of range'),
     ({"proxy_protocol": "v3"}, "services[0].proxy_protocol: 'v3' must be one of none, v1, v2"),
     ({"proxy_protocol": "v1", "proxy_tlvs": ["crc32c"]}, "needs proxy_protocol = 'v2'"),
     ({"proxy_tlvs": ["ssl"]}, "services[0].proxy_tlvs[0]: 'ssl' is not a supported TLV"),

@@ -37,6 +37,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.update
 
+from wiregate import hostport
 from wiregate.acme.errors import AcmeError
 from wiregate.dnsserver.channel import MAX_LINE, PUBLISH_PORT
 
@@ -115,7 +116,7 @@ class GatewayPublisher:
 
     async def publish(self, domain: str, values: Sequence[str]) -> None:
         name = _bare(domain)
-        where = f"{self.link.address}:{self.link.port}"
+        where = hostport.format((self.link.address, self.link.port))
         try:
             answer = await gateway_request(self.link, {"op": "publish", "name": name, "values": list(values)})
         except (OSError, TimeoutError, ValueError) as exc:
@@ -307,9 +308,8 @@ def make_publisher(acme: Any, config_dir: Path, *, gateway: GatewayLink | None) 
         r = getattr(acme, "rfc2136", None)
         if r is None:
             raise AcmeError("acme.dns_provider: \"rfc2136\": needs the [acme.rfc2136] table")
-        from wiregate.config.schema import split_hostport
-
-        server = r.server if isinstance(r.server, tuple) else split_hostport(str(r.server), 53)
+        server = r.server if isinstance(r.server, tuple) else hostport.parse(str(r.server), default_port=53,
+                                                                              what="acme.rfc2136.server")
         secret = read_tsig_secret(Path(config_dir) / Path(r.tsig_secret_file))
         return Rfc2136Publisher(server, r.zone, r.tsig_key_name, r.tsig_algorithm, secret)
     raise AcmeError(f"acme.dns_provider: {provider!r}: must be \"gateway\" or \"rfc2136\"")

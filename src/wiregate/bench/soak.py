@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wiregate import hostport
 from wiregate.errors import WiregateError
 
 FAULTS = ("bad_reload", "home_reload", "link_down", "loss", "roam", "gateway_kill")
@@ -240,8 +241,10 @@ class Soak:
         sl.add_sample_services(GATEWAY_SERVICES.format(vps=VPS_PUBLIC_IP), home_listeners(0))
         self.good = {"gateway": sl.gateway_file.read_text(), "home": sl.home_file.read_text()}
         proc = self.lab.spawn(self.service, [sys.executable, "-m", "wiregate.testing.soakload", "serve",
-                                             "--http", f"[{SERVICE_IP}]:8080", "--echo", f"[{SERVICE_IP}]:7007",
-                                             "--udp", f"[{SERVICE_IP}]:5353"], stdout=subprocess.PIPE, text=True)
+                                             "--http", hostport.format((SERVICE_IP, 8080)),
+                                             "--echo", hostport.format((SERVICE_IP, 7007)),
+                                             "--udp", hostport.format((SERVICE_IP, 5353))],
+                                            stdout=subprocess.PIPE, text=True)
         if proc.stdout.readline().strip() != "ready":
             raise WiregateError("bench soak: the soak services did not start")
         sl.start_gateway()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from wiregate import hostport
+
 HELP = "DNS-01 answered by the gateway: print the records to add at your DNS provider (acme-dns records FILE)"
 
 
@@ -62,7 +64,8 @@ def _from_home(cfg, args: argparse.Namespace) -> int:
     try:
         info = asyncio.run(gateway_request(link, {"op": "info"}))
     except (OSError, TimeoutError, ValueError) as exc:
-        raise WiregateError(f"{args.file}: cannot ask the gateway at {link.address}:{link.port} over the tunnel "
+        where = hostport.format((link.address, link.port))
+        raise WiregateError(f"{args.file}: cannot ask the gateway at {where} over the tunnel "
                             f"(is `wiregate run` up on both sides?): {exc or type(exc).__name__}") from None
     if not info.get("ok"):
         raise WiregateError(f"{args.file}: the gateway answered: {info.get('error')}")

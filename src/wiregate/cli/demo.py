@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from wiregate import hostport
+from wiregate.errors import ConfigError
+
 HELP = "run the whole system in three network namespaces and show the client address each service saw (root)"
 
 NEEDS_ROOT = ("wiregate demo needs root: it creates three network namespaces (client, vps, home), veth links "
@@ -28,6 +31,14 @@ NEEDS_ROOT = ("wiregate demo needs root: it creates three network namespaces (cl
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the temp dir with configs and logs")
+
+
+def _host_of(text: str) -> str | None:
+    """The host of a `host:port` answer, None when it is not one."""
+    try:
+        return hostport.parse(text, allow_port_zero=True).host
+    except ConfigError:
+        return None
 
 
 def _step(msg: str) -> None:
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 answer = seen.get(key, "no answer")
                 words = answer.split()
                 addr = words[words.index("client") + 1] if "client" in words else answer[:34]
-                ok = addr.split(":")[0] == CLIENT_IP or addr == CLIENT_IP
+                ok = addr == CLIENT_IP or _host_of(addr) == CLIENT_IP
                 if key.startswith("tls"):
                     ok = ok and answer.endswith("cert-ok")
                 failures += not ok

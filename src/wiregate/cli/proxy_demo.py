@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wiregate import hostport
+
 if TYPE_CHECKING:
     from wiregate.proxyproto import Address, ProxyHeader
 
@@ -31,8 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _addr(a: Address) -> str:
     if isinstance(a, bytes):
         return a.decode(errors="replace")
-    host, port = a
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return hostport.format(a)
 
 
 def describe(header: ProxyHeader) -> list[str]:

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from wiregate import hostport
+
 HELP = "show tunnel, services, backend health and connections of a running node"
 
 
@@ -63,11 +65,12 @@ def render(st: dict[str, Any]) -> str:
         out.append(f"relay: {relay.get('open_connections', 0)} open connection(s), data path "
                    f"{relay.get('data_path')}")
         for name, svc in relay.get("services", {}).items():
-            listen = ", ".join(a if isinstance(a, str) else f"{a[0]}:{a[1]}" for a in svc.get("listeners", []))
+            listen = ", ".join(a if isinstance(a, str) else hostport.format(a) for a in svc.get("listeners", []))
             out.append(f"  service {name} ({svc.get('kind')}) on {listen}: open {svc.get('open', 0)}, "
                        + ", ".join(f"{k} {v}" for k, v in svc.get("totals", {}).items()))
             for b in svc.get("backends", []):
-                out.append(f"    site {b.get('name')} {b.get('host')}:{b.get('port')} {b.get('state')} "
+                where = hostport.format((str(b.get("host")), b.get("port")))
+                out.append(f"    site {b.get('name')} {where} {b.get('state')} "
                            f"active {b.get('active', 0)} total {b.get('total', 0)}")
     listeners = ingress_listeners(st.get("ingress"))
     if listeners:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import tomli_w
 
+from wiregate import hostport
 from wiregate.config.model import Config, GatewayConfig, HomeConfig, Listener, Route, read_key
-from wiregate.config.schema import format_hostport
 from wiregate.errors import ConfigError
 from wiregate.wireguard import keys
 
@@ -36,7 +36,7 @@ def _dur(seconds: float) -> str:
 
 
 def _bind(host: str, port: int) -> str:
-    return format_hostport(host, port)
+    return hostport.format((host, port))
 
 
 def export(fmt: str, cfg: Config, out_dir: Path | None = None) -> dict[str, str]:
@@ -189,7 +189,7 @@ def _wg_quick_home(cfg: HomeConfig, g) -> str:
         psk = keys.encode_key(read_key(g.preshared_key_file, f"{g.where}.preshared_key_file"))
         lines.append(f"PresharedKey = {psk}")
     lines += [f"AllowedIPs = {ipaddress.ip_network(g.gateway_address)}",
-              f"Endpoint = {format_hostport(*g.gateway_endpoint)}"]
+              f"Endpoint = {hostport.format(g.gateway_endpoint)}"]
     if g.persistent_keepalive:
         lines.append(f"PersistentKeepalive = {g.persistent_keepalive}")
     return "\n".join(lines) + "\n"

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wiregate import hostport
 from wiregate.config import schema
-from wiregate.config.schema import fail, format_hostport
+from wiregate.config.schema import fail
 from wiregate.errors import ConfigError
 from wiregate.wireguard.keys import decode_key
 
@@ -340,11 +341,11 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
                 raise fail(f"{p}.sites[{j}]", n, "is not a site of this gateway (see [[sites]])")
         for j, (host, port) in enumerate(s["listen"]):
             if host == "tunnel":
-                raise fail(f"{p}.listen[{j}]", format_hostport(host, port),
+                raise fail(f"{p}.listen[{j}]", hostport.format((host, port)),
                            "'tunnel' is only for home listeners; give an IP address")
             key = (s["protocol"], host, port)
             if key in bound:
-                raise fail(f"{p}.listen[{j}]", format_hostport(host, port),
+                raise fail(f"{p}.listen[{j}]", hostport.format((host, port)),
                            f"is already a {s['protocol']} listener of service {bound[key]!r}")
             bound[key] = s["name"]
         if s["protocol"] == "udp" and s["proxy_protocol"] == "v1":
@@ -396,10 +397,10 @@ def _acme_dns(a: dict[str, Any], sites: tuple[dict[str, Any], ...],
                    "at your DNS provider)")
     for j, (host, port) in enumerate(a["listen"]):
         if host == "tunnel":
-            raise fail(f"acme_dns.listen[{j}]", format_hostport(host, port), "give an IP address")
+            raise fail(f"acme_dns.listen[{j}]", hostport.format((host, port)), "give an IP address")
         for (proto, h2, p2), svc in bound.items():
             if p2 == port and _overlaps(host, h2):
-                raise fail(f"acme_dns.listen[{j}]", format_hostport(host, port),
+                raise fail(f"acme_dns.listen[{j}]", hostport.format((host, port)),
                            f"is already a {proto} listener of service {svc!r}")
     for i, s in enumerate(sites):
         for k, n in enumerate(s["acme_names"]):
@@ -482,7 +483,7 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             host = tunnel.ip
         key = (ln["protocol"], host, port)
         if key in bound:
-            raise fail(f"{p}.listen", format_hostport(*ln["listen"]),
+            raise fail(f"{p}.listen", hostport.format(ln["listen"]),
                        f"is already a {ln['protocol']} listener ({bound[key]!r})")
         bound[key] = ln["name"]
         routes: list[Route] = []
@@ -548,7 +549,7 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                 if host == g.ip and any(ln.on_tunnel and ln.protocol == proto and ln.listen[1] == port
                                         for ln in listeners):
                     raise fail(f"listeners[{[x.name for x in listeners].index(name)}].listen",
-                               format_hostport(host, port), f"is bound by a tunnel:{port} listener too ({g.where})")
+                               hostport.format((host, port)), f"is bound by a tunnel:{port} listener too ({g.where})")
     return HomeConfig(role="home", name=d["name"], tunnel=tunnel, listeners=tuple(listeners),
                       control_socket=_control(d["name"], d["control"]["socket"], base),
                       metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path,
@@ -628,10 +629,7 @@ def _with_acme(cfg: HomeConfig, doc: dict, base: Path) -> HomeConfig:
                 if rfc is None or not (rfc.server and rfc.zone and rfc.tsig_key_name):
                     raise ConfigError("acme.rfc2136: dns_provider = \"rfc2136\" needs [acme.rfc2136] with server, "
                                       "zone, tsig_key_name and tsig_secret_file")
-                try:
-                    schema.split_hostport(rfc.server, 53)
-                except ValueError as exc:
-                    raise fail("acme.rfc2136.server", rfc.server, str(exc)) from None
+                hostport.parse(rfc.server, default_port=53, what="acme.rfc2136.server")
     return replace(cfg, acme=acme)
 
 

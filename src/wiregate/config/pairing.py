@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from wiregate import hostport
 from wiregate.config import model, token
 from wiregate.config.schema import (
     endpoint_parser,
     fail,
-    format_hostport,
     p_ifname,
     p_interface,
     p_name,
@@ -66,7 +66,7 @@ name = {_q(name)}
 [tunnel]
 # mode = "auto"          # builtin | kernel | external | auto (kernel WireGuard when present, else builtin)
 interface = {_q(interface or default_interface(name))}   # one per node on a host
-endpoint = {_q(format_hostport(*endpoint))}   # what homes dial; goes into join tokens
+endpoint = {_q(hostport.format(endpoint))}   # what homes dial; goes into join tokens
 listen_port = {listen_port}
 address = {_q(address)}          # gateway tunnel address; sites get the next free ones
 private_key_file = {_q(key_file)}
@@ -176,7 +176,7 @@ name = {_q(name)}
 # mode = "auto"          # builtin | kernel | external | auto
 interface = {_q(interface or default_interface(name))}   # one per node on a host
 address = {_q(tok.site_address)}
-gateway_endpoint = {_q(format_hostport(*tok.endpoint))}
+gateway_endpoint = {_q(hostport.format(tok.endpoint))}
 gateway_public_key = {_q(keys.encode_key(tok.gateway_public_key))}
 gateway_address = {_q(tok.gateway_address)}
 private_key_file = {_q(key_file)}
@@ -233,14 +233,14 @@ def add_gateway(tok_text: str, cfg_path: Path, *, name: str | None = None,
     gw_key = keys.encode_key(tok.gateway_public_key)
     for g in links:
         if g.gateway_public_key == gw_key:
-            raise ConfigError(f"TOKEN: the gateway with key {gw_key} ({format_hostport(*tok.endpoint)}) is already "
+            raise ConfigError(f"TOKEN: the gateway with key {gw_key} ({hostport.format(tok.endpoint)}) is already "
                               f"gateway {g.name!r} of {cfg_path} ({g.where}.gateway_public_key): each gateway is "
                               "joined once")
     net = ipaddress.ip_interface(tok.site_address).network
     for g in links:
         other = ipaddress.ip_interface(g.address).network
         if other.version == net.version and other.overlaps(net):
-            raise ConfigError(f"TOKEN: the gateway at {format_hostport(*tok.endpoint)} gives this home "
+            raise ConfigError(f"TOKEN: the gateway at {hostport.format(tok.endpoint)} gives this home "
                               f"{tok.site_address}, which overlaps {g.address} of gateway {g.name!r} "
                               f"({g.where}.address): each gateway needs its own tunnel prefix; give the new gateway "
                               "another one (tunnel.address in its file, e.g. \"10.78.0.1/24\", and the [[sites]] "
@@ -264,7 +264,7 @@ def add_gateway(tok_text: str, cfg_path: Path, *, name: str | None = None,
 name = {_q(name)}
 interface = {_q(interface)}
 address = {_q(tok.site_address)}
-gateway_endpoint = {_q(format_hostport(*tok.endpoint))}
+gateway_endpoint = {_q(hostport.format(tok.endpoint))}
 gateway_public_key = {_q(gw_key)}
 gateway_address = {_q(tok.gateway_address)}
 private_key_file = {_q(key_name)}

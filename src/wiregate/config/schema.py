@@ -12,28 +12,20 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wiregate.errors import ConfigError
+from wiregate import hostport
+from wiregate.errors import ConfigError, show
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?\Z")
 REQUIRED = object()  # marks an option without a default
-
-
-def show(value: object) -> str:
-    """A value as it appears in an error message (JSON-like: strings in double quotes)."""
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def fail(path: str, value: object, why: str) -> ConfigError:
@@ -122,54 +114,12 @@ def p_interface(path: str, v: object) -> str:
     return str(iface)
 
 
-def split_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """`host:port`, `[v6]:port`, `host` (when a default port is given) -> (host, port); ValueError with a reason."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ValueError("missing ']' after an IPv6 address")
-        if rest and not rest.startswith(":"):
-            raise ValueError("expected ':port' after ']'")
-        port_s = rest[1:] if rest else None
-    elif text.count(":") > 1:
-        raise ValueError("an IPv6 address with a port goes in brackets: \"[2001:db8::1]:443\"")
-    else:
-        host, sep, port_s = text.partition(":")
-        port_s = port_s if sep else None
-    if not host:
-        raise ValueError("missing host")
-    if port_s is None:
-        if default_port is None:
-            raise ValueError("missing ':port'")
-        return host, default_port
-    if not port_s.isdigit():
-        raise ValueError("port is not a number")
-    port = int(port_s)
-    if not 1 <= port <= 65535:
-        raise ValueError("port out of range")
-    return host, port
-
-
-def format_hostport(host: str, port: int) -> str:
-    """(host, port) -> text, IPv6 in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def p_listen(path: str, v: object) -> tuple[str, int]:
     """`ADDRESS:PORT` to bind (IP literal; `[::]:443` for IPv6); on the home side `tunnel:PORT` means the home
     tunnel address."""
     if not isinstance(v, str):
         raise fail(path, v, "must be a string \"ADDRESS:PORT\"")
-    try:
-        host, port = split_hostport(v)
-    except ValueError as exc:
-        raise fail(path, v, str(exc)) from None
-    if host != "tunnel":
-        try:
-            host = str(ipaddress.ip_address(host))
-        except ValueError:
-            raise fail(path, v, "address must be an IP address (or 'tunnel' on the home side)") from None
-    return host, port
+    return hostport.parse(v, names=False, keywords=("tunnel",), what=path)
 
 
 def p_listen_list(path: str, v: object) -> tuple[tuple[str, int], ...]:
@@ -188,16 +138,7 @@ def endpoint_parser(default_port: int) -> Callable[[str, object], tuple[str, int
     def parse(path: str, v: object) -> tuple[str, int]:
         if not isinstance(v, str):
             raise fail(path, v, "must be a string \"HOST[:PORT]\"")
-        try:
-            host, port = split_hostport(v, default_port)
-        except ValueError as exc:
-            raise fail(path, v, str(exc)) from None
-        try:
-            host = str(ipaddress.ip_address(host))
-        except ValueError:
-            if not _HOST.match(host):
-                raise fail(path, v, "host is neither an IP address nor a DNS name") from None
-        return host, port
+        return hostport.parse(v, default_port=default_port, what=path)
     parse.__doc__ = f"`HOST[:PORT]` (DNS name or IP; port {default_port} when left out)"
     return parse
 
@@ -206,16 +147,7 @@ def p_target(path: str, v: object) -> tuple[str, int]:
     """`HOST:PORT` to connect to (IP or DNS name)."""
     if not isinstance(v, str):
         raise fail(path, v, "must be a string \"HOST:PORT\"")
-    try:
-        host, port = split_hostport(v)
-    except ValueError as exc:
-        raise fail(path, v, str(exc)) from None
-    try:
-        host = str(ipaddress.ip_address(host))
-    except ValueError:
-        if not _HOST.match(host):
-            raise fail(path, v, "host is neither an IP address nor a DNS name") from None
-    return host, port
+    return hostport.parse(v, what=path)
 
 
 def p_key(path: str, v: object) -> str:
@@ -569,9 +501,9 @@ def _default_text(o: Opt) -> str:
         return "**required**"
     d = o.default
     if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], int) and isinstance(d[0], str):
-        d = format_hostport(*d)
+        d = hostport.format(d)
     elif isinstance(d, tuple) and d and all(isinstance(x, tuple) and len(x) == 2 for x in d):
-        d = [format_hostport(*x) for x in d]
+        d = [hostport.format(x) for x in d]
     elif isinstance(d, tuple):
         d = list(d)
     return f"`{show(d)}`"
@@ -595,6 +527,13 @@ def render_markdown() -> str:
         "`wiregate check FILE` validates a file; each error names the key path and the value at fault.",
         "Relative file paths are taken from the directory of the config file. Files holding keys must have",
         "mode 0600 (or stricter); wiregate refuses group/world readable key files.",
+        "",
+        "Addresses with a port are written `HOST:PORT` everywhere (wiregate.hostport): an IPv4 address",
+        "(`192.0.2.1:443`), an IPv6 address in brackets, always (`[2001:db8::1]:443`, `[fe80::1%eth0]:443`;",
+        "`2001:db8::1:443` is refused, it would read two ways), or a DNS name where names are taken. The port is",
+        "1..65535; `HOST` alone only where a default port is given (`HOST[:PORT]`). An IPv4-mapped IPv6 address",
+        "(`[::ffff:192.0.2.1]`) is read as the IPv4 address. A name's last label cannot be all digits",
+        "(`1.2.3.999` is an error, not a name).",
         "",
     ]
 

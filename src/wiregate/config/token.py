@@ -22,6 +22,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from wiregate import hostport
 from wiregate.errors import ConfigError
 
 TOKEN_PREFIX = "wgj1."
@@ -122,5 +123,6 @@ def _parse_body(body: bytes) -> JoinToken:
     if prefix > (32 if fam == 4 else 128):
         raise ValueError("prefix")
     return JoinToken(gateway_public_key=gw_pub, site_private_key=site_priv,
-                     site_address=f"{site_ip}/{prefix}", gateway_address=str(gw_ip), endpoint=(host, port),
+                     site_address=f"{site_ip}/{prefix}", gateway_address=str(gw_ip),
+                     endpoint=hostport.parse((host, port), what="join token: endpoint"),
                      site_name=name)

@@ -2,10 +2,13 @@
 
 A JSON/TOML document maps 1:1 onto these classes (`from_dict`, `load_config`):
 
-    {"listeners": [{"name": "web", "listen": ["0.0.0.0", 443], "trusted": ["10.8.0.1"],
-                    "routes": [{"name": "app", "target": ["127.0.0.1", 8443], "sni": ["app.example.org"],
+    {"listeners": [{"name": "web", "listen": "0.0.0.0:443", "trusted": ["10.8.0.1"],
+                    "routes": [{"name": "app", "target": "127.0.0.1:8443", "sni": ["app.example.org"],
                                 "send_proxy": "v2"}],
                     "default_route": null}]}
+
+Addresses are `HOST:PORT` text as everywhere in wiregate (wiregate.hostport); the older list form
+`["0.0.0.0", 443]` is still read, by the same rules.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wiregate import hostport
 from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
 
@@ -27,16 +31,6 @@ PROTOCOLS = ("tcp", "udp")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _check_addr(where: str, value: Any) -> tuple[str, int]:
-    if (not isinstance(value, (tuple, list)) or len(value) != 2 or not isinstance(value[0], str)
-            or not isinstance(value[1], int) or isinstance(value[1], bool)):
-        raise ConfigError(f"{where}: expected [host, port], got {value!r}")
-    host, port = value
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: port {port} is not in 0..65535")
-    if not host:
-        raise ConfigError(f"{where}: empty host")
-    return (host, port)
 
 
 def _check_name_pattern(where: str, name: Any) -> str:
@@ -83,7 +77,7 @@ class Route:
         w = f"route {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"route.name: expected a non-empty string, got {self.name!r}")
-        object.__setattr__(self, "target", _check_addr(f"{w}.target", self.target))
+        object.__setattr__(self, "target", hostport.parse(self.target, what=f"{w}.target"))
         object.__setattr__(self, "sni", tuple(_check_name_pattern(f"{w}.sni", n) for n in self.sni))
         object.__setattr__(self, "host", tuple(_check_name_pattern(f"{w}.host", n) for n in self.host))
         if self.path_prefix and (not isinstance(self.path_prefix, str) or not self.path_prefix.startswith("/")):
@@ -142,7 +136,9 @@ class Listener:
         w = f"listener {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"listener.name: expected a non-empty string, got {self.name!r}")
-        object.__setattr__(self, "listen", _check_addr(f"{w}.listen", self.listen))
+        # an address to bind; port 0 = any free port (tests, and `addresses` tells which)
+        object.__setattr__(self, "listen", hostport.parse(self.listen, names=False, allow_port_zero=True,
+                                                          what=f"{w}.listen"))
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"{w}.protocol: {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         object.__setattr__(self, "trusted", tuple(self.trusted))
@@ -195,8 +191,8 @@ class IngressConfig:
         addrs = [(x.protocol, x.listen) for x in self.listeners]
         dup2 = {a for a in addrs if addrs.count(a) > 1}
         if dup2:
-            p, (h, port) = sorted(dup2)[0]
-            raise ConfigError(f"listeners: {p} {h}:{port} is bound twice")
+            p, a = sorted(dup2)[0]
+            raise ConfigError(f"listeners: {p} {hostport.format(a)} is bound twice")
 
 
 def _build(cls: type, where: str, data: Any, nested: dict[str, Any]) -> Any:
@@ -239,6 +235,8 @@ def to_dict(config: IngressConfig) -> dict[str, Any]:
     """Plain data that `from_dict` maps back to the same config."""
 
     def plain(obj: Any) -> Any:
+        if isinstance(obj, hostport.Address):
+            return hostport.format(obj)
         if hasattr(obj, "__dataclass_fields__"):
             return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
         if isinstance(obj, tuple):

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wiregate import hostport
 from wiregate.ingress.config import Listener, Route, parse_networks
 from wiregate.ingress.router import Router
 from wiregate.proxyproto import Decoder, ProxyError, ProxyHeader, detect
@@ -61,11 +62,9 @@ class Trust:
 
     def _lookup(self, host: str) -> bool:
         try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
+            ip = ipaddress.ip_address(hostport.unmap_host(host, drop_scope=True))
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         return any(ip in n for n in self.nets)
 
 

@@ -15,6 +15,8 @@ import ssl
 from dataclasses import dataclass, field, replace
 
 from wiregate.errors import ConfigError, WiregateError
+from wiregate.hostport import format as fmt
+from wiregate.hostport import unmap
 from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
@@ -31,18 +33,6 @@ BACKLOG = 1024
 ACCEPT_BATCH = 64  # accepts per wake-up, then the established connections run
 # non-blocking from creation where the platform allows it (saves an ioctl per backend connection)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-
-
-def fmt(addr: tuple[str, int]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _plain(addr: tuple) -> tuple[str, int]:
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, addr[1]
 
 
 def build_tls_contexts(listener: Listener) -> dict[str, ssl.SSLContext]:
@@ -90,7 +80,7 @@ class Runtime:
         """The configured address, and the bound one (they differ for port 0)."""
         out = {self.key()}
         if self.sock is not None:
-            out.add((self.listener.protocol, *_plain(self.sock.getsockname())))
+            out.add((self.listener.protocol, *unmap(self.sock.getsockname())))
         return out
 
 
@@ -168,7 +158,7 @@ class Ingress:
                 rt.sock = self._bind(rt.listener)
                 done.append(rt)
                 if rt.listener.protocol == "tcp":
-                    bound = _plain(rt.sock.getsockname())
+                    bound = unmap(rt.sock.getsockname())
                     rt.local = None if ipaddress.ip_address(bound[0]).is_unspecified else bound
         except WiregateError:
             for rt in done:
@@ -246,7 +236,7 @@ class Ingress:
     @property
     def addresses(self) -> dict[str, tuple[str, int]]:
         """Listener name -> the bound address (useful with port 0)."""
-        return {rt.listener.name: _plain(rt.sock.getsockname()) for rt in self.runtimes.values() if rt.sock}
+        return {rt.listener.name: unmap(rt.sock.getsockname()) for rt in self.runtimes.values() if rt.sock}
 
     async def reload(self, config: IngressConfig) -> None:
         """Switch to `config`: validated first (ConfigError keeps the old one); open connections are untouched."""
@@ -357,7 +347,7 @@ class Ingress:
                 continue  # ECONNABORTED and friends: that client is gone, the next one may be fine
             if rt.backoff.delay:
                 rt.backoff.succeeded()
-            peer = _plain(addr)
+            peer = unmap(addr)
             if rt.ifindex is not None and peer[0] in rt.rules.trust and not self._came_in_right(rt, sock, peer):
                 continue
             if rt.open >= rt.listener.max_connections:
@@ -387,7 +377,7 @@ class Ingress:
         loop = self.loop
         assert loop is not None
         now = loop.time()
-        phase = HeadPhase(rt.rules, peer, rt.local or _plain(sock.getsockname()), now)
+        phase = HeadPhase(rt.rules, peer, rt.local or unmap(sock.getsockname()), now)
         ev: Accepted | Refused | None = phase.start(now)
         if ev is None:
             try:
@@ -470,7 +460,7 @@ class Ingress:
         handed_off = False
         try:
             if phase is None:
-                phase = HeadPhase(rt.rules, peer, rt.local or _plain(sock.getsockname()), loop.time())
+                phase = HeadPhase(rt.rules, peer, rt.local or unmap(sock.getsockname()), loop.time())
                 ev = phase.start(loop.time())
             while ev is None:
                 try:

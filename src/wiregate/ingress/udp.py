@@ -26,6 +26,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
+from wiregate import hostport
 from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import Protocol, ProxyError, decode, detect, encode_v2
 
@@ -95,9 +96,6 @@ def tcp_arrival_ifindex(sock: socket.socket) -> int | None:
     return arrival_ifindex(cmsgs)
 
 
-def _plain(addr: tuple) -> tuple[str, int]:
-    host = addr[0]
-    return (host[7:] if host.startswith("::ffff:") and "." in host else host), addr[1]
 
 
 class Flow:
@@ -115,7 +113,7 @@ class UdpRuntime:
         self.ingress, self.rt = ingress, rt
         self.loop: asyncio.AbstractEventLoop = ingress.loop  # type: ignore[assignment]
         self.sock = rt.sock
-        self.local = _plain(self.sock.getsockname())  # type: ignore[union-attr]
+        self.local = hostport.unmap(self.sock.getsockname())  # type: ignore[union-attr]
         self.flows: dict[tuple, Flow] = {}
         self.per_source: collections.Counter = collections.Counter()  # client address -> open flows
         self.cap = rt.listener.max_flows  # lowered by the ingress when the descriptor limit cannot hold max_flows
@@ -196,7 +194,7 @@ class UdpRuntime:
                 return
             except OSError:
                 return
-            source = _plain(raw)
+            source = hostport.unmap(raw)
             client = source
             dest = self.local
             payload = data

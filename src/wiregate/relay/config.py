@@ -1,7 +1,7 @@
 """Relay configuration: frozen values validated on construction, plus a small JSON/TOML file format.
 
 Every check raises ConfigError naming the field path and the value, e.g.
-``services[0].backends[1].port: 70000 is not a port (1..65535)``.
+``services[0].backends[1]: ["10.0.0.2", 70000]: port out of range``.
 The file format maps 1:1 onto these classes (see docs/relay.md and ``config_from_dict``).
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from wiregate import hostport
 from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
 
@@ -22,19 +23,11 @@ PROXY_VERSIONS_UDP = ("none", "v2")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "source")
 # TLVs a byte relay can fill in (HAProxy's proxy-v2-options of the same names); TLS ones need decryption
 PROXY_TLVS = ("crc32c", "unique-id")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?\Z")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 def _fail(path: str, value: object, why: str) -> None:
     raise ConfigError(f"{path}: {value!r} {why}")
-
-
-def _port(path: str, value: object, allow_zero: bool = False) -> None:
-    lo = 0 if allow_zero else 1
-    if type(value) is not int or not lo <= value <= 65535:
-        _fail(path, value, f"is not a port ({lo}..65535)")
 
 
 def _positive(path: str, value: object, *, integer: bool = False, allow_zero: bool = False) -> None:
@@ -43,19 +36,6 @@ def _positive(path: str, value: object, *, integer: bool = False, allow_zero: bo
             value == 0 and not allow_zero):
         kind = "an integer" if integer else "a number"
         _fail(path, value, f"must be {kind} {'>= 0' if allow_zero else '> 0'}")
-
-
-def _host(path: str, value: object, *, allow_name: bool) -> None:
-    if not isinstance(value, str) or not value:
-        _fail(path, value, "must be a non-empty host string")
-    try:
-        ipaddress.ip_address(value)  # type: ignore[arg-type]
-        return
-    except ValueError:
-        pass
-    if allow_name and _HOSTNAME.match(value):  # type: ignore[arg-type]
-        return
-    _fail(path, value, "is not an IP address" + (" or host name" if allow_name else ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +53,9 @@ class Backend:
 
     def validate(self, path: str) -> None:
         """Raise ConfigError naming `path` when a field is invalid."""
-        _host(f"{path}.host", self.host, allow_name=True)
-        _port(f"{path}.port", self.port)
+        if not isinstance(self.host, str):
+            _fail(f"{path}.host", self.host, "must be a host string")
+        hostport.parse((self.host, self.port), what=path)  # an IP address or a DNS name, port 1..65535
         if type(self.weight) is not int or not 1 <= self.weight <= 256:
             _fail(f"{path}.weight", self.weight, "must be an integer 1..256")
         if type(self.backup) is not bool:
@@ -118,10 +99,9 @@ def _check_listen(path: str, listen: object) -> None:
         _fail(path, listen, "must be a non-empty tuple of (address, port)")
     seen = set()
     for i, item in enumerate(listen):  # type: ignore[arg-type]
-        if not isinstance(item, tuple) or len(item) != 2:
+        if not isinstance(item, tuple):
             _fail(f"{path}[{i}]", item, "must be (address, port)")
-        _host(f"{path}[{i}].address", item[0], allow_name=False)
-        _port(f"{path}[{i}].port", item[1])
+        hostport.parse(item, names=False, what=f"{path}[{i}]")
         key = (ipaddress.ip_address(item[0]), item[1])
         if key in seen:
             _fail(f"{path}[{i}]", format_addr(item), "is listed twice")
@@ -277,25 +257,14 @@ class RelayConfig:
         raise KeyError(name)
 
 
-def format_addr(addr: tuple[str, int] | tuple) -> str:
-    """host:port, with IPv6 hosts in brackets."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+format_addr = hostport.format  # the relay's modules and its users spell it this way
 
 
 # ---- file format ------------------------------------------------------------------------------------------------
 
 def _parse_addr(path: str, value: object) -> tuple[str, int]:
-    """'1.2.3.4:80', '[::1]:80', ':80' (all IPv4), or a [host, port] list."""
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (value[0], value[1])  # type: ignore[return-value]
-    if not isinstance(value, str):
-        _fail(path, value, "must be 'host:port' or [host, port]")
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]*):(\d{1,5})", value)  # type: ignore[arg-type]
-    if not m:
-        _fail(path, value, "must be 'host:port' (IPv6 as '[addr]:port')")
-    host = m.group(1) if m.group(1) is not None else (m.group(3) or "0.0.0.0")  # type: ignore[union-attr]
-    return host, int(m.group(2) or m.group(4))  # type: ignore[union-attr]
+    """'1.2.3.4:80', '[::1]:80', or the list form ["::1", 80] (IP addresses only: these are bound)."""
+    return hostport.parse(value, names=False, what=path)
 
 
 def _build(cls: type, path: str, data: object, convert: dict[str, Any]) -> Any:
@@ -315,9 +284,9 @@ def _build(cls: type, path: str, data: object, convert: dict[str, Any]) -> Any:
         obj = cls(**kwargs)
     except ConfigError as exc:  # re-anchor "service.x" style paths at this position in the file
         msg = str(exc)
-        for prefix in ("service.", "backend.", "health."):
-            if msg.startswith(prefix):
-                msg = f"{path}.{msg[len(prefix):]}"
+        for prefix in ("service", "backend", "health"):
+            if msg.startswith((prefix + ".", prefix + ":")):
+                msg = path + msg[len(prefix):]
                 break
         raise ConfigError(msg) from None
     except TypeError as exc:

@@ -15,6 +15,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from wiregate import hostport
 from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import PP2_TYPE_UNIQUE_ID, TLV, Command, encode_v1, encode_v2
 from wiregate.relay.config import TCPService, format_addr
@@ -35,12 +36,7 @@ _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
 
 
-def plain_addr(addr: tuple) -> tuple[str, int]:
-    """(host, port) with IPv4-mapped IPv6 turned back into IPv4 (what HAProxy reports as the source)."""
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, addr[1]
+plain_addr = hostport.unmap  # (host, port), IPv4-mapped IPv6 back to IPv4 (what HAProxy reports as the source)
 
 
 def bind_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:

@@ -135,12 +135,12 @@ def traefik(sl: SystemLab) -> subprocess.Popen:
 
 def _tcp_listens(cfg) -> list[str]:
     from wiregate.config.model import GatewayConfig
-    from wiregate.config.schema import format_hostport
+    from wiregate import hostport
 
     if isinstance(cfg, GatewayConfig):
-        return [format_hostport(h, p) for s in cfg.services if s.protocol == "tcp" for h, p in s.listen
+        return [hostport.format((h, p)) for s in cfg.services if s.protocol == "tcp" for h, p in s.listen
                 if h not in ("0.0.0.0", "::")]
-    return [format_hostport(*ln.listen) for ln in cfg.listeners if ln.protocol == "tcp"]
+    return [hostport.format(ln.listen) for ln in cfg.listeners if ln.protocol == "tcp"]
 
 
 def start_samples(sl: SystemLab, *extra: str) -> None:

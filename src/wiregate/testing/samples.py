@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import ipaddress
 import ssl
 from pathlib import Path
 
+from wiregate import hostport
 from wiregate.proxyproto import Decoder, ProxyError
 
 HEADER_TIMEOUT = 5.0
@@ -53,11 +53,6 @@ def make_cert(name: str, certdir: Path) -> tuple[Path, Path]:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
     return cpath, kpath
-
-
-def _fmt(addr) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def read_proxy(reader: asyncio.StreamReader) -> tuple[tuple[str, int] | None, bytes]:
@@ -95,8 +90,8 @@ class Samples:
     async def _client_addr(self, reader, writer) -> tuple[str, bytes]:
         if self.proxy:
             src, rest = await read_proxy(reader)
-            return (_fmt(src) if src else "local"), rest
-        return _fmt(writer.get_extra_info("peername")), b""
+            return (hostport.format(src) if src else "local"), rest
+        return hostport.format(writer.get_extra_info("peername")), b""
 
     # -- TLS by SNI: the PROXY header comes in clear first, then the handshake on the same socket --------------
     def ssl_context(self, seen: list[str]) -> ssl.SSLContext:
@@ -157,7 +152,7 @@ class Samples:
 
     async def http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            peer = _fmt(writer.get_extra_info("peername"))
+            peer = hostport.format(writer.get_extra_info("peername"))
             src, head = None, b""
             if self.proxy:
                 src, head = await read_proxy(reader)
@@ -172,7 +167,7 @@ class Samples:
                 k, _, v = line.partition(":")
                 headers[k.strip().lower()] = v.strip()
             xff = headers.get("x-forwarded-for")
-            client = xff.split(",")[-1].strip() if xff else (_fmt(src)[:_fmt(src).rfind(":")] if src else peer)
+            client = xff.split(",")[-1].strip() if xff else (src[0] if src else peer)
             extra = ""
             if self.show_headers:  # what an HTTP proxy in front said besides X-Forwarded-For
                 extra = "".join(f" {k}={headers[k]}" for k in ("x-real-ip", "x-forwarded-proto") if k in headers)
@@ -211,7 +206,7 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        client = _fmt(addr)
+        client = hostport.format(addr)
         if self.proxy:
             dec = Decoder(allow_v1=False)
             try:
@@ -221,16 +216,13 @@ class UdpEcho(asyncio.DatagramProtocol):
             if hdr is None:
                 return
             if isinstance(hdr.source, tuple):
-                client = _fmt(hdr.source)
+                client = hostport.format(hdr.source)
             data = dec.rest
         self.transport.sendto(f"udp client {client} ".encode() + data[:1024], addr)
 
 
 def _addr(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")
-    ipaddress.ip_address(host)
-    return host, int(port)
+    return hostport.parse(text, names=False, what="address")
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import ipaddress
 import json
 import random
 import socket
 import sys
 import time
 
+from wiregate import hostport
 from wiregate.proxyproto import Decoder, ProxyError
 from wiregate.testing.samples import read_proxy
 
@@ -55,13 +55,7 @@ MAX_REQUESTS = 1_000_000  # count bound of every loop (time bounds them long bef
 
 def client_ip(text: str) -> str:
     """An address as the client would write it: IPv4-mapped IPv6 (mixed-family PROXY headers) back to IPv4."""
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return text
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+    return hostport.unmap_host(text)
 
 
 def http_body(path: str, client: str) -> bytes:
@@ -162,8 +156,7 @@ class UdpEcho(asyncio.DatagramProtocol):
 
 
 def _addr(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+    return hostport.parse(text, names=False, what="address")
 
 
 async def serve(args: argparse.Namespace) -> None:

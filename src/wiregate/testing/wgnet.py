@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from wiregate import hostport
 from wiregate.testing.netns import Lab, Netns
 from wiregate.testing.peers import which
 from wiregate.wireguard.config import PeerSection, WgQuickConfig, write
@@ -170,8 +171,7 @@ class WgNet:
         for p in s.peers:
             args += ["peer", _b64(p.public_key), "allowed-ips", ",".join(p.allowed_ips)]
             if p.endpoint:
-                host, port = p.endpoint
-                args += ["endpoint", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+                args += ["endpoint", hostport.format(p.endpoint)]
             if p.persistent_keepalive:
                 args += ["persistent-keepalive", str(p.persistent_keepalive)]
         s.wg(*args)

@@ -19,11 +19,12 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wiregate import hostport
 from wiregate.errors import ConfigError
 from wiregate.wireguard.keys import decode_key, encode_key
 
 __all__ = ["PeerSection", "WgQuickConfig", "parse", "load", "write", "format_config", "check_secret_file",
-           "split_endpoint", "decode_key", "encode_key"]
+           "decode_key", "encode_key"]
 # keys that wg-quick understands but that wiregate does not act on (see module docstring)
 IGNORED_INTERFACE_KEYS = {"dns", "preup", "postup", "predown", "postdown", "saveconfig"}
 
@@ -52,21 +53,6 @@ class WgQuickConfig:
     peers: tuple[PeerSection, ...] = ()
     routes: bool = True  # False for `Table = off`: no routes for the peers' AllowedIPs
     notes: tuple[str, ...] = field(default=(), compare=False)
-
-
-def split_endpoint(value: str) -> tuple[str, int]:
-    """`host:port`, `1.2.3.4:port` or `[v6]:port` -> (host, port); raises ValueError with a reason."""
-    if value.startswith("["):
-        host, sep, port = value[1:].partition("]:")
-        if not sep or not host:
-            raise ValueError("expected [IPv6 address]:port")
-    else:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or ":" in host:
-            raise ValueError("expected host:port (IPv6 addresses in brackets)")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"port must be 1..65535, got {port!r}")
-    return host, int(port)
 
 
 def _int(value: str, lo: int, hi: int) -> int:
@@ -163,7 +149,7 @@ def parse(text: str, source: str = "<config>") -> WgQuickConfig:
                 elif lkey == "allowedips":
                     peer["allowed_ips"].extend(_prefixes(value, interface=False))
                 elif lkey == "endpoint":
-                    peer["endpoint"] = split_endpoint(value)
+                    peer["endpoint"] = hostport.parse(value, what="Endpoint")
                 elif lkey == "persistentkeepalive":
                     peer["persistent_keepalive"] = 0 if value == "off" else _int(value, 0, 65535)
                 else:
@@ -246,8 +232,7 @@ def format_config(cfg: WgQuickConfig) -> str:
         if p.allowed_ips:
             lines.append(f"AllowedIPs = {', '.join(p.allowed_ips)}")
         if p.endpoint is not None:
-            host, port = p.endpoint
-            lines.append(f"Endpoint = {'[' + host + ']' if ':' in host else host}:{port}")
+            lines.append(f"Endpoint = {hostport.format(p.endpoint)}")
         if p.persistent_keepalive:
             lines.append(f"PersistentKeepalive = {p.persistent_keepalive}")
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 
+from wiregate import hostport
 from wiregate.errors import ConfigError
 from wiregate.wireguard.allowedips import AllowedIPs, parse_prefix
 from wiregate.wireguard.constants import (
@@ -72,9 +73,9 @@ _DEFAULT_PORT = 51820
 
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
-    """A peer as configured (wg-quick [Peer] / UAPI): `endpoint_host` is a DNS name ("host", "host:port" or
-    "[v6]:port") the Device asks the I/O layer to resolve (ResolveEndpoint) when there is no endpoint yet and
-    again while handshakes keep failing."""
+    """A peer as configured (wg-quick [Peer] / UAPI): `endpoint_host` is a DNS name ("host" or "host:port",
+    wiregate.hostport's syntax) the Device asks the I/O layer to resolve (ResolveEndpoint) when there is no endpoint
+    yet and again while handshakes keep failing."""
 
     public_key: bytes
     preshared_key: bytes | None = None
@@ -82,24 +83,6 @@ class PeerConfig:
     endpoint: tuple[str, int] | None = None
     endpoint_host: str | None = None
     persistent_keepalive: int = 0
-
-
-def _split_host(text: str, default_port: int) -> tuple[str, int]:
-    """'host', 'host:port' or '[v6]:port' -> (host, port)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    if not host:
-        raise ConfigError(f"Endpoint: {text!r} has no host name")
-    if port:
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"Endpoint: {text!r} has an invalid port")
-        return host, int(port)
-    return host, default_port
 
 
 class Peer:
@@ -235,7 +218,8 @@ class Device:
         normalised = self._check_config(cfg)
         peer = Peer(cfg, lambda p: PeerTimers(p, self._timerq, self._jitter))
         if cfg.endpoint_host:
-            peer.endpoint_host, peer.endpoint_port = _split_host(cfg.endpoint_host, peer.endpoint_port)
+            peer.endpoint_host, peer.endpoint_port = hostport.parse(
+                cfg.endpoint_host, default_port=peer.endpoint_port, what="Endpoint")
         peer.handshake.precompute(self._identity)
         self.peers[cfg.public_key] = peer
         self._set_allowed(peer, normalised)
@@ -257,7 +241,7 @@ class Device:
         if cfg.persistent_keepalive < 0 or cfg.persistent_keepalive > 65535:
             raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
         if cfg.endpoint_host:
-            _split_host(cfg.endpoint_host, _DEFAULT_PORT)
+            hostport.parse(cfg.endpoint_host, default_port=_DEFAULT_PORT, what="Endpoint")
         return self._check_prefixes(cfg.allowed_ips)
 
     def sync_peers(self, configs: Iterable[PeerConfig]) -> None:
@@ -302,7 +286,8 @@ class Device:
             self._set_allowed(peer, normalised)
         if endpoint_host is not _KEEP:
             if endpoint_host:
-                peer.endpoint_host, peer.endpoint_port = _split_host(str(endpoint_host), peer.endpoint_port)
+                peer.endpoint_host, peer.endpoint_port = hostport.parse(
+                    str(endpoint_host), default_port=peer.endpoint_port, what="Endpoint")
             else:
                 peer.endpoint_host = None
         if endpoint is not None:

@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from wiregate import hostport
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.wireguard import uapi
 from wiregate.wireguard.config import PeerSection, WgQuickConfig
@@ -56,7 +57,7 @@ def peer_config(p: PeerSection) -> PeerConfig:
         if _is_ip(host):
             endpoint = (host, port)
         else:
-            endpoint_host = f"{host}:{port}"
+            endpoint_host = hostport.format((host, port))
     return PeerConfig(public_key=p.public_key, preshared_key=p.preshared_key, allowed_ips=p.allowed_ips,
                       endpoint=endpoint, endpoint_host=endpoint_host, persistent_keepalive=p.persistent_keepalive)
 
@@ -202,7 +203,7 @@ class WireGuardInterface:
                          encode_key(ev.peer_key)[:8])
             elif isinstance(ev, PeerRoamed):
                 log.info("%s: peer %s moved to %s", self.name, encode_key(ev.peer_key)[:8],
-                         uapi.format_endpoint(ev.new))
+                         hostport.format(ev.new))
 
     # -- DNS endpoints -------------------------------------------------------------------------------------
     def _resolve(self, peer_key: bytes, host: str, port: int) -> None:
@@ -307,7 +308,7 @@ class WireGuardInterface:
         for key, p in self.device.peers.items():
             peers.append({
                 "public_key": encode_key(key),
-                "endpoint": None if p.endpoint is None else f"{uapi.format_endpoint(p.endpoint)}",
+                "endpoint": None if p.endpoint is None else hostport.format(p.endpoint),
                 "last_handshake": p.last_handshake or None,
                 "rx_bytes": p.rx_bytes,
                 "tx_bytes": p.tx_bytes,

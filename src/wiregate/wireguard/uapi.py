@@ -17,6 +17,7 @@ import errno as _errno
 import ipaddress
 from dataclasses import dataclass, field
 
+from wiregate import hostport
 from wiregate.errors import WiregateError
 
 # Error codes as wireguard-go's ipc package sends them (negative errno values; `wg` negates them back).
@@ -118,29 +119,12 @@ def _true(value: str, what: str) -> bool:
 
 
 def parse_endpoint(value: str) -> tuple[str, int]:
-    """`1.2.3.4:51820` or `[fd00::1]:51820` (numeric only, as `wg` sends it) -> (address, port)."""
-    if value.startswith("["):
-        host, sep, port = value[1:].partition("]:")
-        if not sep:
-            raise UapiError(IPC_ERROR_INVALID, f"endpoint: expected [address]:port, got {value!r}")
-        host = host.split("%", 1)[0]  # a scope id is accepted and dropped
-    else:
-        host, sep, port = value.rpartition(":")
-        if not sep:
-            raise UapiError(IPC_ERROR_INVALID, f"endpoint: expected address:port, got {value!r}")
+    """`1.2.3.4:51820` or `[fd00::1]:51820` (numeric only, as `wg` sends it; port 0 allowed as in wireguard-go;
+    a zone is accepted and dropped) -> (address, port)."""
     try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise UapiError(IPC_ERROR_INVALID, f"endpoint: not a numeric address: {host!r}") from None
-    if isinstance(addr, ipaddress.IPv6Address) != value.startswith("["):
-        raise UapiError(IPC_ERROR_INVALID, f"endpoint: IPv6 addresses go in brackets: {value!r}")
-    return str(addr), _uint(port, 16, "endpoint port")
-
-
-def format_endpoint(endpoint: tuple[str, int]) -> str:
-    """The inverse of parse_endpoint."""
-    host, port = endpoint[0], endpoint[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return hostport.parse(value, names=False, allow_port_zero=True, what="endpoint").unscoped()
+    except hostport.AddressError as exc:
+        raise UapiError(IPC_ERROR_INVALID, str(exc)) from None
 
 
 def parse_allowed_ip(value: str) -> str:
@@ -223,7 +207,7 @@ def format_get(status: DeviceStatus) -> str:
         out.append(f"preshared_key={(p.preshared_key or bytes(32)).hex()}")
         out.append("protocol_version=1")
         if p.endpoint is not None:
-            out.append(f"endpoint={format_endpoint(p.endpoint)}")
+            out.append(f"endpoint={hostport.format(p.endpoint)}")
         sec = int(p.last_handshake) if p.last_handshake else 0
         nsec = min(int(round((p.last_handshake - sec) * 1e9)), 999_999_999) if p.last_handshake else 0
         out.append(f"last_handshake_time_sec={sec}")
@@ -262,7 +246,7 @@ def format_set(req: SetRequest) -> str:
         if p.preshared_key is not None:
             out.append(f"preshared_key={p.preshared_key.hex()}")
         if p.endpoint is not None:
-            out.append(f"endpoint={format_endpoint(p.endpoint)}")
+            out.append(f"endpoint={hostport.format(p.endpoint)}")
         if p.persistent_keepalive is not None:
             out.append(f"persistent_keepalive_interval={p.persistent_keepalive}")
         if p.replace_allowed_ips:

@@ -15,6 +15,8 @@ import errno
 import socket
 import struct
 
+from wiregate import hostport
+
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h: send with GSO, value = segment size (u16)
 UDP_GRO = 104  # linux/udp.h: receive coalesced datagrams; cmsg value = segment size (int)
@@ -25,15 +27,6 @@ RECV_BUF = 65536 + 2048
 SOCKET_BUFFER = 8 << 20  # deep buffers: a burst from TCP's window must not be dropped between two loop turns
 
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
-
-
-def _unmap(addr: tuple) -> tuple[str, int]:
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    elif "%" in host:
-        host = host.split("%", 1)[0]
-    return host, addr[1]
 
 
 class UdpSocket:
@@ -100,7 +93,7 @@ class UdpSocket:
                 if addr is None:
                     if len(cache) > 4096:
                         cache.clear()
-                    addr = cache[raw] = _unmap(raw)
+                    addr = cache[raw] = hostport.unmap(raw, drop_scope=True)
                 if anc:
                     seg = 0
                     for level, kind, value in anc:
