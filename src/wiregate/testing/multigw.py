@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wiregate import hostport
 from wiregate.config.model import HomeConfig
 from wiregate.testing.netns import Lab
 from wiregate.testing.system import wait_for
@@ -329,7 +330,7 @@ def figures(recs: list[dict], t_kill: float, t_ready: float) -> dict[str, Any]:
     back = sorted(r["t1"] for r in first if r["ok"] and r["addr"] == A_PUBLIC and r["t0"] >= t_ready)
     holders = [r for r in recs if "holder" in r]
     seen = {A_PUBLIC: CLIENT_A, B_PUBLIC: CLIENT_B}  # the client address each gateway's side of the client has
-    wrong = [r for r in reqs if r["ok"] and r["client"].rpartition(":")[0] != seen[r["addr"]]]
+    wrong = [r for r in reqs if r["ok"] and hostport.parse(r["client"]).host != seen[r["addr"]]]
     return {
         "wrong_client_address": len(wrong),
         "requests": len(first), "succeeded": sum(1 for r in first if r["ok"]), "failed": len(failed),
