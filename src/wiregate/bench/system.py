@@ -38,6 +38,10 @@ from wiregate.bench.results import median, ratio
 from wiregate.errors import WiregateError
 
 STACKS = ("wiregate", "seed", "wiregate_wggo")
+# measure -> the name of its `*_ratio_vs_seed_stack` key in the results
+RATIO_NAMES = {"throughput_gbit_s": "throughput", "conn_per_s": "conn_rate", "keepalive_req_per_s": "keepalive_rate",
+               "latency_p50_ms": "latency_p50", "latency_p99_ms": "latency_p99", "cpu_s_per_gb": "cpu_per_gb",
+               "cpu_s_per_10k_conn": "cpu_per_10k_conn", "rss_mb": "rss", "restart_ttfb_s": "restart_ttfb"}
 HTTP_HOST = "www.example"
 NGINX_PORT, IPERF_PORT = 8080, 5202
 
@@ -507,8 +511,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = dict(table)
     for m in measures:
         # ratio = wiregate / seed: above 1 is better for rates, below 1 is better for times, CPU and memory
-        result[f"{m.removesuffix('_s').removesuffix('_ms').removesuffix('_mb')}_ratio_vs_seed_stack"] = \
-            ratio(table[m]["wiregate"], table[m]["seed"])
+        result[f"{RATIO_NAMES[m]}_ratio_vs_seed_stack"] = ratio(table[m]["wiregate"], table[m]["seed"])
     result["wiregate_wireguard_go_ratios_vs_seed_stack"] = {m: ratio(table[m]["wiregate_wggo"], table[m]["seed"])
                                                            for m in measures}
     result["errors"] = {k: sum(r["close"]["errors"] + r["keepalive"]["errors"] + r["latency"]["errors"]
