@@ -319,10 +319,12 @@ def test_install_service_warns_for_every_file_the_units_sandbox_hides(tmp_path):
 
 # ProtectHome=yes / PrivateTmp=yes / RuntimeDirectory=wiregate as the service sees them (systemd is not running here)
 # ($0 = a directory to keep visible, "" for none: see the test; $1 = where to hold it meanwhile)
-UNIT_SANDBOX = ('keep="$0"; hold="$1"; shift; '
-                'if [ -n "$keep" ]; then mkdir -p "$hold" && mount --bind "$keep" "$hold"; fi; '
+UNIT_SANDBOX = ('keep="$0"; hold="$1"; shift; i=0; '
+                'for k in $(echo "$keep" | tr ":" " "); do i=$((i+1)); mkdir -p "$hold/$i" && '
+                'mount --bind "$k" "$hold/$i"; done; '
                 'for d in /tmp /var/tmp /home /root; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done; '
-                'if [ -n "$keep" ]; then mkdir -p "$keep" && mount --move "$hold" "$keep"; fi; '
+                'i=0; for k in $(echo "$keep" | tr ":" " "); do i=$((i+1)); mkdir -p "$k" && '
+                'mount --move "$hold/$i" "$k"; done; '
                 "mkdir -p /run/wiregate /run/wireguard; mount -t tmpfs -o mode=0750 tmpfs /run/wiregate; "
                 'mount -t tmpfs -o mode=0755 tmpfs /run/wireguard; exec "$@"')
 
@@ -365,15 +367,20 @@ def test_the_units_commands_run_as_systemd_runs_them_see_their_files(lab, tmp_pa
         r = wiregate("install-service", str(gw), "--unit-dir", str(tmp_path / "units"))
         assert r.returncode == 0, r.stderr
         svc = _service_section(tmp_path / "units" / "wiregate-gateway.service")
-        # This machine's Python may itself live where the unit hides it (pyenv under /root): install-service must
-        # say so; the test then keeps that one directory visible, so the rest (config, keys, run, reload) is tested.
+        # This machine's Python may itself live where the unit hides it (pyenv under /root), and so may this
+        # checkout with its .venv (a clone under /tmp or /home): install-service must say so, for each; the test then
+        # keeps those directories visible, so the rest (config, keys, run, reload) is tested.
         python_home = Path(os.path.realpath(sys.base_prefix))
-        keep = str(python_home) if hidden_by_unit(python_home) else ""
-        if keep:
-            assert r.stderr.startswith("wiregate: warning: wiregate-gateway.service will not start: the wiregate "
-                                       "program's interpreter: ") and len(r.stderr.splitlines()) == 1, r.stderr
-        else:
-            assert r.stderr == "", r.stderr
+        checkout = Path(os.path.realpath(sys.prefix)).parent  # the venv's directory: .venv and src/
+        exe = Path(sys.executable).parent / "wiregate"
+        expected = [what for what, path in (("the wiregate program (--exe)", exe),
+                                            ("the wiregate program's interpreter", Path(sys.executable)))
+                    if hidden_by_unit(path)]
+        lines = r.stderr.splitlines()
+        assert len(lines) == len(expected) and all(
+            line.startswith(f"wiregate: warning: wiregate-gateway.service will not start: {what}: ")
+            for line, what in zip(lines, expected, strict=True)), r.stderr
+        keep = ":".join(str(d) for d in (python_home, checkout) if hidden_by_unit(d))
 
         def sandboxed(argv: list[str]) -> list[str]:
             return ns.cmd(["unshare", "--mount", "sh", "-c", UNIT_SANDBOX, keep, str(etc / "hold"), *argv])
