@@ -392,8 +392,14 @@ class TwoHomesLab:
         self.procs["gateway"] = self.vps.start_node(gw, self.dir / "gateway.log")
         for name, host in (("home1", self.h1), ("home2", self.h2)):
             self.procs[name] = host.start_node(self.dir / name / "home.toml", self.dir / f"{name}.log")
-        wait_for(lambda: all(b["state"] == "up" and b["total"] > 0 for b in self.backends())
-                 if self.requests(4) == 4 else False, 40, 0.3)
+        try:  # generous: on a loaded 2-core machine each request here is a Python start in the client namespace
+            wait_for(lambda: all(b["state"] == "up" and b["total"] > 0 for b in self.backends())
+                     if self.requests(4) == 4 else False, 90, 0.3)
+        except TimeoutError:
+            logs = "\n".join(f"--- {n}.log\n" + (self.dir / f"{n}.log").read_text(errors="replace")[-1500:]
+                             for n in ("gateway", "home1", "home2") if (self.dir / f"{n}.log").exists())
+            raise TimeoutError(f"both homes not up and used within 90 s; backends: {self.backends()}\n{logs}") \
+                from None
 
     def backends(self) -> list[dict]:
         st = json.loads(self.vps.cli("status", "--json").stdout)
