@@ -4,14 +4,13 @@ HeadPhase (trust, PROXY header, sniffing, routing) and HttpForwarder (per-reques
 from __future__ import annotations
 
 import asyncio
-import collections
 import errno
 import os
 import ipaddress
 import logging
 import socket
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.ingress.config import IngressConfig, Listener, Route
@@ -19,7 +18,9 @@ from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
                                      http_error)
 from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
-from wiregate.limits import NO_DESCRIPTORS, Backoff, fit_warning, nofile, udp_flow_caps
+from wiregate.ingress.runtime import Runtime
+from wiregate.ingress.runtime import plain as _plain
+from wiregate.limits import NO_DESCRIPTORS, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
 
 log = logging.getLogger("wiregate.ingress")
@@ -31,13 +32,6 @@ BACKLOG = 1024
 def fmt(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _plain(addr: tuple) -> tuple[str, int]:
-    host = addr[0]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, addr[1]
 
 
 def build_tls_contexts(listener: Listener) -> dict[str, ssl.SSLContext]:
@@ -53,37 +47,6 @@ def build_tls_contexts(listener: Listener) -> dict[str, ssl.SSLContext]:
                                   f"{exc}") from None
             out[r.name] = ctx
     return out
-
-
-@dataclass
-class Runtime:
-    """One listener's running state; its config (rules) can be swapped by a reload."""
-
-    listener: Listener
-    rules: Rules
-    tls: dict[str, ssl.SSLContext]
-    sock: socket.socket | None = None
-    open: int = 0
-    accepted: int = 0
-    refused: collections.Counter = field(default_factory=collections.Counter)
-    health_checks: int = 0
-    links: set = field(default_factory=set)
-    tasks: set = field(default_factory=set)
-    udp: object = None  # UdpRuntime for protocol "udp"
-    backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
-    fd_timer: asyncio.TimerHandle | None = None  # set while accepting is paused for lack of descriptors
-    ifindex: int | None = None  # TCP with trusted_interface: trusted peers count only when they came in on it
-    wrong_if_logged: float = float("-inf")
-
-    def key(self) -> tuple[str, str, int]:
-        return (self.listener.protocol, *self.listener.listen)
-
-    def keys(self) -> set[tuple[str, str, int]]:
-        """The configured address, and the bound one (they differ for port 0)."""
-        out = {self.key()}
-        if self.sock is not None:
-            out.add((self.listener.protocol, *_plain(self.sock.getsockname())))
-        return out
 
 
 def prepare(config: IngressConfig, acme=None) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
@@ -184,7 +147,7 @@ class Ingress:
         if rt.listener.protocol == "udp":
             from wiregate.ingress.udp import UdpRuntime
 
-            rt.udp = UdpRuntime(self, rt)
+            rt.udp = UdpRuntime(self.loop, rt)
             rt.udp.start()  # type: ignore[attr-defined]
         else:
             self._pin_interface(rt)
