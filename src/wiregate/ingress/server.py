@@ -101,7 +101,7 @@ class Ingress:
         warning = fit_warning(limit, tcp, sum(wanted))
         if warning is not None:
             log.warning("ingress: %s", warning)
-        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted)):
+        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted), strict=True):  # one cap per UDP service
             rt.udp.cap = cap  # type: ignore[attr-defined]
             if cap < rt.listener.max_flows:
                 log.warning("listener %s: at most %d UDP flows (max_flows %d does not fit the descriptor limit %d)",
