@@ -26,7 +26,6 @@ from pathlib import Path
 
 from wiregate.config import pairing
 from wiregate.demo.netns import Lab, Netns
-from wiregate.demo.procs import stop
 
 CLIENT_IP, VPS_PUBLIC_IP = "203.0.113.2", "203.0.113.1"
 VPS_IP, HOME_IP = "198.51.100.1", "198.51.100.2"
@@ -211,16 +210,8 @@ class SystemLab:
     def start_gateway(self, timeout: float = 30.0) -> None:
         self.gateway_proc = self._run_node(self.vps, self.gateway_file, "gateway", timeout)
 
-    def stop_gateway(self) -> None:
-        stop(self.gateway_proc)
-        self.gateway_proc = None
-
     def start_home(self, timeout: float = 30.0) -> None:
         self.home_proc = self._run_node(self.home, self.home_file, "home", timeout)
-
-    def stop_home(self) -> None:
-        stop(self.home_proc)
-        self.home_proc = None
 
     def start_samples(self, *, tls: str = "127.0.0.1:8443", http: str = "127.0.0.1:8080",
                       echo: str = "127.0.0.1:7007", udp: str = "127.0.0.1:5353") -> None:

@@ -32,7 +32,7 @@ from wiregate.demo.system import VPS_PUBLIC_IP as VPS_PUBLIC_IP
 from wiregate.demo.system import WG_PORT as WG_PORT
 from wiregate.demo.system import client_requests as client_requests
 from wiregate.demo.system import wait_for as wait_for
-from wiregate.testing.peers import which
+from wiregate.testing.peers import stop, which
 from wiregate.testing.wgnet import WG_GO_ENV
 
 
@@ -47,6 +47,14 @@ class SystemLab(_demo.SystemLab):
         if self.home_mode == "external" and self.wggo_proc is None:
             self.start_wireguard_go_home()
         super().start_home(timeout)
+
+    def stop_gateway(self) -> None:
+        stop(self.gateway_proc)
+        self.gateway_proc = None
+
+    def stop_home(self) -> None:
+        stop(self.home_proc)
+        self.home_proc = None
 
     def start_wireguard_go_home(self, timeout: float = 10.0) -> None:
         """The home tunnel as Debian's wireguard-go, configured from `wiregate export wg-quick` + `wg-quick strip`
