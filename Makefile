@@ -23,7 +23,8 @@ demo: venv  # the demo needs only ip(8) and Python; the peers of the tests are n
 	@sh scripts/install-debs.sh iproute2
 	$(BIN)/wiregate demo
 
-test: venv debs
+test: venv debs  # lint first: a ruff finding fails `make test` before any test runs
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
 bench: venv debs

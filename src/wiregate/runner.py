@@ -126,7 +126,8 @@ def relay_config(cfg: GatewayConfig):
                                  send_proxy=s.proxy_protocol != "none") if h.enabled else None
             services.append(TCPService(
                 name=s.name, listen=s.listen, backends=backends, proxy_protocol=s.proxy_protocol,
-                proxy_tlvs=s.proxy_tlvs, balance=s.balance, health=health, connect_timeout=s.connect_timeout, retries=s.retries,
+                proxy_tlvs=s.proxy_tlvs, balance=s.balance, health=health, connect_timeout=s.connect_timeout,
+                retries=s.retries,
                 idle_timeout=s.idle_timeout, max_connections=s.max_connections, max_per_source=s.max_per_source))
         else:
             services.append(UDPService(name=s.name, listen=s.listen, backends=backends,

@@ -114,13 +114,13 @@ async def test_connection_limit_refuses_the_extra_connection(backends, ingress, 
                             trusted=()))
     port = ing.addresses["web"][1]
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-    for r, w in held:
+    for _r, w in held:
         w.write(b"x")
         await w.drain()
     await svc.wait_for(lambda: len(svc.conns) == 2)
     assert await talk(port, b"y", expect=1) == b""
     assert ing.status()["web"]["refused"].get("connection_limit") == 1
-    for r, w in held:
+    for _r, w in held:
         w.close()
 
 

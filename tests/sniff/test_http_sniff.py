@@ -32,7 +32,8 @@ def test_ipv6_literal_host_and_http10_without_host():
 
 
 def test_upgrade_and_chunked_are_reported():
-    head = parse_request_head(b"GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    head = parse_request_head(b"GET /ws HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n"
+                              b"Connection: Upgrade\r\n\r\n")
     assert head is not None and head.upgrade
     head = parse_request_head(b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert head is not None and head.chunked

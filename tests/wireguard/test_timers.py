@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from wgcore_helpers import Pair, ip4, kinds, run_until
 
 from wiregate.wireguard.constants import (
@@ -30,7 +32,7 @@ def test_initiation_is_retried_every_rekey_timeout_with_jitter_then_given_up() -
     p.a.send_packet(ip4("10.0.0.1", "10.0.0.2"), p.now)
     assert [dg[0] for dg, _ in p.a.take_datagrams()] == [1]
     times = [start] + _initiations_sent(p, start + 200)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert all(REKEY_TIMEOUT <= g < REKEY_TIMEOUT + 0.334 for g in gaps), gaps
     assert len(set(round(g, 3) for g in gaps)) > 1  # jittered, not a fixed period
     # wireguard-go and the kernel: MAX_TIMER_HANDSHAKES + 2 tries, so initiations stop once

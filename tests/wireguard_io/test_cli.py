@@ -6,8 +6,6 @@ import base64
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import need
 from wiregate.testing.peers import which
 

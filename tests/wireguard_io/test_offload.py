@@ -22,7 +22,8 @@ def tcp(seq: int, payload: bytes, flags: int = 0x10, v6: bool = False, sport: in
     th = struct.pack("!HHIIBBHHH", sport, 2000, seq, ack, 8 << 4, flags, 500, 0, 0) + OPTS
     if v6:
         return struct.pack("!IHBB16s16s", 6 << 28, len(th) + len(payload), 6, 64, A6, B6) + th + payload
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(th) + len(payload), 1, 0x4000, 64, 6, 0, A4, B4) + th + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(th) + len(payload), 1, 0x4000, 64, 6, 0, A4, B4)
+    return ip + th + payload
 
 
 def ones_sum(data: bytes) -> int:

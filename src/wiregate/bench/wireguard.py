@@ -92,7 +92,7 @@ def _compare(seconds: float, repeat: int) -> dict[str, dict[str, Any]]:
     hits both alike."""
     kinds = ("wireguard-go", "wiregate")
     with Lab("b") as lab_go, Lab("b") as lab_ours:
-        nets = dict(zip(kinds, (_tunnel(lab_go, kinds[0]), _tunnel(lab_ours, kinds[1]))))
+        nets = dict(zip(kinds, (_tunnel(lab_go, kinds[0]), _tunnel(lab_ours, kinds[1])), strict=True))
         runs: dict[str, list] = {k: [] for k in kinds}
         for i in range(repeat):
             for kind in (kinds if i % 2 == 0 else kinds[::-1]):
@@ -209,7 +209,7 @@ def run(args) -> dict[str, Any]:
         for s in net.sides:
             net.stop(s)  # SIGTERM: `wg up` writes its profile on the way out
         top, loop_pct = _profile_top(Path(d))
-        stages = {tag: profile_stages(pstats.Stats(str(s.profile))) for tag, s in zip("ab", net.sides)
+        stages = {tag: profile_stages(pstats.Stats(str(s.profile))) for tag, s in zip("ab", net.sides, strict=True)
                   if s.profile is not None and s.profile.exists()}
     return {
         "throughput_ratio_vs_wireguard_go": ratio(ours["gbit_s"], wggo["gbit_s"]),

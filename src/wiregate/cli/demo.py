@@ -49,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(NEEDS_ROOT, file=sys.stderr)
         return 1
-    from wiregate.testing.netns import Lab, can_use_netns
+    from wiregate.demo.netns import Lab, can_use_netns
 
     reason = can_use_netns()
     if reason:
         print(f"wiregate demo: {reason}", file=sys.stderr)
         return 1
-    from wiregate.testing.system import (
+    from wiregate.demo.system import (
         CLIENT_IP,
         GATEWAY_NAME,
         VPS_PUBLIC_IP,

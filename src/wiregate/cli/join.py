@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
         added = pairing.add_gateway(text, existing, name=args.gateway_name, interface=args.interface)
         print(f"added gateway {added.name} (interface {added.interface}) to {added.path}; its key is in "
               f"{added.key_file} (mode 0600)")
-        print(f"next: reload the running home (systemctl reload wiregate-{added.home}, or kill -HUP its PID), and give the "
-              f"public name an A/AAAA record for this gateway too (README: Several gateways)")
+        print(f"next: reload the running home (systemctl reload wiregate-{added.home}, or kill -HUP its PID), and "
+              "give the public name an A/AAAA record for this gateway too (README: Several gateways)")
         return 0
     path = pairing.join(text, args.config_dir, name=args.name, interface=args.interface, force=args.force)
     print(f"wrote {path} and {args.config_dir / pairing.HOME_KEY} (mode 0600)")

@@ -74,7 +74,7 @@ def describe(header: ProxyHeader) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run both round trips; 0 when every check held, 1 when one failed (each failure is named)."""
     from wiregate.errors import WiregateError
-    from wiregate.testing.haproxy_pp import find_haproxy
+    from wiregate.demo.haproxy import find_haproxy
 
     # HAProxyMissing is a WiregateError: the CLI prints one clean line, no traceback. `wiregate demo` passes its
     # own namespace, which has no --haproxy.
@@ -105,8 +105,8 @@ def _round_trips(exe: str) -> int:
         encode_v1,
         encode_v2,
     )
-    from wiregate.testing.haproxy_pp import Catcher, HAProxy, haproxy_version, http_get, make_test_pki, tls_client
-    from wiregate.testing.peers import free_port
+    from wiregate.demo.haproxy import Catcher, HAProxy, haproxy_version, http_get, make_test_pki, tls_client
+    from wiregate.demo.procs import free_port
 
     failures: list[str] = []
 

@@ -4,7 +4,6 @@ HeadPhase (trust, PROXY header, sniffing, routing) and HttpForwarder (per-reques
 from __future__ import annotations
 
 import asyncio
-import collections
 import errno
 import functools
 import os
@@ -12,7 +11,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.hostport import format as fmt
@@ -22,7 +21,8 @@ from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
                                      http_error)
 from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
-from wiregate.limits import NO_DESCRIPTORS, Backoff, fit_warning, nofile, udp_flow_caps
+from wiregate.ingress.runtime import Runtime
+from wiregate.limits import NO_DESCRIPTORS, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
 from wiregate.relay.poller import HAVE_EPOLL, Poller
 
@@ -48,40 +48,6 @@ def build_tls_contexts(listener: Listener) -> dict[str, ssl.SSLContext]:
                                   f"{exc}") from None
             out[r.name] = ctx
     return out
-
-
-@dataclass
-class Runtime:
-    """One listener's running state; its config (rules) can be swapped by a reload."""
-
-    listener: Listener
-    rules: Rules
-    tls: dict[str, ssl.SSLContext]
-    sock: socket.socket | None = None
-    open: int = 0
-    accepted: int = 0
-    refused: collections.Counter = field(default_factory=collections.Counter)
-    health_checks: int = 0
-    links: set = field(default_factory=set)
-    pending: set = field(default_factory=set)  # driven by callbacks, before the link: _HeadWait, _FastConnect
-    tasks: set = field(default_factory=set)
-    udp: object = None  # UdpRuntime for protocol "udp"
-    backoff: Backoff = field(default_factory=Backoff)  # out of descriptors: accept pauses, growing, logged rarely
-    fd_timer: asyncio.TimerHandle | None = None  # set while accepting is paused for lack of descriptors
-    ifindex: frozenset[int] | None = None  # TCP with trusted_interface: trusted peers count only when they came in
-    # on one of these interfaces
-    wrong_if_logged: float = float("-inf")
-    local: tuple[str, int] | None = None  # the bound address when it is not a wildcard (no getsockname per client)
-
-    def key(self) -> tuple[str, str, int]:
-        return (self.listener.protocol, *self.listener.listen)
-
-    def keys(self) -> set[tuple[str, str, int]]:
-        """The configured address, and the bound one (they differ for port 0)."""
-        out = {self.key()}
-        if self.sock is not None:
-            out.add((self.listener.protocol, *unmap(self.sock.getsockname())))
-        return out
 
 
 def prepare(config: IngressConfig, acme=None) -> list[tuple[Listener, Rules, dict[str, ssl.SSLContext]]]:
@@ -145,7 +111,7 @@ class Ingress:
         warning = fit_warning(limit, tcp, sum(wanted))
         if warning is not None:
             log.warning("ingress: %s", warning)
-        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted)):
+        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted), strict=True):  # one cap per UDP service
             rt.udp.cap = cap  # type: ignore[attr-defined]
             if cap < rt.listener.max_flows:
                 log.warning("listener %s: at most %d UDP flows (max_flows %d does not fit the descriptor limit %d)",
@@ -196,7 +162,7 @@ class Ingress:
         if rt.listener.protocol == "udp":
             from wiregate.ingress.udp import UdpRuntime
 
-            rt.udp = UdpRuntime(self, rt)
+            rt.udp = UdpRuntime(self.loop, rt)
             rt.udp.start()  # type: ignore[attr-defined]
         else:
             self._pin_interface(rt)

@@ -14,7 +14,7 @@ from wiregate.ingress.http_forward import HttpForwarder
 
 if TYPE_CHECKING:
     from wiregate.ingress.policy import Accepted
-    from wiregate.ingress.server import Runtime
+    from wiregate.ingress.runtime import Runtime
 
 log = logging.getLogger("wiregate.ingress")
 RECV = 65536

@@ -31,7 +31,7 @@ from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import Protocol, ProxyError, decode, detect, encode_v2
 
 if TYPE_CHECKING:
-    from wiregate.ingress.server import Ingress, Runtime
+    from wiregate.ingress.runtime import Runtime
 
 log = logging.getLogger("wiregate.ingress")
 MAX_DATAGRAM = 65535
@@ -109,9 +109,9 @@ class Flow:
 class UdpRuntime:
     """The datagram side of one UDP listener."""
 
-    def __init__(self, ingress: Ingress, rt: Runtime) -> None:
-        self.ingress, self.rt = ingress, rt
-        self.loop: asyncio.AbstractEventLoop = ingress.loop  # type: ignore[assignment]
+    def __init__(self, loop: asyncio.AbstractEventLoop, rt: Runtime) -> None:
+        self.rt = rt
+        self.loop = loop
         self.sock = rt.sock
         self.local = hostport.unmap(self.sock.getsockname())  # type: ignore[union-attr]
         self.flows: dict[tuple, Flow] = {}

@@ -31,7 +31,7 @@ from wiregate.proxyproto.constants import (
     Family,
     Protocol,
 )
-from wiregate.proxyproto.header import TLV, Address, ProxyError, ProxyHeader, parse_ssl
+from wiregate.proxyproto.header import TLV, Address, ProxyError, ProxyHeader, SSLInfo, parse_ssl
 
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 _TLV_HEAD = struct.Struct("!BH")
@@ -120,6 +120,11 @@ def encode_tlvs(tlvs: Iterable[TLV]) -> bytes:
         out += _TLV_HEAD.pack(t.type, len(t.value))
         out += t.value
     return bytes(out)
+
+
+def encode_ssl(info: SSLInfo) -> bytes:
+    """The value of a PP2_TYPE_SSL TLV for `info` (use it as TLV(PP2_TYPE_SSL, encode_ssl(info)))."""
+    return bytes([info.client]) + struct.pack("!I", info.verify) + encode_tlvs(info.tlvs)
 
 
 def encode_v2(

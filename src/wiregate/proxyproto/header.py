@@ -173,10 +173,3 @@ def parse_ssl(value: bytes) -> SSLInfo:
     client = value[0]
     (verify,) = struct.unpack_from("!I", value, 1)
     return SSLInfo(client, verify, parse_tlvs(value[5:], "v2 header: SSL TLV"))
-
-
-def encode_ssl(info: SSLInfo) -> bytes:
-    """The value of a PP2_TYPE_SSL TLV for `info` (use it as TLV(PP2_TYPE_SSL, encode_ssl(info)))."""
-    from wiregate.proxyproto.encoder import encode_tlvs
-
-    return bytes([info.client]) + struct.pack("!I", info.verify) + encode_tlvs(info.tlvs)

@@ -189,7 +189,7 @@ class Relay:
         warning = fit_warning(limit, tcp, sum(wanted))
         if warning is not None:
             log.warning("relay: %s", warning)
-        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted)):
+        for rt, cap in zip(udp, udp_flow_caps(limit, tcp, wanted), strict=True):  # one cap per UDP service
             rt.set_cap(cap)
             if cap < rt.config.max_flows:
                 log.warning("%s: at most %d UDP flows (max_flows %d does not fit the descriptor limit %d)",

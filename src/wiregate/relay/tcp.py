@@ -24,7 +24,7 @@ from wiregate.relay.poller import Poller
 from wiregate.relay.pool import BackendPool, SourceLimits
 
 if TYPE_CHECKING:
-    from wiregate.relay.server import Relay
+    from wiregate.relay.host import RelayHost
 
 log = logging.getLogger("wiregate.relay")
 # one INFO line per connection: client -> site via the address the client connected to (`wiregate run
@@ -64,7 +64,7 @@ def bind_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.soc
 class TCPListener:
     """One listening socket; the service it feeds can be swapped on reload without closing it."""
 
-    def __init__(self, relay: "Relay", sock: socket.socket, key: tuple) -> None:
+    def __init__(self, relay: RelayHost, sock: socket.socket, key: tuple) -> None:
         self.relay = relay
         self.sock = sock
         self.key = key
@@ -142,7 +142,7 @@ class TCPListener:
 class TCPRuntime:
     """A running TCP service: its pool, limits, listeners and open connections."""
 
-    def __init__(self, relay: "Relay", config: TCPService, addrs: list[tuple]) -> None:
+    def __init__(self, relay: RelayHost, config: TCPService, addrs: list[tuple]) -> None:
         self.relay = relay
         self.loop = relay.loop
         self.limits = SourceLimits(config.max_connections, config.max_per_source)

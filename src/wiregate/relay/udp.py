@@ -27,7 +27,7 @@ from wiregate.relay.pool import BackendPool
 from wiregate.relay.tcp import plain_addr
 
 if TYPE_CHECKING:
-    from wiregate.relay.server import Relay
+    from wiregate.relay.host import RelayHost
 
 log = logging.getLogger("wiregate.relay")
 MAX_DATAGRAM = 65535
@@ -68,7 +68,7 @@ def source_cmsg(family: int, local: str) -> list[tuple[int, int, bytes]]:
 class UDPListener:
     """One bound UDP socket; datagrams become flows of the service it currently belongs to."""
 
-    def __init__(self, relay: "Relay", sock: socket.socket, key: tuple) -> None:
+    def __init__(self, relay: RelayHost, sock: socket.socket, key: tuple) -> None:
         self.relay = relay
         self.sock = sock
         self.key = key
@@ -163,7 +163,7 @@ class Flow:
 class UDPRuntime:
     """A running UDP service: flow table, backend pool, listeners."""
 
-    def __init__(self, relay: "Relay", config: UDPService, addrs: list[tuple]) -> None:
+    def __init__(self, relay: RelayHost, config: UDPService, addrs: list[tuple]) -> None:
         self.relay = relay
         self.loop = relay.loop
         self.table: FlowTable[Flow] = FlowTable(config.max_flows, config.flow_idle_timeout, config.max_per_source)

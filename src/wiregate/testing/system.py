@@ -1,4 +1,5 @@
-"""The whole system in three network namespaces, for `wiregate demo` and the end-to-end tests.
+"""The whole system in three network namespaces, for the end-to-end tests: wiregate.demo.system (what `wiregate
+demo` runs), plus the home tunnel as Debian's wireguard-go for home_mode="external".
 
     with Lab("e") as lab:
         sl = SystemLab(lab, workdir)
@@ -6,236 +7,54 @@
         sl.add_sample_services()           # gateway [[services]] + home [[listeners]] + sample servers at home
         sl.start_gateway(); sl.start_home()
         sl.client.run([...])               # requests from the client namespace to the VPS's public address
-
-client 203.0.113.2 ── 203.0.113.1 vps 198.51.100.1 ── 198.51.100.2 home   ("the internet": documentation ranges)
-tunnel: gateway 192.0.2.1, home 192.0.2.2. The gateway endpoint is the name GATEWAY_NAME, resolved at home through
-the $WIREGATE_HOSTS override file (so a test can move it). Each `wiregate run` is its own process in its own
-namespace, readiness is read from its sd_notify datagram, everything ends by PID when the lab closes.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from wiregate.config import pairing
-from wiregate.testing.netns import Lab, Netns
+from wiregate.demo import system as _demo
+from wiregate.demo.system import CLIENT_IP as CLIENT_IP
+from wiregate.demo.system import CLIENT_REQUESTS as CLIENT_REQUESTS
+from wiregate.demo.system import GATEWAY_NAME as GATEWAY_NAME
+from wiregate.demo.system import GATEWAY_SERVICES as GATEWAY_SERVICES
+from wiregate.demo.system import GATEWAY_TUNNEL_IP as GATEWAY_TUNNEL_IP
+from wiregate.demo.system import HOME_IP as HOME_IP
+from wiregate.demo.system import HOME_LISTENERS as HOME_LISTENERS
+from wiregate.demo.system import HOME_TUNNEL_IP as HOME_TUNNEL_IP
+from wiregate.demo.system import SAMPLE_NAMES as SAMPLE_NAMES
+from wiregate.demo.system import VPS_IP as VPS_IP
+from wiregate.demo.system import VPS_PUBLIC_IP as VPS_PUBLIC_IP
+from wiregate.demo.system import WG_PORT as WG_PORT
+from wiregate.demo.system import client_requests as client_requests
+from wiregate.demo.system import wait_for as wait_for
 from wiregate.testing.peers import stop, which
 from wiregate.testing.wgnet import WG_GO_ENV
 
-CLIENT_IP, VPS_PUBLIC_IP = "203.0.113.2", "203.0.113.1"
-VPS_IP, HOME_IP = "198.51.100.1", "198.51.100.2"
-GATEWAY_TUNNEL_IP, HOME_TUNNEL_IP = "192.0.2.1", "192.0.2.2"
-GATEWAY_NAME = "gateway.wiregate.test"
-WG_PORT = 51820
-SAMPLE_NAMES = ("a.example", "b.example")
-_n = itertools.count()
 
-GATEWAY_SERVICES = f"""
-[[services]]
-name = "https"
-listen = ["{VPS_PUBLIC_IP}:443"]
+class SystemLab(_demo.SystemLab):
+    """The demo's SystemLab; with home_mode="external", start_home() first starts wireguard-go at home."""
 
-[[services]]
-name = "http"
-listen = ["{VPS_PUBLIC_IP}:80"]
-
-[[services]]
-name = "echo"
-listen = ["{VPS_PUBLIC_IP}:7000"]
-
-[[services]]
-name = "udp-echo"
-protocol = "udp"
-listen = ["{VPS_PUBLIC_IP}:5300"]
-proxy_protocol = "v2"
-"""
-
-HOME_LISTENERS = """
-[[listeners]]
-name = "https"
-listen = "tunnel:443"
-
-[[listeners.routes]]
-name = "site-a"
-sni = ["a.example"]
-target = "127.0.0.1:8443"
-send_proxy = "v2"
-
-[[listeners.routes]]
-name = "site-b"
-sni = ["b.example"]
-target = "127.0.0.1:8443"
-send_proxy = "v2"
-
-[[listeners]]
-name = "http"
-listen = "tunnel:80"
-
-[[listeners.routes]]
-name = "www"
-host = ["www.example"]
-target = "127.0.0.1:8080"
-http_headers = true
-
-[[listeners]]
-name = "echo"
-listen = "tunnel:7000"
-default_route = "echo"
-
-[[listeners.routes]]
-name = "echo"
-target = "127.0.0.1:7007"
-send_proxy = "v2"
-
-[[listeners]]
-name = "udp-echo"
-listen = "tunnel:5300"
-protocol = "udp"
-
-[[listeners.routes]]
-name = "udp-echo"
-target = "127.0.0.1:5353"
-send_proxy = "v2"
-"""
-
-
-class SystemLab:
-    """Three namespaces, the config files of both sides, and the processes (see module docstring)."""
-
-    def __init__(self, lab: Lab, workdir: Path, *, home_mode: str = "builtin", gateway_mode: str = "builtin") -> None:
-        self.lab = lab
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
-        self.home_mode = home_mode
-        self.gateway_mode = gateway_mode
-        self.client, self.vps, self.home = lab.netns("c"), lab.netns("v"), lab.netns("h")
-        lab.link(self.client, f"{CLIENT_IP}/24", self.vps, f"{VPS_PUBLIC_IP}/24")
-        self.home_link = lab.link(self.vps, f"{VPS_IP}/24", self.home, f"{HOME_IP}/24")
-        tag = f"{os.getpid() % 10000}{next(_n)}"
-        self.gw_if, self.home_if = f"wgg{tag}"[:15], f"wgh{tag}"[:15]
-        self.gw_dir, self.home_dir = self.dir / "gateway", self.dir / "home"
-        self.hosts = self.dir / "hosts"
-        self.set_gateway_address(VPS_IP)
-        self.gateway_proc: subprocess.Popen | None = None
-        self.home_proc: subprocess.Popen | None = None
-        self.samples_proc: subprocess.Popen | None = None
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.wggo_proc: subprocess.Popen | None = None
 
-    # -- files ---------------------------------------------------------------------------------------------
-    def set_gateway_address(self, ip: str) -> None:
-        """Point GATEWAY_NAME at `ip` in the hosts override file the home process reads."""
-        tmp = self.hosts.with_suffix(".tmp")
-        tmp.write_text(f"# wiregate test resolver override ($WIREGATE_HOSTS)\n{ip} {GATEWAY_NAME}\n")
-        os.replace(tmp, self.hosts)
-
-    @property
-    def gateway_file(self) -> Path:
-        return self.gw_dir / pairing.GATEWAY_FILE
-
-    @property
-    def home_file(self) -> Path:
-        return self.home_dir / pairing.HOME_FILE
-
-    def pair(self, *, resolve_interval: float = 1.0, probe_interval: float = 1.0) -> str:
-        """init gateway -> site add home -> join, then point both files at this lab; returns the join token."""
-        pairing.init_gateway(self.gw_dir, f"{GATEWAY_NAME}:{WG_PORT}", name=f"gw{self.gw_if[3:]}",
-                             interface=self.gw_if)
-        token = pairing.site_add(self.gateway_file, "home").token
-        pairing.join(token, self.home_dir, name=f"home{self.home_if[3:]}", interface=self.home_if)
-        self._edit(self.gateway_file, "[tunnel]\n", f'[tunnel]\nmode = "{self.gateway_mode}"\n')
-        self._edit(self.home_file, "[tunnel]\n",
-                   f'[tunnel]\nmode = "{self.home_mode}"\n'
-                   f"resolve_interval = {resolve_interval}\nprobe_interval = {probe_interval}\n"
-                   "persistent_keepalive = 5\n")
-        for path, name in ((self.gateway_file, "gw"), (self.home_file, "home")):
-            # a short drain: the lab's connections are done when it stops (the default waits up to 30 s)
-            self._edit(path, "\n[tunnel]\n", "drain_timeout = 2.0\n\n[tunnel]\n")
-            self._edit(path, "[metrics]\n", f'[control]\nsocket = "{self.dir / (name + ".ctl")}"\n\n[metrics]\n')
-        return token
-
-    @staticmethod
-    def _edit(path: Path, old: str, new: str) -> None:
-        text = path.read_text()
-        assert old in text, f"{old!r} not in {path}"
-        path.write_text(text.replace(old, new, 1))
-
-    def add_sample_services(self, gateway_extra: str = GATEWAY_SERVICES, home_extra: str = HOME_LISTENERS) -> None:
-        """The sample services: public ports on the gateway, listeners/routes at home."""
-        self.gateway_file.write_text(self.gateway_file.read_text() + gateway_extra)
-        self.home_file.write_text(self.home_file.read_text() + home_extra)
-
-    # -- processes -----------------------------------------------------------------------------------------
-    def _run_node(self, ns: Netns, path: Path, name: str, timeout: float) -> subprocess.Popen:
-        note = self.dir / f"notify-{name}"
-        note.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(note))
-        env = dict(os.environ, NOTIFY_SOCKET=str(note), WIREGATE_HOSTS=str(self.hosts), PYTHONUNBUFFERED="1")
-        log = open(self.dir / f"{name}.log", "ab")
-        try:
-            proc = self.lab.spawn(ns, [sys.executable, "-m", "wiregate", "run", "--access-log", str(path)], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env)
-        finally:
-            log.close()
-        try:
-            self._wait_ready(sock, proc, name, timeout)
-        finally:
-            sock.close()
-            note.unlink(missing_ok=True)
-        return proc
-
-    def _wait_ready(self, sock: socket.socket, proc: subprocess.Popen, name: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        sock.settimeout(0.2)
-        while True:
-            try:
-                if b"READY=1" in sock.recv(4096).split(b"\n"):
-                    return
-            except TimeoutError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"wiregate run ({name}) exited with {proc.returncode}:\n{self.log_tail(name)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"wiregate run ({name}) not ready after {timeout}s:\n{self.log_tail(name)}")
-
-    def log_tail(self, name: str, n: int = 3000) -> str:
-        p = self.dir / f"{name}.log"
-        return p.read_text(errors="replace")[-n:] if p.exists() else ""
-
-    def start_gateway(self, timeout: float = 30.0) -> None:
-        self.gateway_proc = self._run_node(self.vps, self.gateway_file, "gateway", timeout)
+    def start_home(self, timeout: float = 30.0) -> None:
+        if self.home_mode == "external" and self.wggo_proc is None:
+            self.start_wireguard_go_home()
+        super().start_home(timeout)
 
     def stop_gateway(self) -> None:
         stop(self.gateway_proc)
         self.gateway_proc = None
 
-    def start_home(self, timeout: float = 30.0) -> None:
-        if self.home_mode == "external" and self.wggo_proc is None:
-            self.start_wireguard_go_home()
-        self.home_proc = self._run_node(self.home, self.home_file, "home", timeout)
-
     def stop_home(self) -> None:
         stop(self.home_proc)
         self.home_proc = None
-
-    def start_samples(self, *, tls: str = "127.0.0.1:8443", http: str = "127.0.0.1:8080",
-                      echo: str = "127.0.0.1:7007", udp: str = "127.0.0.1:5353") -> None:
-        """The sample services in the home namespace (see wiregate.testing.samples)."""
-        argv = [sys.executable, "-m", "wiregate.testing.samples", "--tls", tls, "--certdir", str(self.dir / "certs"),
-                "--names", ",".join(SAMPLE_NAMES), "--http", http, "--echo", echo, "--udp", udp, "--proxy"]
-        self.samples_proc = self.lab.spawn(self.home, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                           text=True)
-        line = self.samples_proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError("sample services did not start")
 
     def start_wireguard_go_home(self, timeout: float = 10.0) -> None:
         """The home tunnel as Debian's wireguard-go, configured from `wiregate export wg-quick` + `wg-quick strip`
@@ -276,85 +95,3 @@ class SystemLab:
     def _hosts_ip(self) -> str:
         m = re.search(r"^(\S+)\s+" + re.escape(GATEWAY_NAME), self.hosts.read_text(), re.MULTILINE)
         return m.group(1) if m else VPS_IP
-
-    # -- client side ---------------------------------------------------------------------------------------
-    def client_python(self, code: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-        """Run a Python snippet in the client namespace."""
-        return self.client.run([sys.executable, "-c", code, *args], check=False, timeout=timeout)
-
-    def status(self, side: str) -> dict:
-        from wiregate.control import request
-        reply = request(self.dir / f"{'gw' if side == 'gateway' else 'home'}.ctl", {"cmd": "status"})
-        return reply["status"]
-
-
-# Requests the client makes; each prints one line: what the service answered.
-CLIENT_REQUESTS = r"""
-import socket, ssl, sys, time
-host = sys.argv[1]
-which = sys.argv[2].split(",")
-def tls(name):
-    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection((host, 443), timeout=10) as s, ctx.wrap_socket(s, server_hostname=name) as t:
-        cn = t.getpeercert(binary_form=True)
-        t.sendall(b"hello\n")
-        return t.recv(200).decode().strip() + (" cert-ok" if name.encode() in cn else " cert-WRONG")
-def http():
-    with socket.create_connection((host, 80), timeout=10) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: www.example\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            c = s.recv(4096)
-            if not c: break
-            data += c
-        return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
-def echo():
-    with socket.create_connection((host, 7000), timeout=10) as s:
-        s.sendall(b"ping")
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            c = s.recv(4096)
-            if not c: break
-            data += c
-        return data.decode().replace("\n", " | ")
-def udp():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.settimeout(2)
-        for _ in range(5):
-            u.sendto(b"ping", (host, 5300))
-            try:
-                return u.recv(2000).decode()
-            except socket.timeout:
-                pass
-        return "no answer"
-for w in which:
-    fn = {"tls-a": lambda: tls("a.example"), "tls-b": lambda: tls("b.example"), "http": http, "echo": echo,
-          "udp": udp}[w]
-    try:
-        print(f"{w}: {fn()}", flush=True)
-    except Exception as e:
-        print(f"{w}: FAILED {type(e).__name__}: {e}", flush=True)
-"""
-
-
-def client_requests(sl: SystemLab, which: str = "tls-a,tls-b,http,echo,udp") -> dict[str, str]:
-    """Run the sample requests from the client namespace; {request: what the service answered}."""
-    r = sl.client_python(CLIENT_REQUESTS, VPS_PUBLIC_IP, which, timeout=90)
-    out = {}
-    for line in r.stdout.splitlines():
-        k, _, v = line.partition(": ")
-        out[k] = v
-    if not out:
-        out["error"] = r.stderr[-2000:]
-    return out
-
-
-def wait_for(cond, timeout: float, interval: float = 0.2) -> float:
-    """Poll `cond()` until true; returns the seconds it took, raises TimeoutError after `timeout`."""
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"condition not met after {timeout}s")
-        time.sleep(interval)
-    return time.monotonic() - t0

@@ -104,7 +104,7 @@ class WgNet:
         if len(self.sides) == 2:
             a, b = self.sides
             self.veth = self.lab.link(a.ns, f"{a.underlay_ip}/24", b.ns, f"{b.underlay_ip}/24")
-            for s2, ifname in zip(self.sides, self.veth):
+            for s2, ifname in zip(self.sides, self.veth, strict=True):
                 s2.ns.run(["ip", "-6", "addr", "add", f"{s2.underlay_ip6}/64", "dev", ifname, "nodad"])
         return s
 
