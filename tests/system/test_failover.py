@@ -74,8 +74,8 @@ def test_service_behind_two_homes_fails_over_to_the_live_home_by_health(lab, tmp
 
 def test_reload_adds_and_removes_a_gateway_without_touching_the_other(lab, tmp_path):
     import signal
-
     import sys
+    import time
 
     from wiregate.testing.multigw import CLIENT, PORT
     from wiregate.testing.system import wait_for
@@ -101,10 +101,13 @@ def test_reload_adds_and_removes_a_gateway_without_touching_the_other(lab, tmp_p
     assert [g["name"] for g in st["gateways"]] == ["gateway"] and st["reloads"]["ok"] == 2
     assert "echo@gateway2" not in st["ingress"]
     assert fl.one_request(A_PUBLIC)
+    after = time.time()
+    time.sleep(1.0)  # pacing, not a wait for state: the holder makes a round trip every 0.2 s
     stop.touch()
     holder.wait(15)
     (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rec["errors"] == 0 and rec["round_trips"] >= 5, rec
+    # it worked through both reloads and still did after the second one
+    assert rec["errors"] == 0 and isinstance(rec["last"], float) and rec["last"] >= after, rec
     assert "gateway gateway2 removed (interface wg-home2 closed)" in fl.log("home")
 
 
