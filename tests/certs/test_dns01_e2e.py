@@ -13,7 +13,7 @@ from tests.certs.conftest import AcmeLab
 from tests.certs.test_e2e import HOLD, _chain_verifies, _root
 from wiregate.testing.dns import TsigKey, dig
 from wiregate.testing.peers import need
-from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP
+from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.peer, pytest.mark.timeout(180)]
 
@@ -56,8 +56,9 @@ def test_home_gets_a_wildcard_certificate_through_the_gateway_dns_responder(lab,
     st = sl.status("gateway")["acme_dns"]
     assert st["queries"]["answered"] >= 1 and st["publish"]["published"] >= 1 and st["publish"]["refused"] == 0
     assert st["records"] == []  # cleared after the order
-    assert dig(sl.client, CLIENT_IP, "_acme-challenge.example.org", "TXT", recurse=True)[0] in ("NOERROR",
-                                                                                                  "NXDOMAIN")
+    # a resolver now follows the CNAME to no value (BIND caches for at most 1 s)
+    wait_for(lambda: not [a for a in dig(sl.client, CLIENT_IP, "_acme-challenge.example.org", "TXT",
+                                         recurse=True)[1] if a.startswith("TXT")], 15, 0.5)
     # a real client through the gateway, SNI a.example.org (covered by the wildcard), pebble's root as CA
     r = sl.client.run([sys.executable, "-c", HOLD, root, VPS_PUBLIC_IP, "a.example.org"], input="", check=False)
     assert r.returncode == 0, r.stderr
@@ -137,7 +138,6 @@ acme_challenge = "tls-alpn-01"
         c = {x["names"][0]: x for x in al.certificates()}
         return len(c) == 2 and c["app.example"]["issued"] == 1 and bool(c["*.example.org"]["last_error"])
 
-    from wiregate.testing.system import wait_for
     try:
         wait_for(settled, 60)
     except TimeoutError:

@@ -241,6 +241,7 @@ class AcmeSystem:
         example.net (the VPS, delegating the challenge zone to the gateway when `acme_names`) and the user's zone
         example.org (the CNAME `wiregate acme-dns records` prints; RFC 2136 updates with `tsig`)."""
         from wiregate.config import load
+        from wiregate.config.model import GatewayConfig
         from wiregate.dnsserver.channel import challenge_label
         from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP
 
@@ -248,7 +249,9 @@ class AcmeSystem:
         org_records = ""
         if acme_names:
             net_records += f"{CHALLENGE_ZONE}. IN NS vps.example.net.\n"
-            key = next(s.public_key for s in load(self.sl.gateway_file).sites if s.name == "home")
+            gw = load(self.sl.gateway_file)
+            assert isinstance(gw, GatewayConfig)
+            key = next(s.public_key for s in gw.sites if s.name == "home")
             bases = dict.fromkeys(n.removeprefix("*.") for n in acme_names)
             org_records = "".join(f"_acme-challenge.{b}. IN CNAME {challenge_label(key, b)}.{CHALLENGE_ZONE}.\n"
                                   for b in bases)
