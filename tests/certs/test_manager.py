@@ -65,3 +65,39 @@ async def test_no_certificate_yet_means_no_context(tmp_path):
         assert book.context("b") is None
     finally:
         await mgr.close()
+
+
+def _rfc2136_cfg(tmp_path, port: int) -> AcmeConfig:
+    from dataclasses import replace
+
+    from wiregate.config.model import Rfc2136Config
+
+    rfc = Rfc2136Config(server="127.0.0.1:53", zone="example.org", tsig_key_name="wiregate.",
+                        tsig_algorithm="hmac-sha256", tsig_secret_file=tmp_path / "tsig.key")
+    return replace(_cfg(tmp_path, port), challenge="dns-01", dns_provider="rfc2136", rfc2136=rfc)
+
+
+async def test_a_bad_tsig_secret_file_fails_the_start_with_one_line_not_a_dead_task(tmp_path):
+    import base64
+    import os
+
+    import pytest
+
+    from wiregate.acme.client import Task
+    from wiregate.acme.errors import AcmeError
+
+    secret = tmp_path / "tsig.key"
+    secret.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    secret.chmod(0o644)
+    spec = CertSpec(("*.example.org", "example.org"), "dns-01", ("org",))
+    mgr = AcmeManager(_rfc2136_cfg(tmp_path, _closed_port()), [spec], Book(), clock=lambda: 0.0,
+                      rng=random.Random(1))
+    # at start, like the account key: a readable secret refuses the start (a reload keeps the running config)
+    with pytest.raises(AcmeError, match=r"acme.rfc2136.tsig_secret_file: .*tsig.key"):
+        await mgr.start()
+    # a file spoiled after the start: the order fails with an AcmeError (one line, retried), never another
+    # exception that would end the certificate's task silently
+    secret.unlink()
+    with pytest.raises(AcmeError, match="tsig.key"):
+        await mgr._solve([Task("dns-01", "example.org", "", "v" * 43)])
+    await mgr.close()

@@ -34,6 +34,7 @@ from wiregate.acme.storage import (
     new_private_key,
 )
 from wiregate.config.model import AcmeConfig, HomeConfig, write_secret, write_text
+from wiregate.errors import WiregateError
 
 log = logging.getLogger("wiregate.acme")
 HOOK_TIMEOUT = 60.0
@@ -114,6 +115,8 @@ class AcmeManager:
         AcmeError (one line) for a key file that is group/world readable."""
         self.store.ensure()
         load_or_create_account_key(self.cfg.account_key_file)  # fail now, not at the first order
+        if any(c.spec.challenge == "dns-01" for c in self.certs):
+            self._dns_publisher()  # the DNS-01 provider's settings and secret file too
         for c in self.certs:
             c.stored = self.store.load(c.spec.names)
             if c.stored is not None:
@@ -300,7 +303,12 @@ class AcmeManager:
             except ImportError:
                 raise AcmeError("dns-01 is not available in this build") from None
             link = GatewayLink(self.gateway_address) if self.gateway_address else None
-            self._publisher = make_publisher(self.cfg, self.config_dir, gateway=link)
+            try:
+                self._publisher = make_publisher(self.cfg, self.config_dir, gateway=link)
+            except AcmeError:
+                raise
+            except WiregateError as exc:  # a TSIG secret file refused (mode, content): one line, retried later
+                raise AcmeError(str(exc)) from None
         return self._publisher
 
     # -- status -------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 of an ACME route against Caddy terminating the same name with its own certificate, in the same run.
 
 - issue_seconds: from starting `wiregate run` (home) to a handshake through the gateway that verifies against
-  pebble's root, per challenge (tls-alpn-01, http-01; both orders run at once), fresh storage each repeat.
+  pebble's root, per challenge (tls-alpn-01, http-01, and dns-01 answered by the gateway's DNS responder for a
+  wildcard `*.example.org` + `example.org`; the three orders run at once), fresh storage each repeat. pebble
+  resolves through BIND 9 in the "internet" namespace, which delegates the challenge zone to the gateway.
 - tls_handshake_ratio_vs_caddy: `openssl s_time -new` (full handshakes, one client process) against the home
   ingress's ACME route and against Caddy (`tls internal`, the same key type ECDSA P-256), both on the home
   tunnel address in the home namespace, alternating. The ingress also connects the route's target for every
@@ -43,6 +45,16 @@ while left and time.monotonic() < end:
             pass
     time.sleep(0.02)
 """
+# A wildcard certificate by DNS-01, answered by the gateway ([acme] dns_provider defaults to "gateway").
+DNS01_ROUTE = """
+[[listeners.routes]]
+name = "org"
+sni = ["*.example.org", "example.org"]
+target = "127.0.0.1:7007"
+send_proxy = "v2"
+tls = "acme"
+acme_challenge = "dns-01"
+"""
 CADDYFILE = """{{
 \tadmin off
 \tdefault_sni app.example
@@ -78,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from wiregate.testing.peers import missing_reason, which
     from wiregate.testing.system import HOME_TUNNEL_IP, VPS_PUBLIC_IP
 
-    reason = missing_reason("pebble", "pebble-challtestsrv", "caddy", "openssl") or can_use_netns()
+    reason = missing_reason("pebble", "caddy", "openssl", "named") or can_use_netns()
     if reason:
         raise WiregateError(f"bench acme: {reason}")
     quick = bool(args.quick)
@@ -86,12 +98,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     secs = 2 if quick else 5
     # s_time sends no SNI: the ACME route is the listener's default (Caddy: default_sni)
     home = HOME_LISTENERS.replace('listen = "tunnel:443"\n', 'listen = "tunnel:443"\ndefault_route = "app"\n', 1)
-    issue: dict[str, list[float]] = {"tls-alpn-01": [], "http-01": []}
-    names = {"tls-alpn-01": "app.example", "http-01": "web.example"}
+    home = home.replace('\n[[listeners]]\nname = "http"', DNS01_ROUTE + '\n[[listeners]]\nname = "http"', 1)
+    issue: dict[str, list[float]] = {"tls-alpn-01": [], "http-01": [], "dns-01": []}
+    names = {"tls-alpn-01": "app.example", "http-01": "web.example", "dns-01": "a.example.org"}
     rate: dict[str, list[float]] = {"wiregate": [], "caddy": []}
     with tempfile.TemporaryDirectory(prefix="wgt-bench-acme-") as tmp, Lab("b") as lab:
         d = Path(tmp)
-        system = AcmeSystem(lab, d, home=home)
+        system = AcmeSystem(lab, d, home=home, dns01=True, acme_names=("*.example.org",))
         sl = system.sl
         root = d / "pebble-root.pem"
         root.write_bytes(system.pb.root_pem())
@@ -114,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 issue[ch].append(seen[name])
             sl.stop_home()
         sl.start_home()
-        system.wait_issued(2, issued=0)  # the stored certificates, no new order
+        system.wait_issued(3, issued=0)  # the stored certificates, no new order
         data = d / "caddy"
         data.mkdir()
         (d / "Caddyfile").write_text(CADDYFILE.format(data=data, port=CADDY_PORT, ip=HOME_TUNNEL_IP))
@@ -149,9 +162,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "home_refusals_logged": refused,
         "raw": {"issue_seconds": issue, "handshakes_per_s": rate},
         "setup": {"quick": quick, "repeat": repeat, "s_time_seconds": secs,
-                  "ca": "Debian pebble (PEBBLE_VA_NOSLEEP=1), pebble-challtestsrv as DNS",
+                  "ca": "Debian pebble (PEBBLE_VA_NOSLEEP=1), BIND 9 as its DNS (delegating the challenge zone "
+                        "to the gateway's [acme_dns] responder)",
                   "path": "pebble -> gateway relay -> WireGuard (builtin) -> home ingress",
                   "handshakes": "openssl s_time -new in the home namespace against the home tunnel address; "
                                 "wiregate also connects the route's target per connection, Caddy responds itself",
-                  "dns-01": "measured by the DNS-01 part (not here)"},
+                  "dns-01": "dns_provider = gateway, wildcard *.example.org + example.org"},
     }

@@ -21,12 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wiregate.testing.dns import Named, TsigKey, zone_text
 from wiregate.testing.netns import Lab, Netns
 from wiregate.testing.peers import stop, which
 
 ACME_PORT = 14000
 MANAGEMENT_PORT = 15000
 DNS_PORT = 8053
+CHALLENGE_ZONE = "acme.vps.example.net"  # the gateway's [acme_dns] zone in the DNS-01 wiring
 
 
 def _exe(name: str) -> str:
@@ -81,6 +83,7 @@ class Pebble:
         self.ca_bundle, self.cert, self.key = _tls_files(self.dir, ip)
         self.proc: subprocess.Popen | None = None
         self.dns_proc: subprocess.Popen | None = None
+        self.dnsserver: str | None = None
         self.log = self.dir / "pebble.log"
 
     @property
@@ -107,9 +110,12 @@ class Pebble:
         if r.returncode != 0 or proc.poll() is not None:
             raise RuntimeError(f"{what} did not start:\n{self.log.read_text(errors='replace')[-2000:]}")
 
-    def start(self, validity: int | None = None, timeout: float = 20.0) -> None:
-        """Start (or restart) pebble; `validity`: certificate lifetime in seconds (pebble's default: 5 years)."""
-        if self.dns_proc is None:
+    def start(self, validity: int | None = None, timeout: float = 20.0, dnsserver: str | None = None) -> None:
+        """Start (or restart) pebble; `validity`: certificate lifetime in seconds (pebble's default: 5 years);
+        `dnsserver`: the resolver pebble's VA asks (default: pebble-challtestsrv, started here)."""
+        if dnsserver is not None:
+            self.dnsserver = dnsserver
+        if self.dnsserver is None and self.dns_proc is None:
             self.start_dns()
         conf = {"pebble": {"listenAddress": f"{self.ip}:{ACME_PORT}",
                            "managementListenAddress": f"{self.ip}:{MANAGEMENT_PORT}",
@@ -123,7 +129,7 @@ class Pebble:
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
         with open(self.log, "ab") as log:
             self.proc = self.lab.spawn(self.ns, [_exe("pebble"), "-config", str(path), "-dnsserver",
-                                                 f"{self.ip}:{DNS_PORT}"], env=env, stdout=log,
+                                                 self.dnsserver or f"{self.ip}:{DNS_PORT}"], env=env, stdout=log,
                                        stderr=subprocess.STDOUT)
         self._wait_tcp(ACME_PORT, self.proc, timeout, "pebble")
 
@@ -199,18 +205,27 @@ class AcmeSystem:
     the VPS namespace routing between the internet and home so home reaches the CA on its own (not through the
     tunnel), the sample services at home, the gateway started. `start_home()` is left to the caller."""
 
-    def __init__(self, lab: Lab, tmp: Path, *, validity: int | None = None, home: str = HOME_LISTENERS) -> None:
+    def __init__(self, lab: Lab, tmp: Path, *, validity: int | None = None, home: str = HOME_LISTENERS,
+                 acme_extra: str = "", dns01: bool = False, acme_names: tuple[str, ...] = (),
+                 tsig: TsigKey | None = None) -> None:
         from wiregate.testing.system import CLIENT_IP, VPS_IP, VPS_PUBLIC_IP, SystemLab
 
         self.sl = sl = SystemLab(lab, Path(tmp) / "sys")
+        self.named: Named | None = None
         sl.vps.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         sl.home.run(["ip", "route", "add", "203.0.113.0/24", "via", VPS_IP])
         sl.client.run(["ip", "route", "add", "198.51.100.0/24", "via", VPS_PUBLIC_IP])
         self.pb = Pebble(lab, sl.client, Path(tmp) / "pebble", ip=CLIENT_IP, resolve_to=VPS_PUBLIC_IP)
-        self.pb.start(validity=validity)
+        self.pb.start(validity=validity, dnsserver=f"{CLIENT_IP}:53" if dns01 else None)
         sl.pair()
+        if acme_names:  # the gateway answers DNS-01 for this site's names (docs/acme-dns.md)
+            text = sl.gateway_file.read_text()
+            names = ", ".join(f'"{n}"' for n in acme_names)
+            sl.gateway_file.write_text(text.replace('name = "home"\n', f'name = "home"\nacme_names = [{names}]\n', 1)
+                                       + f'\n[acme_dns]\nzone = "{CHALLENGE_ZONE}"\nnameserver = "vps.example.net"\n'
+                                       f'listen = ["{VPS_PUBLIC_IP}:53"]\n')
         sl.add_sample_services(gateway_extra=GATEWAY_SERVICES.format(public=VPS_PUBLIC_IP),
-                               home_extra=home + acme_table(self.pb))
+                               home_extra=home + acme_table(self.pb) + acme_extra)
         sl.samples_proc = lab.spawn(sl.home, [sys.executable, "-m", "wiregate.testing.samples", "--http",
                                               "127.0.0.1:8080", "--echo", "127.0.0.1:7007", "--proxy"],
                                     stdout=subprocess.PIPE, text=True)
@@ -218,6 +233,35 @@ class AcmeSystem:
         if sl.samples_proc.stdout.readline().strip() != "ready":
             raise RuntimeError("sample services did not start")
         sl.start_gateway()
+        if dns01:
+            self.named = self._start_named(lab, Path(tmp) / "named", acme_names, tsig)
+
+    def _start_named(self, lab: Lab, workdir: Path, acme_names: tuple[str, ...], tsig: TsigKey | None) -> Named:
+        """BIND 9 in the internet namespace, pebble's resolver: every name of `.example` at the gateway, the zone
+        example.net (the VPS, delegating the challenge zone to the gateway when `acme_names`) and the user's zone
+        example.org (the CNAME `wiregate acme-dns records` prints; RFC 2136 updates with `tsig`)."""
+        from wiregate.config import load
+        from wiregate.config.model import GatewayConfig
+        from wiregate.dnsserver.channel import challenge_label
+        from wiregate.testing.system import CLIENT_IP, VPS_PUBLIC_IP
+
+        net_records = f"vps IN A {VPS_PUBLIC_IP}\n"
+        org_records = ""
+        if acme_names:
+            net_records += f"{CHALLENGE_ZONE}. IN NS vps.example.net.\n"
+            gw = load(self.sl.gateway_file)
+            assert isinstance(gw, GatewayConfig)
+            key = next(s.public_key for s in gw.sites if s.name == "home")
+            bases = dict.fromkeys(n.removeprefix("*.") for n in acme_names)
+            org_records = "".join(f"_acme-challenge.{b}. IN CNAME {challenge_label(key, b)}.{CHALLENGE_ZONE}.\n"
+                                  for b in bases)
+        zones = {"example": zone_text("example", {"ns1.example.net.": ""}, f"* IN A {VPS_PUBLIC_IP}"),
+                 "example.net": zone_text("example.net", {"ns1": CLIENT_IP}, net_records),
+                 "example.org": zone_text("example.org", {"ns1.example.net.": ""}, org_records)}
+        named = Named(lab, self.sl.client, workdir, CLIENT_IP, zones=zones, recursion=True, tsig=tsig,
+                      update_zones=("example.org",) if tsig else ())
+        named.start()
+        return named
 
     def certificates(self) -> list[dict]:
         """The home's `status` certificate entries ([] while it is not up)."""
