@@ -220,7 +220,9 @@ class SystemLab:
                 "--names", ",".join(SAMPLE_NAMES), "--http", http, "--echo", echo, "--udp", udp, "--proxy"]
         self.samples_proc = self.lab.spawn(self.home, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                            text=True)
-        line = self.samples_proc.stdout.readline()
+        out = self.samples_proc.stdout
+        assert out is not None  # spawned with stdout=PIPE
+        line = out.readline()
         if line.strip() != "ready":
             raise RuntimeError("sample services did not start")
 
