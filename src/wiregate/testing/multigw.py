@@ -229,7 +229,7 @@ class FailoverLab:
     def start_wireguard_go_home(self, timeout: float = 10.0) -> None:
         """wireguard-go for each of the home's gateways, from the exported wg-quick files, as a user would run it."""
         from wiregate.config import load
-        from wiregate.testing.peers import which
+        from wiregate.testing.peers import program
         from wiregate.testing.wgnet import WG_GO_ENV
 
         exported = self.dir / "wg-quick"
@@ -238,14 +238,14 @@ class FailoverLab:
         assert isinstance(cfg, HomeConfig)
         for g in cfg.links:
             with open(self.dir / f"wireguard-go-{g.interface}.log", "ab") as log:
-                self.home.spawn(["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), which("wireguard-go"), "-f",
+                self.home.spawn(["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), program("wireguard-go"), "-f",
                                  g.interface], stdout=log, stderr=subprocess.STDOUT)
             sock = f"/var/run/wireguard/{g.interface}.sock"
             wait_for(lambda sock=sock: self.home.run(["test", "-S", sock]).returncode == 0, timeout, 0.05)
             stripped = self.dir / f"{g.interface}.stripped"
             fd = os.open(stripped, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(subprocess.run([which("wg-quick"), "strip", str(exported / f"{g.interface}.conf")],
+                f.write(subprocess.run([program("wg-quick"), "strip", str(exported / f"{g.interface}.conf")],
                                        capture_output=True, text=True, check=True).stdout)
             for argv in (["wg", "setconf", g.interface, str(stripped)], ["ip", "addr", "add", g.address, "dev",
                          g.interface], ["ip", "link", "set", "dev", g.interface, "mtu", str(cfg.tunnel.mtu), "up"]):
