@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     """A readable summary of the figures."""
-    rows = [("", *TARGETS)]
+    rows: list[tuple[str, ...]] = [("", *TARGETS)]
     rows.append(("throughput Gbit/s", *(f"{r['throughput_gbit_s'][t]:.2f}" for t in TARGETS)))
     rows.append(("short conn/s", *(f"{r['conn_rate_per_s'][t]:.0f}" for t in TARGETS)))
     rows.append(("latency p50 ms", *(f"{r['latency_p50_ms'][t]:.2f}" for t in TARGETS)))

@@ -123,6 +123,7 @@ http {{
 
 
 def haproxy_config(ports: dict[str, int], lab: Lab, splice: bool) -> str:
+    assert lab.idle_sink is not None
     opts = "    option splice-request\n    option splice-response\n" if splice else ""
     # nbthread set explicitly to the relay's worker count so both use the same number of cores (2.6 would pick
     # one thread per CPU by itself; stating it keeps the comparison fair if the relay's count is changed)
@@ -429,7 +430,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     """A readable summary of the figures."""
-    rows = [("", "direct", "haproxy", "haproxy+splice", "relay")]
+    rows: list[tuple[str, ...]] = [("", "direct", "haproxy", "haproxy+splice", "relay")]
     def fmt(d: dict, k: str, f: str) -> str:
         return format(d[k], f) if k in d else "-"
     rows.append(("throughput Gbit/s", *(fmt(r["throughput_gbit_s"], t, ".2f") for t in TARGETS)))

@@ -162,6 +162,13 @@ def rss_mb(pids: list[int]) -> float:
 
 # ---- one stack ----------------------------------------------------------------------------------------------------
 
+def _started(proc: subprocess.Popen | None, what: str) -> subprocess.Popen:
+    """The process a start_* method just spawned."""
+    if proc is None:
+        raise WiregateError(f"bench system: {what} was not started")
+    return proc
+
+
 class Stack:
     """One stack in its own namespaces: start(), the processes that make it (pids), restart_gateway()."""
 
@@ -192,16 +199,17 @@ class Stack:
         if self.kind == "wiregate":
             sl.start_gateway()
             sl.start_home()
-            self.procs = {"gateway": sl.gateway_proc, "home": sl.home_proc}
+            self.procs = {"gateway": _started(sl.gateway_proc, "gateway"), "home": _started(sl.home_proc, "home")}
         elif self.kind == "wiregate_wggo":
             self.procs["wggo_gateway"] = self._wggo_gateway()
             sl.start_gateway()
             sl.start_home()  # starts wireguard-go at home first (external mode)
-            self.procs.update(gateway=sl.gateway_proc, home=sl.home_proc, wggo_home=sl.wggo_proc)
+            self.procs.update(gateway=_started(sl.gateway_proc, "gateway"), home=_started(sl.home_proc, "home"),
+                              wggo_home=_started(sl.wggo_proc, "wireguard-go at home"))
         else:
             self.procs["wggo_gateway"] = self._wggo_gateway()
             sl.start_wireguard_go_home()
-            self.procs["wggo_home"] = sl.wggo_proc
+            self.procs["wggo_home"] = _started(sl.wggo_proc, "wireguard-go at home")
             self.procs["haproxy"] = self._haproxy()
             self.procs["traefik"] = self._traefik()
         self.wait_http(60)
@@ -541,7 +549,7 @@ def print_table(r: dict[str, Any]) -> None:
              ("latency_p99_ms", "latency p99 ms", ".2f"), ("cpu_s_per_gb", "CPU s per GB", ".2f"),
              ("cpu_s_per_10k_conn", "CPU s per 10k conn", ".2f"), ("rss_mb", "RSS MB", ".1f"),
              ("restart_ttfb_s", "first answer after restart s", ".2f")]
-    rows = [("", *STACKS, "wiregate/seed")]
+    rows: list[tuple[str, ...]] = [("", *STACKS, "wiregate/seed")]
     for key, label, f in names:
         rows.append((label, *(format(r[key][k], f) for k in STACKS),
                      format(ratio(r[key]["wiregate"], r[key]["seed"]), ".3f")))
