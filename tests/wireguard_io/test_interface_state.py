@@ -19,4 +19,4 @@ def test_an_interface_not_started_says_so():
     with pytest.raises(RuntimeError, match="^wgt-unstarted: the interface is not started$"):
         iface.update(cfg)
     with pytest.raises(RuntimeError, match="^wgt-unstarted: the interface has no UDP socket"):
-        iface.udp
+        iface.udp.close()

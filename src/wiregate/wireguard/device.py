@@ -111,7 +111,7 @@ class Peer:
         self.tx_bytes = 0
         self.handshake = Handshake(cfg.public_key, cfg.preshared_key)
         self.cookie = CookieGenerator(cfg.public_key)
-        self.keypairs = Keypairs()
+        self.keypairs: Keypairs[Peer] = Keypairs()
         self.staged: collections.deque[bytes] = collections.deque(maxlen=MAX_STAGED_PACKETS)
         self.initiation_unsent = False
         self.timers = timers(self)
@@ -138,7 +138,7 @@ class Device:
         self.peers: dict[bytes, Peer] = {}
         self._allowed: AllowedIPs[Peer] = AllowedIPs()
         self._hs_index: dict[int, Peer] = {}  # local index of an in-flight handshake -> peer
-        self._kp_index: dict[int, Keypair] = {}  # local index of a keypair -> keypair (data path)
+        self._kp_index: dict[int, Keypair[Peer]] = {}  # local index of a keypair -> keypair (data path)
         self._datagrams: list[tuple[bytes, Addr]] = []
         self._packets: list[bytes] = []
         self._events: list[object] = []
@@ -576,7 +576,7 @@ class Device:
         owner4 = owner6 = None
         # set together on the first transport packet of each receiver index (last_idx then names it), read only
         # while last_idx is that index: declared, not bound to None, so their types need no narrowing per packet
-        kp: Keypair
+        kp: Keypair[Peer]
         decrypt: Callable[[bytes, bytes, bytes | None], bytes]
         validate: Callable[[int, int], bool]
         peer: Peer
@@ -672,7 +672,7 @@ class Device:
             if peer in data_rx:
                 timers.data_received(now)
 
-    def _confirm_next(self, peer: Peer, kp: Keypair, addr: Addr, now: float) -> None:
+    def _confirm_next(self, peer: Peer, kp: Keypair[Peer], addr: Addr, now: float) -> None:
         """First authenticated data under the responder's new keypair: it becomes current (key confirmation)."""
         old = peer.keypairs.confirm_next(kp)
         if old is not None:
