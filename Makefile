@@ -23,12 +23,13 @@ demo: venv  # the demo needs only ip(8) and Python; the peers of the tests are n
 	@sh scripts/install-debs.sh iproute2
 	$(BIN)/wiregate demo
 
-test: venv debs  # lint first: a ruff finding fails `make test` before any test runs
+test: venv debs  # lint and type-check first: a ruff finding or a mypy error fails `make test` before any test runs
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/wiregate
 	$(BIN)/python -m pytest -q
 
 bench: venv debs
 	$(BIN)/wiregate bench all
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import resource
 from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
 
 # descriptors outside any connection: listeners, epoll sets, the event loop's self-pipe, the tunnel device and
 # its UDP socket, the control and metrics sockets, log files, pooled splice pipes (ingress keeps 128 pairs)
@@ -119,15 +120,37 @@ class Backoff:
         return line
 
 
-def config_demand(cfg) -> tuple[int, int]:
+class Limited(Protocol):
+    """A gateway service or a home listener, as far as its limits go."""
+
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_flows(self) -> int: ...
+
+
+@runtime_checkable
+class _Gateway(Protocol):
+    @property
+    def services(self) -> Sequence[Limited]: ...
+
+
+class _Home(Protocol):
+    @property
+    def listeners(self) -> Sequence[Limited]: ...
+
+
+def config_demand(cfg: _Gateway | _Home) -> tuple[int, int]:
     """(TCP connections, UDP flows) a wiregate gateway or home config may hold at once, from its limits."""
-    if hasattr(cfg, "services"):
+    if isinstance(cfg, _Gateway):  # has `services` (a runtime-checkable protocol is a hasattr test)
         parts = [(s.protocol, s.max_connections, s.max_flows) for s in cfg.services]
     else:
         parts = [(ln.protocol, ln.max_connections, ln.max_flows) for ln in cfg.listeners]
     return (sum(c for p, c, _ in parts if p == "tcp"), sum(f for p, _, f in parts if p == "udp"))
 
 
-def unit_nofile(cfg) -> int:
+def unit_nofile(cfg: _Gateway | _Home) -> int:
     """LimitNOFILE for a node's systemd unit: what its limits need, and never below 65536 (reloads may add)."""
     return max(65536, needed(*config_demand(cfg)))

@@ -51,7 +51,9 @@ def resolve_sync(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[
         return addr, port
     infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
     infos.sort(key=lambda i: 0 if i[0] == socket.AF_INET else 1)
-    return infos[0][4][0], port
+    ip = infos[0][4][0]
+    assert isinstance(ip, str)  # an AF_INET/AF_INET6 address: (host, port, ...)
+    return ip, port
 
 
 async def resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[str, int]:

@@ -268,10 +268,11 @@ class ExternalTunnel(Tunnel):
         name now resolves elsewhere) is pushed with `wg set`, as wireguard-tools' reresolve-dns.sh would."""
         self._check_same(spec)
         old = {p.public_key: p.endpoint for p in self.spec.peers}
-        moved = [p for p in spec.peers if p.endpoint and p.public_key in old and old[p.public_key] != p.endpoint]
+        moved = [(p, p.endpoint) for p in spec.peers
+                 if p.endpoint and p.public_key in old and old[p.public_key] != p.endpoint]
         self.spec = spec
-        for p in moved:
-            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+        for p, ep in moved:
+            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p, ep)
 
     REPAIR = "setting the gateway endpoint again (a fresh source address)"
 
@@ -279,14 +280,14 @@ class ExternalTunnel(Tunnel):
         """The sessions are the external program's; but setting a peer's endpoint again makes wireguard-go and the
         kernel forget the source address they stuck to, which is what keeps a home that changed address silent
         until their own 15 s handshake retry."""
-        peers = [p for p in self.spec.peers if p.endpoint]
-        for p in peers:
-            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p)
+        peers = [(p, p.endpoint) for p in self.spec.peers if p.endpoint]
+        for p, ep in peers:
+            await asyncio.get_running_loop().run_in_executor(None, self._set_endpoint, p, ep)
         return bool(peers)
 
-    def _set_endpoint(self, p: PeerSpec) -> None:
+    def _set_endpoint(self, p: PeerSpec, endpoint: tuple[str, int]) -> None:
         wg = shutil.which("wg") or "/usr/bin/wg"
-        ep = hostport.format(p.endpoint)
+        ep = hostport.format(endpoint)
         try:
             r = subprocess.run([wg, "set", self.spec.interface, "peer", encode_key(p.public_key), "endpoint", ep],
                                capture_output=True, text=True, timeout=WG_SHOW_TIMEOUT, check=False)

@@ -32,7 +32,7 @@ def renew_at(not_before: float, not_after: float) -> float:
 
 def backoff(failures: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Seconds to wait after the `failures`-th consecutive failure (1-based): base * 2^(n-1), capped, jittered."""
-    delay = min(cap, base * 2 ** max(0, failures - 1))
+    delay: float = min(cap, base * 2 ** max(0, failures - 1))
     return delay * (1 - JITTER * rng.random())
 
 

@@ -40,10 +40,11 @@ def cert_id(names: tuple[str, ...]) -> str:
 
 def new_private_key(key_type: str) -> bytes:
     """A fresh certificate key as PKCS#8 PEM: `ec256` (P-256) or `rsa2048`."""
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if key_type == "rsa2048":
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     elif key_type == "ec256":
-        key = ec.generate_private_key(ec.SECP256R1())  # type: ignore[assignment]
+        key = ec.generate_private_key(ec.SECP256R1())
     else:
         raise AcmeError(f"key_type: {key_type!r}: must be ec256 or rsa2048")
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -72,9 +72,9 @@ https://app.example:{port} {{
 
 def s_time(ns, ip: str, port: int, seconds: int) -> float:
     """Full TLS handshakes per second (openssl s_time -new, one client) against ip:port, from namespace `ns`."""
-    from wiregate.testing.peers import which
+    from wiregate.testing.peers import program
 
-    r = ns.run([which("openssl"), "s_time", "-connect", f"{ip}:{port}", "-new", "-time", str(seconds)],
+    r = ns.run([program("openssl"), "s_time", "-connect", f"{ip}:{port}", "-new", "-time", str(seconds)],
                check=False, timeout=seconds + 30)
     m = re.search(r"(\d+) connections in (\d+(?:\.\d+)?) real seconds", r.stdout)
     if not m or float(m.group(2)) <= 0:

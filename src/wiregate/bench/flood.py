@@ -13,6 +13,7 @@ failures, the rate the flooder achieved, cookie replies received, and the CPU sh
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -140,7 +141,7 @@ def _requests(net: WgNet, port: int, count: int, budget: float) -> dict[str, Any
             "p95_ms": round(_pct(ms, 0.95), 2), "max_ms": round(max(ms), 2) if ms else None}
 
 
-def run(args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """The `flood` section of the results file (see the module docstring)."""
     reason = can_use_netns() or missing_reason("ip")
     if reason:
@@ -178,6 +179,8 @@ def run(args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
                                   str(b.port), str(rate), str(seconds + 2), ",".join(sources)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
+            assert flooder.stdout is not None and flooder.stderr is not None  # both PIPE
+            assert b.proc is not None  # started by net.start()
             line = flooder.stdout.readline()
             if not line.startswith("ready"):
                 raise WiregateError(f"bench flood: flooder did not start: {flooder.stderr.read()[-500:]}")

@@ -29,7 +29,7 @@ from wiregate.bench.results import median, ratio
 from wiregate.bench.system import traefik_binary
 from wiregate.errors import WiregateError
 from wiregate.testing.haproxy_pp import wait_listening
-from wiregate.testing.peers import free_port, missing_reason, nginx_preamble, stop, which
+from wiregate.testing.peers import free_port, missing_reason, nginx_preamble, program, stop
 
 TARGETS = ("nginx", "traefik", "ingress")
 PEERS = ("nginx", "traefik")
@@ -114,7 +114,8 @@ def wait_http(port: int, timeout: float) -> None:
 
 def iperf3(port: int, seconds: int) -> float:
     """Gbit/s received by the server, one stream."""
-    argv = [which("iperf3"), "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J", "--connect-timeout", "3000"]
+    argv = [program("iperf3"), "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J",
+            "--connect-timeout", "3000"]
     for attempt in range(2):  # iperf3 now and then stalls in its control exchange: one retry, then an error
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15)
@@ -132,7 +133,7 @@ def iperf3(port: int, seconds: int) -> float:
 
 def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
     """Requests (= connections) per second with `Connection: close`, p50/p99 latency in ms, and the error count."""
-    r = subprocess.run([which("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+    r = subprocess.run([program("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                         "-H", "Connection: close", f"http://127.0.0.1:{port}/"],
                        capture_output=True, text=True, timeout=seconds + 30)
     m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
@@ -175,13 +176,13 @@ class Peers:
 
         d, ports = self.dir, self.ports
         try:
-            self.spawn([which("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])], "iperf3",
+            self.spawn([program("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports["iperf"])], "iperf3",
                        [ports["iperf"]])
             for name, conf, wait in (("backend", _backend_conf, [ports["http"]]),
                                      ("nginx", _nginx_conf, [ports["nginx_http"], ports["nginx_iperf"]])):
                 (d / name).mkdir()
                 (d / name / "nginx.conf").write_text(conf(d / name, ports))
-                self.spawn([which("nginx"), "-c", str(d / name / "nginx.conf"), "-p", str(d / name)], name, wait)
+                self.spawn([program("nginx"), "-c", str(d / name / "nginx.conf"), "-p", str(d / name)], name, wait)
             static, dynamic = _traefik_conf(d, ports)
             (d / "traefik-dynamic.toml").write_text(dynamic)
             (d / "traefik.toml").write_text(static)
@@ -191,7 +192,7 @@ class Peers:
             self.ingress = IngressProcess(_ingress_conf(ports), d / "ingress", log_level="WARNING").__enter__()
             nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             (d / "haproxy.cfg").write_text(_haproxy_conf(ports, max(256, min(20000, (nofile - 200) // 3))))
-            self.spawn([which("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], "haproxy",
+            self.spawn([program("haproxy"), "-db", "-f", str(d / "haproxy.cfg")], "haproxy",
                        [ports[f"hap_{t}_{k}"] for t in TARGETS for k in KINDS])
             for t in TARGETS:  # Traefik listens before it has loaded its routes
                 wait_http(ports[f"hap_{t}_http"], 15)
@@ -282,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     """A readable summary of the figures."""
-    rows = [("", *TARGETS)]
+    rows: list[tuple[str, ...]] = [("", *TARGETS)]
     rows.append(("throughput Gbit/s", *(f"{r['throughput_gbit_s'][t]:.2f}" for t in TARGETS)))
     rows.append(("short conn/s", *(f"{r['conn_rate_per_s'][t]:.0f}" for t in TARGETS)))
     rows.append(("latency p50 ms", *(f"{r['latency_p50_ms'][t]:.2f}" for t in TARGETS)))

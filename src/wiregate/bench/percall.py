@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 
 from wiregate.errors import WiregateError
-from wiregate.testing.peers import which
+from wiregate.testing.peers import program
 
 _STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$")
 
 
 def wrk_count(port: int, seconds: int, connections: int) -> int:
     """Requests (= connections) completed by wrk with `Connection: close`."""
-    r = subprocess.run([which("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "-H", "Connection: close",
+    r = subprocess.run([program("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "-H", "Connection: close",
                         f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=seconds + 30,
                        check=False)
     m = re.search(r"(\d+) requests in", r.stdout)

@@ -31,7 +31,7 @@ from typing import Any
 
 from wiregate.bench.results import median, ratio
 from wiregate.errors import WiregateError
-from wiregate.testing.peers import free_port, missing_reason, nginx_preamble, stop, wait_port, which
+from wiregate.testing.peers import free_port, missing_reason, nginx_preamble, stop, program, wait_port
 
 TARGETS = ("direct", "haproxy_default", "haproxy_splice", "relay")
 PROXIES = ("haproxy_default", "haproxy_splice", "relay")
@@ -79,7 +79,7 @@ class Lab:
     def start(self, workers: int) -> None:
         self.workers = workers
         self.idle_sink = IdleSink()
-        p = self.spawn([which("iperf3"), "-s", "-p", str(self.iperf_port)], "iperf3")
+        p = self.spawn([program("iperf3"), "-s", "-p", str(self.iperf_port)], "iperf3")
         self.wait(self.iperf_port, p, "iperf3")
         conf = self.dir / "nginx.conf"
         conf.write_text(nginx_preamble(self.dir).replace("worker_processes 1;", "worker_processes 1;\n"
@@ -95,14 +95,14 @@ http {{
     }}
 }}
 """)
-        p = self.spawn([which("nginx"), "-c", str(conf), "-p", str(self.dir)], "nginx")
+        p = self.spawn([program("nginx"), "-c", str(conf), "-p", str(self.dir)], "nginx")
         self.wait(self.nginx_plain, p, "nginx")
         for name, splice in (("haproxy_default", False), ("haproxy_splice", True)):
             ports = {"iperf": free_port(), "web": free_port(), "idle": free_port()}
             self.ports[name] = ports
             cfg = self.dir / f"{name}.cfg"
             cfg.write_text(haproxy_config(ports, self, splice))
-            p = self.spawn([which("haproxy"), "-db", "-f", str(cfg)], name)
+            p = self.spawn([program("haproxy"), "-db", "-f", str(cfg)], name)
             self.wait(ports["iperf"], p, name)
             self.pids[name] = [p.pid]
         ports = {"iperf": free_port(), "web": free_port(), "idle": free_port()}
@@ -123,6 +123,7 @@ http {{
 
 
 def haproxy_config(ports: dict[str, int], lab: Lab, splice: bool) -> str:
+    assert lab.idle_sink is not None
     opts = "    option splice-request\n    option splice-response\n" if splice else ""
     # nbthread set explicitly to the relay's worker count so both use the same number of cores (2.6 would pick
     # one thread per CPU by itself; stating it keeps the comparison fair if the relay's count is changed)
@@ -255,7 +256,7 @@ class IdleSink:
 
 def iperf(port: int, seconds: float) -> float:
     """Gbit/s received over one TCP stream."""
-    r = subprocess.run([which("iperf3"), "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+    r = subprocess.run([program("iperf3"), "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
                        capture_output=True, text=True, timeout=seconds + 30)
     try:
         data = json.loads(r.stdout)
@@ -270,7 +271,7 @@ _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 def wrk(port: int, seconds: int, connections: int, threads: int) -> dict[str, float]:
     """Short connections: requests (= connections) per second and p50/p99 latency in ms."""
-    r = subprocess.run([which("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+    r = subprocess.run([program("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
                         "-H", "Connection: close", f"http://127.0.0.1:{port}/"],
                        capture_output=True, text=True, timeout=seconds + 30)
     out = r.stdout
@@ -429,7 +430,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(r: dict[str, Any]) -> None:
     """A readable summary of the figures."""
-    rows = [("", "direct", "haproxy", "haproxy+splice", "relay")]
+    rows: list[tuple[str, ...]] = [("", "direct", "haproxy", "haproxy+splice", "relay")]
     def fmt(d: dict, k: str, f: str) -> str:
         return format(d[k], f) if k in d else "-"
     rows.append(("throughput Gbit/s", *(fmt(r["throughput_gbit_s"], t, ".2f") for t in TARGETS)))

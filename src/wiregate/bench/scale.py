@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import multiprocessing
 import os
@@ -152,7 +153,7 @@ def per_packet(n: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def run(args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """The `scale` section of the results file (see the module docstring)."""
     quick = bool(getattr(args, "quick", False))
     out: dict[str, Any] = {"quick": quick}

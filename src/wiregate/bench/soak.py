@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from wiregate import hostport
 from wiregate.errors import WiregateError
@@ -122,6 +122,13 @@ http_headers = true
 """
 
 
+def _pipe(f: IO[str] | None) -> IO[str]:
+    """A text pipe a process was spawned with (stdin/stdout=PIPE, text=True)."""
+    if f is None:
+        raise RuntimeError("bench soak: the process has no such pipe")
+    return f
+
+
 def home_listeners(variant: int) -> str:
     """Variants 0 and 1 differ in routes (a route added to the http listener, the echo route's PROXY version):
     each home reload switches to the other. (Changing the `www` route itself would hit the bug that
@@ -153,7 +160,7 @@ def summarize(events: list[dict], windows: list[Window]) -> list[dict[str, Any]]
                 i = j
         return i
 
-    out = []
+    out: list[dict[str, Any]] = []
     for w in windows:
         out.append({"fault": w.name, "kills": list(w.kills), "seconds": round(w.t_end - w.t_start, 2),
                     "outage_s": round(w.t_heal - w.t_inject, 2) if w.name != "baseline" else 0.0,
@@ -220,8 +227,22 @@ class Soak:
         self.snapshots: dict[str, dict[int, list[dict[str, Any]]]] = {"gateway": {}, "home": {}}
         self.variant = 0
         self.home_ip = "198.51.100.2"
-        self.load_proc: subprocess.Popen | None = None
-        self.box: subprocess.Popen | None = None
+        self.load_proc: subprocess.Popen | None = None  # by start_load(); read through `load`
+        self.box_proc: subprocess.Popen | None = None  # by setup(); read through `box`
+
+    @property
+    def load(self) -> subprocess.Popen:
+        """The load generator (from start_load() on), its stdin and stdout pipes open."""
+        if self.load_proc is None:
+            raise RuntimeError("bench soak: the load is not started")
+        return self.load_proc
+
+    @property
+    def box(self) -> subprocess.Popen:
+        """The lossy middlebox in the tunnel's path (from setup() on), its stdout a pipe."""
+        if self.box_proc is None:
+            raise RuntimeError("bench soak: the middlebox is not started")
+        return self.box_proc
 
     # -- setup ---------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -232,10 +253,10 @@ class Soak:
         sl.pair()
         # the tunnel's UDP goes through the middlebox for the whole run (passing it untouched outside `loss`): the
         # gateway's name, looked up through $WIREGATE_HOSTS, points at it
-        self.box = self.lab.spawn(sl.home, [sys.executable, "-m", "wiregate.testing.lossy", f"{BOX_IP}:{WG_PORT}",
-                                            f"{VPS_IP}:{WG_PORT}", "--loss", str(LOSS), "--delay", str(DELAY),
-                                            "--off"], stdout=subprocess.PIPE, text=True)
-        if self.box.stdout.readline().strip() != "ready":
+        self.box_proc = self.lab.spawn(sl.home, [sys.executable, "-m", "wiregate.testing.lossy", f"{BOX_IP}:{WG_PORT}",
+                                                 f"{VPS_IP}:{WG_PORT}", "--loss", str(LOSS), "--delay",
+                                                 str(DELAY), "--off"], stdout=subprocess.PIPE, text=True)
+        if _pipe(self.box.stdout).readline().strip() != "ready":
             raise WiregateError("bench soak: the lossy middlebox did not start")
         sl.set_gateway_address(BOX_IP)
         sl.add_sample_services(GATEWAY_SERVICES.format(vps=VPS_PUBLIC_IP), home_listeners(0))
@@ -245,7 +266,7 @@ class Soak:
                                              "--echo", hostport.format((SERVICE_IP, 7007)),
                                              "--udp", hostport.format((SERVICE_IP, 5353))],
                                             stdout=subprocess.PIPE, text=True)
-        if proc.stdout.readline().strip() != "ready":
+        if _pipe(proc.stdout).readline().strip() != "ready":
             raise WiregateError("bench soak: the soak services did not start")
         sl.start_gateway()
         sl.start_home()
@@ -284,7 +305,7 @@ class Soak:
         self._wait(lambda: any(e.get("k") == "start" for e in self._events()), 30, "the load to start", 0.05)
 
     def _read_events(self) -> None:
-        for line in self.load_proc.stdout:
+        for line in _pipe(self.load.stdout):
             try:
                 ev = json.loads(line)
             except ValueError:
@@ -298,17 +319,18 @@ class Soak:
 
     def stop_load(self) -> None:
         try:
-            self.load_proc.stdin.write("stop\n")
-            self.load_proc.stdin.close()
+            stdin = _pipe(self.load.stdin)
+            stdin.write("stop\n")
+            stdin.close()
         except OSError:
             pass
-        self._wait(lambda: any(e.get("k") == "done" for e in self._events()) or self.load_proc.poll() is not None,
+        self._wait(lambda: any(e.get("k") == "done" for e in self._events()) or self.load.poll() is not None,
                    90, "the load to finish its streams")
-        self.load_proc.wait(30)
+        self.load.wait(30)
 
     def recovered(self, t_heal: float) -> bool:
         """The last STEADY requests of each kind started after `t_heal` succeeded, and every backend is up."""
-        if self.load_proc.poll() is not None:
+        if self.load.poll() is not None:
             raise WiregateError("bench soak: the load generator exited early")
         evs = sorted((e for e in self._events() if e.get("k") == "req" and e["t0"] >= t_heal), key=lambda e: e["t0"])
         for kind, n in STEADY.items():
@@ -356,8 +378,8 @@ class Soak:
         before = {s: self.reloads(s) for s in ("gateway", "home")}
         sl.gateway_file.write_text(self.good["gateway"].replace(":7000\"]", ":99999\"]", 1))
         sl.home_file.write_text(sl.home_file.read_text().replace(":7007\"", ":99999\"", 1))
-        sl.gateway_proc.send_signal(signal.SIGHUP)
-        sl.home_proc.send_signal(signal.SIGHUP)
+        sl.node("gateway").send_signal(signal.SIGHUP)
+        sl.node("home").send_signal(signal.SIGHUP)
         for side in ("gateway", "home"):
             want = before[side].get("refused", 0) + 1
             self._wait(lambda s=side, n=want: self.reloads(s).get("refused", 0) == n, 20,
@@ -376,7 +398,7 @@ class Soak:
         sl.home_file.write_text(text)
         self.good["home"] = text
         want = self.reloads("home").get("ok", 0) + 1
-        sl.home_proc.send_signal(signal.SIGHUP)
+        sl.node("home").send_signal(signal.SIGHUP)
         self._wait(lambda: self.reloads("home").get("ok", 0) == want, 20, "the home to reload")
         route = sl.status("home")["ingress"]["echo"]["routes"]["echo"]
         w.notes.update(echo_send_proxy=route.get("send_proxy"), alt_route="alt" in
@@ -393,9 +415,10 @@ class Soak:
         self.box.send_signal(signal.SIGUSR1)  # the middlebox in the tunnel's path starts dropping and delaying
         time.sleep(LOSS_S)
         self.box.send_signal(signal.SIGUSR2)  # and stops: it prints what it did meanwhile
-        ready, _, _ = select.select([self.box.stdout], [], [], 10)
+        out = _pipe(self.box.stdout)
+        ready, _, _ = select.select([out], [], [], 10)
         try:
-            counts = json.loads(self.box.stdout.readline().strip().replace("'", '"')) if ready else {}
+            counts = json.loads(out.readline().strip().replace("'", '"')) if ready else {}
         except ValueError:
             counts = {}
         w.notes.update(loss=LOSS, delay_s=DELAY, lossy_s=LOSS_S, middlebox=counts)
@@ -417,8 +440,8 @@ class Soak:
     def f_gateway_kill(self, w: Window) -> None:
         sl = self.sl
         self.snapshot("before kill")
-        sl.gateway_proc.kill()  # SIGKILL: no clean shutdown
-        sl.gateway_proc.wait(10)
+        sl.node("gateway").kill()  # SIGKILL: no clean shutdown
+        sl.node("gateway").wait(10)
         t0 = time.monotonic()
         sl.start_gateway()
         w.notes["restart_to_ready_s"] = round(time.monotonic() - t0, 2)

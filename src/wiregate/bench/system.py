@@ -162,6 +162,13 @@ def rss_mb(pids: list[int]) -> float:
 
 # ---- one stack ----------------------------------------------------------------------------------------------------
 
+def _started(proc: subprocess.Popen | None, what: str) -> subprocess.Popen:
+    """The process a start_* method just spawned."""
+    if proc is None:
+        raise WiregateError(f"bench system: {what} was not started")
+    return proc
+
+
 class Stack:
     """One stack in its own namespaces: start(), the processes that make it (pids), restart_gateway()."""
 
@@ -177,7 +184,7 @@ class Stack:
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        from wiregate.testing.peers import nginx_preamble, which
+        from wiregate.testing.peers import nginx_preamble, program
         from wiregate.testing.system import VPS_PUBLIC_IP
 
         sl = self.sl
@@ -187,21 +194,22 @@ class Stack:
         conf.write_text(nginx_preamble(sl.dir) + "http {\n  access_log off;\n  server {\n"
                         f"    listen 127.0.0.1:{NGINX_PORT} backlog=4096;\n"
                         "    location / { return 200 \"ok\\n\"; }\n  }\n}\n")
-        self.lab.spawn(sl.home, [which("nginx"), "-c", str(conf)])
-        self.lab.spawn(sl.home, [which("iperf3"), "-s", "-p", str(IPERF_PORT)])
+        self.lab.spawn(sl.home, [program("nginx"), "-c", str(conf)])
+        self.lab.spawn(sl.home, [program("iperf3"), "-s", "-p", str(IPERF_PORT)])
         if self.kind == "wiregate":
             sl.start_gateway()
             sl.start_home()
-            self.procs = {"gateway": sl.gateway_proc, "home": sl.home_proc}
+            self.procs = {"gateway": _started(sl.gateway_proc, "gateway"), "home": _started(sl.home_proc, "home")}
         elif self.kind == "wiregate_wggo":
             self.procs["wggo_gateway"] = self._wggo_gateway()
             sl.start_gateway()
             sl.start_home()  # starts wireguard-go at home first (external mode)
-            self.procs.update(gateway=sl.gateway_proc, home=sl.home_proc, wggo_home=sl.wggo_proc)
+            self.procs.update(gateway=_started(sl.gateway_proc, "gateway"), home=_started(sl.home_proc, "home"),
+                              wggo_home=_started(sl.wggo_proc, "wireguard-go at home"))
         else:
             self.procs["wggo_gateway"] = self._wggo_gateway()
             sl.start_wireguard_go_home()
-            self.procs["wggo_home"] = sl.wggo_proc
+            self.procs["wggo_home"] = _started(sl.wggo_proc, "wireguard-go at home")
             self.procs["haproxy"] = self._haproxy()
             self.procs["traefik"] = self._traefik()
         self.wait_http(60)
@@ -210,7 +218,7 @@ class Stack:
         """wireguard-go on the VPS, configured from `wiregate export wg-quick` of the gateway file."""
         from wiregate.config import load
         from wiregate.config.export import wg_quick
-        from wiregate.testing.peers import which
+        from wiregate.testing.peers import program
         from wiregate.testing.wgnet import WG_GO_ENV
 
         sl = self.sl
@@ -218,7 +226,7 @@ class Stack:
         log = open(sl.dir / "wireguard-go-gateway.log", "ab")
         try:
             proc = self.lab.spawn(sl.vps, ["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()),
-                                           which("wireguard-go"), "-f", sl.gw_if], stdout=log,
+                                           program("wireguard-go"), "-f", sl.gw_if], stdout=log,
                                   stderr=subprocess.STDOUT)
         finally:
             log.close()
@@ -232,19 +240,19 @@ class Stack:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(wg_quick(cfg)[f"{cfg.tunnel.interface}.conf"])
-        stripped = subprocess.run([which("wg-quick"), "strip", str(path)], capture_output=True, text=True,
+        stripped = subprocess.run([program("wg-quick"), "strip", str(path)], capture_output=True, text=True,
                                   check=True).stdout
         spath = sl.dir / f"{sl.gw_if}.stripped"
         fd = os.open(spath, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(stripped)
-        sl.vps.run([which("wg"), "setconf", sl.gw_if, str(spath)])
+        sl.vps.run([program("wg"), "setconf", sl.gw_if, str(spath)])
         sl.vps.run(["ip", "addr", "add", cfg.tunnel.address, "dev", sl.gw_if])
         sl.vps.run(["ip", "link", "set", "dev", sl.gw_if, "mtu", str(cfg.tunnel.mtu), "up"])
         return proc
 
     def _haproxy(self) -> subprocess.Popen:
-        from wiregate.testing.peers import which
+        from wiregate.testing.peers import program
         from wiregate.testing.system import HOME_TUNNEL_IP, VPS_PUBLIC_IP
 
         conf = self.sl.dir / "haproxy.cfg"
@@ -258,7 +266,7 @@ class Stack:
             f"backend home_iperf\n  server home {HOME_TUNNEL_IP}:5201 send-proxy-v2\n")
         log = open(self.sl.dir / "haproxy.log", "ab")
         try:
-            return self.lab.spawn(self.sl.vps, [which("haproxy"), "-db", "-f", str(conf)], stdout=log,
+            return self.lab.spawn(self.sl.vps, [program("haproxy"), "-db", "-f", str(conf)], stdout=log,
                                   stderr=subprocess.STDOUT)
         finally:
             log.close()
@@ -311,11 +319,11 @@ class Stack:
         return float(out) - t0
 
     def iperf(self, seconds: float) -> dict[str, float]:
-        from wiregate.testing.peers import which
+        from wiregate.testing.peers import program
         from wiregate.testing.system import VPS_PUBLIC_IP
 
         c0 = cpu_seconds(self.pids)
-        r = self.client([which("iperf3"), "-c", VPS_PUBLIC_IP, "-p", "5201", "-t", str(seconds), "-J"],
+        r = self.client([program("iperf3"), "-c", VPS_PUBLIC_IP, "-p", "5201", "-t", str(seconds), "-J"],
                         timeout=seconds + 60)
         cpu = cpu_seconds(self.pids) - c0
         try:
@@ -327,10 +335,10 @@ class Stack:
         return {"gbit_s": end["bits_per_second"] / 1e9, "cpu_s_per_gb": cpu / gb if gb else float("nan")}
 
     def wrk(self, seconds: int, close: bool) -> dict[str, float]:
-        from wiregate.testing.peers import which
+        from wiregate.testing.peers import program
         from wiregate.testing.system import VPS_PUBLIC_IP
 
-        argv = [which("wrk"), "-t1", "-c50", f"-d{seconds}s", "-H", f"Host: {HTTP_HOST}"]
+        argv = [program("wrk"), "-t1", "-c50", f"-d{seconds}s", "-H", f"Host: {HTTP_HOST}"]
         if close:
             argv += ["-H", "Connection: close"]
         c0 = cpu_seconds(self.pids)
@@ -541,7 +549,7 @@ def print_table(r: dict[str, Any]) -> None:
              ("latency_p99_ms", "latency p99 ms", ".2f"), ("cpu_s_per_gb", "CPU s per GB", ".2f"),
              ("cpu_s_per_10k_conn", "CPU s per 10k conn", ".2f"), ("rss_mb", "RSS MB", ".1f"),
              ("restart_ttfb_s", "first answer after restart s", ".2f")]
-    rows = [("", *STACKS, "wiregate/seed")]
+    rows: list[tuple[str, ...]] = [("", *STACKS, "wiregate/seed")]
     for key, label, f in names:
         rows.append((label, *(format(r[key][k], f) for k in STACKS),
                      format(ratio(r[key]["wiregate"], r[key]["seed"]), ".3f")))

@@ -45,7 +45,9 @@ def _iperf(net: WgNet, seconds: float) -> tuple[float, int, float]:
         if time.monotonic() > deadline or srv.poll() is not None:
             raise WiregateError("bench wireguard: iperf3 server did not start")
         time.sleep(0.05)
-    pids = [s.proc.pid for s in net.sides]
+    if any(s.proc is None for s in net.sides):
+        raise WiregateError("bench wireguard: a tunnel process was not started")
+    pids = [s.proc.pid for s in net.sides if s.proc is not None]
     cpu0 = sum(_cpu_seconds(p) for p in pids)
     r = a.ns.run(["iperf3", "-c", b.tunnel_ip, "-p", str(port), "-t", str(seconds), "-J"], check=False,
                  timeout=seconds + 30)
@@ -70,9 +72,10 @@ def _tunnel(lab: Lab, kind: str, profile_dir: Path | None = None) -> tuple[WgNet
     first = icmp_ping(a.ns, b.tunnel_ip, timeout=5)  # the first echo waits for the handshake
     # the next ones do not; one echo alone is noisy on a shared machine (it once read longer than the first)
     steady = [icmp_ping(a.ns, b.tunnel_ip, timeout=5) for _ in range(STEADY_PINGS)]
-    if first is None or None in steady:
+    answered = [t for t in steady if t is not None]
+    if first is None or len(answered) != len(steady):
         raise WiregateError(f"bench wireguard: no ping through the {kind} tunnel")
-    return net, (first * 1e3, median(steady) * 1e3)
+    return net, (first * 1e3, median(answered) * 1e3)
 
 
 def _summary(runs: list[tuple[float, int, float]], pings: tuple[float, float], seconds: float) -> dict[str, Any]:
@@ -106,9 +109,9 @@ def _profile_top(profile_dir: Path, n: int = 12) -> tuple[list[dict[str, Any]], 
     if not files:
         return [], float("nan")
     st = pstats.Stats(*files)
-    total = st.total_tt or 1.0
+    total = st.total_tt or 1.0  # type: ignore[attr-defined]  # Stats.total_tt and .stats: not in typeshed
     rows, loop_tt = [], 0.0
-    for (file, line, func), (_cc, calls, tt, ct, _callers) in st.stats.items():
+    for (file, line, func), (_cc, calls, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
         if func == "run" and Path(file).name in ("runners.py", "__init__.py"):  # asyncio.run / uvloop.run
             loop_tt += tt
             continue

@@ -30,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the haproxy program to use (default: the one on this system, installed when root)")
 
 
-def _addr(a: Address) -> str:
+def _addr(a: Address | None) -> str:
+    if a is None:  # a PROXY header without addresses (family UNSPEC)
+        return "unknown"
     if isinstance(a, bytes):
         return a.decode(errors="replace")
     return hostport.format(a)
@@ -62,6 +64,7 @@ def describe(header: ProxyHeader) -> list[str]:
             value = f"0x{t.value.hex()} (verified)"
         elif t.type == PP2_TYPE_SSL:
             s = header.ssl
+            assert s is not None  # this header has an SSL TLV
             cert = f", client certificate CN={s.cn} {'verified' if s.verify == 0 else f'verify={s.verify}'}" \
                 if s.cert_conn else ""
             value = f"{s.version} {s.cipher}{cert} (key {s.key_alg}, signed {s.sig_alg})"
@@ -144,7 +147,9 @@ frontend web
 """
         with HAProxy(cfg, [("127.0.0.1", tls_port), ("127.0.0.1", tcp_port), ("127.0.0.1", web4), ("::1", web6)],
                      exe=exe) as hap:
-            print(f"wiregate proxy-demo: HAProxy {haproxy_version(exe)} (pid {hap.proc.pid}) on loopback")
+            proc = hap.proc
+            assert proc is not None  # started by __enter__
+            print(f"wiregate proxy-demo: HAProxy {haproxy_version(exe)} (pid {proc.pid}) on loopback")
             print()
             print("1) HAProxy -> wiregate: HAProxy relays a client to our listener; our decoder reads the header")
             me, facts = tls_client("127.0.0.1", tls_port, pki, alpn=["h2"], payload=b"hello")
@@ -198,9 +203,9 @@ frontend web
                 ok = status == 200 and said.endswith(expect)
                 print(f"   {version} header for client {expect:<18} over {via:<9} -> HAProxy answered {said:<22} "
                       f"{check(ok, f'{version} {expect} via {via}')}")
-    rc = hap.proc.returncode
+    rc = proc.returncode
     print()
-    print(f"HAProxy stopped by its PID {hap.proc.pid} ({f'signal {-rc}' if rc < 0 else f'exit status {rc}'}); "
+    print(f"HAProxy stopped by its PID {proc.pid} ({f'signal {-rc}' if rc < 0 else f'exit status {rc}'}); "
           "listeners closed, temporary certificates removed.")
     print()
     if failures:

@@ -313,9 +313,12 @@ def _nginx_home(cfg: HomeConfig) -> str:
             if by_sni:
                 out.append("        ssl_preread on;")
                 out.append(f"        proxy_pass {var};")
+                used = by_sni
             else:
+                assert default is not None  # without SNI routes the default is at least the first route
                 out.append(f"        proxy_pass {ln.name}_{default.name};")
-            if any(r.send_proxy != "none" for r in (by_sni or [default])):
+                used = [default]
+            if any(r.send_proxy != "none" for r in used):
                 out.append("        proxy_protocol on;  # v1 only in nginx")
             out.append(f"        proxy_timeout {_dur(ln.flow_idle_timeout if udp else ln.idle_timeout)};")
             if not udp:
@@ -344,9 +347,9 @@ def _nginx_home(cfg: HomeConfig) -> str:
             for r in ln.routes:
                 out.append("    server {")
                 tls = " ssl" if r.tls_cert else ""
-                default = " default_server" if r.name == catch_all else ""
+                default_server = " default_server" if r.name == catch_all else ""
                 for b in _home_binds(cfg, ln):
-                    out.append(f"        listen {_bind(*b)}{tls} proxy_protocol{default};")
+                    out.append(f"        listen {_bind(*b)}{tls} proxy_protocol{default_server};")
                 for t in ln.trusted:
                     out.append(f"        set_real_ip_from {t};")
                 out.append("        real_ip_header proxy_protocol;")

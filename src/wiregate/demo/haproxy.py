@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def haproxy_version(exe: str) -> str:
 class HAProxy:
     """`haproxy -db -f <cfg>` in the foreground; waits until every `wait_for` address accepts, stops by PID."""
 
-    def __init__(self, config: str, wait_for: list[tuple[str, int]] = (), *, timeout: float = 10.0,
+    def __init__(self, config: str, wait_for: Sequence[tuple[str, int]] = (), *, timeout: float = 10.0,
                  exe: str | None = None) -> None:
         self.exe = exe
         self.config = HAPROXY_PREAMBLE + config
@@ -334,7 +335,9 @@ def tls_client(host: str, port: int, pki: TestPKI, *, alpn: list[str] | None = N
         raw.connect((host, port))
         local = raw.getsockname()[:2]
         with ctx.wrap_socket(raw, server_hostname=pki.server_name) as s:
-            facts = {"version": s.version(), "cipher": s.cipher()[0], "alpn": s.selected_alpn_protocol()}
+            cipher = s.cipher()
+            assert cipher is not None  # the handshake is done: wrap_socket connected
+            facts = {"version": s.version(), "cipher": cipher[0], "alpn": s.selected_alpn_protocol()}
             s.sendall(payload)
             try:
                 s.unwrap()

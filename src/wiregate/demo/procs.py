@@ -18,6 +18,15 @@ def which(prog: str) -> str | None:
     return shutil.which(prog) or next((str(p) for d in dirs if (p := Path(d, prog)).exists()), None)
 
 
+def program(prog: str) -> str:
+    """Path of `prog` for a command line, where the caller has made sure it is there (`need`, `missing_reason`);
+    a RuntimeError naming it otherwise."""
+    path = which(prog)
+    if path is None:
+        raise RuntimeError(f"{prog} is not installed")
+    return path
+
+
 def ensure(prog: str, package: str | None) -> str | None:
     """Path of `prog`, installing the Debian `package` first when root and missing; None when unavailable."""
     path = which(prog)

@@ -207,6 +207,13 @@ class SystemLab:
         p = self.dir / f"{name}.log"
         return p.read_text(errors="replace")[-n:] if p.exists() else ""
 
+    def node(self, side: str) -> subprocess.Popen:
+        """The `wiregate run` process of "gateway" or "home" (from start_gateway / start_home on)."""
+        proc = self.gateway_proc if side == "gateway" else self.home_proc
+        if proc is None:
+            raise RuntimeError(f"the {side} is not started")
+        return proc
+
     def start_gateway(self, timeout: float = 30.0) -> None:
         self.gateway_proc = self._run_node(self.vps, self.gateway_file, "gateway", timeout)
 
@@ -220,7 +227,9 @@ class SystemLab:
                 "--names", ",".join(SAMPLE_NAMES), "--http", http, "--echo", echo, "--udp", udp, "--proxy"]
         self.samples_proc = self.lab.spawn(self.home, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                            text=True)
-        line = self.samples_proc.stdout.readline()
+        out = self.samples_proc.stdout
+        assert out is not None  # spawned with stdout=PIPE
+        line = out.readline()
         if line.strip() != "ready":
             raise RuntimeError("sample services did not start")
 

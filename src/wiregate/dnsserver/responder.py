@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import dns.exception
 import dns.flags
@@ -51,7 +51,7 @@ class Counters:
     rate_limited: int = 0  # UDP, over the per-network rate: not answered
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 RATE_PER_SECOND = 20.0  # UDP answers per second to one client network (a validating CA asks a few times)

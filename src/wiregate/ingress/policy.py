@@ -168,11 +168,12 @@ class HeadPhase:
         """"proxy" (the header), "sniff" (the first request bytes) or "done"."""
         return "done" if self.done else ("sniff" if self._state == "sniff" else "proxy")
 
-    def start(self, now: float) -> Accepted | None:
-        """Call once after construction: a listener that needs neither a header nor sniffing accepts at once
-        when the listener says the service speaks first (`server_first`)."""
+    def start(self, now: float) -> Accepted | Refused | None:
+        """Call once after construction: a listener that needs neither a header nor sniffing decides at once
+        when the listener says the service speaks first (`server_first`): accepted, or refused without a
+        default route."""
         if not self.trusted and self.rules.listener.server_first and not self.rules.router.needs_sniff:
-            return self._route_unsniffed(b"")  # type: ignore[return-value]
+            return self._route_unsniffed(b"")
         return None
 
     def receive_data(self, data: bytes, now: float) -> Accepted | Refused | None:
@@ -271,15 +272,15 @@ class HeadPhase:
         self.deadline = now + lst.sniff_timeout
         return self._sniff(rest) if rest else None
 
-    def _accept(self, route: Route | None, kind: str, data: bytes, **kw) -> Accepted | Refused:
+    def _accept(self, route: Route | None, kind: str, data: bytes, *, hello: ClientHello | None = None,
+                request: RequestHead | None = None, name: str | None = None) -> Accepted | Refused:
         if route is None:
-            name = kw.get("name")
             detail = f"no route for {kind} {name!r} and no default route" if name else \
                 f"no route for this {kind} connection and no default route"
             reply = http_error(404, "Not Found", "no such site") if kind == "http" else b""
             return Refused(NO_ROUTE, detail, reply)
-        return Accepted(route, self._client, self._dest, self.peer, kind, data, self._header,
-                        client_trusted=self._client[0] in self.rules.trust, **kw)
+        return Accepted(route, self._client, self._dest, self.peer, kind, data, self._header, hello=hello,
+                        request=request, client_trusted=self._client[0] in self.rules.trust, name=name)
 
     def _route_unsniffed(self, rest: bytes) -> Accepted | Refused:
         return self._accept(self.rules.router.default, "unsniffed", rest)

@@ -40,7 +40,7 @@ from wiregate.proxyproto.constants import (
     Family,
     Protocol,
 )
-from wiregate.proxyproto.header import TLV, ProxyError, ProxyHeader, parse_ssl, parse_tlvs
+from wiregate.proxyproto.header import TLV, Address, ProxyError, ProxyHeader, parse_ssl, parse_tlvs
 
 Kind = Literal["v1", "v2", "none"]
 Buffer = bytes | bytearray | memoryview
@@ -301,7 +301,8 @@ def parse_v2(data: Buffer) -> ProxyHeader:
         if command is Command.LOCAL:
             return ProxyHeader(2, command, family, protocol, length=n)
         raise ProxyError(f"v2 header: length {length} is shorter than the {family.name} address block ({alen})")
-    src = dst = None
+    src: Address | None = None
+    dst: Address | None = None
     if command is Command.PROXY:
         if family is Family.INET:
             s, d, sp, dp = _INET.unpack_from(data, V2_HEADER_LEN)
@@ -342,12 +343,13 @@ def _check_tlvs(data: Buffer, tlv_start: int, tlvs: tuple[TLV, ...]) -> None:
         off += 3 + len(t.value)
 
 
-def decode(data: Buffer, **kw) -> tuple[ProxyHeader, bytes]:
+def decode(data: Buffer, *, max_v2_length: int = V2_DEFAULT_MAX_LENGTH, allow_v1: bool = True,
+           allow_v2: bool = True) -> tuple[ProxyHeader, bytes]:
     """Decode a buffer that holds a whole header (e.g. one datagram); returns (header, the bytes after it).
 
     Keyword arguments go to Decoder. A header that is not complete in `data` is a ProxyError ("truncated").
     """
-    dec = Decoder(**kw)
+    dec = Decoder(max_v2_length=max_v2_length, allow_v1=allow_v1, allow_v2=allow_v2)
     header = dec.feed(data)
     if header is None:
         kind = detect(data)

@@ -94,13 +94,12 @@ def _inet_pair(source: tuple[str, int], destination: tuple[str, int]) -> tuple[i
     return sf, sa, da, _check_port(sport), _check_port(dport)
 
 
-def _is_path(a: object) -> bool:
-    return isinstance(a, (bytes, str))
+_PATH = (bytes, str)  # a UNIX path, as isinstance() takes it
 
 
-def encode_v1(source: tuple[str, int] | None, destination: tuple[str, int] | None) -> bytes:
+def encode_v1(source: Address | str | None, destination: Address | str | None) -> bytes:
     """A v1 line: TCP4/TCP6 for IP addresses; `PROXY UNKNOWN\\r\\n` when either is None or a UNIX path."""
-    if source is None or destination is None or _is_path(source) or _is_path(destination):
+    if source is None or destination is None or isinstance(source, _PATH) or isinstance(destination, _PATH):
         return b"PROXY UNKNOWN\r\n"
     fam, sa, da, sp, dp = _inet_pair(source, destination)
     proto = "TCP4" if fam == AF_INET else "TCP6"
@@ -128,8 +127,8 @@ def encode_ssl(info: SSLInfo) -> bytes:
 
 
 def encode_v2(
-    source: Address | None = None,
-    destination: Address | None = None,
+    source: Address | str | None = None,
+    destination: Address | str | None = None,
     *,
     command: Command = Command.PROXY,
     protocol: Protocol = Protocol.STREAM,
@@ -153,17 +152,17 @@ def encode_v2(
         fam_byte, block = 0x00, b""
     elif protocol == Protocol.UNSPEC:
         raise ProxyError("encoder: addresses need a transport protocol (STREAM or DGRAM); UNSPEC has none")
-    elif _is_path(source) or _is_path(destination):
-        if not (_is_path(source) and _is_path(destination)):
+    elif isinstance(source, _PATH) or isinstance(destination, _PATH):
+        if not (isinstance(source, _PATH) and isinstance(destination, _PATH)):
             raise ProxyError("encoder: cannot mix a UNIX path with an IP address")
-        s = os.fsencode(source)  # type: ignore[arg-type]
-        d = os.fsencode(destination)  # type: ignore[arg-type]
+        s = os.fsencode(source)
+        d = os.fsencode(destination)
         if len(s) > UNIX_PATH_LEN or len(d) > UNIX_PATH_LEN:
             raise ProxyError(f"encoder: UNIX path longer than {UNIX_PATH_LEN} bytes")
         fam_byte = (Family.UNIX << 4) | protocol
         block = s.ljust(UNIX_PATH_LEN, b"\0") + d.ljust(UNIX_PATH_LEN, b"\0")
     else:
-        fam, sa, da, sp, dp = _inet_pair(source, destination)  # type: ignore[arg-type]
+        fam, sa, da, sp, dp = _inet_pair(source, destination)
         fam_byte = ((Family.INET if fam == AF_INET else Family.INET6) << 4) | protocol
         block = sa + da + _PORTS.pack(sp, dp)
     tlvs = tuple(tlvs)
@@ -202,7 +201,7 @@ def encode(header: ProxyHeader, *, crc32c: bool = False) -> bytes:
     if header.version == 1:
         if header.is_local:
             return encode_v1(None, None)
-        return encode_v1(header.source, header.destination)  # type: ignore[arg-type]
+        return encode_v1(header.source, header.destination)
     tlvs = [t for t in header.tlvs if t.type != PP2_TYPE_CRC32C]
     had_crc = crc32c or len(tlvs) != len(header.tlvs)
     return encode_v2(header.source, header.destination, command=header.command, protocol=header.protocol,

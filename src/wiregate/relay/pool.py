@@ -15,13 +15,27 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypedDict
 
 from wiregate.relay.config import Backend, HealthCheck
 
 # Without active checks a passively failed backend is tried again after this long (HAProxy has no equivalent:
 # it marks servers down only from checks; we do not want a backend lost forever on a transient failure).
 PASSIVE_RETRY_AFTER = 10.0
+
+
+class BackendStatus(TypedDict):
+    """One backend in a service's status (`wiregate status`, the control socket, metrics)."""
+
+    name: str
+    host: str
+    port: int
+    weight: int
+    backup: bool
+    state: str  # "up" or "down"
+    active: int
+    total: int
+    failed_connects: int
 
 
 @dataclass(slots=True)
@@ -41,7 +55,7 @@ class BackendState:
     # smooth weighted round robin state (nginx's algorithm): current weight
     current: int = 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> BackendStatus:
         b = self.backend
         return {"name": b.label, "host": b.host, "port": b.port, "weight": b.weight, "backup": b.backup,
                 "state": "up" if self.up else "down", "active": self.active, "total": self.total,
@@ -218,7 +232,7 @@ class BackendPool:
         st.successes = st.failures = 0
         st.down_since = None if up else now
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[BackendStatus]:
         """Per backend: name, address, state, open and total connections."""
         return [st.as_dict() for st in self.states]
 

@@ -134,12 +134,14 @@ def parse_request_head(buf: bytes | bytearray | memoryview, max_head: int = DEFA
     host_value = hosts[0] if hosts else None
     path = _check_target(method, m.group(2))
     if path is None:  # absolute-form: the authority is the host (RFC 9112 3.2.2)
-        authority = _ABSOLUTE.match(m.group(2)).group(1)  # type: ignore[union-attr]
+        absolute = _ABSOLUTE.match(m.group(2))
+        assert absolute is not None  # _check_target returns None only for a target that matches
+        authority = absolute.group(1)
         a_host = parse_host(authority)
         if host is not None and host != a_host:
             raise SniffError(f"HTTP: Host {host!r} disagrees with the request target's authority {a_host!r}")
         host, host_value = a_host, authority
-        path = (_ABSOLUTE.match(m.group(2)).group(2) or b"/").decode()  # type: ignore[union-attr]
+        path = (absolute.group(2) or b"/").decode()
         if path.startswith("?"):
             path = "/" + path
     te = [t.strip().lower() for k, v in lower if k == b"transfer-encoding" for t in v.split(b",")]

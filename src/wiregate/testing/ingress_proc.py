@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from wiregate import hostport
 from wiregate.testing.haproxy_pp import wait_listening
@@ -35,7 +36,7 @@ class IngressProcess:
         self.path = self.dir / "ingress.json"
         self.log_path = self.dir / "ingress.log"
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
 
     def __enter__(self) -> IngressProcess:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import random
 import signal
+from typing import Any, Callable
 
 from wiregate import hostport
 
@@ -30,7 +31,7 @@ class Box:
 
         self.on = True
 
-    def _later(self, send, data: bytes, addr) -> None:
+    def _later(self, send: Callable[[bytes, Any], None], data: bytes, addr: Any) -> None:
         if not self.on:
             send(data, addr)
             return
@@ -39,25 +40,27 @@ class Box:
             return
         asyncio.get_running_loop().call_later(self.delay, send, data, addr)
 
-    def from_client(self, data: bytes, addr) -> None:
+    def from_client(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.back is None:  # the upstream socket is not open yet: as if lost
+            return
         self.client = addr
         self.counts["in"] += 1
         self._later(self.back.sendto, data, self.target)
 
-    def from_target(self, data: bytes, addr) -> None:
-        if self.client is not None:
+    def from_target(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.client is not None and self.front is not None:
             self.counts["out"] += 1
             self._later(self.front.sendto, data, self.client)
 
 
 class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, handler) -> None:
+    def __init__(self, handler: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.handler = handler
 
-    def datagram_received(self, data, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.handler(data, addr)
 
-    def error_received(self, exc) -> None:
+    def error_received(self, exc: Exception) -> None:
         pass
 
 

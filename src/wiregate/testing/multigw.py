@@ -145,6 +145,14 @@ for t in threads:
 """
 
 
+def _token(out: str) -> str:
+    """The join token `site add` printed."""
+    m = re.search(r"wgj1\S+", out)
+    if m is None:
+        raise RuntimeError(f"no join token in the output of `site add`: {out[-500:]}")
+    return m.group(0)
+
+
 def ok(r: subprocess.CompletedProcess) -> str:
     """The output of a CLI run that must succeed."""
     assert r.returncode == 0, r.stderr
@@ -187,7 +195,7 @@ class FailoverLab:
         self.tokens = {}
         for name, host, d, public in (("a", self.a, self.a_dir, A_PUBLIC), ("b", self.b, self.b_dir, B_PUBLIC)):
             out = ok(host.cli("site", "add", "home", "--config-dir", str(d)))
-            self.tokens[name] = re.search(r"wgj1\S+", out).group(0)
+            self.tokens[name] = _token(out)
             gw = d / "gateway.toml"
             gw.write_text(gw.read_text() + gateway_service(public))
         ok(self.home.cli("join", self.tokens["a"], "--config-dir", str(self.home_dir)))
@@ -213,7 +221,7 @@ class FailoverLab:
             self.start_wireguard_go_home()
         samples = self.lab.spawn(self.home.ns, [sys.executable, "-m", "wiregate.testing.samples", "--echo", ECHO,
                                                 "--proxy"], stdout=subprocess.PIPE, text=True)
-        assert samples.stdout.readline().strip() == "ready"
+        assert samples.stdout is not None and samples.stdout.readline().strip() == "ready"
         self.start_gateway("a")
         self.start_gateway("b")
         self.procs["home"] = self.home.start_node(self.home_file, self.dir / "home.log")
@@ -229,7 +237,7 @@ class FailoverLab:
     def start_wireguard_go_home(self, timeout: float = 10.0) -> None:
         """wireguard-go for each of the home's gateways, from the exported wg-quick files, as a user would run it."""
         from wiregate.config import load
-        from wiregate.testing.peers import which
+        from wiregate.testing.peers import program
         from wiregate.testing.wgnet import WG_GO_ENV
 
         exported = self.dir / "wg-quick"
@@ -238,14 +246,14 @@ class FailoverLab:
         assert isinstance(cfg, HomeConfig)
         for g in cfg.links:
             with open(self.dir / f"wireguard-go-{g.interface}.log", "ab") as log:
-                self.home.spawn(["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), which("wireguard-go"), "-f",
+                self.home.spawn(["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), program("wireguard-go"), "-f",
                                  g.interface], stdout=log, stderr=subprocess.STDOUT)
             sock = f"/var/run/wireguard/{g.interface}.sock"
             wait_for(lambda sock=sock: self.home.run(["test", "-S", sock]).returncode == 0, timeout, 0.05)
             stripped = self.dir / f"{g.interface}.stripped"
             fd = os.open(stripped, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(subprocess.run([which("wg-quick"), "strip", str(exported / f"{g.interface}.conf")],
+                f.write(subprocess.run([program("wg-quick"), "strip", str(exported / f"{g.interface}.conf")],
                                        capture_output=True, text=True, check=True).stdout)
             for argv in (["wg", "setconf", g.interface, str(stripped)], ["ip", "addr", "add", g.address, "dev",
                          g.interface], ["ip", "link", "set", "dev", g.interface, "mtu", str(cfg.tunnel.mtu), "up"]):
@@ -375,8 +383,7 @@ class TwoHomesLab:
         ok(self.vps.cli("init", "gateway", "--endpoint", A_IP, "--config-dir", str(self.gw_dir)))
         gw = self.gw_dir / "gateway.toml"
         for name, host in (("home1", self.h1), ("home2", self.h2)):
-            token = re.search(r"wgj1\S+", ok(self.vps.cli("site", "add", name, "--config-dir",
-                                                           str(self.gw_dir)))).group(0)
+            token = _token(ok(self.vps.cli("site", "add", name, "--config-dir", str(self.gw_dir))))
             d = self.dir / name
             ok(host.cli("join", token, "--config-dir", str(d)))
             home = d / "home.toml"
@@ -388,7 +395,7 @@ class TwoHomesLab:
         for host in (self.h1, self.h2):
             samples = self.lab.spawn(host.ns, [sys.executable, "-m", "wiregate.testing.samples", "--echo", ECHO,
                                                "--proxy"], stdout=subprocess.PIPE, text=True)
-            assert samples.stdout.readline().strip() == "ready"
+            assert samples.stdout is not None and samples.stdout.readline().strip() == "ready"
         self.procs["gateway"] = self.vps.start_node(gw, self.dir / "gateway.log")
         for name, host in (("home1", self.h1), ("home2", self.h2)):
             self.procs[name] = host.start_node(self.dir / name / "home.toml", self.dir / f"{name}.log")

@@ -1,6 +1,6 @@
 """Finding (and, as root, installing) real peer programs, free ports, and processes ended by PID.
 
-which, free_port and stop live in wiregate.demo.procs (the demo needs them too) and are re-exported here."""
+which, program, free_port and stop live in wiregate.demo.procs (the demo needs them too) and are re-exported here."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from wiregate.demo.procs import ensure as _ensure
 from wiregate.demo.procs import free_port as free_port  # re-exported: tests and benchmarks use them here
+from wiregate.demo.procs import program as program
 from wiregate.demo.procs import stop as stop
 from wiregate.demo.procs import which as which
 

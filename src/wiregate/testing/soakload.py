@@ -411,7 +411,8 @@ class Load:
                 recent[ident] = payload
                 if len(recent) > 1024:  # far more than can be in flight: a late answer is still checked
                     recent.pop(next(iter(recent)))
-                t0, ok, err, corrupt, wrong = time.monotonic(), False, "no answer", 0, False
+                t0, ok, corrupt, wrong = time.monotonic(), False, 0, False
+                err: str | None = "no answer"
                 try:
                     await loop.sock_sendall(sock, payload)
                     async with asyncio.timeout(UDP_WAIT):

@@ -32,7 +32,7 @@ from wiregate.demo.system import VPS_PUBLIC_IP as VPS_PUBLIC_IP
 from wiregate.demo.system import WG_PORT as WG_PORT
 from wiregate.demo.system import client_requests as client_requests
 from wiregate.demo.system import wait_for as wait_for
-from wiregate.testing.peers import stop, which
+from wiregate.testing.peers import program, stop
 from wiregate.testing.wgnet import WG_GO_ENV
 
 
@@ -62,7 +62,7 @@ class SystemLab(_demo.SystemLab):
         from wiregate.config import load
         from wiregate.config.export import wg_quick
 
-        exe = which("wireguard-go")
+        exe = program("wireguard-go")
         log = open(self.dir / "wireguard-go.log", "ab")
         try:
             self.wggo_proc = self.lab.spawn(self.home, ["env", *(f"{k}={v}" for k, v in WG_GO_ENV.items()), exe,
@@ -82,13 +82,13 @@ class SystemLab(_demo.SystemLab):
             text = wg_quick(cfg)[f"{cfg.tunnel.interface}.conf"]
             # wg(8) cannot resolve through our override file: give it the address the name has now
             f.write(text.replace(f"Endpoint = {GATEWAY_NAME}", f"Endpoint = {self._hosts_ip()}"))
-        stripped = subprocess.run([which("wg-quick"), "strip", str(conf)], capture_output=True, text=True,
+        stripped = subprocess.run([program("wg-quick"), "strip", str(conf)], capture_output=True, text=True,
                                   check=True).stdout
         sconf = self.dir / f"{self.home_if}.stripped"
         fd = os.open(sconf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(stripped)
-        self.home.run([which("wg"), "setconf", self.home_if, str(sconf)])
+        self.home.run([program("wg"), "setconf", self.home_if, str(sconf)])
         self.home.run(["ip", "addr", "add", cfg.tunnel.address, "dev", self.home_if])
         self.home.run(["ip", "link", "set", "dev", self.home_if, "mtu", str(cfg.tunnel.mtu), "up"])
 

@@ -279,6 +279,7 @@ sys.exit(0 if ok else 1)
 def tcp_echo_server(lab: Lab, ns: Netns, addr: str, port: int) -> subprocess.Popen:
     """Start a TCP echo server in `ns` on addr:port (ended by the lab) and wait until it listens."""
     proc = lab.spawn(ns, [sys.executable, "-c", _ECHO_SERVER, addr, str(port)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     line = proc.stdout.readline()
     if line.strip() != "ready":
         raise RuntimeError(f"echo server on {addr}:{port} did not start")

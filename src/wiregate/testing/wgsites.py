@@ -20,6 +20,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from wiregate.wireguard.device import Device, PeerConfig
 from wiregate.wireguard.events import HandshakeComplete
@@ -99,7 +100,7 @@ class Sites:
         """The gateway process restarts: same key and peers, no sessions; sites still hold their old ones."""
         self.gateway = self._new_gateway()
 
-    def _gw_call(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def _gw_call(self, fn: Callable[..., object], *args: object) -> None:
         t0 = time.perf_counter()
         fn(*args)
         dt = time.perf_counter() - t0
@@ -132,10 +133,10 @@ class Sites:
             self._gw_call(self.gateway.receive_datagrams, to_gw[k:k + self.batch], self.now)
         moved += len(to_gw)
         for dg, dst in self.gateway.take_datagrams():
-            i = self.by_addr.get(dst)
-            if i is not None:
-                self.sites[i].receive_datagram(dg, GATEWAY_ADDR, self.now)
-                self._dirty.add(i)
+            site = self.by_addr.get(dst)
+            if site is not None:
+                self.sites[site].receive_datagram(dg, GATEWAY_ADDR, self.now)
+                self._dirty.add(site)
                 moved += 1
         self._events_from |= dirty | self._dirty
         self._file_deadlines(dirty | self._dirty)
@@ -182,7 +183,7 @@ class Sites:
         self._events_from |= every
         self._file_deadlines(every)
 
-    def run_until(self, done, limit: float) -> int:  # type: ignore[no-untyped-def]
+    def run_until(self, done: Callable[[], bool], limit: float) -> int:
         """Deliver and run timers, jumping the clock from deadline to deadline, until done() or `limit` virtual
         seconds passed; returns the number of rounds."""
         rounds = 0

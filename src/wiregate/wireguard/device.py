@@ -20,12 +20,13 @@ in ratelimit.py; this module wires them together. None of those modules imports 
 from __future__ import annotations
 
 import collections
+import enum
 import ipaddress
 import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Final, Iterable
 
 from cryptography.exceptions import InvalidTag
 
@@ -66,7 +67,11 @@ _NONCE_PREFIX = b"\x00\x00\x00\x00"
 _TRANSPORT_HEADER = struct.Struct("<IIQ")
 _NONCE = struct.Struct("<4xQ")
 _PAD = bytes(PADDING_MULTIPLE)
-_KEEP = object()  # "argument not given" for update_peer
+class _Keep(enum.Enum):
+    KEEP = enum.auto()
+
+
+_KEEP: Final = _Keep.KEEP  # "argument not given" for update_peer
 _NEVER = float("-inf")
 _DEFAULT_PORT = 51820
 
@@ -94,7 +99,7 @@ class Peer:
         "timers",  # timers.PeerTimers: the five deadlines and their counters, named as in wireguard-go timers.go
     )
 
-    def __init__(self, cfg: PeerConfig, timers: Callable[["Peer"], PeerTimers]) -> None:
+    def __init__(self, cfg: PeerConfig, timers: Callable[[Peer], PeerTimers[Peer]]) -> None:
         self.public_key = cfg.public_key
         self.preshared_key = cfg.preshared_key
         self.allowed_ips: tuple[str, ...] = ()
@@ -106,7 +111,7 @@ class Peer:
         self.tx_bytes = 0
         self.handshake = Handshake(cfg.public_key, cfg.preshared_key)
         self.cookie = CookieGenerator(cfg.public_key)
-        self.keypairs = Keypairs()
+        self.keypairs: Keypairs[Peer] = Keypairs()
         self.staged: collections.deque[bytes] = collections.deque(maxlen=MAX_STAGED_PACKETS)
         self.initiation_unsent = False
         self.timers = timers(self)
@@ -133,7 +138,7 @@ class Device:
         self.peers: dict[bytes, Peer] = {}
         self._allowed: AllowedIPs[Peer] = AllowedIPs()
         self._hs_index: dict[int, Peer] = {}  # local index of an in-flight handshake -> peer
-        self._kp_index: dict[int, Keypair] = {}  # local index of a keypair -> keypair (data path)
+        self._kp_index: dict[int, Keypair[Peer]] = {}  # local index of a keypair -> keypair (data path)
         self._datagrams: list[tuple[bytes, Addr]] = []
         self._packets: list[bytes] = []
         self._events: list[object] = []
@@ -143,7 +148,7 @@ class Device:
         self._load_window_start = _NEVER
         self._load_window_count = 0
         self._last_handshake_at = _NEVER
-        self._timerq = TimerQueue()
+        self._timerq: TimerQueue[PeerTimers[Peer]] = TimerQueue()
         self._jitter = jitter_from(rng)
         # handshake budgets (ratelimit.py, constants.py): what a flood may cost the loop the data path shares
         self._ratelimit = SourceLimiter(RATELIMIT_PACKETS_PER_SECOND, RATELIMIT_BURST)
@@ -264,9 +269,9 @@ class Device:
             else:
                 self.add_peer(cfg)
 
-    def update_peer(self, public_key: bytes, *, preshared_key: object = _KEEP,
+    def update_peer(self, public_key: bytes, *, preshared_key: bytes | None | _Keep = _KEEP,
                     allowed_ips: Iterable[str] | None = None, endpoint: Addr | None = None,
-                    endpoint_host: object = _KEEP, persistent_keepalive: int | None = None) -> Peer:
+                    endpoint_host: str | None | _Keep = _KEEP, persistent_keepalive: int | None = None) -> Peer:
         """Change a peer in place; sessions survive. Omitted (or None) arguments are left as they are;
         `preshared_key=None` removes the PSK; `allowed_ips` replaces the whole list."""
         peer = self.peers.get(public_key)
@@ -274,10 +279,10 @@ class Device:
             raise ConfigError("PublicKey: no such peer")
         normalised = self._check_prefixes(allowed_ips) if allowed_ips is not None else None
         if preshared_key is not _KEEP:
-            if preshared_key is not None and len(preshared_key) != 32:  # type: ignore[arg-type]
+            if preshared_key is not None and len(preshared_key) != 32:
                 raise ConfigError("PresharedKey: must be 32 bytes")
-            peer.preshared_key = preshared_key  # type: ignore[assignment]
-            peer.handshake.psk = preshared_key or bytes(32)  # type: ignore[assignment]
+            peer.preshared_key = preshared_key
+            peer.handshake.psk = preshared_key or bytes(32)
         if persistent_keepalive is not None:
             if persistent_keepalive < 0 or persistent_keepalive > 65535:
                 raise ConfigError("PersistentKeepalive: must be 0..65535 seconds")
@@ -287,7 +292,7 @@ class Device:
         if endpoint_host is not _KEEP:
             if endpoint_host:
                 peer.endpoint_host, peer.endpoint_port = hostport.parse(
-                    str(endpoint_host), default_port=peer.endpoint_port, what="Endpoint")
+                    endpoint_host, default_port=peer.endpoint_port, what="Endpoint")
             else:
                 peer.endpoint_host = None
         if endpoint is not None:
@@ -461,7 +466,7 @@ class Device:
 
     def _new_index(self) -> int:
         for _ in range(64):
-            idx = _U32.unpack(self._rng(4))[0]
+            idx: int = _U32.unpack(self._rng(4))[0]
             if idx not in self._hs_index and idx not in self._kp_index:
                 return idx
         raise RuntimeError("rng keeps returning used session indices")
@@ -568,7 +573,13 @@ class Device:
         # for age: `now` is fixed for the batch) and the last source addresses' owners. Handshake messages may
         # retire keypairs, so they forget the keypair; confirming `next` retires only an older one, never the last.
         last_idx = last4 = last6 = None
-        kp = owner4 = owner6 = decrypt = validate = peer = None
+        owner4 = owner6 = None
+        # set together on the first transport packet of each receiver index (last_idx then names it), read only
+        # while last_idx is that index: declared, not bound to None, so their types need no narrowing per packet
+        kp: Keypair[Peer]
+        decrypt: Callable[[bytes, bytes, bytes | None], bytes]
+        validate: Callable[[int, int], bool]
+        peer: Peer
         header = _TRANSPORT_HEADER.unpack_from
         nonce_of = _NONCE.pack
         for data, addr in datagrams:
@@ -585,11 +596,12 @@ class Device:
                     drops["handshake_error"] += 1
                 continue
             if idx != last_idx:
-                kp = kp_index.get(idx)
-                if kp is None:
+                found = kp_index.get(idx)
+                if found is None:
                     drops["unknown_index"] += 1
                     last_idx = None
                     continue
+                kp = found
                 if now - kp.created >= REJECT_AFTER_TIME:
                     drops["expired_keypair"] += 1
                     last_idx = None
@@ -660,7 +672,7 @@ class Device:
             if peer in data_rx:
                 timers.data_received(now)
 
-    def _confirm_next(self, peer: Peer, kp: Keypair, addr: Addr, now: float) -> None:
+    def _confirm_next(self, peer: Peer, kp: Keypair[Peer], addr: Addr, now: float) -> None:
         """First authenticated data under the responder's new keypair: it becomes current (key confirmation)."""
         old = peer.keypairs.confirm_next(kp)
         if old is not None:

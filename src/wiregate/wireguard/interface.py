@@ -72,52 +72,81 @@ class WireGuardInterface:
         self.mtu = config.mtu or mtu
         self.uapi_path = uapi_dir / f"{name}.sock"
         self._want_uapi = uapi_socket
-        self.device: Device | None = None
-        self.tun: Tun | None = None
-        self.udp: UdpSocket | None = None
+        # set by start(): read them through the properties below, which say so when the interface is not started
+        self._device: Device | None = None
+        self._tun: Tun | None = None
+        self._udp: UdpSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._uapi_server: asyncio.AbstractServer | None = None
         self._uapi_clients = 0
         self._resolving: set[bytes] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._routes: set[str] = set()
         self.fwmark = config.fwmark
         self.failed = asyncio.Event()  # set when the TUN device stops working; the owner should close()
 
+    @property
+    def device(self) -> Device:
+        """The sans-I/O Device (from start() on)."""
+        if self._device is None:
+            raise RuntimeError(f"{self.name}: the interface is not started")
+        return self._device
+
+    @property
+    def tun(self) -> Tun:
+        """The TUN device (from start() until close())."""
+        if self._tun is None:
+            raise RuntimeError(f"{self.name}: the interface has no TUN device (not started, or closed)")
+        return self._tun
+
+    @property
+    def udp(self) -> UdpSocket:
+        """The UDP socket (from start() until close())."""
+        if self._udp is None:
+            raise RuntimeError(f"{self.name}: the interface has no UDP socket (not started, or closed)")
+        return self._udp
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop start() ran in."""
+        if self._loop is None:
+            raise RuntimeError(f"{self.name}: the interface is not started")
+        return self._loop
+
     # -- life cycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Create the TUN device and UDP socket, configure the link, open the UAPI socket, start the loop hooks."""
-        self._loop = asyncio.get_running_loop()
-        self.device = Device(self.config.private_key, mtu=self.mtu)
+        loop = self._loop = asyncio.get_running_loop()
+        device = self._device = Device(self.config.private_key, mtu=self.mtu)
         for p in self.config.peers:
-            self.device.add_peer(peer_config(p))
+            device.add_peer(peer_config(p))
         if self._want_uapi:
             self._claim_uapi_path()  # before touching the system: a live socket means the name is taken
         try:
-            self.udp = UdpSocket(self.config.listen_port or 0)
+            udp = self._udp = UdpSocket(self.config.listen_port or 0)
         except OSError as exc:
             raise WiregateError(f"{self.name}: cannot bind UDP port {self.config.listen_port}: {exc.strerror}") \
                 from None
         try:
             if self.fwmark:
-                self.udp.set_mark(self.fwmark)
-            self.tun = Tun(self.name)
-            self.tun.set_mtu(self.mtu)
+                udp.set_mark(self.fwmark)
+            tun = self._tun = Tun(self.name)
+            tun.set_mtu(self.mtu)
             for addr in self.config.addresses:
-                self.tun.add_address(addr)
-            self.tun.up()
+                tun.add_address(addr)
+            tun.up()
             self._sync_routes()
-            self._loop.add_reader(self.tun.fd, self._on_tun)
-            self._loop.add_reader(self.udp.fileno(), self._on_udp)
+            loop.add_reader(tun.fd, self._on_tun)
+            loop.add_reader(udp.fileno(), self._on_udp)
             if self._want_uapi:
                 await self._open_uapi()
         except BaseException:
             self._close_io()
             raise
         self._after_io()
-        log.info("%s: up, listening on UDP port %d, %d peer(s)", self.name, self.udp.port, len(self.config.peers))
+        log.info("%s: up, listening on UDP port %d, %d peer(s)", self.name, udp.port, len(self.config.peers))
 
     async def close(self) -> None:
         """Stop the loop hooks, close the UAPI socket, remove the interface."""
@@ -137,16 +166,16 @@ class WireGuardInterface:
 
     def _close_io(self) -> None:
         loop = self._loop
-        if self.tun is not None:
-            if loop is not None and self.tun.fd >= 0:
-                loop.remove_reader(self.tun.fd)
-            self.tun.close()
-            self.tun = None
-        if self.udp is not None:
+        if self._tun is not None:
+            if loop is not None and self._tun.fd >= 0:
+                loop.remove_reader(self._tun.fd)
+            self._tun.close()
+            self._tun = None
+        if self._udp is not None:
             if loop is not None:
-                loop.remove_reader(self.udp.fileno())
-            self.udp.close()
-            self.udp = None
+                loop.remove_reader(self._udp.fileno())
+            self._udp.close()
+            self._udp = None
 
     # -- data path -----------------------------------------------------------------------------------------
     def _on_tun(self) -> None:
@@ -154,23 +183,23 @@ class WireGuardInterface:
             packets = self.tun.read_batch(TUN_BATCH)
         except OSError as exc:  # EBADFD/EIO: the interface was deleted or broke; reading again would spin
             log.error("%s: TUN device failed: %s", self.name, exc.strerror)
-            self._loop.remove_reader(self.tun.fd)
+            self.loop.remove_reader(self.tun.fd)
             self.failed.set()
             return
         if packets:
-            self.device.send_packets(packets, self._loop.time())
+            self.device.send_packets(packets, self.loop.time())
             self._after_io()
 
     def _on_udp(self) -> None:
         datagrams = self.udp.recv_batch(UDP_BATCH)
         if datagrams:
-            self.device.receive_datagrams(datagrams, self._loop.time())
+            self.device.receive_datagrams(datagrams, self.loop.time())
             self._after_io()
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
-        self.device.handle_timer(self._loop.time())
+        self.device.handle_timer(self.loop.time())
         self._after_io()
 
     def _after_io(self) -> None:
@@ -190,9 +219,9 @@ class WireGuardInterface:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
-    def _on_events(self, events: list) -> None:
+    def _on_events(self, events: list[object]) -> None:
         for ev in events:
             if isinstance(ev, ResolveEndpoint):
                 self._resolve(ev.peer_key, ev.host, ev.port)
@@ -210,7 +239,7 @@ class WireGuardInterface:
         if peer_key in self._resolving:
             return
         self._resolving.add(peer_key)
-        task = self._loop.create_task(self._resolve_task(peer_key, host, port))
+        task = self.loop.create_task(self._resolve_task(peer_key, host, port))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -218,7 +247,7 @@ class WireGuardInterface:
         try:
             while peer_key in self.device.peers:  # a removed peer needs no address
                 try:
-                    infos = await self._loop.run_in_executor(
+                    infos = await self.loop.run_in_executor(
                         None, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM))
                 except (socket.gaierror, UnicodeError) as exc:
                     log.warning("%s: cannot resolve endpoint %s: %s; retrying", self.name, host, exc)
@@ -230,9 +259,10 @@ class WireGuardInterface:
                     log.warning("%s: endpoint %s has no address this host can reach; retrying", self.name, host)
                     await asyncio.sleep(RESOLVE_RETRY)
                     continue
-                addr = usable[0][4]
+                ip, ip_port = usable[0][4][:2]
+                assert isinstance(ip, str) and isinstance(ip_port, int)  # AF_INET/AF_INET6: (host, port, ...)
                 if peer_key in self.device.peers:
-                    self.device.set_endpoint(peer_key, (addr[0], addr[1]))
+                    self.device.set_endpoint(peer_key, (ip, ip_port))
                     self._after_io()
                 return
         finally:
@@ -265,8 +295,9 @@ class WireGuardInterface:
         own = public_key(config.private_key)
         if any(p.public_key == own for p in config.peers):
             raise ConfigError(f"{self.name}: a [Peer] has this interface's own public key")
-        if (config.listen_port or 0) not in (0, self.udp.port):
-            self._rebind(config.listen_port)  # first: the only step that can fail
+        port = config.listen_port or 0
+        if port not in (0, self.udp.port):
+            self._rebind(port)  # first: the only step that can fail
         if config.private_key != dev.private_key:
             dev.set_private_key(config.private_key)
         configs = [peer_config(p) for p in config.peers]
@@ -275,7 +306,8 @@ class WireGuardInterface:
         for cfg in configs:
             if cfg.public_key in existing and cfg.endpoint is None and cfg.endpoint_host:
                 peer = dev.peers[cfg.public_key]
-                self._resolve(cfg.public_key, peer.endpoint_host, peer.endpoint_port)
+                if peer.endpoint_host is not None:  # set from cfg.endpoint_host by sync_peers
+                    self._resolve(cfg.public_key, peer.endpoint_host, peer.endpoint_port)
         self.config = config
         if config.fwmark != self.fwmark:
             self._set_fwmark(config.fwmark)
@@ -297,10 +329,10 @@ class WireGuardInterface:
             raise WiregateError(f"{self.name}: cannot bind UDP port {port}: {exc.strerror}") from None
         if self.fwmark:
             new.set_mark(self.fwmark)
-        self._loop.remove_reader(self.udp.fileno())
+        self.loop.remove_reader(self.udp.fileno())
         self.udp.close()
-        self.udp = new
-        self._loop.add_reader(new.fileno(), self._on_udp)
+        self._udp = new
+        self.loop.add_reader(new.fileno(), self._on_udp)
 
     def status(self) -> dict[str, Any]:
         """Interface and per-peer state: public key, endpoint, last handshake (epoch seconds), rx/tx bytes."""
@@ -315,7 +347,7 @@ class WireGuardInterface:
                 "persistent_keepalive": p.persistent_keepalive,
                 "allowed_ips": list(p.allowed_ips),
             })
-        return {"name": self.name, "listen_port": self.udp.port if self.udp else None, "mtu": self.mtu,
+        return {"name": self.name, "listen_port": self._udp.port if self._udp else None, "mtu": self.mtu,
                 "addresses": list(self.config.addresses), "peers": peers}
 
     # -- UAPI ----------------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def _emit(run: list[bytes], v6: bool, th: int, hl: int, out: list[bytes]) -> Non
     tcp[13] = flags
     # CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the kernel adds the rest when it needs it
     struct.pack_into("!H", tcp, 16, _fold(pseudo))
-    parts = [_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, hl, gso_size, th, 16), ip, tcp]
+    parts: list[bytes | bytearray | memoryview] = [
+        _HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, hl, gso_size, th, 16), ip, tcp]
     parts.extend(memoryview(p)[hl:] for p in run)
     out.append(b"".join(parts))
 

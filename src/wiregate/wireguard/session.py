@@ -8,7 +8,7 @@ it). Each keypair keeps one ChaCha20Poly1305 object per direction so the data pa
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -17,15 +17,17 @@ from wiregate.wireguard.replay import ReplayFilter
 
 _HEADER_PREFIX = struct.Struct("<II")
 
+PeerT = TypeVar("PeerT")  # the owning device.Peer (opaque here, so session does not import device)
 
-class Keypair:
+
+class Keypair(Generic[PeerT]):
     """One direction pair of transport keys with its nonce counter, replay window and indices."""
 
     __slots__ = ("send", "receive", "send_nonce", "created", "is_initiator", "local_index", "remote_index",
                  "replay", "peer", "header_prefix")
 
     def __init__(self, send_key: bytes, receive_key: bytes, *, created: float, is_initiator: bool,
-                 local_index: int, remote_index: int, peer: Any) -> None:
+                 local_index: int, remote_index: int, peer: PeerT) -> None:
         self.send = ChaCha20Poly1305(send_key)
         self.receive = ChaCha20Poly1305(receive_key)
         self.send_nonce = 0
@@ -34,32 +36,32 @@ class Keypair:
         self.local_index = local_index
         self.remote_index = remote_index
         self.replay = ReplayFilter()
-        self.peer = peer  # the owning device.Peer (opaque here, so session does not import device)
+        self.peer = peer
         # type and receiver never change for this keypair; only the counter is packed per packet
         self.header_prefix = _HEADER_PREFIX.pack(MESSAGE_TRANSPORT, remote_index)
 
 
-class Keypairs:
+class Keypairs(Generic[PeerT]):
     """The previous/current/next slots of one peer."""
 
     __slots__ = ("previous", "current", "next")
 
     def __init__(self) -> None:
-        self.previous: Keypair | None = None
-        self.current: Keypair | None = None
-        self.next: Keypair | None = None
+        self.previous: Keypair[PeerT] | None = None
+        self.current: Keypair[PeerT] | None = None
+        self.next: Keypair[PeerT] | None = None
 
-    def all(self) -> list[Keypair]:
+    def all(self) -> list[Keypair[PeerT]]:
         """Every keypair held, for index cleanup."""
         return [k for k in (self.previous, self.current, self.next) if k is not None]
 
-    def install(self, kp: Keypair) -> list[Keypair]:
+    def install(self, kp: Keypair[PeerT]) -> list[Keypair[PeerT]]:
         """Place a freshly derived keypair; returns the keypairs dropped (their indices must be freed).
 
         Initiator: it becomes current at once (it has key confirmation from the response); an unconfirmed
         `next` becomes previous, else the old current does. Responder: it waits in `next`, and previous is
         cleared so at most current + next are live."""
-        dropped: list[Keypair] = []
+        dropped: list[Keypair[PeerT]] = []
         if kp.is_initiator:
             if self.next is not None:
                 if self.previous is not None:
@@ -82,7 +84,7 @@ class Keypairs:
             self.previous = None
         return dropped
 
-    def confirm_next(self, kp: Keypair) -> Keypair | None:
+    def confirm_next(self, kp: Keypair[PeerT]) -> Keypair[PeerT] | None:
         """Data arrived under `next`: it becomes current, the old current becomes previous. Returns the keypair
         that fell out (the old previous), if any, so its index can be freed."""
         if self.next is not kp:
@@ -93,7 +95,7 @@ class Keypairs:
         self.next = None
         return old
 
-    def clear(self) -> list[Keypair]:
+    def clear(self) -> list[Keypair[PeerT]]:
         """Drop all keypairs; returns them."""
         gone = self.all()
         self.previous = self.current = self.next = None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from typing import Any, Callable, Iterator
+from typing import Callable, Generic, Iterator, Protocol, TypeVar
 
 from wiregate.wireguard.constants import (
     KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS,
@@ -60,7 +60,22 @@ def jitter_from(rng: Callable[[int], bytes]) -> Callable[[], float]:
     return jitter
 
 
-def earliest_deadline(t: Any) -> float:
+class Deadlines(Protocol):
+    """What TimerQueue needs of an entry: its five deadlines and the time of its live heap entry."""
+
+    timer_at: float
+    t_retransmit_handshake: float | None
+    t_send_keepalive: float | None
+    t_new_handshake: float | None
+    t_zero_key_material: float | None
+    t_persistent_keepalive: float | None
+
+
+EntryT = TypeVar("EntryT", bound=Deadlines)
+OwnerT = TypeVar("OwnerT")
+
+
+def earliest_deadline(t: Deadlines) -> float:
     """The earliest of a peer's five deadlines, or +inf when none is pending."""
     m = _INF
     for d in (t.t_retransmit_handshake, t.t_send_keepalive, t.t_new_handshake, t.t_zero_key_material,
@@ -70,7 +85,7 @@ def earliest_deadline(t: Any) -> float:
     return m
 
 
-class TimerQueue:
+class TimerQueue(Generic[EntryT]):
     """Peers' timers ordered by their earliest deadline (see the module docstring). An entry's `timer_at` is the
     time of its live heap entry (+inf: none); the invariant is `timer_at <= earliest_deadline(entry)` for every
     entry in the queue. `ops` counts heap operations and entries examined."""
@@ -78,14 +93,14 @@ class TimerQueue:
     __slots__ = ("_heap", "_seq", "ops")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Any]] = []
+        self._heap: list[tuple[float, int, EntryT]] = []
         self._seq = itertools.count()
         self.ops = 0
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def arm(self, timers: Any, t: float) -> None:
+    def arm(self, timers: EntryT, t: float) -> None:
         """A deadline of `timers` was set to `t`: make sure it is woken no later than that."""
         if t < timers.timer_at:
             timers.timer_at = t
@@ -93,7 +108,7 @@ class TimerQueue:
             heapq.heappush(self._heap, (t, next(self._seq), timers))
 
     @staticmethod
-    def forget(timers: Any) -> None:
+    def forget(timers: Deadlines) -> None:
         """The peer left the device: its entries go stale and are dropped when they reach the top."""
         timers.timer_at = -_INF  # never equal to an entry's time again, and never armed again
 
@@ -117,9 +132,9 @@ class TimerQueue:
                 heapq.heapreplace(heap, (m, next(self._seq), timers))
         return None
 
-    def pop_due(self, now: float) -> list[Any]:
+    def pop_due(self, now: float) -> list[EntryT]:
         """Every entry with a deadline <= now, taken off the queue (re-arm them after running their timers)."""
-        due = []
+        due: list[EntryT] = []
         heap = self._heap
         while True:
             t = self.peek()
@@ -130,7 +145,7 @@ class TimerQueue:
             due.append(timers)
 
 
-class PeerTimers:
+class PeerTimers(Generic[OwnerT]):
     """One peer's timer state and rules (wireguard-go timers.go). `owner` is the Device's peer, opaque here."""
 
     __slots__ = ("owner", "_queue", "_jitter", "persistent_keepalive", "handshake_attempts",
@@ -138,7 +153,7 @@ class PeerTimers:
                  "t_retransmit_handshake", "t_send_keepalive", "t_new_handshake", "t_zero_key_material",
                  "t_persistent_keepalive")
 
-    def __init__(self, owner: Any, queue: TimerQueue, jitter: Callable[[], float],
+    def __init__(self, owner: OwnerT, queue: TimerQueue[PeerTimers[OwnerT]], jitter: Callable[[], float],
                  persistent_keepalive: int = 0) -> None:
         self.owner = owner
         self._queue = queue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno as _errno
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from wiregate import hostport
 from wiregate.errors import WiregateError
@@ -137,16 +138,35 @@ def parse_allowed_ip(value: str) -> str:
         raise UapiError(IPC_ERROR_INVALID, f"allowed_ip: invalid prefix {value!r}") from None
 
 
+class _DeviceFields(TypedDict, total=False):
+    private_key: bytes
+    listen_port: int
+    fwmark: int
+    replace_peers: bool
+
+
+class _PeerFields(TypedDict, total=False):
+    """A PeerSet being read, less its public key and allowed IPs."""
+
+    remove: bool
+    update_only: bool
+    preshared_key: bytes
+    endpoint: tuple[str, int]
+    persistent_keepalive: int
+    replace_allowed_ips: bool
+
+
 def parse_set(body: str) -> SetRequest:
     """Parse the lines of a set request (everything after `set=1\\n`, without the final empty line)."""
-    dev: dict = {"private_key": None, "listen_port": None, "fwmark": None, "replace_peers": False}
+    dev: _DeviceFields = {}
     peers: list[PeerSet] = []
-    peer: dict | None = None
+    peer_key: bytes | None = None  # the peer being read (None: device keys)
+    peer: _PeerFields = {}
+    allowed: list[str] = []
 
     def close_peer() -> None:
-        if peer is not None:
-            peer["allowed_ips"] = tuple(peer["allowed_ips"])
-            peers.append(PeerSet(**peer))
+        if peer_key is not None:
+            peers.append(PeerSet(public_key=peer_key, allowed_ips=tuple(allowed), **peer))
 
     for line in body.split("\n"):
         if not line:
@@ -157,8 +177,8 @@ def parse_set(body: str) -> SetRequest:
             raise UapiError(IPC_ERROR_PROTOCOL, f"failed to parse a line of {len(line)} characters (no '=')")
         if key == "public_key":
             close_peer()
-            peer = {"public_key": _hex_key(value, "public_key"), "allowed_ips": []}
-        elif peer is None:
+            peer_key, peer, allowed = _hex_key(value, "public_key"), {}, []
+        elif peer_key is None:
             if key == "private_key":
                 dev["private_key"] = _hex_key(value, "private_key")
             elif key == "listen_port":
@@ -181,9 +201,9 @@ def parse_set(body: str) -> SetRequest:
             peer["persistent_keepalive"] = _uint(value, 16, "persistent_keepalive_interval")
         elif key == "replace_allowed_ips":
             peer["replace_allowed_ips"] = _true(value, "replace_allowed_ips")
-            peer["allowed_ips"].clear()  # lines before this one are replaced too
+            allowed.clear()  # lines before this one are replaced too
         elif key == "allowed_ip":
-            peer["allowed_ips"].append(parse_allowed_ip(value))
+            allowed.append(parse_allowed_ip(value))
         elif key == "protocol_version":
             if value != "1":
                 raise UapiError(IPC_ERROR_INVALID, f"invalid protocol version: {value}")
