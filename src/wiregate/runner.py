@@ -107,7 +107,7 @@ def relay_config(cfg: GatewayConfig):
     """The relay's config: one service per [[services]] whose backends are its sites' tunnel addresses."""
     from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService, UDPService
 
-    services = []
+    services: list[TCPService | UDPService] = []
     for s in cfg.services:
         sites = cfg.service_sites(s)
         if not sites:

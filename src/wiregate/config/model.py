@@ -11,7 +11,7 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -274,12 +274,9 @@ class HomeConfig:
     @property
     def links(self) -> tuple[GatewayLink, ...]:
         """Every gateway of this home, the [tunnel] one first."""
-        t = self.tunnel
-        first = GatewayLink(name=FIRST_GATEWAY, where="tunnel", interface=t.interface,
-                            private_key_file=t.private_key_file, preshared_key_file=t.preshared_key_file,
-                            address=t.address, gateway_endpoint=t.gateway_endpoint,
-                            gateway_public_key=t.gateway_public_key, gateway_address=t.gateway_address,
-                            persistent_keepalive=t.persistent_keepalive, listen_port=t.listen_port)
+        t = self.tunnel  # [tunnel] holds every key of a GatewayLink (config/schema.py: _LINK)
+        same = {f.name: getattr(t, f.name) for f in fields(GatewayLink) if f.name not in ("name", "where")}
+        first = GatewayLink(name=FIRST_GATEWAY, where="tunnel", **same)
         return (first, *self.gateways)
 
     def acme_routes(self) -> list[tuple[Listener, Route]]:

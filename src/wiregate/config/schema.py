@@ -187,42 +187,47 @@ ACME = Table("acme", "certificates from an ACME CA (Let's Encrypt) for routes wi
     )),
 ))
 
+# the keys of one gateway of a home (model.GatewayLink): each [[gateways]] table, and the [tunnel] one (the first)
+_LINK = {o.key: o for o in (
+    Opt("interface", p_ifname, REQUIRED, "this gateway's WireGuard interface (one per gateway)"),
+    Opt("private_key_file", p_path, REQUIRED, "this site's private key for this gateway (mode 0600)"),
+    Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
+    Opt("address", p_interface, REQUIRED,
+        "this site's tunnel address on this gateway, with its prefix (must not overlap another gateway's)"),
+    Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
+        "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `tunnel.resolve_interval`"),
+    Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
+    Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (a trusted PROXY sender)"),
+    Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
+    Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+)}
+
 HOME = Table("home file", "the home side", COMMON_TOP + (
     Opt("drain_timeout", p_seconds0, 30.0, "seconds open connections may finish after SIGTERM"),
 ), children=(
     Table("tunnel", "the WireGuard side at home", (
         Opt("mode", _TUNNEL_MODE, "auto", "as on the gateway; `external` expects the interface to exist"),
-        Opt("interface", p_ifname, "wg0", "WireGuard interface name"),
-        Opt("private_key_file", p_path, "home.key", "file holding this site's private key (mode 0600)"),
-        Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
-        Opt("address", p_interface, REQUIRED, "this site's tunnel address with the tunnel prefix"),
-        Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
-            "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `resolve_interval`"),
-        Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
-        Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (the trusted PROXY sender)"),
-        Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
+        _LINK["interface"].but(default="wg0", doc="WireGuard interface name"),
+        _LINK["private_key_file"].but(default="home.key", doc="file holding this site's private key (mode 0600)"),
+        _LINK["preshared_key_file"],
+        _LINK["address"].but(doc="this site's tunnel address with the tunnel prefix"),
+        _LINK["gateway_endpoint"].but(doc="the gateway's public `HOST[:PORT]`; a DNS name is resolved again every "
+                                      "`resolve_interval`"),
+        _LINK["gateway_public_key"],
+        _LINK["gateway_address"].but(doc="the gateway's tunnel address (the trusted PROXY sender)"),
+        _LINK["persistent_keepalive"],
         Opt("resolve_interval", p_seconds, 30.0, "seconds between lookups of a DNS gateway_endpoint"),
         Opt("probe_interval", p_seconds, 2.0,
             "seconds between tunnel probes to the gateway; 3 unanswered in a row (and at least 3 s) restart the "
             "handshake, which repairs the tunnel soon after a gateway restart"),
-        Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+        _LINK["listen_port"],
         Opt("mtu", int_range(1280, 9000), 1420, "tunnel MTU"),
     ), required=True),
     Table("gateways", "further gateways of this home, one per `wiregate join TOKEN` after the first (the first "
           "is in [tunnel]); each has its own WireGuard interface, key and tunnel address, and mode, mtu, "
           "probe_interval and resolve_interval come from [tunnel] (README: Several gateways)", (
         Opt("name", p_name, REQUIRED, "gateway name (status, metrics, logs; the [tunnel] gateway is `gateway`)"),
-        Opt("interface", p_ifname, REQUIRED, "this gateway's WireGuard interface (one per gateway)"),
-        Opt("private_key_file", p_path, REQUIRED, "this site's private key for this gateway (mode 0600)"),
-        Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
-        Opt("address", p_interface, REQUIRED,
-            "this site's tunnel address on this gateway, with its prefix (must not overlap another gateway's)"),
-        Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
-            "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `tunnel.resolve_interval`"),
-        Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
-        Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (a trusted PROXY sender)"),
-        Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
-        Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+        *_LINK.values(),
     ), array=True),
     Table("listeners", "ingress listeners: PROXY from the gateway, plain from anyone else allowed", (
         Opt("name", p_name, REQUIRED, "listener name"),
