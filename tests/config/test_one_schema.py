@@ -33,13 +33,15 @@ def _carried(file_table: options.Table, part: options.Table) -> list[options.Opt
     return [o for o in part.opts if mine.get(o.key) is o]
 
 
-# (part table, file table, the file's service/listener index, standalone file text, how to read the part's value)
-RELAY_TCP = "[[services]]\nname = \"https\"\nlisten = [\"0.0.0.0:443\"]\n{opt}\nbackends = [{{host = \"192.0.2.2\", port = 443}}]\n"
+# standalone files with one service / listener; {opt} is where the option under test goes
+RELAY_TCP = ("[[services]]\nname = \"https\"\nlisten = [\"0.0.0.0:443\"]\n{opt}\n"
+             "backends = [{{host = \"192.0.2.2\", port = 443}}]\n")
 RELAY_UDP = ("[[services]]\nname = \"dns\"\nprotocol = \"udp\"\nlisten = [\"0.0.0.0:53\"]\n{opt}\n"
              "backends = [{{host = \"192.0.2.2\", port = 53}}]\n")
 INGRESS = ("[[listeners]]\nname = \"https\"\nlisten = \"0.0.0.0:443\"\ndefault_route = \"web\"\n{opt}\n"
            "[[listeners.routes]]\nname = \"web\"\ntarget = \"192.168.1.11:443\"\n")
 
+# (file side, file table, part table, option, standalone file text, the file's service/listener index)
 CASES = (
     [("gateway", SERVICES, relay.TCP_SERVICE, o, RELAY_TCP, 0) for o in _carried(SERVICES, relay.TCP_SERVICE)]
     + [("gateway", SERVICES, relay.UDP_SERVICE, o, RELAY_UDP, 1) for o in _carried(SERVICES, relay.UDP_SERVICE)
