@@ -46,7 +46,7 @@ class Health:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
-    part_options: Mapping[str, Any] = field(default_factory=_no_options)  # relay.HealthCheck's, from the file
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)  # relay.HealthCheck's
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class Service:
     max_flows: int
     health: Health
     # relay.TCPService's / UDPService's options, from the file
-    part_options: Mapping[str, Any] = field(default_factory=_no_options)
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +202,7 @@ class Route:
     acme_key_file: Path | None = None
     acme_deploy_hook: str = ""
     internal: tuple[str, ...] = ()  # internal_only: the client networks admitted (empty: everyone)
-    part_options: Mapping[str, Any] = field(default_factory=_no_options)  # ingress.Route's, from the file
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)  # ingress.Route's, from the file
 
     @property
     def acme(self) -> bool:
@@ -255,7 +255,7 @@ class Listener:
     max_flows: int = 4096
     max_per_source: int = 256
     on_tunnel: bool = False  # `tunnel:PORT`: bound on every gateway's tunnel address (listen = the first one's)
-    part_options: Mapping[str, Any] = field(default_factory=_no_options)  # ingress.Listener's, from the file
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)  # ingress.Listener's
 
 
 @dataclass(frozen=True, slots=True)
