@@ -107,7 +107,7 @@ def relay_config(cfg: GatewayConfig):
     """The relay's config: one service per [[services]] whose backends are its sites' tunnel addresses."""
     from wiregate.relay import Backend, HealthCheck, RelayConfig, TCPService, UDPService
 
-    services = []
+    services: list[TCPService | UDPService] = []
     for s in cfg.services:
         sites = cfg.service_sites(s)
         if not sites:
@@ -118,21 +118,18 @@ def relay_config(cfg: GatewayConfig):
         if all(b.backup for b in backends):  # the relay wants a primary: the first backup serves as one
             backends = (Backend(backends[0].host, backends[0].port, weight=backends[0].weight, backup=False,
                                 name=backends[0].name), *backends[1:])
+        # the relay's own options come as the file gave them (model: part_options); here only what the gateway
+        # decides: the backends (its sites), and for UDP the header version (the gateway's default is v2)
         if s.protocol == "tcp":
             h = s.health
             # checks speak PROXY too (a LOCAL header, as HAProxy's check-send-proxy), so the home ingress, which
             # requires a header from the gateway, sees a well-formed check rather than a broken connection
-            health = HealthCheck(interval=h.interval, timeout=h.timeout, rise=h.rise, fall=h.fall,
-                                 send_proxy=s.proxy_protocol != "none") if h.enabled else None
-            services.append(TCPService(
-                name=s.name, listen=s.listen, backends=backends, proxy_protocol=s.proxy_protocol,
-                proxy_tlvs=s.proxy_tlvs, balance=s.balance, health=health, connect_timeout=s.connect_timeout,
-                retries=s.retries,
-                idle_timeout=s.idle_timeout, max_connections=s.max_connections, max_per_source=s.max_per_source))
+            health = HealthCheck(**h.part_options, send_proxy=s.proxy_protocol != "none") if h.enabled else None
+            services.append(TCPService(name=s.name, listen=s.listen, backends=backends, health=health,
+                                       **s.part_options))
         else:
             services.append(UDPService(name=s.name, listen=s.listen, backends=backends,
-                                       proxy_protocol=s.proxy_protocol, flow_idle_timeout=s.flow_idle_timeout,
-                                       max_flows=s.max_flows, max_per_source=s.max_per_source))
+                                       proxy_protocol=s.proxy_protocol, **s.part_options))
     return RelayConfig(services=tuple(services), drain_timeout=cfg.drain_timeout)
 
 
@@ -167,11 +164,10 @@ def ingress_config(cfg: HomeConfig):
     gateway_nets = {str(ipaddress.ip_network(g.gateway_address)) for g in links}
     listeners = []
     for ln in cfg.listeners:
-        routes = tuple(Route(name=r.name, target=r.target, sni=r.sni, host=r.host, path_prefix=r.path_prefix,
-                             send_proxy=r.send_proxy, http_headers=r.http_headers,
-                             tls_cert=str(r.tls_cert) if r.tls_cert else None,
+        # the ingress's own options come as the file gave them (model: part_options); here what home decides
+        routes = tuple(Route(name=r.name, tls_cert=str(r.tls_cert) if r.tls_cert else None,
                              tls_key=str(r.tls_key) if r.tls_key else None, acme=r.tls == "acme",
-                             internal=r.internal)
+                             internal=r.internal, **r.part_options)
                        for r in ln.routes)
         default = ln.default_route or None  # the model names it (a route without sni/host) or leaves it empty
         trusts_gateways = set(ln.trusted) == gateway_nets
@@ -184,14 +180,8 @@ def ingress_config(cfg: HomeConfig):
             copies = [(ln.name, ln.listen, ln.trusted, (ifaces[0] if len(ifaces) == 1 else ifaces)
                        if trusts_gateways else None)]
         for name, listen, trusted, trusted_if in copies:
-            listeners.append(Listener(name=name, listen=listen, protocol=ln.protocol, trusted=trusted,
-                                      routes=routes, default_route=default, header_timeout=ln.header_timeout,
-                                      sniff_timeout=ln.sniff_timeout, max_connections=ln.max_connections,
-                                      idle_timeout=ln.idle_timeout, server_first=ln.server_first,
-                                      proxy_optional=ln.proxy_optional, max_header_bytes=ln.max_header_bytes,
-                                      max_sniff_bytes=ln.max_sniff_bytes, flow_idle_timeout=ln.flow_idle_timeout,
-                                      max_flows=ln.max_flows, max_per_source=ln.max_per_source,
-                                      trusted_interface=trusted_if))
+            listeners.append(Listener(name=name, listen=listen, trusted=trusted, routes=routes, default_route=default,
+                                      trusted_interface=trusted_if, **ln.part_options))
     return IngressConfig(listeners=tuple(listeners))
 
 

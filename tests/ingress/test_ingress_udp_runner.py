@@ -116,7 +116,7 @@ def test_runner_reloads_on_sighup_refuses_a_bad_file_and_drains_on_sigterm(tmp_p
             ing.path.write_text(json.dumps(bad))
             ing.proc.send_signal(signal.SIGHUP)
             log = ing.wait_log("reload refused")
-            assert "default_route: 'missing'" in log
+            assert 'default_route: "missing"' in log
             assert ask() == b"B"
             ing.proc.send_signal(signal.SIGTERM)
             assert ing.proc.wait(10) == 0
@@ -136,5 +136,5 @@ def test_cli_reports_a_bad_file_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "wiregate", "ingress", str(f)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [f"wiregate: error: {f}: listener 'x'.listen: "
+    assert out.stderr.strip().splitlines() == [f"wiregate: error: {f}: listeners[0].listen: "
                                                '["127.0.0.1", 99999]: port out of range']

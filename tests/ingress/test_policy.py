@@ -158,8 +158,8 @@ def test_eof_before_a_decision_is_a_refusal():
 
 
 @pytest.mark.parametrize(("kw", "msg"), [
-    (dict(trusted=("10.0.0.300",)), r"trusted\[0\]: '10.0.0.300'"),
-    (dict(default_route="nope"), "default_route: 'nope'"),
+    (dict(trusted=("10.0.0.300",)), r'trusted\[0\]: "10.0.0.300"'),
+    (dict(default_route="nope"), 'default_route: "nope"'),
     (dict(header_timeout=0), "header_timeout"),
     (dict(proxy_optional=True, trusted=()), "proxy_optional"),
     (dict(protocol="sctp"), "protocol"),
@@ -170,7 +170,7 @@ def test_bad_listener_config_names_field_and_value(kw, msg):
 
 
 def test_bad_route_and_duplicate_names_are_refused():
-    with pytest.raises(ConfigError, match="send_proxy: 'v3'"):
+    with pytest.raises(ConfigError, match='send_proxy: "v3"'):
         Route("r", ("127.0.0.1", 1), send_proxy="v3")
     with pytest.raises(ConfigError, match="sni"):
         Route("r", ("127.0.0.1", 1), sni=("bad name",))

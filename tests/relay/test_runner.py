@@ -146,7 +146,7 @@ def test_check_reports_a_bad_file_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
-    assert "services[0].balance: 'random' must be one of roundrobin, leastconn, source" in r.stderr
+    assert 'services[0].balance: "random": must be one of roundrobin, leastconn, source' in r.stderr
     cfg.write_text(cfg.read_text().replace('"random"', '"source"'))
     r = subprocess.run([sys.executable, "-m", "wiregate.relay", "--config", str(cfg), "--check"],
                        capture_output=True, text=True, timeout=30)

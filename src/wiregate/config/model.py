@@ -10,20 +10,33 @@ import ipaddress
 import os
 import stat
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from wiregate import hostport
+from wiregate import hostport, options
 from wiregate.config import schema
-from wiregate.config.schema import fail
 from wiregate.errors import ConfigError
+from wiregate.ingress import config as ingress
+from wiregate.options import fail
+from wiregate.relay import config as relay
 from wiregate.wireguard.keys import decode_key
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 4096
 DEFAULT_CONFIG_DIR = Path("/etc/wiregate")
 DEFAULT_RUN_DIR = Path("/run/wiregate")
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+def _no_options() -> Mapping[str, Any]:
+    return _NONE
+
+# The typed fields below are what this package and its users read (export, limits, status). The options a part
+# declares (relay/config.py, ingress/config.py) reach it through `part_options`, as the file gave them: a new
+# option of a part needs no change here nor in the runner (docs/extending.md).
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,7 @@ class Health:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)  # relay.HealthCheck's
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +94,8 @@ class Service:
     flow_idle_timeout: float
     max_flows: int
     health: Health
+    # relay.TCPService's / UDPService's options, from the file
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +202,7 @@ class Route:
     acme_key_file: Path | None = None
     acme_deploy_hook: str = ""
     internal: tuple[str, ...] = ()  # internal_only: the client networks admitted (empty: everyone)
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)  # ingress.Route's, from the file
 
     @property
     def acme(self) -> bool:
@@ -238,6 +255,7 @@ class Listener:
     max_flows: int = 4096
     max_per_source: int = 256
     on_tunnel: bool = False  # `tunnel:PORT`: bound on every gateway's tunnel address (listen = the first one's)
+    part_options: Mapping[str, Any] = field(default_factory=_no_options, hash=False)  # ingress.Listener's
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,12 +274,9 @@ class HomeConfig:
     @property
     def links(self) -> tuple[GatewayLink, ...]:
         """Every gateway of this home, the [tunnel] one first."""
-        t = self.tunnel
-        first = GatewayLink(name=FIRST_GATEWAY, where="tunnel", interface=t.interface,
-                            private_key_file=t.private_key_file, preshared_key_file=t.preshared_key_file,
-                            address=t.address, gateway_endpoint=t.gateway_endpoint,
-                            gateway_public_key=t.gateway_public_key, gateway_address=t.gateway_address,
-                            persistent_keepalive=t.persistent_keepalive, listen_port=t.listen_port)
+        t = self.tunnel  # [tunnel] holds every key of a GatewayLink (config/schema.py: _LINK)
+        same = {f.name: getattr(t, f.name) for f in fields(GatewayLink) if f.name not in ("name", "where")}
+        first = GatewayLink(name=FIRST_GATEWAY, where="tunnel", **same)
         return (first, *self.gateways)
 
     def acme_routes(self) -> list[tuple[Listener, Route]]:
@@ -272,9 +287,21 @@ class HomeConfig:
 Config = GatewayConfig | HomeConfig
 
 
+_SERVICES = schema.GATEWAY.child("services")
+_HEALTH = _SERVICES.child("health")
+_LISTENERS = schema.HOME.child("listeners")
+_ROUTES = _LISTENERS.child("routes")
+
+
 def _file(base: Path, value: str) -> Path | None:
     if not value:
         return None
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _path(base: Path, value: str) -> Path:
+    """A file the schema requires (p_path: never empty), relative to `base`."""
     p = Path(value)
     return p if p.is_absolute() else base / p
 
@@ -303,7 +330,7 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
     net = ipaddress.ip_interface(t["address"]).network
     gw_ip = ipaddress.ip_interface(t["address"]).ip
     tunnel = GatewayTunnel(mode=t["mode"], interface=t["interface"],
-                           private_key_file=_file(base, t["private_key_file"]), endpoint=t["endpoint"],
+                           private_key_file=_path(base, t["private_key_file"]), endpoint=t["endpoint"],
                            listen_port=t["listen_port"], address=t["address"], mtu=t["mtu"])
     sites: list[Site] = []
     names: set[str] = set()
@@ -361,7 +388,9 @@ def _gateway(d: dict[str, Any], base: Path, path: Path | None) -> GatewayConfig:
             max_connections=s["max_connections"], max_per_source=s["max_per_source"],
             flow_idle_timeout=s["flow_idle_timeout"], max_flows=s["max_flows"],
             health=Health(enabled=h["enabled"], interval=h["interval"], timeout=h["timeout"], rise=h["rise"],
-                          fall=h["fall"])))
+                          fall=h["fall"], part_options=options.carry(_HEALTH, relay.HEALTH.opts, h)),
+            part_options=options.carry(_SERVICES, (relay.TCP_SERVICE if s["protocol"] == "tcp" else
+                                                   relay.UDP_SERVICE).opts, s)))
     cfg = GatewayConfig(role="gateway", name=d["name"], tunnel=tunnel, sites=tuple(sites),
                         services=tuple(services), control_socket=_control(d["name"], d["control"]["socket"], base),
                         metrics_listen=d["metrics"]["listen"], drain_timeout=d["drain_timeout"], path=path,
@@ -463,7 +492,7 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
     gateway_nets = tuple(str(ipaddress.ip_network(x)) for x in
                          (t["gateway_address"], *(g.gateway_address for g in gateways)))
     tunnel = HomeTunnel(mode=t["mode"], interface=t["interface"],
-                        private_key_file=_file(base, t["private_key_file"]),
+                        private_key_file=_path(base, t["private_key_file"]),
                         preshared_key_file=_file(base, t["preshared_key_file"]), address=t["address"],
                         gateway_endpoint=t["gateway_endpoint"], gateway_public_key=t["gateway_public_key"],
                         gateway_address=t["gateway_address"], persistent_keepalive=t["persistent_keepalive"],
@@ -493,15 +522,9 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
             if r["name"] in rnames:
                 raise fail(f"{rp}.name", r["name"], "is used by another route of this listener")
             rnames.add(r["name"])
-            if bool(r["tls_cert"]) != bool(r["tls_key"]):
-                raise fail(f"{rp}.tls_cert", r["tls_cert"], "tls_cert and tls_key go together")
-            if r["tls_cert"] and not r["sni"]:
-                raise fail(f"{rp}.tls_cert", r["tls_cert"], "terminating TLS needs the sni names this certificate "
-                           "serves (sni = [...])")
+            ingress.check_route(rp, r)
             if r["internal_only"] and not r["internal_networks"]:
                 raise fail(f"{rp}.internal_networks", [], "internal_only needs at least one network to admit")
-            if r["path_prefix"] and not r["path_prefix"].startswith("/"):
-                raise fail(f"{rp}.path_prefix", r["path_prefix"], "must start with '/'")
             if ln["protocol"] == "udp" and (r["sni"] or r["host"] or r["path_prefix"]):
                 raise fail(rp, r["name"], "a UDP listener cannot route by sni/host/path; use default_route")
             _check_acme_route(rp, r, ln["protocol"])
@@ -512,28 +535,17 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                 acme_cert_file=_file(base, r["acme_cert_file"]),
                                 acme_key_file=_file(base, r["acme_key_file"]),
                                 acme_deploy_hook=r["acme_deploy_hook"],
-                                internal=r["internal_networks"] if r["internal_only"] else ()))
+                                internal=r["internal_networks"] if r["internal_only"] else (),
+                                part_options=options.carry(_ROUTES, ingress.ROUTE.opts, r,
+                                                           exclude=("tls_cert", "tls_key"))))
         if not routes:
             raise ConfigError(f"{p}.routes: missing: a listener needs at least one [[listeners.routes]]")
         if ln["default_route"] and ln["default_route"] not in rnames:
             raise fail(f"{p}.default_route", ln["default_route"], "is not a route of this listener")
         if ln["protocol"] == "udp" and len(routes) > 1:
             raise fail(f"{p}.routes", [r.name for r in routes], "a UDP listener has exactly one route")
-        # A route naming no sni/host matches no name, so it can only be the listener's default: that is what it
-        # means. A route with sni/host is never a default unless default_route says so (one SNI route must not
-        # serve every name); "" with no such route refuses what no route matches.
-        catch_all = [j for j, r in enumerate(routes) if not (r.sni or r.host or r.path_prefix)]
-        default = ln["default_route"]
-        if len(catch_all) > 1:
-            j = catch_all[1]
-            raise fail(f"{p}.routes[{j}]", routes[j].name,
-                       f"names no sni/host, like route {routes[catch_all[0]].name!r} before it (which takes every "
-                       "connection no other route matches); give it sni or host")
-        if catch_all and default and routes[catch_all[0]].name != default:
-            j = catch_all[0]
-            raise fail(f"{p}.routes[{j}]", routes[j].name, f"names no sni/host, so it would match nothing while "
-                       f"default_route is {default!r}; give it sni or host, or name it in default_route")
-        default = default or (routes[catch_all[0]].name if catch_all else "")
+        default = ingress.resolve_default(p, [(r.name, not (r.sni or r.host or r.path_prefix)) for r in routes],
+                                          ln["default_route"])
         trusted = ln["trusted"] or gateway_nets
         listeners.append(Listener(name=ln["name"], listen=(host, port), protocol=ln["protocol"], trusted=trusted,
                                   routes=tuple(routes), default_route=default,
@@ -542,7 +554,9 @@ def _home(d: dict[str, Any], base: Path, path: Path | None) -> HomeConfig:
                                   server_first=ln["server_first"], proxy_optional=ln["proxy_optional"],
                                   max_header_bytes=ln["max_header_bytes"], max_sniff_bytes=ln["max_sniff_bytes"],
                                   flow_idle_timeout=ln["flow_idle_timeout"], max_flows=ln["max_flows"],
-                                  max_per_source=ln["max_per_source"], on_tunnel=on_tunnel))
+                                  max_per_source=ln["max_per_source"], on_tunnel=on_tunnel,
+                                  part_options=options.carry(_LISTENERS, ingress.LISTENER.opts, ln,
+                                                             exclude=("default_route",))))
     if gateways:  # a `tunnel:PORT` listener binds every gateway's address: none may be taken by another listener
         for (proto, host, port), name in bound.items():
             for g in gateways:
@@ -603,10 +617,10 @@ def _with_acme(cfg: HomeConfig, doc: dict, base: Path) -> HomeConfig:
     if "rfc2136" in raw:
         x = a["rfc2136"]
         rfc = Rfc2136Config(server=x["server"], zone=x["zone"], tsig_key_name=x["tsig_key_name"],
-                            tsig_algorithm=x["tsig_algorithm"], tsig_secret_file=_file(base, x["tsig_secret_file"]))
+                            tsig_algorithm=x["tsig_algorithm"], tsig_secret_file=_path(base, x["tsig_secret_file"]))
     acme = AcmeConfig(directory=a["directory"], email=a["email"], agree_tos=a["agree_tos"],
-                      account_key_file=_file(base, a["account_key_file"]), key_type=a["key_type"],
-                      ca_bundle=_file(base, a["ca_bundle"]), storage_dir=_file(base, a["storage_dir"]),
+                      account_key_file=_path(base, a["account_key_file"]), key_type=a["key_type"],
+                      ca_bundle=_file(base, a["ca_bundle"]), storage_dir=_path(base, a["storage_dir"]),
                       challenge=a["challenge"], dns_provider=a["dns_provider"], rfc2136=rfc)
     if routes and not acme.agree_tos:
         raise fail("acme.agree_tos", False, "must be true to register with the CA: routes "

@@ -10,144 +10,39 @@ turns them into frozen dataclasses and checks what spans several keys.
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
-import math
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 from wiregate import hostport
 from wiregate.errors import ConfigError, show
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\.?\Z")
-REQUIRED = object()  # marks an option without a default
-
-
-def fail(path: str, value: object, why: str) -> ConfigError:
-    """The ConfigError for `path` holding `value` (the caller raises it)."""
-    return ConfigError(f"{path}: {show(value)}: {why}")
-
-
-# -- value parsers: (path, raw) -> parsed; they raise fail(...) --------------------------------------------------
-def p_str(path: str, v: object) -> str:
-    if not isinstance(v, str):
-        raise fail(path, v, "must be a string")
-    return v
-
-
-def p_name(path: str, v: object) -> str:
-    if not isinstance(v, str) or not _NAME.match(v):
-        raise fail(path, v, "must be 1-32 letters, digits, '_', '.', '-' (starting with a letter or digit)")
-    return v
-
-
-def p_ifname(path: str, v: object) -> str:
-    if not isinstance(v, str) or not _IFNAME.match(v) or v in (".", ".."):
-        raise fail(path, v, "must be an interface name of 1-15 letters, digits, '_', '.', '-'")
-    return v
-
-
-def p_bool(path: str, v: object) -> bool:
-    if type(v) is not bool:
-        raise fail(path, v, "must be true or false")
-    return v
-
-
-def int_range(lo: int, hi: int) -> Callable[[str, object], int]:
-    def parse(path: str, v: object) -> int:
-        if type(v) is not int:
-            raise fail(path, v, "must be an integer")
-        if not lo <= v <= hi:
-            raise fail(path, v, f"out of range {lo}..{hi}")
-        return v
-    parse.__doc__ = f"integer {lo}..{hi}"
-    return parse
-
-
-def p_seconds(path: str, v: object) -> float:
-    if type(v) not in (int, float) or not math.isfinite(v) or v <= 0:  # type: ignore[arg-type]
-        raise fail(path, v, "must be a number of seconds > 0")
-    return float(v)  # type: ignore[arg-type]
-
-
-def p_seconds0(path: str, v: object) -> float:
-    if type(v) not in (int, float) or not math.isfinite(v) or v < 0:  # type: ignore[arg-type]
-        raise fail(path, v, "must be a number of seconds >= 0")
-    return float(v)  # type: ignore[arg-type]
-
-
-def choice(*options: str) -> Callable[[str, object], str]:
-    def parse(path: str, v: object) -> str:
-        if v not in options:
-            raise fail(path, v, f"must be one of {', '.join(options)}")
-        return v  # type: ignore[return-value]
-    parse.__doc__ = " \\| ".join(f"`{o}`" for o in options)
-    return parse
-
-
-def p_ip(path: str, v: object) -> str:
-    """An IP address (no prefix)."""
-    if not isinstance(v, str):
-        raise fail(path, v, "must be an IP address string")
-    try:
-        return str(ipaddress.ip_address(v))
-    except ValueError:
-        raise fail(path, v, "not an IP address") from None
-
-
-def p_interface(path: str, v: object) -> str:
-    """An address with its prefix length, e.g. 192.0.2.1/24."""
-    if not isinstance(v, str) or "/" not in v:
-        raise fail(path, v, "must be an address with a prefix length, e.g. \"192.0.2.1/24\"")
-    try:
-        iface = ipaddress.ip_interface(v)
-    except ValueError:
-        raise fail(path, v, "not an address/prefix") from None
-    if iface.ip in (iface.network.network_address, iface.network.broadcast_address) and \
-            iface.network.num_addresses > 2:
-        raise fail(path, v, "is the network or broadcast address of its prefix, not a host address")
-    return str(iface)
-
-
-def p_listen(path: str, v: object) -> tuple[str, int]:
-    """`ADDRESS:PORT` to bind (IP literal; `[::]:443` for IPv6); on the home side `tunnel:PORT` means the home
-    tunnel address."""
-    if not isinstance(v, str):
-        raise fail(path, v, "must be a string \"ADDRESS:PORT\"")
-    return hostport.parse(v, names=False, keywords=("tunnel",), what=path)
-
-
-def p_listen_list(path: str, v: object) -> tuple[tuple[str, int], ...]:
-    """A list of `ADDRESS:PORT` strings (a single string is accepted too)."""
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not v:
-        raise fail(path, v, "must be a non-empty list of \"ADDRESS:PORT\" strings")
-    out = [p_listen(f"{path}[{i}]", item) for i, item in enumerate(v)]
-    if len(set(out)) != len(out):
-        raise fail(path, v, "lists the same address twice")
-    return tuple(out)
-
-
-def endpoint_parser(default_port: int) -> Callable[[str, object], tuple[str, int]]:
-    def parse(path: str, v: object) -> tuple[str, int]:
-        if not isinstance(v, str):
-            raise fail(path, v, "must be a string \"HOST[:PORT]\"")
-        return hostport.parse(v, default_port=default_port, what=path)
-    parse.__doc__ = f"`HOST[:PORT]` (DNS name or IP; port {default_port} when left out)"
-    return parse
-
-
-def p_target(path: str, v: object) -> tuple[str, int]:
-    """`HOST:PORT` to connect to (IP or DNS name)."""
-    if not isinstance(v, str):
-        raise fail(path, v, "must be a string \"HOST:PORT\"")
-    return hostport.parse(v, what=path)
+from wiregate.ingress import config as ingress
+from wiregate.options import (  # noqa: F401 - the parsers were defined here before; callers still import them
+    REQUIRED,
+    Opt,
+    Parser,
+    Table,
+    choice,
+    endpoint_parser,
+    fail,
+    int_range,
+    list_of,
+    p_bool,
+    p_hostname,
+    p_ifname,
+    p_interface,
+    p_ip,
+    p_listen,
+    p_listen_list,
+    p_name,
+    p_network,
+    p_opt_listen,
+    p_path,
+    p_seconds,
+    p_seconds0,
+    p_str,
+    p_target,
+    p_url,
+    parse,
+    suggest,
+)
+from wiregate.relay import config as relay
 
 
 def p_key(path: str, v: object) -> str:
@@ -158,47 +53,7 @@ def p_key(path: str, v: object) -> str:
         decode_key(v if isinstance(v, str) else "", path)
     except ConfigError:
         raise fail(path, v, "not a WireGuard key (44 characters of base64 ending in '=')") from None
-    return v
-
-
-def p_path(path: str, v: object) -> str:
-    """A file path; relative paths are taken from the directory of the config file."""
-    if not isinstance(v, str) or not v or "\0" in v:
-        raise fail(path, v, "must be a non-empty file path")
-    return v
-
-
-def p_opt_listen(path: str, v: object) -> tuple[str, int] | None:
-    """`ADDRESS:PORT`, or "" to turn it off."""
-    if v == "":
-        return None
-    return p_listen(path, v)
-
-
-def list_of(item: Callable[[str, object], Any], doc: str, *, nonempty: bool = False) -> Callable[[str, object], tuple]:
-    def parse(path: str, v: object) -> tuple:
-        if isinstance(v, str):
-            v = [v]
-        if not isinstance(v, list) or (nonempty and not v):
-            raise fail(path, v, "must be a " + ("non-empty " if nonempty else "") + "list")
-        return tuple(item(f"{path}[{i}]", x) for i, x in enumerate(v))
-    parse.__doc__ = doc
-    return parse
-
-
-def p_network(path: str, v: object) -> str:
-    if not isinstance(v, str):
-        raise fail(path, v, "must be an address or prefix string")
-    try:
-        return str(ipaddress.ip_network(v, strict=False))
-    except ValueError:
-        raise fail(path, v, "not an IP address or prefix") from None
-
-
-def p_hostname(path: str, v: object) -> str:
-    if not isinstance(v, str) or not (_HOST.match(v.removeprefix("*.")) and v):
-        raise fail(path, v, "not a host name (a leading '*.' is allowed)")
-    return v.lower().rstrip(".")
+    return str(v)
 
 
 ACME_CHALLENGES = ("tls-alpn-01", "http-01", "dns-01")
@@ -206,37 +61,6 @@ ACME_CHALLENGES = ("tls-alpn-01", "http-01", "dns-01")
 INTERNAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7",
                      "fe80::/10")
 ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
-
-
-def p_url(path: str, v: object) -> str:
-    """An https:// URL (http:// only for a CA on loopback)."""
-    if not isinstance(v, str) or not re.match(r"https://[^/\s]+(/\S*)?\Z|http://(127\.0\.0\.1|localhost|\[::1\])"
-                                             r"(:\d+)?(/\S*)?\Z", v):
-        raise fail(path, v, "must be an https:// URL")
-    return v
-
-
-# -- the schema -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Opt:
-    """One key: its parser, its default (REQUIRED when none) and one line of documentation."""
-
-    key: str
-    parse: Callable[[str, object], Any]
-    default: Any
-    doc: str
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A TOML table (`[name]`) or array of tables (`[[name]]`) with its keys and nested tables."""
-
-    name: str
-    doc: str
-    opts: tuple[Opt, ...]
-    array: bool = False
-    required: bool = False
-    children: tuple[Table, ...] = ()
 
 
 _PORT = int_range(1, 65535)
@@ -255,13 +79,15 @@ METRICS = Table("metrics", "Prometheus metrics over HTTP", (
     Opt("listen", p_opt_listen, ("127.0.0.1", 9851), "where /metrics is served; \"\" turns metrics off"),
 ))
 
-HEALTH = Table("health", "active health checks of the sites (TCP connect through the tunnel)", (
+# a gateway service is a relay service whose backends are the sites: it takes the relay's options over as they are
+# (every one but those it decides itself); a new relay option is therefore a gateway option too (docs/extending.md)
+HEALTH = Table("health", relay.HEALTH.doc, (
     Opt("enabled", p_bool, True, "false turns health checks off for this service"),
-    Opt("interval", p_seconds, 2.0, "seconds between checks"),
-    Opt("timeout", p_seconds, 1.0, "seconds a check may take"),
-    Opt("rise", int_range(1, 100), 2, "consecutive successes that mark a site up"),
-    Opt("fall", int_range(1, 100), 3, "consecutive failures that mark a site down"),
+    *relay.HEALTH.except_("send_proxy"),  # send_proxy follows the service's proxy_protocol
 ))
+_RELAY_OWN = ("name", "listen")  # the gateway's: names of 32 characters; `tunnel` refused with a hint
+SERVICE_OPTS = relay.TCP_SERVICE.except_(*_RELAY_OWN) + tuple(
+    o for o in relay.UDP_SERVICE.except_(*_RELAY_OWN) if o.key not in relay.TCP_SERVICE.keys())
 
 ACME_DNS = Table("acme_dns", "the gateway answers ACME DNS-01 challenges for its sites (docs/acme-dns.md): "
                  "an authoritative DNS server for `zone` and a publish channel on the tunnel address", (
@@ -295,8 +121,8 @@ GATEWAY = Table("gateway file", "the VPS side", COMMON_TOP + (
         Opt("public_key", p_key, REQUIRED, "the site's WireGuard public key"),
         Opt("address", p_ip, REQUIRED, "the site's tunnel address (inside tunnel.address's prefix)"),
         Opt("preshared_key_file", p_path, "", "optional file with a WireGuard preshared key (mode 0600)"),
-        Opt("weight", int_range(1, 256), 1, "share of new connections relative to other sites"),
-        Opt("backup", p_bool, False, "take traffic only when no other site is up"),
+        relay.BACKEND.opt("weight"),
+        relay.BACKEND.opt("backup"),
         Opt("acme_names", list_of(p_hostname, "list of host names"), (),
             "names this site may publish DNS-01 challenge records for through the gateway ([acme_dns]); "
             "`*.example.org` allows `example.org` and names one label below it"),
@@ -307,38 +133,18 @@ GATEWAY = Table("gateway file", "the VPS side", COMMON_TOP + (
         Opt("listen", p_listen_list, REQUIRED, "public `ADDRESS:PORT` list to listen on"),
         Opt("port", int_range(0, 65535), 0, "port on the sites' tunnel address; 0 = the first listen port"),
         Opt("sites", list_of(p_name, "list of site names"), (), "sites serving this service; empty = all sites"),
-        Opt("proxy_protocol", choice("none", "v1", "v2"), "v2",
-            "PROXY header sent to the site (UDP: `none` or `v2`)"),
-        Opt("proxy_tlvs", list_of(choice("crc32c", "unique-id"), "list of `crc32c`, `unique-id`"), (),
-            "TCP with `v2`: extra TLVs in the header (checksum; a unique connection id for the logs at home)"),
-        Opt("balance", choice("roundrobin", "leastconn", "source"), "roundrobin",
-            "how a site is picked for a TCP connection (a UDP client always stays with one site)"),
-        Opt("connect_timeout", p_seconds, 5.0, "seconds to connect through the tunnel"),
-        Opt("retries", int_range(0, 10), 2, "other sites tried when a connect fails"),
-        Opt("idle_timeout", p_seconds, 3600.0, "seconds a TCP connection may stay silent"),
-        Opt("max_connections", int_range(1, 1_000_000), 10000, "open TCP connections at most"),
-        Opt("max_per_source", int_range(1, 1_000_000), 256,
-            "open TCP connections (UDP: flows) per client address at most"),
-        Opt("flow_idle_timeout", p_seconds, 60.0, "UDP: seconds a silent client flow is kept"),
-        Opt("max_flows", int_range(1, 1_000_000), 4096,
-            "UDP: client flows at most (held lower when the descriptor limit cannot hold it; see `wiregate check`)"),
+        *SERVICE_OPTS,
     ), array=True, children=(HEALTH,)),
     ACME_DNS,
     CONTROL,
     METRICS,
 ))
 
-ROUTE = Table("routes", "where a listener sends a connection; the first match wins", (
+# a home listener is an ingress listener (and its routes ingress routes) plus what only the home file has: names of
+# 32 characters, `tunnel:PORT`, the gateways as the default trusted peers, and ACME
+ROUTE = Table("routes", ingress.ROUTE.doc, (
     Opt("name", p_name, REQUIRED, "route name"),
-    Opt("target", p_target, REQUIRED, "`HOST:PORT` of the service at home"),
-    Opt("sni", list_of(p_hostname, "list of host names"), (), "TLS SNI names (passthrough, `*.` wildcards)"),
-    Opt("host", list_of(p_hostname, "list of host names"), (), "HTTP Host names"),
-    Opt("path_prefix", p_str, "", "HTTP path prefix (with `host`)"),
-    Opt("send_proxy", choice("none", "v1", "v2"), "none", "PROXY header sent to the target"),
-    Opt("http_headers", p_bool, False, "add X-Forwarded-For / Forwarded to plain HTTP requests"),
-    Opt("tls_cert", p_path, "",
-        "certificate file: terminate TLS at wiregate for the route's `sni` names (else passed through)"),
-    Opt("tls_key", p_path, "", "key file for tls_cert (mode 0600)"),
+    *ingress.ROUTE.except_("name", "acme", "internal"),
     Opt("tls", choice("", "acme"), "",
         "`acme`: terminate TLS with a certificate obtained and renewed from [acme] for the route's `sni` names"),
     Opt("acme_challenge", choice("", *ACME_CHALLENGES), "",
@@ -354,6 +160,9 @@ ROUTE = Table("routes", "where a listener sends a connection; the first match wi
     Opt("internal_networks", list_of(p_network, "list of addresses/prefixes"), INTERNAL_NETWORKS,
         "with internal_only: the LAN/trusted client networks"),
 ), array=True)
+_INGRESS_OWN = ("name", "listen", "trusted_interface")
+LISTENER_OPTS = tuple(o.but(doc=o.doc + "; empty = the gateways' tunnel addresses") if o.key == "trusted" else o
+                      for o in ingress.LISTENER.except_(*_INGRESS_OWN))
 
 ACME = Table("acme", "certificates from an ACME CA (Let's Encrypt) for routes with `tls = \"acme\"`", (
     Opt("directory", p_url, ACME_DIRECTORY,
@@ -378,123 +187,58 @@ ACME = Table("acme", "certificates from an ACME CA (Let's Encrypt) for routes wi
     )),
 ))
 
+# the keys of one gateway of a home (model.GatewayLink): each [[gateways]] table, and the [tunnel] one (the first)
+_LINK = {o.key: o for o in (
+    Opt("interface", p_ifname, REQUIRED, "this gateway's WireGuard interface (one per gateway)"),
+    Opt("private_key_file", p_path, REQUIRED, "this site's private key for this gateway (mode 0600)"),
+    Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
+    Opt("address", p_interface, REQUIRED,
+        "this site's tunnel address on this gateway, with its prefix (must not overlap another gateway's)"),
+    Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
+        "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `tunnel.resolve_interval`"),
+    Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
+    Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (a trusted PROXY sender)"),
+    Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
+    Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+)}
+
 HOME = Table("home file", "the home side", COMMON_TOP + (
     Opt("drain_timeout", p_seconds0, 30.0, "seconds open connections may finish after SIGTERM"),
 ), children=(
     Table("tunnel", "the WireGuard side at home", (
         Opt("mode", _TUNNEL_MODE, "auto", "as on the gateway; `external` expects the interface to exist"),
-        Opt("interface", p_ifname, "wg0", "WireGuard interface name"),
-        Opt("private_key_file", p_path, "home.key", "file holding this site's private key (mode 0600)"),
-        Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
-        Opt("address", p_interface, REQUIRED, "this site's tunnel address with the tunnel prefix"),
-        Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
-            "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `resolve_interval`"),
-        Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
-        Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (the trusted PROXY sender)"),
-        Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
+        _LINK["interface"].but(default="wg0", doc="WireGuard interface name"),
+        _LINK["private_key_file"].but(default="home.key", doc="file holding this site's private key (mode 0600)"),
+        _LINK["preshared_key_file"],
+        _LINK["address"].but(doc="this site's tunnel address with the tunnel prefix"),
+        _LINK["gateway_endpoint"].but(doc="the gateway's public `HOST[:PORT]`; a DNS name is resolved again every "
+                                      "`resolve_interval`"),
+        _LINK["gateway_public_key"],
+        _LINK["gateway_address"].but(doc="the gateway's tunnel address (the trusted PROXY sender)"),
+        _LINK["persistent_keepalive"],
         Opt("resolve_interval", p_seconds, 30.0, "seconds between lookups of a DNS gateway_endpoint"),
         Opt("probe_interval", p_seconds, 2.0,
             "seconds between tunnel probes to the gateway; 3 unanswered in a row (and at least 3 s) restart the "
             "handshake, which repairs the tunnel soon after a gateway restart"),
-        Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+        _LINK["listen_port"],
         Opt("mtu", int_range(1280, 9000), 1420, "tunnel MTU"),
     ), required=True),
     Table("gateways", "further gateways of this home, one per `wiregate join TOKEN` after the first (the first "
           "is in [tunnel]); each has its own WireGuard interface, key and tunnel address, and mode, mtu, "
           "probe_interval and resolve_interval come from [tunnel] (README: Several gateways)", (
         Opt("name", p_name, REQUIRED, "gateway name (status, metrics, logs; the [tunnel] gateway is `gateway`)"),
-        Opt("interface", p_ifname, REQUIRED, "this gateway's WireGuard interface (one per gateway)"),
-        Opt("private_key_file", p_path, REQUIRED, "this site's private key for this gateway (mode 0600)"),
-        Opt("preshared_key_file", p_path, "", "optional preshared key file (mode 0600)"),
-        Opt("address", p_interface, REQUIRED,
-            "this site's tunnel address on this gateway, with its prefix (must not overlap another gateway's)"),
-        Opt("gateway_endpoint", endpoint_parser(51820), REQUIRED,
-            "the gateway's public `HOST[:PORT]`; a DNS name is resolved again every `tunnel.resolve_interval`"),
-        Opt("gateway_public_key", p_key, REQUIRED, "the gateway's WireGuard public key"),
-        Opt("gateway_address", p_ip, REQUIRED, "the gateway's tunnel address (a trusted PROXY sender)"),
-        Opt("persistent_keepalive", int_range(0, 65535), 25, "seconds between keepalives through NAT; 0 = off"),
-        Opt("listen_port", int_range(0, 65535), 0, "UDP port; 0 = any"),
+        *_LINK.values(),
     ), array=True),
     Table("listeners", "ingress listeners: PROXY from the gateway, plain from anyone else allowed", (
         Opt("name", p_name, REQUIRED, "listener name"),
         Opt("listen", p_listen, REQUIRED, "`ADDRESS:PORT`; `tunnel:PORT` = the home tunnel address (with several "
             "gateways: each gateway's tunnel address, one socket each)"),
-        Opt("protocol", choice("tcp", "udp"), "tcp", "transport"),
-        Opt("trusted", list_of(p_network, "list of addresses/prefixes"), (),
-            "peers that must send a PROXY header; empty = the gateways' tunnel addresses"),
-        Opt("default_route", p_str, "",
-            "route used when none matches; \"\" = the route naming no `sni`/`host` if there is one, else refuse "
-            "(a lone `sni` route serves only its names)"),
-        Opt("proxy_optional", p_bool, False,
-            "Traefik's mode: trusted peers may omit the PROXY header (off: the PROXY spec forbids guessing; warns)"),
-        Opt("header_timeout", p_seconds, 5.0, "seconds to receive the PROXY header"),
-        Opt("max_header_bytes", int_range(16, 65551), 4096, "longest PROXY header taken"),
-        Opt("sniff_timeout", p_seconds, 5.0, "seconds to receive the TLS ClientHello / HTTP head"),
-        Opt("max_sniff_bytes", int_range(512, 1_048_576), 16384, "longest TLS ClientHello / HTTP request head"),
-        Opt("max_connections", int_range(1, 1_000_000), 10000, "open connections at most"),
-        Opt("idle_timeout", p_seconds, 3600.0, "seconds a TCP connection may stay silent"),
-        Opt("flow_idle_timeout", p_seconds, 60.0, "UDP: seconds a silent client flow is kept"),
-        Opt("max_flows", int_range(1, 1_000_000), 4096,
-            "UDP: client flows at most, one socket each (held lower when the descriptor limit cannot hold it)"),
-        Opt("max_per_source", int_range(1, 1_000_000), 256, "UDP: flows per client address at most"),
-        Opt("server_first", p_bool, False,
-            "the service speaks first (SMTP, SSH...): plain peers are connected without waiting for their bytes"),
+        *LISTENER_OPTS,
     ), array=True, children=(ROUTE,)),
     ACME,
     CONTROL,
     METRICS,
 ))
-
-
-def parse(doc: dict, table: Table, path: str = "") -> dict[str, Any]:
-    """Validate `doc` against `table` recursively; returns a dict with defaults filled (REQUIRED keys present)."""
-    out: dict[str, Any] = {}
-    known = {o.key: o for o in table.opts}
-    kids = {c.name: c for c in table.children}
-    where = (lambda k: f"{path}.{k}") if path else (lambda k: k)
-    for key, value in doc.items():
-        sub = where(key)
-        if key in known:
-            out[key] = known[key].parse(sub, value)
-        elif key in kids:
-            child = kids[key]
-            if child.array:
-                if isinstance(value, dict):
-                    value = [value]
-                if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
-                    raise fail(sub, value, f"must be an array of tables ([[{key}]])")
-                out[key] = tuple(parse(item, child, f"{sub}[{i}]") for i, item in enumerate(value))
-            else:
-                if not isinstance(value, dict):
-                    raise fail(sub, value, f"must be a table ([{key}])")
-                out[key] = parse(value, child, sub)
-        else:
-            close = suggest(key, [*known, *kids])
-            hint = f" (did you mean {close!r}?)" if close else ""
-            raise ConfigError(f"{sub}: unknown key{hint}")
-    for o in table.opts:
-        if o.key not in out:
-            if o.default is REQUIRED:
-                raise ConfigError(f"{where(o.key)}: missing (required)")
-            out[o.key] = o.default
-    for c in table.children:
-        if c.name not in out:
-            if c.required:
-                raise ConfigError(f"{where(c.name)}: missing table [{c.name}]")
-            out[c.name] = () if c.array else parse({}, c, where(c.name))
-    return out
-
-
-def suggest(key: object, candidates: list[str]) -> str | None:
-    """The known key a misspelt one was most likely meant to be (`send_prxy` -> `send_proxy`), or None."""
-    if not isinstance(key, str):
-        return None
-    norm = key.lower().replace("-", "_")
-    for c in candidates:
-        if c == norm or (len(c) > 3 and len(norm) > 3 and (c in norm or norm in c)):
-            return c
-    close = difflib.get_close_matches(norm, candidates, n=1, cutoff=0.7)
-    return close[0] if close else None
 
 
 def _default_text(o: Opt) -> str:
@@ -527,7 +271,9 @@ def render_markdown() -> str:
         "file in step). One TOML file per side: `role = \"gateway\"` on the VPS, `role = \"home\"` at home.",
         "`wiregate check FILE` validates a file; each error names the key path and the value at fault.",
         "Relative file paths are taken from the directory of the config file. Files holding keys must have",
-        "mode 0600 (or stricter); wiregate refuses group/world readable key files.",
+        "mode 0600 (or stricter); wiregate refuses group/world readable key files. The relay's and the ingress's",
+        "options are declared once, in relay/config.py and ingress/config.py, and taken over here (how to add one:",
+        "docs/extending.md); the standalone relay and ingress files take the same keys.",
         "",
         "Addresses with a port are written `HOST:PORT` everywhere (wiregate.hostport): an IPv4 address",
         "(`192.0.2.1:443`), an IPv6 address in brackets, always (`[2001:db8::1]:443`, `[fe80::1%eth0]:443`;",

@@ -1,6 +1,9 @@
-"""Ingress configuration values: frozen, validated on construction (ConfigError names the field and the value).
+"""Ingress configuration values: frozen, validated on construction (ConfigError `path: value: why`).
 
-A JSON/TOML document maps 1:1 onto these classes (`from_dict`, `load_config`):
+The options of a listener and of a route are declared once, in LISTENER and ROUTE below (wiregate.options): the
+standalone ingress file is read by them, the home file's `[[listeners]]` and `[[listeners.routes]]` take them over
+(config/schema.py), and the dataclasses check themselves with the same parsers. A JSON/TOML document maps 1:1
+onto these classes (`from_dict`, `load_config`):
 
     {"listeners": [{"name": "web", "listen": "0.0.0.0:443", "trusted": ["10.8.0.1"],
                     "routes": [{"name": "app", "target": "127.0.0.1:8443", "sni": ["app.example.org"],
@@ -16,13 +19,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from wiregate import hostport
+from wiregate import hostport, options
 from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
+from wiregate.options import REQUIRED, Opt, Table, choice, fail, int_range, list_of, p_bool, p_seconds
 
 log = logging.getLogger("wiregate.ingress")
 
@@ -31,19 +36,100 @@ PROTOCOLS = ("tcp", "udp")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _p_interfaces(path: str, v: object) -> str | tuple[str, ...] | None:
+    """An interface name, a non-empty list of them, or null (any)."""
+    if v is None or v == "":
+        return None
+    names = (v,) if isinstance(v, str) else v
+    if not isinstance(names, (list, tuple)) or not names or any(
+            not isinstance(n, str) or not 0 < len(n) < 16 for n in names):
+        raise fail(path, v, "must be an interface name (or a list of them)")
+    return v if isinstance(v, str) else tuple(names)
 
 
-def _check_name_pattern(where: str, name: Any) -> str:
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}: expected a host name, got {name!r}")
-    from wiregate.sniff import SniffError, normalize_hostname
+# -- the options, declared once ---------------------------------------------------------------------------------
+# ROUTE and LISTENER list the keys of Route and Listener below (a test keeps them in step); the home file takes
+# them over as they are (its own: names, `listen` with `tunnel:PORT`, and the ACME keys of a route).
+ROUTE = Table("routes", "where a listener sends a connection; the first match wins", (
+    Opt("name", options.p_label, REQUIRED, "route name"),
+    Opt("target", options.p_target, REQUIRED, "`HOST:PORT` of the service at home"),
+    Opt("sni", list_of(options.p_hostname, "list of host names"), (), "TLS SNI names (passthrough, `*.` wildcards)"),
+    Opt("host", list_of(options.p_hostname, "list of host names"), (), "HTTP Host names"),
+    Opt("path_prefix", options.p_str, "", "HTTP path prefix (with `host`)"),
+    Opt("send_proxy", choice(*SEND_PROXY), "none", "PROXY header sent to the target"),
+    Opt("http_headers", p_bool, False, "add X-Forwarded-For / Forwarded to plain HTTP requests"),
+    Opt("tls_cert", options.p_path, "",
+        "certificate file: terminate TLS at wiregate for the route's `sni` names (else passed through)"),
+    Opt("tls_key", options.p_path, "", "key file for tls_cert (mode 0600)"),
+    Opt("acme", p_bool, False, "terminate TLS with the certificate `wiregate run` keeps for this route"),
+    Opt("internal", list_of(options.p_network, "list of addresses/prefixes"), (),
+        "admit only real clients in these networks (empty: everyone)"),
+), array=True)
 
-    body = name[2:] if name.startswith("*.") else name
-    try:
-        norm = normalize_hostname(body, where)
-    except SniffError:
-        raise ConfigError(f"{where}: {name!r} is not a host name (or *.wildcard)") from None
-    return ("*." + norm) if name.startswith("*.") else norm
+LISTENER = Table("listeners", "ingress listeners: PROXY from trusted peers, plain from anyone else allowed", (
+    Opt("name", options.p_label, REQUIRED, "listener name"),
+    Opt("listen", options.listen_parser(port_zero=True), REQUIRED, "`ADDRESS:PORT` to bind"),
+    Opt("protocol", choice(*PROTOCOLS), "tcp", "transport"),
+    Opt("trusted", list_of(options.p_network, "list of addresses/prefixes"), (),
+        "peers that must send a PROXY header"),
+    Opt("default_route", options.p_opt_str, "",
+        "route used when none matches; \"\" = the route naming no `sni`/`host` if there is one, else refuse "
+        "(a lone `sni` route serves only its names)"),
+    Opt("proxy_optional", p_bool, False,
+        "Traefik's mode: trusted peers may omit the PROXY header (off: the PROXY spec forbids guessing; warns)"),
+    Opt("header_timeout", p_seconds, 5.0, "seconds to receive the PROXY header"),
+    Opt("max_header_bytes", options.size_range(16, 65551), 4096, "longest PROXY header taken"),
+    Opt("sniff_timeout", p_seconds, 5.0, "seconds to receive the TLS ClientHello / HTTP head"),
+    Opt("max_sniff_bytes", options.size_range(512, 1_048_576), 16384, "longest TLS ClientHello / HTTP request head"),
+    Opt("max_connections", int_range(1, 1_000_000), 10000, "open connections at most"),
+    Opt("idle_timeout", p_seconds, 3600.0, "seconds a TCP connection may stay silent"),
+    Opt("flow_idle_timeout", p_seconds, 60.0, "UDP: seconds a silent client flow is kept"),
+    Opt("max_flows", int_range(1, 1_000_000), 4096,
+        "UDP: client flows at most, one socket each (held lower when the descriptor limit cannot hold it)"),
+    Opt("max_per_source", int_range(1, 1_000_000), 256, "UDP: flows per client address at most"),
+    Opt("server_first", p_bool, False,
+        "the service speaks first (SMTP, SSH...): plain peers are connected without waiting for their bytes"),
+    Opt("trusted_interface", _p_interfaces, None,
+        "trusted peers count only when their packets arrive on this interface (or one of these); null = any"),
+), array=True, children=(ROUTE,))
+
+
+# -- rules across keys, shared with the home file (config/model.py) ------------------------------------------------
+def check_route(where: str, r: Mapping[str, Any]) -> None:
+    """The rules between a route's keys (plain values: "" or None for an unset file)."""
+    prefix = r.get("path_prefix") or ""
+    if prefix and not prefix.startswith("/"):
+        raise fail(f"{where}.path_prefix", prefix, "must start with '/'")
+    if prefix and not r.get("host"):
+        raise fail(f"{where}.path_prefix", prefix, "needs host names to match with (path routing is HTTP only)")
+    cert, key = r.get("tls_cert") or "", r.get("tls_key") or ""
+    if bool(cert) != bool(key):
+        raise fail(f"{where}.tls_cert", str(cert), "tls_cert and tls_key go together")
+    if cert and not r.get("sni"):
+        raise fail(f"{where}.tls_cert", str(cert), "terminating TLS needs the sni names this certificate serves "
+                   "(sni = [...])")
+
+
+def resolve_default(where: str, routes: Sequence[tuple[str, bool]], default: str) -> str:
+    """The listener's default route from (name, names no sni/host/path) per route and `default_route` ("": unset).
+
+    A route naming no sni/host matches no name, so it can only be the listener's default: that is what it means.
+    A route with sni/host is never a default unless default_route says so (one SNI route must not serve every
+    name); "" with no such route refuses what no route matches."""
+    names = [n for n, _ in routes]
+    if default and default not in names:
+        raise fail(f"{where}.default_route", default, "is not a route of this listener")
+    catch_all = [j for j, (_, plain) in enumerate(routes) if plain]
+    if len(catch_all) > 1:
+        j = catch_all[1]
+        raise fail(f"{where}.routes[{j}]", names[j],
+                   f"names no sni/host, like route {names[catch_all[0]]!r} before it (which takes every "
+                   "connection no other route matches); give it sni or host")
+    if catch_all and default and names[catch_all[0]] != default:
+        j = catch_all[0]
+        raise fail(f"{where}.routes[{j}]", names[j], f"names no sni/host, so it would match nothing while "
+                   f"default_route is {default!r}; give it sni or host, or name it in default_route")
+    return default or (names[catch_all[0]] if catch_all else "")
 
 
 def parse_networks(where: str, items: tuple[str, ...]) -> tuple[Network, ...]:
@@ -53,7 +139,7 @@ def parse_networks(where: str, items: tuple[str, ...]) -> tuple[Network, ...]:
         try:
             out.append(ipaddress.ip_network(item, strict=False))
         except (ValueError, TypeError):
-            raise ConfigError(f"{where}[{i}]: {item!r} is not an IP address or CIDR") from None
+            raise fail(f"{where}[{i}]", item, "not an IP address or prefix") from None
     return tuple(out)
 
 
@@ -74,34 +160,20 @@ class Route:
     internal: tuple[str, ...] = ()  # admit only real clients in these networks (empty: everyone)
 
     def __post_init__(self) -> None:
+        options.check(self, ROUTE.opts[:1], "route")
         w = f"route {self.name!r}"
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"route.name: expected a non-empty string, got {self.name!r}")
-        object.__setattr__(self, "target", hostport.parse(self.target, what=f"{w}.target"))
-        object.__setattr__(self, "sni", tuple(_check_name_pattern(f"{w}.sni", n) for n in self.sni))
-        object.__setattr__(self, "host", tuple(_check_name_pattern(f"{w}.host", n) for n in self.host))
-        if self.path_prefix and (not isinstance(self.path_prefix, str) or not self.path_prefix.startswith("/")):
-            raise ConfigError(f"{w}.path_prefix: must start with '/', got {self.path_prefix!r}")
-        if self.path_prefix and not self.host:
-            raise ConfigError(f"{w}.path_prefix: needs host names to match with (path routing is HTTP only)")
-        if self.send_proxy not in SEND_PROXY:
-            raise ConfigError(f"{w}.send_proxy: {self.send_proxy!r} is not one of {', '.join(SEND_PROXY)}")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError(f"{w}: tls_cert and tls_key go together (got only one)")
-        object.__setattr__(self, "internal", tuple(self.internal))
-        parse_networks(f"{w}.internal", self.internal)
+        options.check(self, ROUTE.opts[1:], w, skip=("tls_cert", "tls_key"))
+        check_route(w, {f.name: getattr(self, f.name) for f in fields(self)})
         if self.acme and (self.tls_cert is not None or not self.sni):
-            raise ConfigError(f"{w}.acme: an ACME route needs sni names and no tls_cert/tls_key")
+            raise fail(f"{w}.acme", True, "an ACME route needs sni names and no tls_cert/tls_key")
         if self.tls_cert is not None:
-            if not self.sni:
-                raise ConfigError(f"{w}.tls_cert: TLS termination needs sni names to pick this route")
             for field_, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
                 if not isinstance(path, str) or not os.path.isfile(path):
-                    raise ConfigError(f"{w}.{field_}: {path!r} is not a readable file")
+                    raise fail(f"{w}.{field_}", path, "is not a readable file")
             mode = os.stat(self.tls_key).st_mode  # type: ignore[arg-type]
             if mode & 0o077:
-                raise ConfigError(f"{w}.tls_key: {self.tls_key!r} is readable by group/others "
-                                  f"(mode {mode & 0o777:o}); chmod 600 it")
+                raise fail(f"{w}.tls_key", self.tls_key, f"is readable by group/others (mode {mode & 0o777:o}); "
+                           "chmod 600 it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,47 +205,29 @@ class Listener:
     trusted_interface: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        options.check(self, LISTENER.opts[:1], "listener")
         w = f"listener {self.name!r}"
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"listener.name: expected a non-empty string, got {self.name!r}")
         # an address to bind; port 0 = any free port (tests, and `addresses` tells which)
-        object.__setattr__(self, "listen", hostport.parse(self.listen, names=False, allow_port_zero=True,
-                                                          what=f"{w}.listen"))
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"{w}.protocol: {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-        object.__setattr__(self, "trusted", tuple(self.trusted))
+        options.check(self, LISTENER.opts[1:], w, skip=("default_route", "trusted_interface"))
+        if self.default_route is not None:
+            options.p_str(f"{w}.default_route", self.default_route)
+        _p_interfaces(f"{w}.trusted_interface", self.trusted_interface)
         object.__setattr__(self, "routes", tuple(self.routes))
-        parse_networks(f"{w}.trusted", self.trusted)
         names = [r.name for r in self.routes]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ConfigError(f"{w}.routes: route name {sorted(dup)[0]!r} used twice")
+            raise fail(f"{w}.routes", sorted(dup)[0], "route name used twice")
         if self.default_route is not None and self.default_route not in names:
-            raise ConfigError(f"{w}.default_route: {self.default_route!r} is not one of its routes {names}")
-        for f in ("header_timeout", "sniff_timeout", "idle_timeout", "flow_idle_timeout"):
-            v = getattr(self, f)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                raise ConfigError(f"{w}.{f}: expected a positive number of seconds, got {v!r}")
-        for f, lo in (("max_header_bytes", 16), ("max_connections", 1), ("max_sniff_bytes", 512), ("max_flows", 1),
-                      ("max_per_source", 1)):
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ConfigError(f"{w}.{f}: expected an integer >= {lo}, got {v!r}")
-        ti = self.trusted_interface
-        if ti is not None and not (isinstance(ti, str) or (isinstance(ti, tuple) and ti)) or any(
-                not isinstance(n, str) or not 0 < len(n) < 16 for n in ((ti,) if isinstance(ti, str) else ti or ())):
-            raise ConfigError(f"{w}.trusted_interface: expected an interface name (or a list of them), got {ti!r}")
-        if self.max_header_bytes > 65551:
-            raise ConfigError(f"{w}.max_header_bytes: {self.max_header_bytes} is over 65551 (largest v2 header)")
+            raise fail(f"{w}.default_route", self.default_route, f"is not one of its routes {names}")
         if self.protocol == "udp":
             if self.default_route is None:
-                raise ConfigError(f"{w}.default_route: a UDP listener routes by port and needs its route")
+                raise ConfigError(f"{w}.default_route: missing: a UDP listener routes by port and needs its route")
             for r in self.routes:
                 if r.sni or r.host or r.tls_cert or r.acme or r.http_headers or r.send_proxy == "v1":
-                    raise ConfigError(f"{w}: route {r.name!r} uses TCP-only matching or options (sni/host/"
-                                      "tls/http_headers/send_proxy v1) on a UDP listener")
+                    raise fail(f"{w}.routes", r.name, "uses TCP-only matching or options (sni/host/tls/"
+                               "http_headers/send_proxy v1) on a UDP listener")
         if self.proxy_optional and not self.trusted:
-            raise ConfigError(f"{w}.proxy_optional: set without any trusted sources")
+            raise fail(f"{w}.proxy_optional", True, "set without any trusted sources")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,48 +241,65 @@ class IngressConfig:
         names = [x.name for x in self.listeners]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ConfigError(f"listeners: name {sorted(dup)[0]!r} used twice")
+            raise fail("listeners", sorted(dup)[0], "name used twice")
         addrs = [(x.protocol, x.listen) for x in self.listeners]
         dup2 = {a for a in addrs if addrs.count(a) > 1}
         if dup2:
             p, a = sorted(dup2)[0]
-            raise ConfigError(f"listeners: {p} {hostport.format(a)} is bound twice")
-
-
-def _build(cls: type, where: str, data: Any, nested: dict[str, Any]) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table/object, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    extra = sorted(set(data) - known)
-    if extra:
-        raise ConfigError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(sorted(known))})")
-    kw = {}
-    for k, v in data.items():
-        if k in nested:
-            if not isinstance(v, list):
-                raise ConfigError(f"{where}.{k}: expected a list, got {type(v).__name__}")
-            kw[k] = tuple(nested[k](f"{where}.{k}[{i}]", item) for i, item in enumerate(v))
-        elif isinstance(v, list):
-            kw[k] = tuple(v)
-        else:
-            kw[k] = v
-    try:
-        return cls(**kw)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+            raise fail("listeners", f"{p} {hostport.format(a)}", "is bound twice")
 
 
 def route_from_dict(where: str, data: Any) -> Route:
-    return _build(Route, where, data, {})
+    """A Route from one `[[listeners.routes]]` table of the standalone file."""
+    if not isinstance(data, dict):
+        raise fail(where, data, "must be a table/object")
+    r = options.parse(data, ROUTE, where, lists=True)
+    check_route(where, r)
+    r["tls_cert"], r["tls_key"] = r["tls_cert"] or None, r["tls_key"] or None
+    return _anchored(where, (f"route {r['name']!r}", "route"), lambda: Route(**r))
 
 
 def listener_from_dict(where: str, data: Any) -> Listener:
-    return _build(Listener, where, data, {"routes": route_from_dict})
+    """A Listener from one `[[listeners]]` table; the default route follows the home file's rule."""
+    if not isinstance(data, dict):
+        raise fail(where, data, "must be a table/object")
+    data = dict(data)
+    raw = data.pop("routes", [])
+    if not isinstance(raw, list):
+        raise fail(f"{where}.routes", raw, "must be an array of tables ([[listeners.routes]])")
+    routes = tuple(route_from_dict(f"{where}.routes[{i}]", r) for i, r in enumerate(raw))
+    v = options.parse(data, LISTENER, where, lists=True)
+    v.pop("routes")
+    default = resolve_default(where, [(r.name, not (r.sni or r.host or r.path_prefix)) for r in routes],
+                              v["default_route"])
+    v["default_route"] = default or None
+    return _anchored(where, (f"listener {v['name']!r}", "listener"), lambda: Listener(**v, routes=routes))
+
+
+def _anchored(where: str, labels: tuple[str, ...], build: Any) -> Any:
+    """Build a value; its own error path (`listener 'web'`, `route 'app'`) becomes its place in the file."""
+    try:
+        return build()
+    except ConfigError as exc:
+        msg = str(exc)
+        for label in labels:
+            if msg.startswith((label + ".", label + ":")):
+                msg = where + msg[len(label):]
+                break
+        raise ConfigError(msg) from None
 
 
 def from_dict(data: Any) -> IngressConfig:
     """An IngressConfig from plain data (parsed JSON or TOML)."""
-    return _build(IngressConfig, "ingress", data, {"listeners": listener_from_dict})
+    if not isinstance(data, dict):
+        raise fail("ingress", data, "must be a table/object")
+    extra = sorted(set(data) - {"listeners"})
+    if extra:
+        raise ConfigError(f"{extra[0]}: unknown key")
+    raw = data.get("listeners", [])
+    if not isinstance(raw, list):
+        raise fail("listeners", raw, "must be an array of tables ([[listeners]])")
+    return IngressConfig(listeners=tuple(listener_from_dict(f"listeners[{i}]", x) for i, x in enumerate(raw)))
 
 
 def to_dict(config: IngressConfig) -> dict[str, Any]:
@@ -238,7 +309,8 @@ def to_dict(config: IngressConfig) -> dict[str, Any]:
         if isinstance(obj, hostport.Address):
             return hostport.format(obj)
         if hasattr(obj, "__dataclass_fields__"):
-            return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
+            return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)  # unset (None): left out
+                    if getattr(obj, f.name) is not None}
         if isinstance(obj, tuple):
             return [plain(x) for x in obj]
         return obj

@@ -1,41 +1,86 @@
 """Relay configuration: frozen values validated on construction, plus a small JSON/TOML file format.
 
-Every check raises ConfigError naming the field path and the value, e.g.
-``services[0].backends[1]: ["10.0.0.2", 70000]: port out of range``.
-The file format maps 1:1 onto these classes (see docs/relay.md and ``config_from_dict``).
+The options of each value are declared once, in the tables below (wiregate.options): the standalone relay file
+is read by them, the gateway file's `[[services]]` takes them over (config/schema.py) and the dataclasses check
+themselves with the same parsers. Every error is one line `path: value: why`, e.g.
+``services[0].backends[1]: ["10.0.0.2", 70000]: port out of range``. The file format maps 1:1 onto these
+classes (see docs/relay.md and ``config_from_dict``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
-import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
-from wiregate import hostport
+from wiregate import hostport, options
 from wiregate.datafile import load_file
 from wiregate.errors import ConfigError
+from wiregate.options import REQUIRED, Opt, Table, choice, fail, int_range, list_of, p_bool, p_seconds
 
 PROXY_VERSIONS_TCP = ("none", "v1", "v2")
 PROXY_VERSIONS_UDP = ("none", "v2")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "source")
 # TLVs a byte relay can fill in (HAProxy's proxy-v2-options of the same names); TLS ones need decryption
 PROXY_TLVS = ("crc32c", "unique-id")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
+# -- the options, declared once ---------------------------------------------------------------------------------
+# Each table lists the keys of one dataclass below (a test keeps the two in step). The gateway file takes the
+# service and health options over as they are, so a new option here is a new gateway option too.
+BACKEND = Table("backends", "where a service forwards to; backups take traffic only while no primary is up", (
+    Opt("host", options.p_str, REQUIRED, "IP address or DNS name"),
+    Opt("port", options.p_int, REQUIRED, "port 1..65535"),
+    Opt("weight", int_range(1, 256), 1, "share of new connections relative to other sites"),
+    Opt("backup", p_bool, False, "take traffic only when no other site is up"),
+    Opt("name", options.p_str, "", "name in logs and status (default: host:port)"),
+), array=True, required=True)
 
-def _fail(path: str, value: object, why: str) -> None:
-    raise ConfigError(f"{path}: {value!r} {why}")
+HEALTH = Table("health", "active health checks of the sites (TCP connect through the tunnel)", (
+    Opt("interval", p_seconds, 2.0, "seconds between checks"),
+    Opt("timeout", p_seconds, 1.0, "seconds a check may take"),
+    Opt("rise", int_range(1, 100), 2, "consecutive successes that mark a site up"),
+    Opt("fall", int_range(1, 100), 3, "consecutive failures that mark a site down"),
+    Opt("send_proxy", p_bool, False, "checks send a PROXY LOCAL header first (HAProxy's check-send-proxy)"),
+))
 
+_NAME = Opt("name", options.name_parser(63), REQUIRED, "service name (logs, metrics, status)")
+_LISTEN = Opt("listen", options.listen_list_parser(options.listen_parser()), REQUIRED,
+              "public `ADDRESS:PORT` list to listen on")
+_MAX_PER_SOURCE = Opt("max_per_source", int_range(1, 1_000_000), 256,
+                      "open TCP connections (UDP: flows) per client address at most")
 
-def _positive(path: str, value: object, *, integer: bool = False, allow_zero: bool = False) -> None:
-    ok_type = type(value) is int if integer else type(value) in (int, float)
-    if not ok_type or (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (
-            value == 0 and not allow_zero):
-        kind = "an integer" if integer else "a number"
-        _fail(path, value, f"must be {kind} {'>= 0' if allow_zero else '> 0'}")
+TCP_SERVICE = Table("services", "a TCP service: listeners forwarding to backends, a PROXY header first", (
+    _NAME,
+    _LISTEN,
+    Opt("proxy_protocol", choice(*PROXY_VERSIONS_TCP), "v2", "PROXY header sent to the site (UDP: `none` or `v2`)"),
+    Opt("proxy_tlvs", list_of(choice(*PROXY_TLVS), "list of `crc32c`, `unique-id`"), (),
+        "TCP with `v2`: extra TLVs in the header (checksum; a unique connection id for the logs at home)"),
+    Opt("balance", choice(*BALANCE_ALGORITHMS), "roundrobin",
+        "how a site is picked for a TCP connection (a UDP client always stays with one site)"),
+    Opt("connect_timeout", p_seconds, 5.0, "seconds to connect through the tunnel"),
+    Opt("retries", int_range(0, 10), 2, "other sites tried when a connect fails"),
+    Opt("idle_timeout", p_seconds, 3600.0, "seconds a TCP connection may stay silent"),
+    Opt("max_connections", int_range(1, 1_000_000), 10000, "open TCP connections at most"),
+    _MAX_PER_SOURCE,
+), array=True, children=(BACKEND, HEALTH))
+
+UDP_SERVICE = Table("services", "a UDP service: one upstream socket per client address (a flow)", (
+    _NAME,
+    _LISTEN,
+    Opt("proxy_protocol", choice(*PROXY_VERSIONS_UDP), "none", "PROXY v2 DGRAM header per datagram, or none"),
+    Opt("flow_idle_timeout", p_seconds, 60.0, "UDP: seconds a silent client flow is kept"),
+    Opt("max_flows", int_range(1, 1_000_000), 4096,
+        "UDP: client flows at most (held lower when the descriptor limit cannot hold it; see `wiregate check`)"),
+    Opt("balance", choice(*BALANCE_ALGORITHMS), "source", "how a backend is picked for a new flow"),
+    _MAX_PER_SOURCE,
+), array=True, children=(BACKEND,))
+
+RELAY = Table("relay file", "the standalone relay (`python -m wiregate.relay --config FILE`)", (
+    Opt("workers", int_range(1, 64), 1, "worker processes (SO_REUSEPORT)"),
+    Opt("drain_timeout", options.p_seconds0, 30.0, "seconds open connections may finish after SIGTERM"),
+    Opt("splice", p_bool, True, "zero-copy splice(2) where both ends are TCP on Linux; false: buffered copies"),
+))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +98,8 @@ class Backend:
 
     def validate(self, path: str) -> None:
         """Raise ConfigError naming `path` when a field is invalid."""
-        if not isinstance(self.host, str):
-            _fail(f"{path}.host", self.host, "must be a host string")
+        options.check(self, BACKEND.opts, path, skip=("port",))
         hostport.parse((self.host, self.port), what=path)  # an IP address or a DNS name, port 1..65535
-        if type(self.weight) is not int or not 1 <= self.weight <= 256:
-            _fail(f"{path}.weight", self.weight, "must be an integer 1..256")
-        if type(self.backup) is not bool:
-            _fail(f"{path}.backup", self.backup, "must be true or false")
-        if not isinstance(self.name, str):
-            _fail(f"{path}.name", self.name, "must be a string")
 
     @property
     def label(self) -> str:
@@ -84,44 +122,18 @@ class HealthCheck:
 
     def validate(self, path: str) -> None:
         """Raise ConfigError naming `path` when a field is invalid."""
-        _positive(f"{path}.interval", self.interval)
-        _positive(f"{path}.timeout", self.timeout)
-        if type(self.rise) is not int or not 1 <= self.rise <= 100:
-            _fail(f"{path}.rise", self.rise, "must be an integer 1..100")
-        if type(self.fall) is not int or not 1 <= self.fall <= 100:
-            _fail(f"{path}.fall", self.fall, "must be an integer 1..100")
-        if type(self.send_proxy) is not bool:
-            _fail(f"{path}.send_proxy", self.send_proxy, "must be true or false")
-
-
-def _check_listen(path: str, listen: object) -> None:
-    if not isinstance(listen, tuple) or not listen:
-        _fail(path, listen, "must be a non-empty tuple of (address, port)")
-    seen = set()
-    for i, item in enumerate(listen):  # type: ignore[arg-type]
-        if not isinstance(item, tuple):
-            _fail(f"{path}[{i}]", item, "must be (address, port)")
-        hostport.parse(item, names=False, what=f"{path}[{i}]")
-        key = (ipaddress.ip_address(item[0]), item[1])
-        if key in seen:
-            _fail(f"{path}[{i}]", format_addr(item), "is listed twice")
-        seen.add(key)
+        options.check(self, HEALTH.opts, path)
 
 
 def _check_backends(path: str, backends: object) -> None:
     if not isinstance(backends, tuple) or not backends:
-        _fail(path, backends, "must be a non-empty tuple of Backend")
-    for i, b in enumerate(backends):  # type: ignore[arg-type]
+        raise fail(path, backends, "must be a non-empty list of backends")
+    for i, b in enumerate(backends):
         if not isinstance(b, Backend):
-            _fail(f"{path}[{i}]", b, "is not a Backend")
+            raise fail(f"{path}[{i}]", b, "is not a Backend")
         b.validate(f"{path}[{i}]")
-    if all(b.backup for b in backends):  # type: ignore[union-attr]
-        _fail(path, tuple(b.label for b in backends), "has only backup backends; at least one must be primary")
-
-
-def _check_name(path: str, name: object) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        _fail(path, name, "must be 1-63 characters of letters, digits, '_', '.', '-'")
+    if all(b.backup for b in backends):
+        raise fail(path, [b.label for b in backends], "has only backup backends; at least one must be primary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,34 +158,17 @@ class TCPService:
 
     def validate(self, path: str) -> None:
         """Raise ConfigError naming `path` when a field is invalid."""
-        _check_name(f"{path}.name", self.name)
-        _check_listen(f"{path}.listen", self.listen)
+        options.check(self, TCP_SERVICE.opts, path)
         _check_backends(f"{path}.backends", self.backends)
-        if self.proxy_protocol not in PROXY_VERSIONS_TCP:
-            _fail(f"{path}.proxy_protocol", self.proxy_protocol, f"must be one of {', '.join(PROXY_VERSIONS_TCP)}")
-        if not isinstance(self.proxy_tlvs, tuple):
-            _fail(f"{path}.proxy_tlvs", self.proxy_tlvs, "must be a tuple of TLV names")
-        for i, t in enumerate(self.proxy_tlvs):
-            if t not in PROXY_TLVS:
-                _fail(f"{path}.proxy_tlvs[{i}]", t, f"is not a supported TLV ({', '.join(PROXY_TLVS)})")
         if self.proxy_tlvs and self.proxy_protocol != "v2":
-            _fail(f"{path}.proxy_tlvs", self.proxy_tlvs, "needs proxy_protocol = 'v2' (v1 has no TLVs)")
-        if self.balance not in BALANCE_ALGORITHMS:
-            _fail(f"{path}.balance", self.balance, f"must be one of {', '.join(BALANCE_ALGORITHMS)}")
+            raise fail(f"{path}.proxy_tlvs", list(self.proxy_tlvs), "needs proxy_protocol = \"v2\" (v1 has no TLVs)")
         if self.health is not None:
             if not isinstance(self.health, HealthCheck):
-                _fail(f"{path}.health", self.health, "is not a HealthCheck (or None)")
+                raise fail(f"{path}.health", self.health, "is not a HealthCheck (or None)")
             self.health.validate(f"{path}.health")
             if self.health.send_proxy and self.proxy_protocol == "none":
-                _fail(f"{path}.health.send_proxy", True, "needs proxy_protocol 'v1' or 'v2' (the header's version)")
-        _positive(f"{path}.connect_timeout", self.connect_timeout)
-        if type(self.retries) is not int or not 0 <= self.retries <= 10:
-            _fail(f"{path}.retries", self.retries, "must be an integer 0..10")
-        _positive(f"{path}.idle_timeout", self.idle_timeout)
-        if type(self.max_connections) is not int or not 1 <= self.max_connections <= 1_000_000:
-            _fail(f"{path}.max_connections", self.max_connections, "must be an integer 1..1000000")
-        if type(self.max_per_source) is not int or not 1 <= self.max_per_source <= 1_000_000:
-            _fail(f"{path}.max_per_source", self.max_per_source, "must be an integer 1..1000000")
+                raise fail(f"{path}.health.send_proxy", True, "needs proxy_protocol \"v1\" or \"v2\" (the header's "
+                           "version)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,18 +189,8 @@ class UDPService:
 
     def validate(self, path: str) -> None:
         """Raise ConfigError naming `path` when a field is invalid."""
-        _check_name(f"{path}.name", self.name)
-        _check_listen(f"{path}.listen", self.listen)
+        options.check(self, UDP_SERVICE.opts, path)
         _check_backends(f"{path}.backends", self.backends)
-        if self.proxy_protocol not in PROXY_VERSIONS_UDP:
-            _fail(f"{path}.proxy_protocol", self.proxy_protocol, f"must be one of {', '.join(PROXY_VERSIONS_UDP)}")
-        _positive(f"{path}.flow_idle_timeout", self.flow_idle_timeout)
-        if type(self.max_flows) is not int or not 1 <= self.max_flows <= 1_000_000:
-            _fail(f"{path}.max_flows", self.max_flows, "must be an integer 1..1000000")
-        if self.balance not in BALANCE_ALGORITHMS:
-            _fail(f"{path}.balance", self.balance, f"must be one of {', '.join(BALANCE_ALGORITHMS)}")
-        if type(self.max_per_source) is not int or not 1 <= self.max_per_source <= 1_000_000:
-            _fail(f"{path}.max_per_source", self.max_per_source, "must be an integer 1..1000000")
 
 
 Service = Union[TCPService, UDPService]
@@ -226,28 +211,24 @@ class RelayConfig:
     def validate(self) -> None:
         """Check everything, including clashes between services; raise ConfigError on the first fault."""
         if not isinstance(self.services, tuple):
-            _fail("services", self.services, "must be a tuple of services")
+            raise fail("services", self.services, "must be a tuple of services")
         names: set[str] = set()
         bound: dict[tuple[str, Any, int], str] = {}
         for i, s in enumerate(self.services):
             if not isinstance(s, (TCPService, UDPService)):
-                _fail(f"services[{i}]", s, "is not a TCPService or UDPService")
+                raise fail(f"services[{i}]", s, "is not a TCPService or UDPService")
             s.validate(f"services[{i}]")
             if s.name in names:
-                _fail(f"services[{i}].name", s.name, "is used by another service")
+                raise fail(f"services[{i}].name", s.name, "is used by another service")
             names.add(s.name)
             kind = "tcp" if isinstance(s, TCPService) else "udp"
             for host, port in s.listen:
                 key = (kind, ipaddress.ip_address(host), port)
                 if key in bound:
-                    _fail(f"services[{i}].listen", format_addr((host, port)),
-                          f"is already a {kind} listener of service {bound[key]!r}")
+                    raise fail(f"services[{i}].listen", format_addr((host, port)),
+                               f"is already a {kind} listener of service {bound[key]!r}")
                 bound[key] = s.name
-        if type(self.workers) is not int or not 1 <= self.workers <= 64:
-            _fail("workers", self.workers, "must be an integer 1..64")
-        _positive("drain_timeout", self.drain_timeout, allow_zero=True)
-        if type(self.splice) is not bool:
-            _fail("splice", self.splice, "must be true or false")
+        options.check(self, RELAY.opts, "")
 
     def service(self, name: str) -> Service:
         """The service called `name` (KeyError when absent)."""
@@ -260,84 +241,54 @@ class RelayConfig:
 format_addr = hostport.format  # the relay's modules and its users spell it this way
 
 
-# ---- file format ------------------------------------------------------------------------------------------------
-
-def _parse_addr(path: str, value: object) -> tuple[str, int]:
-    """'1.2.3.4:80', '[::1]:80', or the list form ["::1", 80] (IP addresses only: these are bound)."""
-    return hostport.parse(value, names=False, what=path)
-
-
-def _build(cls: type, path: str, data: object, convert: dict[str, Any]) -> Any:
+# ---- file format: the tables above ------------------------------------------------------------------------------
+def _service(path: str, data: object) -> Service:
     if not isinstance(data, dict):
-        _fail(path, data, "must be a table/object")
-    known = {f.name for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():  # type: ignore[union-attr]
-        sub = f"{path}.{key}" if path else key
-        if key not in known:
-            _fail(sub, value, f"is not a known key (known: {', '.join(sorted(known))})")
-        kwargs[key] = convert[key](sub, value) if key in convert else value
-    missing = [f.name for f in fields(cls) if _is_required(f) and f.name not in kwargs]
-    if missing:
-        raise ConfigError(f"{path or 'relay'}: missing required key(s) {', '.join(missing)}")
+        raise fail(path, data, "must be a table/object")
+    data = dict(data)
+    kind = data.pop("protocol", "tcp")
+    if kind not in ("tcp", "udp"):
+        raise fail(f"{path}.protocol", kind, "must be one of tcp, udp")
+    health = data.get("health", True)
+    if kind == "tcp" and health in (True, False, None):  # `health = false` turns the checks off
+        data.pop("health", None)
+    table = TCP_SERVICE if kind == "tcp" else UDP_SERVICE
+    v = options.parse(data, table, path, lists=True)
+    backends = tuple(_anchored(f"{path}.backends[{j}]", lambda b=b: Backend(**b))
+                     for j, b in enumerate(v.pop("backends")))
+    if kind == "udp":
+        return _anchored(path, lambda: UDPService(**v, backends=backends))
+    h = v.pop("health")
+    check = None if health is False or health is None else _anchored(f"{path}.health", lambda: HealthCheck(**h))
+    return _anchored(path, lambda: TCPService(**v, backends=backends, health=check))
+
+
+def _anchored(path: str, build: Any) -> Any:
+    """Build a value; a cross-key error of its own ("service.x: ...") is re-anchored at its place in the file."""
     try:
-        obj = cls(**kwargs)
-    except ConfigError as exc:  # re-anchor "service.x" style paths at this position in the file
+        return build()
+    except ConfigError as exc:
         msg = str(exc)
         for prefix in ("service", "backend", "health"):
-            if msg.startswith((prefix + ".", prefix + ":")):
+            if msg.startswith((prefix + ".", prefix + ":", prefix + "[")):
                 msg = path + msg[len(prefix):]
                 break
         raise ConfigError(msg) from None
-    except TypeError as exc:
-        raise ConfigError(f"{path or 'relay'}: {exc}") from None
-    return obj
-
-
-def _is_required(f: Any) -> bool:
-    from dataclasses import MISSING
-    return f.default is MISSING and f.default_factory is MISSING
-
-
-def _tuple_of(conv: Any) -> Any:
-    def inner(path: str, value: object) -> tuple:
-        if not isinstance(value, (list, tuple)):
-            _fail(path, value, "must be a list")
-        return tuple(conv(f"{path}[{i}]", v) for i, v in enumerate(value))  # type: ignore[arg-type]
-    return inner
-
-
-def _backend(path: str, data: object) -> Backend:
-    return _build(Backend, path, data, {})
-
-
-def _health(path: str, data: object) -> HealthCheck | None:
-    if data is None or data is False:
-        return None
-    if data is True:
-        return HealthCheck()
-    return _build(HealthCheck, path, data, {})
-
-
-def _service(path: str, data: object) -> Service:
-    if not isinstance(data, dict):
-        _fail(path, data, "must be a table/object")
-    data = dict(data)  # type: ignore[arg-type]
-    kind = data.pop("protocol", "tcp")
-    if kind not in ("tcp", "udp"):
-        _fail(f"{path}.protocol", kind, "must be 'tcp' or 'udp'")
-    conv: dict[str, Any] = {
-        "listen": _tuple_of(_parse_addr),
-        "backends": _tuple_of(_backend),
-        "proxy_tlvs": _tuple_of(lambda p, v: v),
-        "health": _health,
-    }
-    return _build(TCPService if kind == "tcp" else UDPService, path, data, conv)
 
 
 def config_from_dict(data: object) -> RelayConfig:
     """Build a RelayConfig from parsed JSON/TOML; services carry `protocol = "tcp"|"udp"` (default tcp)."""
-    return _build(RelayConfig, "", data, {"services": _tuple_of(_service)})
+    if not isinstance(data, dict):
+        raise fail("relay", data, "must be a table/object")
+    data = dict(data)
+    raw = data.pop("services", REQUIRED)
+    if raw is REQUIRED:
+        raise ConfigError("services: missing (required)")
+    if not isinstance(raw, list):
+        raise fail("services", raw, "must be an array of tables ([[services]])")
+    services = tuple(_service(f"services[{i}]", s) for i, s in enumerate(raw))
+    v = options.parse(data, RELAY, lists=True)
+    return RelayConfig(services=services, **v)
 
 
 def load_config(path: str | Path) -> RelayConfig:
@@ -366,6 +317,7 @@ def config_to_dict(config: RelayConfig) -> dict[str, Any]:
 
 
 __all__ = [
-    "BALANCE_ALGORITHMS", "Backend", "HealthCheck", "PROXY_TLVS", "RelayConfig", "Service", "TCPService",
-    "UDPService", "config_from_dict", "config_to_dict", "format_addr", "load_config", "replace",
+    "BACKEND", "BALANCE_ALGORITHMS", "Backend", "HEALTH", "HealthCheck", "PROXY_TLVS", "RELAY", "RelayConfig",
+    "Service", "TCPService", "TCP_SERVICE", "UDPService", "UDP_SERVICE", "config_from_dict", "config_to_dict",
+    "format_addr", "load_config", "replace",
 ]
