@@ -20,8 +20,8 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from wiregate.relay.datapath import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
-from wiregate.relay.poller import Poller
+from wiregate.datapath.halves import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
+from wiregate.datapath.poller import Poller
 
 __all__ = ["HAVE_SPLICE", "PIPE_SIZE", "POOL_KEEP", "CHUNK", "Transform", "Link", "Half", "PipePool", "SpliceHalf",
            "CopyHalf", "PausingHalf", "AnswerHalf", "new_pipe_pool"]

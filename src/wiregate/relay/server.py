@@ -9,11 +9,12 @@ import os
 import socket
 from typing import Union
 
+from wiregate.datapath.halves import CHUNK, HAVE_SPLICE, PipePool
+from wiregate.datapath.loop import loop_name
+from wiregate.datapath.poller import HAVE_EPOLL, Poller
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.limits import fit_warning, nofile, udp_flow_caps
 from wiregate.relay.config import RelayConfig, TCPService, UDPService, format_addr
-from wiregate.relay.datapath import CHUNK, HAVE_SPLICE, PipePool
-from wiregate.relay.poller import HAVE_EPOLL, Poller
 from wiregate.relay.tcp import TCPListener, TCPRuntime, bind_socket
 from wiregate.relay.udp import UDPListener, UDPRuntime
 
@@ -56,7 +57,7 @@ class Relay:
     @property
     def event_loop(self) -> str:
         """Which event loop runs this relay: "uvloop" or "asyncio" (the stock one)."""
-        return "uvloop" if type(self.loop).__module__.startswith("uvloop") else "asyncio"
+        return loop_name(self.loop)
 
     @property
     def use_splice(self) -> bool:

@@ -19,8 +19,8 @@ from wiregate import hostport
 from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import PP2_TYPE_UNIQUE_ID, TLV, Command, encode_v1, encode_v2
 from wiregate.relay.config import TCPService, format_addr
-from wiregate.relay.datapath import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
-from wiregate.relay.poller import Poller
+from wiregate.datapath.halves import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
+from wiregate.datapath.poller import Poller
 from wiregate.relay.pool import BackendPool, SourceLimits
 
 if TYPE_CHECKING:
