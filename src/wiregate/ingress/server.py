@@ -212,7 +212,7 @@ class Ingress:
     async def reload(self, config: IngressConfig) -> None:
         """Switch to `config`: validated first (ConfigError keeps the old one); open connections are untouched."""
         prepared = prepare(config, self.acme)
-        new_rts = {}
+        new_rts: dict[tuple, tuple[Runtime, Listener | None, Rules | None, dict[str, ssl.SSLContext] | None]] = {}
         to_bind = []
         for lst, rules, tls in prepared:
             key = (lst.protocol, *lst.listen)
@@ -234,11 +234,11 @@ class Ingress:
                     continue
                 self.detached.append(rt)
                 log.info("listener %s: removed (%d open connections continue)", rt.listener.name, rt.open)
-        for key, (rt, lst, rules, tls) in new_rts.items():
-            if lst is not None:
-                if rt.listener.listen != lst.listen:  # port 0 then its bound port: keep one key per socket
-                    lst = replace(lst, listen=rt.listener.listen)
-                rt.listener, rt.rules, rt.tls = lst, rules, tls
+        for key, (rt, new_lst, new_rules, new_tls) in new_rts.items():
+            if new_lst is not None and new_rules is not None and new_tls is not None:  # a kept listener
+                if rt.listener.listen != new_lst.listen:  # port 0 then its bound port: keep one key per socket
+                    new_lst = replace(new_lst, listen=rt.listener.listen)
+                rt.listener, rt.rules, rt.tls = new_lst, new_rules, new_tls
                 if rt.udp is not None:
                     rt.udp.reconfigure()  # type: ignore[attr-defined]
                 else:
@@ -546,16 +546,16 @@ class Ingress:
         if route.http_headers and ev.kind == "http":
             fwd = HttpForwarder(ev.client, "http", ev.client_trusted, accepts=_same_route(rt, route),
                                 max_head=rt.listener.max_sniff_bytes)
-            out = fwd.feed(ev.data)
-            first, reply = out.to_backend, out.refuse
+            fed = fwd.feed(ev.data)
+            first, reply = fed.to_backend, fed.refuse
         else:
             first, reply = ev.data, None
         try:
-            out = prefix + first
-            sent = back.send(out) if out else 0  # a fresh socket's send buffer takes a header and a request
-            if sent < len(out):
+            first_send = prefix + first
+            sent = back.send(first_send) if first_send else 0  # a fresh socket's buffer takes a header and a request
+            if sent < len(first_send):
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await waits.sendall(self.io, back, out[sent:])  # type: ignore[arg-type]
+                    await waits.sendall(self.io, back, first_send[sent:])  # type: ignore[arg-type]
         except (OSError, TimeoutError):
             back.close()
             return False

@@ -112,7 +112,7 @@ class Relay:
                 except OSError as exc:
                     raise ConfigError(f"services[{si}].backends[{bi}].host: {b.host!r} does not resolve "
                                       f"({exc.strerror or exc})") from None
-                addrs.append(infos[0][4])
+                addrs.append(infos[0][4])  # type: ignore[arg-type]  # (host, port[, flow, scope]) for TCP/UDP
             out[svc.name] = addrs
         return out
 
