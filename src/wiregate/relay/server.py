@@ -49,7 +49,8 @@ class Relay:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def _make_io(self) -> "Poller | asyncio.AbstractEventLoop":
-        """Where connection sockets are watched: a private epoll set on Linux (see poller.py), else the loop."""
+        """Where connection sockets are watched: a private epoll set on Linux (wiregate.datapath.poller), else the
+        loop."""
         if HAVE_EPOLL and os.environ.get("WIREGATE_RELAY_POLLER", "epoll") != "loop":
             return Poller(self.loop)
         return self.loop
