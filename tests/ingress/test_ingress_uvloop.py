@@ -1,6 +1,7 @@
 """The standalone ingress runs on uvloop (as `wiregate run` does): a service that resets right after its answer
 must still end the client's connection at once. uvloop drops an add_reader() watcher whose socket reports EPOLLERR
-without calling it; routed sockets are therefore watched through the relay's private epoll set (Poller)."""
+without calling it; routed sockets are therefore watched through the data path's private epoll set
+(wiregate.datapath.poller.Poller). The same through `wiregate run` home: tests/system/test_uvloop_resets.py."""
 
 from __future__ import annotations
 

@@ -16,18 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
+    from wiregate.datapath.loop import run as run_loop
     from wiregate.runner import run_node
 
     # the gateway's relay logs one INFO line per connection / UDP flow only when asked (the home's ingress
     # always logs its connections with the real client address)
     logging.getLogger("wiregate.relay.access").setLevel(logging.INFO if args.access_log else logging.WARNING)
 
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(run_node(args.file))
+    return run_loop(run_node(args.file))  # the one loop choice (wiregate.datapath.loop): uvloop when installed

@@ -75,12 +75,9 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s: down", name)
 
     try:
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(main())
-        else:
-            uvloop.run(main())
+        from wiregate.datapath.loop import run as run_loop
+
+        run_loop(main())  # the one loop choice (wiregate.datapath.loop): uvloop when installed
     finally:
         if profiler is not None:
             profiler.disable()

@@ -23,6 +23,7 @@ import ssl
 from pathlib import Path
 
 from wiregate import hostport
+from wiregate.datapath.loop import run as run_loop
 from wiregate.proxyproto import Decoder, ProxyError
 
 HEADER_TIMEOUT = 5.0
@@ -261,7 +262,7 @@ def main() -> None:
     p.add_argument("--proxy", action="store_true", help="tls/echo/udp expect a PROXY header")
     args = p.parse_args()
     try:
-        asyncio.run(serve(args))
+        run_loop(serve(args))
     except KeyboardInterrupt:
         pass
 

@@ -1,9 +1,9 @@
 """Moving bytes after the decision: one half per direction, driven by add_reader/add_writer (no task per
 connection once routed, nothing buffered while idle).
 
-The splice half and its pipe pool are the gateway relay's (`wiregate.relay.datapath`): one implementation of the
-zero-copy path, its back-pressure and its rule that a pipe still holding bytes is closed, never pooled. What is
-the ingress's own:
+The splice half and its pipe pool are the shared data path's (`wiregate.datapath.halves`, the relay's too): one
+implementation of the zero-copy path, its back-pressure and its rule that a pipe still holding bytes is closed,
+never pooled. What is the ingress's own:
 
 - `Link`: a routed connection, the `Owner` both halves report to. Any error on either side closes the whole
   connection (the relay instead passes a reset on as a reset; the ingress keeps its plain close).
@@ -20,8 +20,8 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from wiregate.relay.datapath import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
-from wiregate.relay.poller import Poller
+from wiregate.datapath.halves import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
+from wiregate.datapath.poller import Poller
 
 __all__ = ["HAVE_SPLICE", "PIPE_SIZE", "POOL_KEEP", "CHUNK", "Transform", "Link", "Half", "PipePool", "SpliceHalf",
            "CopyHalf", "PausingHalf", "AnswerHalf", "new_pipe_pool"]

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
+from wiregate.datapath.loop import loop_name
+from wiregate.datapath.loop import run as run_loop
 from wiregate.errors import WiregateError
 from wiregate.ingress.config import load_config
 
@@ -25,7 +26,7 @@ async def serve(path: Path, drain: float, ready: asyncio.Event | None = None) ->
     """Run the ingress in `path` until SIGTERM/SIGINT."""
     from wiregate.ingress.server import Ingress
 
-    loop = asyncio.get_running_loop()
+    running = asyncio.get_running_loop()
     ing = Ingress(load_config(path))
     await ing.start()
     stop = asyncio.Event()
@@ -40,33 +41,20 @@ async def serve(path: Path, drain: float, ready: asyncio.Event | None = None) ->
             log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
 
     def on_hup() -> None:
-        t = loop.create_task(reload())
+        t = running.create_task(reload())
         pending.add(t)
         t.add_done_callback(pending.discard)
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    running.add_signal_handler(signal.SIGHUP, on_hup)
+    running.add_signal_handler(signal.SIGTERM, stop.set)
+    running.add_signal_handler(signal.SIGINT, stop.set)
     log.info("ingress: running (%s, %s event loop); SIGHUP reloads, SIGTERM drains for up to %gs", path,
-             "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio", drain)
+             loop_name(running), drain)
     if ready is not None:
         ready.set()
     await stop.wait()
     log.info("ingress: stopping, draining open connections for up to %gs", drain)
     await ing.close(drain_timeout=drain)
-
-
-def _loop_factory():
-    """uvloop when installed, as `wiregate run` has: routed connections are watched through a private epoll set
-    (the relay's Poller), not by uvloop, whose add_reader() watchers drop an EPOLLERR (a reset right after an
-    answer) without calling the reader. WIREGATE_INGRESS_LOOP=asyncio picks the stock loop (for comparisons)."""
-    if os.environ.get("WIREGATE_INGRESS_LOOP") == "asyncio":
-        return asyncio.new_event_loop
-    try:
-        import uvloop
-    except ImportError:  # optional: the stock loop works, only slower per event
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 def run_file(path: Path, drain: float) -> int:
@@ -75,8 +63,7 @@ def run_file(path: Path, drain: float) -> int:
 
     load_config(path)  # a clean error before the loop starts
     raise_nofile()  # soft up to hard: the soft default of 1024 cannot hold the default max_connections
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(path, drain))
+    run_loop(serve(path, drain))  # the one loop choice (wiregate.datapath.loop): uvloop when installed
     return 0
 
 

@@ -13,6 +13,9 @@ import socket
 import ssl
 from dataclasses import replace
 
+from wiregate.datapath import waits
+from wiregate.datapath.loop import loop_name
+from wiregate.datapath.poller import HAVE_EPOLL, Poller
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.hostport import format as fmt
 from wiregate.hostport import unmap
@@ -24,7 +27,6 @@ from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, Pausi
 from wiregate.ingress.runtime import Runtime
 from wiregate.limits import NO_DESCRIPTORS, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
-from wiregate.relay.poller import HAVE_EPOLL, Poller
 
 log = logging.getLogger("wiregate.ingress")
 CONNECT_TIMEOUT = 5.0
@@ -74,7 +76,8 @@ class Ingress:
         self.detached: list[Runtime] = []  # listeners removed by a reload whose connections still run
         self.pipes = new_pipe_pool()
         self.loop: asyncio.AbstractEventLoop | None = None
-        # where connection sockets are watched once routed: a private epoll set (the relay's Poller) on Linux
+        # where connection sockets are watched (head phase, connect, halves, UDP flows, task steps): the data path's
+        # private epoll set on Linux, never the event loop itself (see wiregate.datapath.loop)
         self.io: Poller | asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
         self.closing = False
@@ -98,6 +101,8 @@ class Ingress:
                      fmt(rt.listener.listen), list(rt.listener.trusted) or "none",
                      [r.name for r in rt.listener.routes])
         self._fit_descriptors()
+        log.info("ingress: %d listener(s), %s data path, %s event loop", len(rts),
+                 "splice" if HAVE_SPLICE else "copy", loop_name(self.loop))
         self._sweeper = self.loop.create_task(self._sweep())
 
     def _fit_descriptors(self) -> None:
@@ -162,7 +167,7 @@ class Ingress:
         if rt.listener.protocol == "udp":
             from wiregate.ingress.udp import UdpRuntime
 
-            rt.udp = UdpRuntime(self.loop, rt)
+            rt.udp = UdpRuntime(self.loop, rt, self.io if isinstance(self.io, Poller) else None)
             rt.udp.start()  # type: ignore[attr-defined]
         else:
             self._pin_interface(rt)
@@ -207,7 +212,7 @@ class Ingress:
     async def reload(self, config: IngressConfig) -> None:
         """Switch to `config`: validated first (ConfigError keeps the old one); open connections are untouched."""
         prepared = prepare(config, self.acme)
-        new_rts = {}
+        new_rts: dict[tuple, tuple[Runtime, Listener | None, Rules | None, dict[str, ssl.SSLContext] | None]] = {}
         to_bind = []
         for lst, rules, tls in prepared:
             key = (lst.protocol, *lst.listen)
@@ -229,11 +234,11 @@ class Ingress:
                     continue
                 self.detached.append(rt)
                 log.info("listener %s: removed (%d open connections continue)", rt.listener.name, rt.open)
-        for key, (rt, lst, rules, tls) in new_rts.items():
-            if lst is not None:
-                if rt.listener.listen != lst.listen:  # port 0 then its bound port: keep one key per socket
-                    lst = replace(lst, listen=rt.listener.listen)
-                rt.listener, rt.rules, rt.tls = lst, rules, tls
+        for key, (rt, new_lst, new_rules, new_tls) in new_rts.items():
+            if new_lst is not None and new_rules is not None and new_tls is not None:  # a kept listener
+                if rt.listener.listen != new_lst.listen:  # port 0 then its bound port: keep one key per socket
+                    new_lst = replace(new_lst, listen=rt.listener.listen)
+                rt.listener, rt.rules, rt.tls = new_lst, new_rules, new_tls
                 if rt.udp is not None:
                     rt.udp.reconfigure()  # type: ignore[attr-defined]
                 else:
@@ -434,7 +439,7 @@ class Ingress:
                         data = sock.recv(RECV)
                     except BlockingIOError:
                         async with asyncio.timeout_at(phase.deadline):
-                            data = await loop.sock_recv(sock, RECV)
+                            data = await waits.recv(self.io, sock, RECV)  # type: ignore[arg-type]
                 except TimeoutError:
                     ev = phase.handle_timer(max(loop.time(), phase.deadline))
                     continue
@@ -486,7 +491,7 @@ class Ingress:
         if self.acme is not None and ev.kind == "tls" and ev.hello is not None:
             from wiregate.ingress.tls import acme_decision
 
-            if await acme_decision(sock, ev, rt, self.acme):
+            if await acme_decision(self.io, sock, ev, rt, self.acme):  # type: ignore[arg-type]
                 return False  # a TLS-ALPN-01 validation answered, or an ACME route without a certificate yet
         no = rt.rules.admit(ev)  # after the ACME answer: the CA validates internal_only names from outside
         if no is not None:
@@ -511,7 +516,7 @@ class Ingress:
                 back.setblocking(False)
             back.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                await _connect_socket(loop, back, addr)
+                await waits.connect(self.io, back, addr, CONNECT_TIMEOUT)  # type: ignore[arg-type]
             except BaseException:
                 back.close()
                 raise
@@ -533,7 +538,7 @@ class Ingress:
             try:
                 from wiregate.ingress.tls import terminate
 
-                await terminate(sock, back, tls_ctx, ev, prefix, rt)
+                await terminate(self.io, sock, back, tls_ctx, ev, prefix, rt)  # type: ignore[arg-type]
             finally:
                 back.close()
             return False
@@ -541,16 +546,16 @@ class Ingress:
         if route.http_headers and ev.kind == "http":
             fwd = HttpForwarder(ev.client, "http", ev.client_trusted, accepts=_same_route(rt, route),
                                 max_head=rt.listener.max_sniff_bytes)
-            out = fwd.feed(ev.data)
-            first, reply = out.to_backend, out.refuse
+            fed = fwd.feed(ev.data)
+            first, reply = fed.to_backend, fed.refuse
         else:
             first, reply = ev.data, None
         try:
-            out = prefix + first
-            sent = back.send(out) if out else 0  # a fresh socket's send buffer takes a header and a request
-            if sent < len(out):
+            first_send = prefix + first
+            sent = back.send(first_send) if first_send else 0  # a fresh socket's buffer takes a header and a request
+            if sent < len(first_send):
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await loop.sock_sendall(back, out[sent:])
+                    await waits.sendall(self.io, back, first_send[sent:])  # type: ignore[arg-type]
         except (OSError, TimeoutError):
             back.close()
             return False
@@ -588,7 +593,7 @@ class Ingress:
         """The end of a first send the backend's buffer did not take at once (`_FastConnect`), then the link."""
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self.loop.sock_sendall(back, rest)  # type: ignore[union-attr]
+                await waits.sendall(self.io, back, rest)  # type: ignore[arg-type]
         except (OSError, TimeoutError):
             back.close()
             sock.close()
@@ -630,37 +635,6 @@ class Ingress:
                             rt.refused["idle_timeout"] += 1
                             link.close()
             self.detached = [rt for rt in self.detached if rt.open]
-
-
-async def _connect_socket(loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple) -> None:
-    """Non-blocking connect bounded by CONNECT_TIMEOUT; OSError/TimeoutError on failure.
-
-    Written out instead of sock_connect() under asyncio.timeout(): that pair costs ~70 us per connection in
-    futures and timer contexts, a fifth of the short-connection budget (profiled under wrk)."""
-    err = sock.connect_ex(addr)
-    if err == 0:
-        return
-    if err not in (errno.EINPROGRESS, errno.EAGAIN):
-        raise OSError(err, os.strerror(err))
-    fut = loop.create_future()
-    fd = sock.fileno()
-
-    def done(timed_out: bool) -> None:
-        if not fut.done():
-            fut.set_result(timed_out)
-
-    loop.add_writer(fd, done, False)
-    timer = loop.call_later(CONNECT_TIMEOUT, done, True)
-    try:
-        timed_out = await fut
-    finally:
-        loop.remove_writer(fd)
-        timer.cancel()
-    if timed_out:
-        raise TimeoutError
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err:
-        raise OSError(err, os.strerror(err))
 
 
 @functools.lru_cache(maxsize=1024)  # targets come from the config: parsed once, not per connection (~10 us)

@@ -1,6 +1,10 @@
 """TLS termination for a route that has tls_cert/tls_key: the ClientHello was already read (to route by SNI), so
 the handshake runs on an in-memory BIO pair fed those bytes first, then the socket. Plaintext goes to the target
-(through the HTTP forwarder when the route adds client-address headers)."""
+(through the HTTP forwarder when the route adds client-address headers).
+
+Both sockets are read and written through the data path's watcher (`io`, the ingress's Poller: `wiregate.datapath
+.waits`), never through the event loop's own sock_recv/sock_sendall, so a service that resets while a read waits
+ends the connection under uvloop too."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
+from wiregate.datapath import waits
 from wiregate.ingress.http_forward import HttpForwarder
 
 if TYPE_CHECKING:
@@ -26,7 +31,7 @@ ALERT_HANDSHAKE_FAILURE = bytes([21, 3, 1, 0, 2, 2, 40])
 ALERT_UNRECOGNIZED_NAME = bytes([21, 3, 1, 0, 2, 2, 112])
 
 
-async def acme_decision(sock: socket.socket, ev: Accepted, rt: Runtime, book) -> bool:
+async def acme_decision(io: waits.IO, sock: socket.socket, ev: Accepted, rt: Runtime, book) -> bool:
     """The ACME part of a TLS connection's route decision; True when it handled the connection:
     - a ClientHello whose ALPN is exactly `acme-tls/1` for a name with a pending authorization gets the RFC 8737
       challenge certificate (whatever the route: passthrough routes too), then the connection ends;
@@ -36,7 +41,7 @@ async def acme_decision(sock: socket.socket, ev: Accepted, rt: Runtime, book) ->
     lst = rt.listener
     if ctx is not None:
         rt.refused["acme_tls_alpn01"] += 1  # counted with refusals: it reaches no service
-        ok = await _handshake(sock, ctx, ev, rt, quiet=True)
+        ok = await _handshake(io, sock, ctx, ev, rt, quiet=True)
         log.info("listener %s: client %s: ACME TLS-ALPN-01 validation for %r %s", lst.name,
                  f"{ev.client[0]}:{ev.client[1]}", ev.name, "answered" if ok else "failed in the handshake")
         return True
@@ -52,10 +57,9 @@ async def acme_decision(sock: socket.socket, ev: Accepted, rt: Runtime, book) ->
     return False
 
 
-async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt: Runtime, quiet: bool = False
-                     ) -> bool:
+async def _handshake(io: waits.IO, sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt: Runtime,
+                     quiet: bool = False) -> bool:
     """A whole server handshake on `sock` (the ClientHello already read is in ev.data), then close_notify."""
-    loop = asyncio.get_running_loop()
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(inc, out, server_side=True)
     inc.write(ev.data)
@@ -69,8 +73,8 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
                 except ssl.SSLWantReadError:
                     data = out.read()
                     if data:
-                        await loop.sock_sendall(sock, data)
-                    raw = await loop.sock_recv(sock, RECV)
+                        await waits.sendall(io, sock, data)
+                    raw = await waits.recv(io, sock, RECV)
                     if not raw:
                         raise ConnectionError("closed during the TLS handshake") from None
                     inc.write(raw)
@@ -81,7 +85,7 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
                 pass
             data = out.read()
             if data:
-                await loop.sock_sendall(sock, data)
+                await waits.sendall(io, sock, data)
     except (ssl.SSLError, OSError, TimeoutError) as exc:
         if done:  # the validator closed first: the handshake it came for is complete
             return True
@@ -91,10 +95,9 @@ async def _handshake(sock: socket.socket, ctx: ssl.SSLContext, ev: Accepted, rt:
     return True
 
 
-async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContext, ev: Accepted, prefix: bytes,
-                    rt: Runtime) -> None:
+async def terminate(io: waits.IO, sock: socket.socket, back: socket.socket, ctx: ssl.SSLContext, ev: Accepted,
+                    prefix: bytes, rt: Runtime) -> None:
     """Run one TLS-terminated connection to its end (both sockets are closed by the caller)."""
-    loop = asyncio.get_running_loop()
     lst = rt.listener
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(inc, out, server_side=True)
@@ -105,7 +108,7 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
         async with lock:  # records leave in the order the TLS object made them
             data = out.read()
             if data:
-                await loop.sock_sendall(sock, data)
+                await waits.sendall(io, sock, data)
 
     handshaken = False
     try:
@@ -116,7 +119,7 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
                     break
                 except ssl.SSLWantReadError:
                     await flush()
-                    data = await loop.sock_recv(sock, RECV)
+                    data = await waits.recv(io, sock, RECV)
                     if not data:
                         raise ConnectionError("closed during the TLS handshake") from None
                     inc.write(data)
@@ -136,7 +139,7 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
     fwd = HttpForwarder(ev.client, "https", ev.client_trusted, accepts=_same_sni_route(rt, ev.route),
                         max_head=lst.max_sniff_bytes, check_first=True) if ev.route.http_headers else None
     if prefix:
-        await loop.sock_sendall(back, prefix)
+        await waits.sendall(io, back, prefix)
 
     decided = asyncio.Event()  # set by down() when the backend answered the Upgrade request the forwarder holds
 
@@ -146,12 +149,12 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             log.warning("listener %s: client %s: refused request: %s: %s", lst.name, ev.client[0],
                         o.refuse[0], o.refuse[1])
             if o.to_backend:
-                await loop.sock_sendall(back, o.to_backend)
+                await waits.sendall(io, back, o.to_backend)
             tls.write(o.refuse[2])
             await flush()
             raise ConnectionAbortedError
         if o.to_backend:
-            await loop.sock_sendall(back, o.to_backend)
+            await waits.sendall(io, back, o.to_backend)
 
     async def up() -> None:
         while True:
@@ -164,7 +167,7 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             except ssl.SSLWantReadError:
                 await flush()  # post-handshake messages (tickets, key updates)
                 async with asyncio.timeout(lst.idle_timeout):
-                    raw = await loop.sock_recv(sock, RECV)
+                    raw = await waits.recv(io, sock, RECV)
                 if not raw:
                     inc.write_eof()
                 else:
@@ -178,12 +181,12 @@ async def terminate(sock: socket.socket, back: socket.socket, ctx: ssl.SSLContex
             if fwd is not None:
                 await forward(fwd.feed(data))
             else:
-                await loop.sock_sendall(back, data)
+                await waits.sendall(io, back, data)
 
     async def down() -> None:
         while True:
             async with asyncio.timeout(lst.idle_timeout):
-                data = await loop.sock_recv(back, RECV)
+                data = await waits.recv(io, back, RECV)
             if not data:
                 if fwd is not None and fwd.waiting:  # closed before answering the Upgrade: nothing will release
                     raise ConnectionAbortedError      # what the client half holds

@@ -14,6 +14,10 @@ back-off without trying (existing flows keep working), and the failure is logged
 A source address alone proves nothing on a LAN (rp_filter is off on many hosts): with `trusted_interface` set,
 a datagram from a trusted address is believed only when it arrived on that interface (IP_PKTINFO ifindex);
 one from a trusted address on any other interface is dropped as `wrong_interface`.
+
+Flow sockets are watched through the data path's Poller (`io`), not the event loop: a connected UDP socket reports
+EPOLLERR when its target answers with an ICMP error (a service restarting), and uvloop stops such a watcher for
+good, so the flow would never read a reply again (`tests/system/test_uvloop_resets.py`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import functools
 import logging
 import socket
 import struct
 from typing import TYPE_CHECKING
 
 from wiregate import hostport
+from wiregate.datapath.poller import Poller
 from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import Protocol, ProxyError, decode, detect, encode_v2
 
@@ -109,9 +115,10 @@ class Flow:
 class UdpRuntime:
     """The datagram side of one UDP listener."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rt: Runtime) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, rt: Runtime, io: Poller | None = None) -> None:
         self.rt = rt
         self.loop = loop
+        self.io: Poller | asyncio.AbstractEventLoop = loop if io is None else io  # where flow sockets are watched
         self.sock = rt.sock
         self.local = hostport.unmap(self.sock.getsockname())  # type: ignore[union-attr]
         self.flows: dict[tuple, Flow] = {}
@@ -273,7 +280,7 @@ class UdpRuntime:
         self.flows[key] = flow
         self.per_source[client[0]] += 1
         rt.accepted += 1
-        self.loop.add_reader(s.fileno(), self._reply, flow)
+        self.io.add_reader(s.fileno(), functools.partial(self._reply, flow))
         if log.isEnabledFor(logging.INFO):
             log.info("listener %s: udp client %s:%d%s -> route %s %s:%d", lst.name, client[0], client[1],
                      f" via {source[0]}" if client != source else "", route.name, *route.target)
@@ -297,7 +304,7 @@ class UdpRuntime:
 
     def _end(self, flow: Flow) -> None:
         if self.flows.pop(flow.key, None) is not None:
-            self.loop.remove_reader(flow.sock.fileno())
+            self.io.remove_reader(flow.sock.fileno())
             flow.sock.close()
             ip = flow.client[0]
             self.per_source[ip] -= 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from wiregate.relay.datapath import PipePool
-from wiregate.relay.poller import Poller
+from wiregate.datapath.halves import PipePool
+from wiregate.datapath.poller import Poller
 
 
 class RelayHost(Protocol):

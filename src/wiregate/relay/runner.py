@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from wiregate.datapath.loop import run as run_loop
 from wiregate.errors import WiregateError
 from wiregate.relay.config import RelayConfig, TCPService, load_config
 from wiregate.relay.server import Relay
@@ -50,16 +51,6 @@ def per_worker(config: RelayConfig, running: int | None = None) -> RelayConfig:
         else replace(s, max_flows=share(s.max_flows), max_per_source=share(s.max_per_source))
         for s in config.services)
     return replace(config, services=services)
-
-
-def _loop_factory():
-    if os.environ.get("WIREGATE_RELAY_LOOP") == "asyncio":  # for comparisons
-        return asyncio.new_event_loop
-    try:
-        import uvloop
-    except ImportError:  # uvloop is optional: the stock loop works, only slower per event
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
@@ -98,9 +89,8 @@ async def serve(path: Path, config: RelayConfig, reuse_port: bool) -> None:
 
 
 def run_worker(path: Path, config: RelayConfig, reuse_port: bool) -> int:
-    """One process, one event loop (uvloop when installed)."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(path, config, reuse_port))
+    """One process, one event loop (`wiregate.datapath.loop`: uvloop when installed)."""
+    run_loop(serve(path, config, reuse_port))
     return 0
 
 

@@ -9,11 +9,12 @@ import os
 import socket
 from typing import Union
 
+from wiregate.datapath.halves import CHUNK, HAVE_SPLICE, PipePool
+from wiregate.datapath.loop import loop_name
+from wiregate.datapath.poller import HAVE_EPOLL, Poller
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.limits import fit_warning, nofile, udp_flow_caps
 from wiregate.relay.config import RelayConfig, TCPService, UDPService, format_addr
-from wiregate.relay.datapath import CHUNK, HAVE_SPLICE, PipePool
-from wiregate.relay.poller import HAVE_EPOLL, Poller
 from wiregate.relay.tcp import TCPListener, TCPRuntime, bind_socket
 from wiregate.relay.udp import UDPListener, UDPRuntime
 
@@ -48,7 +49,8 @@ class Relay:
         self._sweeper: asyncio.TimerHandle | None = None
 
     def _make_io(self) -> "Poller | asyncio.AbstractEventLoop":
-        """Where connection sockets are watched: a private epoll set on Linux (see poller.py), else the loop."""
+        """Where connection sockets are watched: a private epoll set on Linux (wiregate.datapath.poller), else the
+        loop."""
         if HAVE_EPOLL and os.environ.get("WIREGATE_RELAY_POLLER", "epoll") != "loop":
             return Poller(self.loop)
         return self.loop
@@ -56,7 +58,7 @@ class Relay:
     @property
     def event_loop(self) -> str:
         """Which event loop runs this relay: "uvloop" or "asyncio" (the stock one)."""
-        return "uvloop" if type(self.loop).__module__.startswith("uvloop") else "asyncio"
+        return loop_name(self.loop)
 
     @property
     def use_splice(self) -> bool:
@@ -111,7 +113,7 @@ class Relay:
                 except OSError as exc:
                     raise ConfigError(f"services[{si}].backends[{bi}].host: {b.host!r} does not resolve "
                                       f"({exc.strerror or exc})") from None
-                addrs.append(infos[0][4])
+                addrs.append(infos[0][4])  # type: ignore[arg-type]  # (host, port[, flow, scope]) for TCP/UDP
             out[svc.name] = addrs
         return out
 

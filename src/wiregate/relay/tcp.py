@@ -2,8 +2,9 @@
 
 Everything here is callback driven (add_reader/add_writer/call_later) rather than one task per connection: a
 task, a transport and stream buffers would cost several KB per idle connection and a few microseconds per
-event. Decisions (which backend, is it up, may this client connect) are asked of the sans-I/O BackendPool and
-SourceLimits; this module only moves sockets and bytes.
+event. Decisions (which backend, is it up, which one next after a failed connect and when to give up, may this
+client connect) are asked of the sans-I/O BackendPool, `retry.next_attempt` and
+SourceLimits; this module only moves sockets and bytes (the byte moving itself is `wiregate.datapath`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import socket
 from typing import TYPE_CHECKING
 
 from wiregate import hostport
+from wiregate.datapath.halves import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
+from wiregate.datapath.poller import Poller
 from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import PP2_TYPE_UNIQUE_ID, TLV, Command, encode_v1, encode_v2
 from wiregate.relay.config import TCPService, format_addr
-from wiregate.relay.datapath import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
-from wiregate.relay.poller import Poller
-from wiregate.relay.pool import BackendPool, SourceLimits
+from wiregate.relay.pool import BackendPool, BackendState, SourceLimits
+from wiregate.relay.retry import next_attempt
 
 if TYPE_CHECKING:
     from wiregate.relay.host import RelayHost
@@ -152,7 +154,7 @@ class TCPRuntime:
         self.retired = False
         self._health_task: asyncio.Task | None = None
         self._check_tasks: set[asyncio.Task] = set()
-        self.pool: BackendPool | None = None
+        self.pool: BackendPool = None  # type: ignore[assignment]  # set by update() just below
         self.update(config, addrs)
 
     def update(self, config: TCPService, addrs: list[tuple]) -> None:
@@ -270,7 +272,7 @@ class TCPRuntime:
         if version == "v1":
             return encode_v1(client, local), ""
         uid = ""
-        tlvs = ()
+        tlvs: tuple[TLV, ...] = ()
         if self._tlv_unique:
             uid = os.urandom(16).hex()
             tlvs = (TLV(PP2_TYPE_UNIQUE_ID, uid.encode()),)
@@ -303,7 +305,7 @@ class TCPConnection:
         self.listener = listener
         self.backend = -1
         self.pool: BackendPool | None = None  # the pool that chose `backend` (a reload may replace svc.pool)
-        self.bstate = None  # that backend's state, released into when the connection ends
+        self.bstate: BackendState | None = None  # that backend's state, released into when the connection ends
         self.tried: list[int] = []
         self.timer: asyncio.TimerHandle | None = None
         self.halves: tuple[Half, Half] | None = None
@@ -318,14 +320,9 @@ class TCPConnection:
         svc = self.svc
         loop = svc.loop
         cfg = svc.config
-        if len(self.tried) > cfg.retries:
-            return self._give_up("no backend answered")
-        i = svc.pool.pick(self.client[0], loop.time(), self.tried)
-        if i is None:
-            if self.tried and len(self.tried) <= cfg.retries:  # every backend tried once: try them again
-                i = svc.pool.pick(self.client[0], loop.time())
-            if i is None:
-                return self._give_up("no backend is up")
+        i = next_attempt(svc.pool, self.client[0], loop.time(), self.tried, cfg.retries)  # the policy: retry.py
+        if isinstance(i, str):
+            return self._give_up(i)
         self.backend = i
         self.pool = svc.pool
         self.tried.append(i)
@@ -401,8 +398,8 @@ class TCPConnection:
         csock = self.csock
         assert bsock is not None and self.pool is not None
         self.pool.connect_ok(self.backend, svc.loop.time())
-        self.bstate = self.pool.states[self.backend]
-        label = self.bstate.backend.label
+        st = self.bstate = self.pool.states[self.backend]
+        label = st.backend.label
         try:
             local = self.listener.local or plain_addr(csock.getsockname())
             header, uid = svc.header_for(self.client, local)
@@ -468,18 +465,19 @@ class TCPConnection:
             self.timer.cancel()
             self.timer = None
         svc = self.svc
-        connecting = self.halves is None
-        if not connecting:
+        halves = self.halves
+        connecting = halves is None
+        if halves is not None:
             io = svc.relay.io
             if isinstance(io, Poller) and self.bsock is not None:
                 # both sockets are closed just below, which takes them out of the epoll set: no epoll_ctl needed
                 io.forget(self.csock.fileno())
                 io.forget(self.bsock.fileno())
-                self.halves[0].stop(False)
-                self.halves[1].stop(False)
+                halves[0].stop(False)
+                halves[1].stop(False)
             else:
-                self.halves[0].stop()
-                self.halves[1].stop()
+                halves[0].stop()
+                halves[1].stop()
             # each half points back at this connection: drop the cycle so reference counting frees all three now,
             # instead of leaving them (and both socket objects) for the cyclic GC to find and free in bulk
             self.halves = None

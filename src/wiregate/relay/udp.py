@@ -175,7 +175,7 @@ class UDPRuntime:
         self.retired = False
         self._timer: asyncio.TimerHandle | None = None
         self._refused_logged = 0.0
-        self.pool: BackendPool | None = None
+        self.pool: BackendPool = None  # type: ignore[assignment]  # set by update() just below
         self.update(config, addrs)
 
     def update(self, config: UDPService, addrs: list[tuple]) -> None:

@@ -1,7 +1,8 @@
 """Moving bytes between two connected TCP sockets: zero-copy splice(2) on Linux, a bounded buffered copy elsewhere.
 
-Each direction of a connection is a `Half` driven by the event loop's add_reader/add_writer (no task, no
-transport, no per-connection buffer while idle: an idle connection costs two reader registrations).
+Each direction of a connection is a `Half` driven by add_reader/add_writer of a `Poller` (`wiregate.datapath.poller`;
+the event loop itself where there is no epoll): no task, no transport, no per-connection buffer while idle (an idle
+connection costs two reader registrations).
 
 Back-pressure: a half reads only while nothing is waiting for its destination. When the destination socket
 is full the half stops reading its source and waits for the destination to drain, so at most one pipe
@@ -11,8 +12,8 @@ Half-close: EOF on the source is passed on as shutdown(SHUT_WR) of the destinati
 was delivered; the other direction keeps flowing. Resets: a reset (or a write error) on one side is passed on
 as a reset (SO_LINGER 0 then close) of the other side.
 
-The home ingress (`wiregate.ingress.pump`) uses `SpliceHalf` and `PipePool` from here too, with its own `Owner`;
-a change here changes both.
+Used by both sides: the gateway relay (`wiregate.relay.tcp`, its `Owner` passes resets on) and the home ingress
+(`wiregate.ingress.pump`, its own `Owner` and a copying half with a transform); a change here changes both.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ import fcntl
 import os
 import socket
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Union
 
 if TYPE_CHECKING:
     import asyncio
+
+    from wiregate.datapath.poller import Poller
+
+    IO = Union[Poller, asyncio.AbstractEventLoop]  # where a half watches its sockets (same four methods)
 
 HAVE_SPLICE = hasattr(os, "splice") and hasattr(os, "pipe2")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # linux/fcntl.h: F_LINUX_SPECIFIC_BASE + 7
@@ -117,7 +122,7 @@ class Half:
 
     __slots__ = ("owner", "loop", "src", "dst", "sfd", "dfd", "reading", "writing", "eof", "done")
 
-    def __init__(self, owner: Owner, loop: "asyncio.AbstractEventLoop", src: socket.socket,
+    def __init__(self, owner: Owner, loop: IO, src: socket.socket,
                  dst: socket.socket) -> None:
         self.owner = owner
         self.loop = loop
@@ -186,7 +191,7 @@ class SpliceHalf(Half):
 
     __slots__ = ("pool", "pipe", "pending")
 
-    def __init__(self, owner: Owner, loop: "asyncio.AbstractEventLoop", src: socket.socket,
+    def __init__(self, owner: Owner, loop: IO, src: socket.socket,
                  dst: socket.socket, pool: PipePool) -> None:
         super().__init__(owner, loop, src, dst)
         self.pool = pool
@@ -286,7 +291,7 @@ class BufferedHalf(Half):
 
     __slots__ = ("scratch", "rest")
 
-    def __init__(self, owner: Owner, loop: "asyncio.AbstractEventLoop", src: socket.socket,
+    def __init__(self, owner: Owner, loop: IO, src: socket.socket,
                  dst: socket.socket, scratch: memoryview) -> None:
         super().__init__(owner, loop, src, dst)
         self.scratch = scratch

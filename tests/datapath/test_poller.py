@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from wiregate.relay.poller import HAVE_EPOLL, Poller
+from wiregate.datapath.poller import HAVE_EPOLL, Poller
 
 pytestmark = [pytest.mark.skipif(not HAVE_EPOLL, reason="needs epoll (Linux)"), pytest.mark.timeout(10)]
 

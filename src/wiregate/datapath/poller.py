@@ -126,7 +126,7 @@ class Poller:
                         if cb is not None:
                             cb()
                 except Exception as exc:  # one connection's bug must not stop the others
-                    self.loop.call_exception_handler({"message": "relay: error in a socket callback",
+                    self.loop.call_exception_handler({"message": "data path: error in a socket callback",
                                                       "exception": exc})
         finally:
             self._dispatching = False
