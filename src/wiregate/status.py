@@ -8,8 +8,8 @@ and the metrics export.
 Every value is a frozen slotted dataclass; `to_json`/`from_json` map them to the JSON shape the control socket has
 always sent (the field names are the JSON keys). Reading is tolerant where a newer client meets an older node: a
 missing key takes the field's default and an unknown key is ignored; a value of the wrong type is a StatusError
-naming its path. A few keys are left out when empty, as before: a field whose metadata says `omit` is not written
-when it is None or (), and the node's `tunnel` is `{}` when there is none.
+naming its path. A few keys are left out, as before: a field with OMIT is not written when None, one with OMIT_EMPTY
+when (), and the node's `tunnel` is `{}` when there is none.
 
 This module is low: it imports nothing of the runner, the control socket, the metrics or the CLI.
 """
@@ -25,7 +25,9 @@ from wiregate.errors import WiregateError, show
 
 T = TypeVar("T")
 
-OMIT: dict[str, Any] = {"omit": True}  # not written when None or (): the key was absent in that case before
+# the key was absent in that case before: OMIT, not written when None; OMIT_EMPTY, not written when ()
+OMIT: dict[str, Any] = {"omit": None}
+OMIT_EMPTY: dict[str, Any] = {"omit": ()}
 EMPTY_IS_NONE: dict[str, Any] = {"empty_is_none": True}  # None is written as {} and {} read as None
 
 
@@ -53,7 +55,7 @@ class TunnelStatus:
     mode: str  # builtin, kernel, external
     interface: str
     address: str = ""
-    listen_port: int | None = None
+    listen_port: int | None = field(default=None, metadata=OMIT)  # absent when `wg show` failed
     peers: tuple[PeerStatus, ...] = ()
     error: str | None = field(default=None, metadata=OMIT)
 
@@ -88,7 +90,7 @@ class GatewayStatus:
     tunnel: TunnelStatus
     reachable: bool = False  # the last probe answer within three probe intervals (at least 3 s)
     probe: ProbeStatus | None = field(default=None, metadata=OMIT)
-    warnings: tuple[str, ...] = field(default=(), metadata=OMIT)
+    warnings: tuple[str, ...] = field(default=(), metadata=OMIT_EMPTY)
 
 
 # -- gateway: the relay ------------------------------------------------------------------------------------------
@@ -222,8 +224,8 @@ class NodeStatus:
     certificate_failures: dict[str, int] | None = field(default=None, metadata=OMIT)  # reason -> count
     gateway_endpoint: GatewayEndpoint | None = field(default=None, metadata=OMIT)
     probe: ProbeStatus | None = field(default=None, metadata=OMIT)
-    warnings: tuple[str, ...] = field(default=(), metadata=OMIT)
-    gateways: tuple[GatewayStatus, ...] = field(default=(), metadata=OMIT)
+    warnings: tuple[str, ...] = field(default=(), metadata=OMIT_EMPTY)
+    gateways: tuple[GatewayStatus, ...] = field(default=(), metadata=OMIT_EMPTY)
 
     @property
     def tunnels(self) -> tuple[TunnelStatus, ...]:
@@ -240,7 +242,7 @@ def to_json(value: Any) -> Any:
         out: dict[str, Any] = {}
         for f in fields(value):
             v = getattr(value, f.name)
-            if f.metadata.get("omit") and (v is None or v == ()):
+            if "omit" in f.metadata and v == f.metadata["omit"]:
                 continue
             if f.metadata.get("empty_is_none") and v is None:
                 out[f.name] = {}
@@ -254,11 +256,13 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def from_json(cls: type[T], data: Any, where: str = "status") -> T:
-    """`cls` read back from what to_json made of it (after a trip through JSON); StatusError names a bad value."""
+def from_json(cls: type[T], data: Any, where: str = "status", *, strict: bool = False) -> T:
+    """`cls` read back from what to_json made of it (after a trip through JSON); StatusError names a bad value.
+    `strict`: an unknown key is an error too (tests check with it that the typed status drops nothing a part
+    reports)."""
     if not is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a status dataclass")
-    return typing.cast(T, _decode(cls, data, where))
+    return typing.cast(T, _decode(cls, data, where, strict))
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -276,13 +280,13 @@ def _bad(where: str, value: Any, why: str) -> StatusError:
     return StatusError(f"{where}: {text if len(text) <= 60 else text[:57] + '...'}: {why}")
 
 
-def _decode(tp: Any, value: Any, where: str) -> Any:
+def _decode(tp: Any, value: Any, where: str, strict: bool) -> Any:
     origin = typing.get_origin(tp)
     if origin is types.UnionType or origin is typing.Union:  # X | None
         if value is None:
             return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _decode(inner, value, where)
+        return _decode(inner, value, where, strict)
     if isinstance(tp, type) and is_dataclass(tp):
         if not isinstance(value, dict):
             raise _bad(where, value, "expected an object")
@@ -293,20 +297,23 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
                 v = value[f.name]
                 if f.metadata.get("empty_is_none") and v == {}:
                     v = None
-                kwargs[f.name] = _decode(hints[f.name], v, f"{where}.{f.name}")
+                kwargs[f.name] = _decode(hints[f.name], v, f"{where}.{f.name}", strict)
             elif f.default is MISSING and f.default_factory is MISSING:
                 raise _bad(where, value, f"{f.name!r} is missing")
+        if strict and len(kwargs) < len(value):
+            unknown = sorted(set(value) - set(kwargs))
+            raise _bad(f"{where}.{unknown[0]}", value[unknown[0]], f"unknown key (not in {tp.__name__})")
         return tp(**kwargs)
     if origin is tuple:
         if not isinstance(value, list):
             raise _bad(where, value, "expected a list")
         (item,) = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return tuple(_decode(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_decode(item, v, f"{where}[{i}]", strict) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise _bad(where, value, "expected an object")
         _key, item = typing.get_args(tp)
-        return {k: _decode(item, v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _decode(item, v, f"{where}.{k}", strict) for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _bad(where, value, "expected a number")
