@@ -287,7 +287,7 @@ def _path(loc: Loc) -> str:
     keys: list[str] = []
     while isinstance(loc, tuple):
         loc, key = loc
-        keys.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+        keys.append("[%d]" % key if isinstance(key, int) else f".{key}")  # a list index, or an object key
     return loc + "".join(reversed(keys))
 
 
