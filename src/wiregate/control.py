@@ -4,8 +4,9 @@
     reply = request(path, {"cmd": "status"})             # from `wiregate status` (blocking client)
 
 Reads are bounded in size (MAX_REQUEST bytes) and time (REQUEST_TIMEOUT); the number of clients at once is capped.
-Requests: {"cmd": "status"} -> the node's status; {"cmd": "reload"} -> re-read the file (as SIGHUP does);
-{"cmd": "ping"} -> {"ok": true, "pid": N}. Errors come back as {"ok": false, "error": "..."}.
+Requests: {"cmd": "status"} -> the node's status (a wiregate.status.NodeStatus, written by status.to_json and read
+back by `node_status`); {"cmd": "reload"} -> re-read the file (as SIGHUP does); {"cmd": "ping"} ->
+{"ok": true, "pid": N}. Errors come back as {"ok": false, "error": "..."}.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wiregate.errors import WiregateError
+from wiregate.status import NodeStatus, from_json, to_json
 
 log = logging.getLogger("wiregate.control")
 
@@ -28,6 +30,7 @@ MAX_RESPONSE = 16 * 1024 * 1024
 REQUEST_TIMEOUT = 5.0
 MAX_CLIENTS = 8
 
+# a reply's values may be typed status values (wiregate.status): they are written with status.to_json
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -83,7 +86,8 @@ class ControlServer:
                                                               f"than {REQUEST_TIMEOUT}s"}
             else:
                 reply = await self._answer(line)
-            writer.write(json.dumps(reply, default=str).encode() + b"\n")
+            # a typed status (wiregate.status) in the reply goes out in its JSON shape
+            writer.write(json.dumps(to_json(reply), default=str).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
         except (TimeoutError, ConnectionError):
             pass
@@ -142,6 +146,18 @@ def request(path: Path, req: dict[str, Any], timeout: float = 10.0) -> dict[str,
     if not isinstance(reply, dict):
         raise WiregateError(f"control socket {path}: reply is not a JSON object")
     return reply
+
+
+def node_status(path: Path, timeout: float = 10.0) -> tuple[NodeStatus, dict[str, Any]]:
+    """The status of the node answering on `path`, typed and as it came (`wiregate status --json` prints that);
+    WiregateError when it cannot tell (nobody answers, an error, a reply without the status shape)."""
+    reply = request(path, {"cmd": "status"}, timeout=timeout)
+    if not reply.get("ok"):
+        raise WiregateError(f"status: {reply.get('error', 'failed')}")
+    raw = reply.get("status")
+    if not isinstance(raw, dict):
+        raise WiregateError(f"control socket {path}: the status reply has no status object")
+    return from_json(NodeStatus, raw), raw
 
 
 def answers(path: Path, timeout: float = 2.0) -> int | None:

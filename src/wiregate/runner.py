@@ -22,56 +22,49 @@ import os
 import signal
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from wiregate import hostport, sdnotify
 from wiregate.config import model
 from wiregate.config.model import Config, GatewayConfig, HomeConfig
 from wiregate.errors import ConfigError, WiregateError
+from wiregate.probe_policy import HandshakeWatch, ProbePolicy, resolve_delay
+from wiregate.status import (
+    AcmeDnsStatus,
+    CertificateStatus,
+    GatewayEndpoint,
+    GatewayStatus,
+    ListenerStatus,
+    NodeStatus,
+    ProbeStatus,
+    RelayStatus,
+    ReloadCounts,
+    TunnelStatus,
+    from_json,
+)
 from wiregate.tunnel import PeerSpec, Tunnel, TunnelSpec, describe_endpoint, make_tunnel
 from wiregate.wireguard.keys import decode_key
 
+if TYPE_CHECKING:
+    from wiregate.acme.book import Book
+    from wiregate.acme.manager import AcmeManager
+    from wiregate.control import ControlServer
+    from wiregate.dnsserver.server import AcmeDnsService, AcmeDnsSpec
+    from wiregate.ingress import Ingress, IngressConfig
+    from wiregate.metrics import MetricsServer
+    from wiregate.relay import Relay, RelayConfig
+
 log = logging.getLogger("wiregate.run")
+C = TypeVar("C")
+R = TypeVar("R")
 
 PROBE_PORT = 51819  # UDP, on the gateway's tunnel address only
 PROBE_MAGIC = b"wgprobe1"
 PROBE_LEN = len(PROBE_MAGIC) + 8
-PROBE_SILENCE = 3.0  # seconds without a probe answer before the home restarts the handshake
-RESTART_EVERY = 10.0  # seconds between such restarts while the gateway stays away
 SITES_SAVE_EVERY = 2.0  # seconds between saves of the sites' last endpoints (gateway)
 MAX_SITES_FILE = 1 << 20
-# seconds without any handshake with the gateway before the home says so: WireGuard tries at once and again every
-# REKEY_TIMEOUT (5 s), so by then three attempts have gone unanswered (a wrong port, a firewall, a wrong key)
-HANDSHAKE_WARN_AFTER = 12.0
-
-
-class HandshakeWatch:
-    """Home side, pure: has the tunnel to the gateway ever handshaken? `update(now, handshaken)` returns "warn" once
-    when it has not for HANDSHAKE_WARN_AFTER seconds since `started`, then "ok" once when a handshake comes, else
-    None. A wrong gateway_endpoint is otherwise silent: the home is "ready" and WireGuard retries without a word."""
-
-    def __init__(self, started: float, warn_after: float = HANDSHAKE_WARN_AFTER) -> None:
-        self.started = started
-        self.warn_after = warn_after
-        self.warned = False
-        self.done = False  # a handshake was seen: nothing more to watch
-
-    def update(self, now: float, handshaken: bool) -> str | None:
-        if self.done:
-            return None
-        if handshaken:
-            self.done = True
-            return "ok" if self.warned else None
-        if not self.warned and now - self.started >= self.warn_after:
-            self.warned = True
-            return "warn"
-        return None
-
-    @property
-    def waiting(self) -> bool:
-        """True while the warning stands (no handshake yet, and the time is up)."""
-        return self.warned and not self.done
 
 
 # -- pure builders ----------------------------------------------------------------------------------------------
@@ -221,11 +214,11 @@ class ProbeResponder(asyncio.DatagramProtocol):
         self.network = network
         self.transport: asyncio.DatagramTransport | None = None
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        if len(data) == PROBE_LEN and data.startswith(PROBE_MAGIC) and \
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.transport is not None and len(data) == PROBE_LEN and data.startswith(PROBE_MAGIC) and \
                 ipaddress.ip_address(addr[0].split("%")[0]) in self.network:
             self.transport.sendto(data, addr)
 
@@ -233,39 +226,40 @@ class ProbeResponder(asyncio.DatagramProtocol):
 class Prober(asyncio.DatagramProtocol):
     """Home side: a probe to the gateway every interval. It is tunnel data, so when the gateway has restarted and
     no longer knows our session, WireGuard's rule (data sent, nothing back for 15 s -> new handshake) repairs the
-    tunnel without waiting for the 2-minute rekey; the echoes measure the round trip for status."""
+    tunnel without waiting for the 2-minute rekey; the echoes measure the round trip for status. The adapter of
+    `policy` (probe_policy.ProbePolicy): it reads `clock` and feeds the policy what it sends and hears."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.sent = 0
-        self.replies = 0
-        self.last_reply: float | None = None
-        self.rtt: float | None = None
+        self.clock = clock
+        self.policy = ProbePolicy()
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def send(self) -> None:
         if self.transport is not None:
-            self.transport.sendto(PROBE_MAGIC + struct.pack("!d", time.monotonic()))
-            self.sent += 1
+            self.transport.sendto(PROBE_MAGIC + struct.pack("!d", self.clock()))
+            self.policy.probe_sent()
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if len(data) == PROBE_LEN and data.startswith(PROBE_MAGIC):
             (t0,) = struct.unpack("!d", data[len(PROBE_MAGIC):])
-            now = time.monotonic()
-            if 0 <= now - t0 < 60:
-                self.rtt = now - t0
-                self.last_reply = now
-                self.replies += 1
+            self.policy.answered(t0, self.clock())
 
-    def error_received(self, exc) -> None:  # e.g. no route while the tunnel is down: keep probing
+    def error_received(self, exc: Exception) -> None:  # e.g. no route while the tunnel is down: keep probing
         pass
 
-    def status(self) -> dict[str, Any]:
-        return {"sent": self.sent, "replies": self.replies,
-                "last_reply_ago": None if self.last_reply is None else round(time.monotonic() - self.last_reply, 1),
-                "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 2)}
+    def status(self) -> ProbeStatus:
+        p, now = self.policy, self.clock()
+        return ProbeStatus(sent=p.sent, replies=p.replies,
+                           last_reply_ago=None if p.last_reply is None else round(now - p.last_reply, 1),
+                           rtt_ms=None if p.rtt is None else round(p.rtt * 1000, 2), handshake_restarts=p.restarts)
+
+
+def tunnel_status(tunnel: Tunnel) -> TunnelStatus:
+    """A tunnel's state as last read, typed."""
+    return from_json(TunnelStatus, tunnel.status(), "tunnel")
 
 
 # -- the node ---------------------------------------------------------------------------------------------------
@@ -273,20 +267,19 @@ class GatewayRun:
     """Home side: one gateway's running parts (its own tunnel interface, prober, handshake watch, resolved
     endpoint). A home with several gateways runs one each; they share nothing but the ingress."""
 
-    def __init__(self, link: model.GatewayLink, tunnel: Tunnel) -> None:
+    def __init__(self, link: model.GatewayLink, tunnel: Tunnel, endpoint: tuple[str, int] | None) -> None:
         self.link = link
         self.tunnel = tunnel  # made, started by Node._start_gateway_tunnel
-        self.endpoint: tuple[str, int] | None = None
-        self.prober: Prober | None = None
+        self.endpoint = endpoint
+        self.prober = Prober()  # its socket opens in Node._start_gateway_tasks
         self.watch = HandshakeWatch(time.monotonic())
-        self.restarts = 0
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
     def stop_tasks(self) -> None:
         for t in self.tasks:
             t.cancel()
         self.tasks.clear()
-        if self.prober is not None and self.prober.transport is not None:
+        if self.prober.transport is not None:
             self.prober.transport.close()
 
     @property
@@ -303,25 +296,21 @@ class GatewayRun:
                 f"{g.gateway_endpoint[1]} is open to the VPS, and that the gateway's file has this site's public key "
                 "(site add, then reload the gateway)")
 
-    def reachable(self, probe_interval: float) -> bool:
-        """True while the gateway answers probes (the last answer within three probe intervals, at least 3 s)."""
-        p = self.prober
-        return bool(p and p.last_reply is not None and
-                    time.monotonic() - p.last_reply <= max(3 * probe_interval, PROBE_SILENCE))
-
-    def status(self, probe_interval: float) -> dict[str, Any]:
+    def status(self, probe_interval: float) -> GatewayStatus:
         g = self.link
-        st: dict[str, Any] = {
-            "name": g.name, "interface": g.interface, "address": g.address, "gateway_address": g.gateway_address,
-            "gateway_endpoint": {"configured": hostport.format(g.gateway_endpoint),
-                                 "resolved": describe_endpoint(self.endpoint)},
-            "tunnel": self.tunnel.status(),
-            "reachable": self.reachable(probe_interval)}
-        if self.prober is not None:
-            st["probe"] = dict(self.prober.status(), handshake_restarts=self.restarts)
-        if self.watch.waiting:
-            st["warnings"] = [f"tunnel: {self.no_handshake_text()}"]
-        return st
+        probing = self.prober.transport is not None
+        return GatewayStatus(
+            name=g.name, interface=g.interface, address=g.address, gateway_address=g.gateway_address,
+            gateway_endpoint=GatewayEndpoint(configured=hostport.format(g.gateway_endpoint),
+                                             resolved=describe_endpoint(self.endpoint)),
+            tunnel=tunnel_status(self.tunnel),
+            reachable=self.prober.policy.reachable(self.prober.clock(), probe_interval),
+            probe=self.prober.status() if probing else None,
+            warnings=(f"tunnel: {self.no_handshake_text()}",) if self.watch.waiting else ())
+
+
+# a reload's plan for one gateway of the new file: its link, running parts (None: added), endpoint, tunnel spec
+GatewayPlan = tuple[model.GatewayLink, GatewayRun | None, tuple[str, int] | None, TunnelSpec]
 
 
 class Node:
@@ -330,23 +319,20 @@ class Node:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.cfg: Config = model.load(self.path)
-        self.tunnel: Tunnel | None = None
-        self.relay = None
-        self.acme_dns = None
-        self.ingress = None
-        self.acme = None  # wiregate.acme.manager.AcmeManager (home with ACME routes)
-        self.acme_book = None  # wiregate.acme.book.Book: what the ingress asks about challenges and certificates
-        self.control = None
-        self.metrics = None
-        self.prober: Prober | None = None
-        self.responder_transport = None
+        self.tunnel: Tunnel | None = None  # a home's: its first gateway's (see _sync_first)
+        self.relay: Relay | None = None
+        self.acme_dns: AcmeDnsService | None = None
+        self.ingress: Ingress | None = None
+        self.acme: AcmeManager | None = None  # home with ACME routes
+        self.acme_book: Book | None = None  # what the ingress asks about challenges and certificates
+        self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.responder_transport: asyncio.DatagramTransport | None = None
         self.endpoint: tuple[str, int] | None = None
         self.started_at = time.time()
         self.reloads = {"ok": 0, "refused": 0}
-        self.handshake_restarts = 0
         self.saved_sites: dict[str, str] = {}
-        self.handshake_watch = HandshakeWatch(time.monotonic())
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.gateways: dict[str, GatewayRun] = {}  # home: by interface, in the file's order
         self.failed = asyncio.Event()  # a tunnel device stopped working under us
@@ -365,35 +351,34 @@ class Node:
         if isinstance(cfg, HomeConfig):
             for g in cfg.links:
                 endpoint = await self._resolve_first(g)
-                gr = GatewayRun(g, make_tunnel(tunnel_spec(cfg, endpoint, link=g)))
-                gr.endpoint = endpoint
+                gr = GatewayRun(g, make_tunnel(tunnel_spec(cfg, endpoint, link=g)), endpoint)
                 self.gateways[g.interface] = gr
                 await self._start_gateway_tunnel(cfg, gr)
             self._sync_first()
         else:
             known = load_site_endpoints(sites_file(cfg))
-            self.tunnel = make_tunnel(tunnel_spec(cfg, None, known))
-            await self.tunnel.start()
-            self._watch_failed(self.tunnel, cfg.tunnel.interface)
+            tunnel = self.tunnel = make_tunnel(tunnel_spec(cfg, None, known))
+            await tunnel.start()
+            self._watch_failed(tunnel, cfg.tunnel.interface)
             log.info("%s %s: tunnel %s up (%s mode, %s)", cfg.role, cfg.name, cfg.tunnel.interface,
-                     self.tunnel.mode, cfg.tunnel.address)
-        if isinstance(cfg, GatewayConfig):
+                     tunnel.mode, cfg.tunnel.address)
             from wiregate.relay import Relay
 
-            self.relay = Relay(relay_config(cfg))
-            await self.relay.start()
+            relay = self.relay = Relay(relay_config(cfg))
+            await relay.start()
             net = ipaddress.ip_interface(cfg.tunnel.address).network
-            self.responder_transport, _ = await loop.create_datagram_endpoint(
+            responder, _ = await loop.create_datagram_endpoint(
                 lambda: ProbeResponder(net), local_addr=(cfg.tunnel.ip, PROBE_PORT))
-            self._knock(known)
-            self.tasks.append(loop.create_task(self._save_sites_loop()))
+            self.responder_transport = responder
+            self._knock(cfg, responder, known)
+            self.tasks.append(loop.create_task(self._save_sites_loop(tunnel)))
             spec = acme_dns_spec(cfg)
             if spec is not None:
                 from wiregate.dnsserver.server import AcmeDnsService
 
-                self.acme_dns = AcmeDnsService(spec)
-                await self.acme_dns.start()
-        else:
+                acme_dns = self.acme_dns = AcmeDnsService(spec)
+                await acme_dns.start()
+        if isinstance(cfg, HomeConfig):
             await self._start_acme(cfg)
             if cfg.listeners:  # a home just after `join` has none yet: the tunnel alone runs
                 await self._start_ingress(cfg)
@@ -406,8 +391,8 @@ class Node:
         if cfg.metrics_listen:
             from wiregate.metrics import MetricsServer
 
-            self.metrics = MetricsServer(self.status, self.refresh)
-            await self.metrics.start(*cfg.metrics_listen)
+            metrics = self.metrics = MetricsServer(self.status, self.refresh)
+            await metrics.start(*cfg.metrics_listen)
         sdnotify.notify("READY=1", f"STATUS={self._summary()}", f"MAINPID={os.getpid()}")
         log.info("%s %s: ready (%s); control %s%s", cfg.role, cfg.name, self._summary(), cfg.control_socket,
                  f", metrics http://{cfg.metrics_listen[0]}:{cfg.metrics_listen[1]}/metrics"
@@ -417,7 +402,7 @@ class Node:
         """Drain (relay/ingress stop accepting; open connections get drain_timeout), then take the tunnel down."""
         sdnotify.notify("STOPPING=1")
         if isinstance(self.cfg, GatewayConfig) and self.tunnel is not None and self.control is not None:
-            self._save_sites()
+            self._save_sites(self.cfg, self.tunnel)
         for t in self.tasks:
             t.cancel()
         for gr in self.gateways.values():
@@ -458,15 +443,19 @@ class Node:
                 problems = model.check_files(new)
                 if problems:
                     raise ConfigError(problems[0])
+                plan: list[GatewayPlan] = []
                 if isinstance(new, HomeConfig):
                     plan = await self._plan_gateways(new)
                 else:
                     spec = tunnel_spec(new)
-                    self.tunnel._check_same(spec)
+                    self._tunnel()._check_same(spec)
+                relay_cfg: RelayConfig | None = None
+                ingress_cfg: IngressConfig | None = None
+                dns_spec: AcmeDnsSpec | None = None
                 if isinstance(new, GatewayConfig):
-                    part_cfg = self._build(relay_config, new)
+                    relay_cfg = self._build(relay_config, new)
                     dns_spec = acme_dns_spec(new)
-                    old_spec = acme_dns_spec(self.cfg)
+                    old_spec = acme_dns_spec(self.cfg) if isinstance(self.cfg, GatewayConfig) else None
                     if (dns_spec is None) != (old_spec is None) or (dns_spec and old_spec and (
                             dns_spec.zone, dns_spec.nameserver, dns_spec.listen, dns_spec.publish_port,
                             dns_spec.record_ttl, dns_spec.max_names_per_site) != (
@@ -475,23 +464,24 @@ class Node:
                         log.warning("reload: [acme_dns] changes other than the sites' acme_names need a restart; "
                                     "kept the running DNS service")
                 else:
-                    part_cfg = self._build(ingress_config, new) if new.listeners or self.ingress else None
+                    ingress_cfg = self._build(ingress_config, new) if new.listeners or self.ingress else None
                 started: list[GatewayRun] = []
                 if isinstance(new, HomeConfig):
                     started = await self._apply_gateway_tunnels(new, plan)
                 else:
-                    await self.tunnel.update(spec)
-                part = self.relay if isinstance(new, GatewayConfig) else self.ingress
+                    await self._tunnel().update(spec)
                 try:
                     # a new ACME manager first (a failure changes nothing), swapped in after the ingress took its
                     # config; False: the [acme] table and the ACME routes did not change
                     acme_next = await self._prepare_acme(new) if isinstance(new, HomeConfig) else False
                     try:
-                        if part is None and isinstance(new, HomeConfig):
+                        if isinstance(new, HomeConfig) and self.ingress is None:
                             if new.listeners:
                                 await self._start_ingress(new)
-                        elif part is not None:
-                            await part.reload(part_cfg)
+                        elif self.ingress is not None and ingress_cfg is not None:
+                            await self.ingress.reload(ingress_cfg)
+                        elif self.relay is not None and relay_cfg is not None:
+                            await self.relay.reload(relay_cfg)
                     except BaseException:
                         if acme_next:
                             await acme_next.close()
@@ -524,7 +514,7 @@ class Node:
             return True
 
     @staticmethod
-    def _build(fn, cfg):
+    def _build(fn: Callable[[C], R], cfg: C) -> R:
         try:
             return fn(cfg)
         except Exception as exc:  # noqa: BLE001 - the part's own validation
@@ -534,21 +524,20 @@ class Node:
         """The ACME manager when routes ask for certificates: stored ones go live before the ingress starts."""
         self.acme = await self._new_acme(cfg)
 
-    async def _new_acme(self, cfg: HomeConfig):
+    async def _new_acme(self, cfg: HomeConfig) -> AcmeManager | None:
         from wiregate.acme.book import Book
         from wiregate.acme.manager import AcmeManager, specs_from_config
 
-        if self.acme_book is None:
-            self.acme_book = Book()
+        book = self.acme_book = self.acme_book or Book()
         if cfg.acme is None or not cfg.acme_routes():
             return None
-        mgr = AcmeManager(cfg.acme, specs_from_config(cfg), self.acme_book,
+        mgr = AcmeManager(cfg.acme, specs_from_config(cfg), book,
                           gateway_address=cfg.tunnel.gateway_address,
                           config_dir=cfg.path.resolve().parent if cfg.path else None)
         await mgr.start()  # AcmeError (a readable key file...) before anything changed
         return mgr
 
-    async def _prepare_acme(self, new: HomeConfig):
+    async def _prepare_acme(self, new: HomeConfig) -> AcmeManager | None | Literal[False]:
         """For a reload: False when [acme] and the ACME routes are unchanged, else the started new manager (None:
         no ACME any more). Stored certificates are reused, so a restart of the manager orders nothing new."""
         from wiregate.acme.manager import specs_from_config
@@ -567,41 +556,53 @@ class Node:
         self.ingress = ingress
 
     # -- gateway helpers -----------------------------------------------------------------------------------
-    def _knock(self, known: dict[str, tuple[str, int]]) -> None:
+    @staticmethod
+    def _knock(cfg: GatewayConfig, transport: asyncio.DatagramTransport, known: dict[str, tuple[str, int]]) -> None:
         """After a restart: one datagram into the tunnel for each site with a saved endpoint. Having no session,
         WireGuard starts a handshake to that endpoint at once, so the site's tunnel is back within a round trip
         instead of when the site notices the silence (its probe timeout or WireGuard's 15 s)."""
-        sites = [s for s in self.cfg.sites if s.public_key in known]
+        sites = [s for s in cfg.sites if s.public_key in known]
         for s in sites:
-            self.responder_transport.sendto(b"\0", (s.address, PROBE_PORT))
+            transport.sendto(b"\0", (s.address, PROBE_PORT))
         if sites:
             log.info("gateway: handshaking with %d site(s) at their last endpoints (%s)", len(sites),
                      ", ".join(s.name for s in sites))
 
-    def _save_sites(self) -> None:
-        eps = {p["public_key"]: p["endpoint"] for p in self.tunnel.status().get("peers", []) if p.get("endpoint")}
+    def _save_sites(self, cfg: Config, tunnel: Tunnel) -> None:
+        eps = {p.public_key: p.endpoint for p in tunnel_status(tunnel).peers if p.endpoint}
         if eps and eps != self.saved_sites:
             try:
-                model.write_text(sites_file(self.cfg), json.dumps(eps, sort_keys=True) + "\n", mode=0o600)
+                model.write_text(sites_file(cfg), json.dumps(eps, sort_keys=True) + "\n", mode=0o600)
                 self.saved_sites = eps
             except OSError as exc:
-                log.warning("cannot save the sites' endpoints to %s: %s", sites_file(self.cfg), exc.strerror)
+                log.warning("cannot save the sites' endpoints to %s: %s", sites_file(cfg), exc.strerror)
 
-    async def _save_sites_loop(self) -> None:
+    async def _save_sites_loop(self, tunnel: Tunnel) -> None:
         while True:
             await asyncio.sleep(SITES_SAVE_EVERY)
-            await self.tunnel.refresh()
-            self._save_sites()
+            await tunnel.refresh()
+            self._save_sites(self.cfg, tunnel)
+
+    def _tunnel(self) -> Tunnel:
+        """A gateway's tunnel (made by start)."""
+        if self.tunnel is None:
+            raise WiregateError(f"{self.cfg.role} {self.cfg.name}: not started")
+        return self.tunnel
+
+    def _home(self) -> HomeConfig:
+        """The running home's config (the probe and resolve loops run at home only)."""
+        if not isinstance(self.cfg, HomeConfig):
+            raise WiregateError(f"{self.cfg.role} {self.cfg.name}: not a home")
+        return self.cfg
 
     # -- home helpers --------------------------------------------------------------------------------------
     def _sync_first(self) -> None:
         """The [tunnel] gateway's parts under the names a one-gateway home always had (status, reload)."""
         if self.gateways:
             first = next(iter(self.gateways.values()))
-            self.tunnel, self.endpoint, self.prober = first.tunnel, first.endpoint, first.prober
-            self.handshake_watch = first.watch
+            self.tunnel, self.endpoint = first.tunnel, first.endpoint
 
-    def _watch_failed(self, tunnel: Tunnel, interface: str, tasks: list[asyncio.Task] | None = None) -> None:
+    def _watch_failed(self, tunnel: Tunnel, interface: str, tasks: list[asyncio.Task[None]] | None = None) -> None:
         ev = tunnel.failed()
         if ev is None:
             return
@@ -632,23 +633,22 @@ class Node:
         """The prober (from this gateway's tunnel address, so the reply comes back through the same tunnel), the
         handshake watch and the endpoint re-resolver of one gateway."""
         loop = asyncio.get_running_loop()
-        gr.prober = Prober()
+        prober = gr.prober
         remote = (gr.link.gateway_address, PROBE_PORT)
         try:
-            await loop.create_datagram_endpoint(lambda: gr.prober, local_addr=(gr.link.ip, 0), remote_addr=remote)
+            await loop.create_datagram_endpoint(lambda: prober, local_addr=(gr.link.ip, 0), remote_addr=remote)
         except OSError:  # external mode on an interface without the configured address (start warned): the route
-            await loop.create_datagram_endpoint(lambda: gr.prober, remote_addr=remote)  # picks the source
+            await loop.create_datagram_endpoint(lambda: prober, remote_addr=remote)  # picks the source
         self._watch_failed(gr.tunnel, gr.link.interface, gr.tasks)
         gr.tasks.append(loop.create_task(self._probe_loop(gr)))
         gr.tasks.append(loop.create_task(self._resolve_loop(gr)))
 
-    async def _plan_gateways(self, new: HomeConfig) -> list[tuple[model.GatewayLink, GatewayRun | None,
-                                                                  tuple[str, int] | None, TunnelSpec]]:
+    async def _plan_gateways(self, new: HomeConfig) -> list[GatewayPlan]:
         """For a reload: each gateway of the new file with its running parts (None: new), endpoint and tunnel spec,
         checked before anything is applied. Gateways are told apart by interface."""
         from wiregate.resolver import resolve
 
-        plan = []
+        plan: list[GatewayPlan] = []
         for g in new.links:
             gr = self.gateways.get(g.interface)
             if gr is None:
@@ -667,14 +667,13 @@ class Node:
             plan.append((g, gr, endpoint, spec))
         return plan
 
-    async def _apply_gateway_tunnels(self, new: HomeConfig, plan) -> list[GatewayRun]:
+    async def _apply_gateway_tunnels(self, new: HomeConfig, plan: list[GatewayPlan]) -> list[GatewayRun]:
         """Start the tunnels of added gateways and update the others; returns the added ones (not yet tasked)."""
         started: list[GatewayRun] = []
         try:
             for g, gr, endpoint, spec in plan:
                 if gr is None:
-                    gr = GatewayRun(g, make_tunnel(spec))
-                    gr.endpoint = endpoint
+                    gr = GatewayRun(g, make_tunnel(spec), endpoint)
                     await self._start_gateway_tunnel(new, gr)
                     started.append(gr)
                 else:
@@ -685,7 +684,7 @@ class Node:
             raise
         return started
 
-    async def _commit_gateways(self, new: HomeConfig, plan, started: list[GatewayRun]) -> None:
+    async def _commit_gateways(self, new: HomeConfig, plan: list[GatewayPlan], started: list[GatewayRun]) -> None:
         """After a reload was applied: keep the new gateways' parts, stop those of the gateways it removed."""
         fresh = {gr.link.interface: gr for gr in started}
         kept: dict[str, GatewayRun] = {}
@@ -708,8 +707,8 @@ class Node:
         if gr.watch.done:
             return
         await gr.tunnel.refresh()  # kernel/external: `wg show`, only until the first handshake
-        peers = gr.tunnel.status().get("peers", [])
-        verdict = gr.watch.update(time.monotonic(), any(p.get("last_handshake") for p in peers))
+        handshaken = any(p.last_handshake for p in tunnel_status(gr.tunnel).peers)
+        verdict = gr.watch.update(time.monotonic(), handshaken)
         if verdict == "warn":
             log.warning("tunnel: %s", gr.no_handshake_text())
         elif verdict == "ok":
@@ -717,29 +716,21 @@ class Node:
                      time.monotonic() - gr.watch.started)
 
     async def _probe_loop(self, gr: GatewayRun) -> None:
-        last_restart = 0.0
+        """A probe every probe_interval; the handshake restarts when probe_policy.ProbePolicy says."""
         while True:
             gr.prober.send()
-            await asyncio.sleep(self.cfg.tunnel.probe_interval)
+            await asyncio.sleep(self._home().tunnel.probe_interval)
             await self._watch_handshake(gr)
-            # The tunnel worked and probes now go unanswered: the gateway may have restarted and lost our
-            # session. WireGuard alone would retry 15 s after unanswered data; restarting the handshake now
-            # reconnects within a few seconds of the gateway coming back. At most once per RESTART_EVERY.
-            p, now = gr.prober, time.monotonic()
-            silent = now - p.last_reply if p.last_reply is not None else 0.0
-            if silent > max(3 * self.cfg.tunnel.probe_interval, PROBE_SILENCE) and now - last_restart > RESTART_EVERY:
-                last_restart = now
-                if await gr.tunnel.restart_handshake():
-                    gr.restarts += 1
-                    self.handshake_restarts = sum(x.restarts for x in self.gateways.values())
-                    log.info("tunnel: no answer from %s for %.0fs; %s", gr.which, silent,
-                             gr.tunnel.REPAIR)
+            silent = gr.prober.policy.due_restart(gr.prober.clock(), self._home().tunnel.probe_interval)
+            if silent is not None and await gr.tunnel.restart_handshake():
+                gr.prober.policy.restarted()
+                log.info("tunnel: no answer from %s for %.0fs; %s", gr.which, silent, gr.tunnel.REPAIR)
 
     async def _resolve_loop(self, gr: GatewayRun) -> None:
         from wiregate.resolver import resolve
 
         while True:
-            await asyncio.sleep(self.cfg.tunnel.resolve_interval if gr.endpoint else 2.0)
+            await asyncio.sleep(resolve_delay(gr.endpoint is not None, self._home().tunnel.resolve_interval))
             host, port = gr.link.gateway_endpoint
             try:
                 ep = await resolve(host, port)
@@ -753,7 +744,7 @@ class Node:
                 gr.endpoint = ep
                 self._sync_first()
                 try:
-                    await gr.tunnel.update(tunnel_spec(self.cfg, ep, link=gr.link))
+                    await gr.tunnel.update(tunnel_spec(self._home(), ep, link=gr.link))
                 except WiregateError as exc:
                     log.error("%s endpoint: cannot apply %s: %s", gr.which, describe_endpoint(ep), exc)
 
@@ -775,39 +766,37 @@ class Node:
                 f"{gr.link.name} {describe_endpoint(gr.endpoint)}" for gr in self.gateways.values())
         return f"{len(c.listeners)} listener(s), gateway {describe_endpoint(self.endpoint)}"
 
-    def status(self) -> dict[str, Any]:
-        """Everything `wiregate status` shows: tunnel peers, services/backends or listeners, connections."""
-        st: dict[str, Any] = {"role": self.cfg.role, "name": self.cfg.name, "pid": os.getpid(),
-                              "config": str(self.path), "uptime": round(time.time() - self.started_at, 1),
-                              "reloads": dict(self.reloads)}
-        st["tunnel"] = self.tunnel.status() if self.tunnel else {}
-        if self.relay is not None:
-            st["relay"] = self.relay.status()
-        if self.ingress is not None:
-            st["ingress"] = self.ingress.status()
-        if self.acme_dns is not None:
-            st["acme_dns"] = self.acme_dns.status()
-        if self.acme is not None:
-            st["certificates"] = self.acme.status()
-            st["certificate_failures"] = self.acme.failure_counts()
-        if isinstance(self.cfg, HomeConfig) and self.gateways:
-            gws = [gr.status(self.cfg.tunnel.probe_interval) for gr in self.gateways.values()]
-            first = gws[0]  # the [tunnel] gateway, under the keys a one-gateway home always had
-            st["gateway_endpoint"] = first["gateway_endpoint"]
-            if "probe" in first:
-                st["probe"] = first["probe"]
-            warnings = [w for g in gws for w in g.get("warnings", ())]
-            if warnings:
-                st["warnings"] = warnings
-            st["gateways"] = gws
-        return st
+    def status(self) -> NodeStatus:
+        """Everything `wiregate status` shows: tunnel peers, services/backends or listeners, connections. The parts
+        report in their own status() words; this reads them into the typed status (wiregate.status)."""
+        acme = self.acme
+        gws: tuple[GatewayStatus, ...] = ()
+        if isinstance(self.cfg, HomeConfig):
+            gws = tuple(gr.status(self.cfg.tunnel.probe_interval) for gr in self.gateways.values())
+        first = gws[0] if gws else None  # the [tunnel] gateway, under the keys a one-gateway home always had
+        return NodeStatus(
+            role=self.cfg.role, name=self.cfg.name, pid=os.getpid(), config=str(self.path),
+            uptime=round(time.time() - self.started_at, 1), reloads=ReloadCounts(**self.reloads),
+            tunnel=tunnel_status(self.tunnel) if self.tunnel is not None else None,
+            relay=from_json(RelayStatus, self.relay.status(), "relay") if self.relay is not None else None,
+            ingress=({name: from_json(ListenerStatus, ln, f"ingress.{name}")
+                      for name, ln in self.ingress.status().items()} if self.ingress is not None else None),
+            acme_dns=(from_json(AcmeDnsStatus, self.acme_dns.status(), "acme_dns")
+                      if self.acme_dns is not None else None),
+            certificates=(tuple(from_json(CertificateStatus, c, f"certificates[{i}]")
+                                for i, c in enumerate(acme.status())) if acme is not None else None),
+            certificate_failures=acme.failure_counts() if acme is not None else None,
+            gateway_endpoint=first.gateway_endpoint if first else None,
+            probe=first.probe if first else None,
+            warnings=tuple(w for g in gws for w in g.warnings),
+            gateways=gws)
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         """Control socket requests: status, reload, ping."""
         cmd = req["cmd"]
         if cmd == "status":
             await self.refresh()
-            return {"ok": True, "status": self.status()}
+            return {"ok": True, "status": self.status()}  # the control socket writes it with status.to_json
         if cmd == "reload":
             ok = await self.reload()
             return {"ok": ok} if ok else {"ok": False, "error": "reload refused (see the log)"}

@@ -15,6 +15,7 @@ from wiregate.dnsserver.channel import PublishHandler, SiteGrant
 from wiregate.dnsserver.server import AcmeDnsService, AcmeDnsSpec, PublishServer
 from wiregate.errors import ConfigError
 from wiregate.metrics import StatusCollector
+from wiregate.status import AcmeDnsStatus, NodeStatus, from_json
 from wiregate.testing.peers import free_port
 
 ZONE = "acme.vps.example.net"
@@ -91,7 +92,8 @@ def test_acme_dns_counters_are_exported_as_metrics() -> None:
     svc.responder.respond(dns.message.make_query(ZONE, "SOA").to_wire(), {})
     svc.responder.respond(b"junk", {})
     reg = CollectorRegistry()
-    reg.register(StatusCollector(lambda: {"name": "gw", "role": "gateway", "acme_dns": svc.status()}))
+    reg.register(StatusCollector(lambda: NodeStatus(role="gateway", name="gw",
+                                                 acme_dns=from_json(AcmeDnsStatus, svc.status()))))
     text = generate_latest(reg).decode()
     assert 'wiregate_acme_dns_queries_total{outcome="answered"} 1.0' in text
     assert 'wiregate_acme_dns_queries_total{outcome="dropped"} 1.0' in text

@@ -19,6 +19,7 @@ from wiregate.cli.status import render
 from wiregate.control import MAX_REQUEST, ControlServer, request
 from wiregate.errors import WiregateError
 from wiregate.metrics import MetricsServer
+from wiregate.status import NodeStatus, from_json
 from wiregate.testing.peers import which
 
 STATUS = {
@@ -29,7 +30,7 @@ STATUS = {
                           "endpoint": "198.51.100.2:40000", "last_handshake": 0, "rx_bytes": 2048,
                           "tx_bytes": 10}]},
     "relay": {"open_connections": 3, "data_path": "splice", "services": {
-        "https": {"kind": "tcp", "listeners": [["0.0.0.0", 443]], "open": 3,
+        "https": {"kind": "tcp", "listeners": ["0.0.0.0:443"], "open": 3,
                   "totals": {"accepted": 7, "refused": 1},
                   "backends": [{"name": "home", "host": "192.0.2.2", "port": 443, "state": "up", "active": 3,
                                 "total": 7}]}}},
@@ -103,20 +104,20 @@ def test_status_client_says_when_nothing_runs(tmp_path):
 
 
 def test_status_rendering_shows_peer_services_and_health():
-    text = render(STATUS)
+    text = render(from_json(NodeStatus, STATUS))
     assert "peer home Z46s1m2b+Du2... endpoint 198.51.100.2:40000  handshake never  rx 2.0 KiB" in text
     assert "service https (tcp) on 0.0.0.0:443: open 3, accepted 7, refused 1" in text
     assert "site home 192.0.2.2:443 up active 3 total 7" in text
 
 
 def test_status_rendering_shows_ingress_listeners():
-    text = render(HOME_STATUS)
+    text = render(from_json(NodeStatus, HOME_STATUS))
     assert "listener https (tcp) on 192.0.2.2:443: open 2, accepted 9, refused: untrusted_header 1" in text
 
 
 async def test_metrics_endpoint_serves_prometheus_text_from_status():
     current = [STATUS]
-    srv = MetricsServer(lambda: current[0])
+    srv = MetricsServer(lambda: from_json(NodeStatus, current[0]))
     await srv.start("127.0.0.1", 0)
     try:
         url = f"http://127.0.0.1:{srv.port}/metrics"

@@ -177,6 +177,7 @@ def test_export_wg_quick_writes_one_file_per_gateway_and_the_others_listen_on_ea
 def test_status_and_metrics_show_each_gateway():
     from wiregate.cli.status import render
     from wiregate.metrics import StatusCollector
+    from wiregate.status import NodeStatus, from_json
 
     def gw(name, iface, reachable, rtt):
         return {"name": name, "interface": iface, "address": "x", "gateway_address": "y", "reachable": reachable,
@@ -187,10 +188,10 @@ def test_status_and_metrics_show_each_gateway():
                 "probe": {"sent": 3, "replies": 2, "rtt_ms": rtt, "last_reply_ago": 0.1, "handshake_restarts": 0}}
     st = {"role": "home", "name": "home", "pid": 1, "config": "c", "uptime": 1, "reloads": {"ok": 0, "refused": 0},
           "gateways": [gw("gateway", "wg-home", True, 1.5), gw("gateway2", "wg-home2", False, None)]}
-    text = render(st)
+    text = render(from_json(NodeStatus, st))
     assert "gateway gateway (reachable): tunnel wg-home" in text
     assert "gateway gateway2 (NOT answering probes): tunnel wg-home2" in text
-    fams = {f.name: f for f in StatusCollector(lambda: st).collect()}
+    fams = {f.name: f for f in StatusCollector(lambda: from_json(NodeStatus, st)).collect()}
     assert {s.labels["peer"] for s in fams["wiregate_tunnel_rx_bytes"].samples if s.name.endswith("_total")} == {
         "gateway", "gateway2"}
     reach = {s.labels["gateway"]: s.value for s in fams["wiregate_gateway_reachable"].samples}

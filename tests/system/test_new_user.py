@@ -253,7 +253,7 @@ def test_a_route_without_sni_or_host_is_the_listeners_default_and_only_one_may_b
 
 # -- 7: a wrong gateway_endpoint port is not silent --------------------------------------------------------------
 def test_handshake_watch_warns_once_after_the_first_retries_and_says_when_it_comes():
-    from wiregate.runner import HANDSHAKE_WARN_AFTER, HandshakeWatch
+    from wiregate.probe_policy import HANDSHAKE_WARN_AFTER, HandshakeWatch
 
     w = HandshakeWatch(started=100.0)
     assert [w.update(100.0 + t, False) for t in (0, 5, HANDSHAKE_WARN_AFTER - 0.1)] == [None, None, None]

@@ -108,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {label:<46} {addr:<34} {'yes' if ok else 'NO: ' + answer}")
             print()
             from wiregate.cli.status import render
+            from wiregate.status import NodeStatus, from_json
             for side in ("gateway", "home"):
                 _step(f"wiregate status ({side})")
-                print("    " + render(sl.status(side)).replace("\n", "\n    "))
+                print("    " + render(from_json(NodeStatus, sl.status(side))).replace("\n", "\n    "))
             _step("teardown: processes stopped by PID, namespaces and links removed")
     finally:
         if not args.keep:
