@@ -99,7 +99,7 @@ class CopyHalf(Half):
     __slots__ = ("transform", "rest", "closing")
 
     def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform | None = None) -> None:
-        super().__init__(link, link.loop, src, dst)  # type: ignore[arg-type]  # (a Poller has the same methods)
+        super().__init__(link, link.loop, src, dst)
         self.transform = transform
         self.rest = b""
         self.closing: bytes | None = None  # reply to write to the source before closing

@@ -168,7 +168,7 @@ class Ingress:
             from wiregate.ingress.udp import UdpRuntime
 
             rt.udp = UdpRuntime(self.loop, rt, self.io if isinstance(self.io, Poller) else None)
-            rt.udp.start()  # type: ignore[attr-defined]
+            rt.udp.start()
         else:
             self._pin_interface(rt)
             self.loop.add_reader(rt.sock.fileno(), self._on_accept, rt)
@@ -572,19 +572,19 @@ class Ingress:
         rt.accepted += 1
         io = self.io
         assert io is not None
-        link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))  # type: ignore[arg-type]
+        link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))
         rt.links.add(link)
         up: CopyHalf | SpliceHalf
         down: CopyHalf | SpliceHalf
         if fwd is not None:
             up = pausing = PausingHalf(link, sock, back, _transform(rt, fwd), lambda: fwd.waiting)
         else:
-            up = (SpliceHalf(link, io, sock, back, self.pipes)  # type: ignore[arg-type]
+            up = (SpliceHalf(link, io, sock, back, self.pipes)
                   if HAVE_SPLICE else CopyHalf(link, sock, back))
         if fwd is not None and fwd.watching:  # the first request asked for an Upgrade: its answer is read
             down = AnswerHalf(link, back, sock, _watch(rt, fwd, pausing), pausing)
         else:
-            down = (SpliceHalf(link, io, back, sock, self.pipes)  # type: ignore[arg-type]
+            down = (SpliceHalf(link, io, back, sock, self.pipes)
                     if HAVE_SPLICE else CopyHalf(link, back, sock))
         link.start(up, down)
         return True
@@ -607,11 +607,11 @@ class Ingress:
         rt.accepted += 1
         io = self.io
         assert io is not None
-        link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))  # type: ignore[arg-type]
+        link = Link(io, sock, back, lambda lk: self._link_closed(rt, lk))
         rt.links.add(link)
         if HAVE_SPLICE:
-            link.start(SpliceHalf(link, io, sock, back, self.pipes),  # type: ignore[arg-type]
-                       SpliceHalf(link, io, back, sock, self.pipes))  # type: ignore[arg-type]
+            link.start(SpliceHalf(link, io, sock, back, self.pipes),
+                       SpliceHalf(link, io, back, sock, self.pipes))
         else:
             link.start(CopyHalf(link, sock, back), CopyHalf(link, back, sock))
 
@@ -884,11 +884,11 @@ class _FastConnect:
             # rare (a first read larger than the send buffer): finish the send in a task, then the same link
             return ing._spawn(rt, ing._send_rest(rt, sock, back, out[sent:]))
         rt.accepted += 1
-        link = self.link = Link(io, sock, back, lambda lk: ing._link_closed(rt, lk))  # type: ignore[arg-type]
+        link = self.link = Link(io, sock, back, lambda lk: ing._link_closed(rt, lk))
         rt.links.add(link)
         if HAVE_SPLICE:
-            up: CopyHalf | SpliceHalf = SpliceHalf(link, io, sock, back, ing.pipes)  # type: ignore[arg-type]
-            down: CopyHalf | SpliceHalf = SpliceHalf(link, io, back, sock, ing.pipes)  # type: ignore[arg-type]
+            up: CopyHalf | SpliceHalf = SpliceHalf(link, io, sock, back, ing.pipes)
+            down: CopyHalf | SpliceHalf = SpliceHalf(link, io, back, sock, ing.pipes)
         else:
             up, down = CopyHalf(link, sock, back), CopyHalf(link, back, sock)
         if watched and isinstance(io, Poller):

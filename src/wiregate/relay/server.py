@@ -153,7 +153,7 @@ class Relay:
                 rt.update(svc, resolved[svc.name])  # type: ignore[arg-type]
             else:
                 rt = (TCPRuntime(self, svc, resolved[svc.name]) if isinstance(svc, TCPService)
-                      else UDPRuntime(self, svc, resolved[svc.name]))  # type: ignore[arg-type]
+                      else UDPRuntime(self, svc, resolved[svc.name]))
             rt.listeners = []
             new[svc.name] = rt
         for name, rt in old.items():
@@ -166,7 +166,7 @@ class Relay:
             self.listeners[key] = (TCPListener(self, sock, key) if key[0] == "tcp" else UDPListener(self, sock, key))
         for key, lst in self.listeners.items():
             rt = new[wanted[key]]
-            lst.service = rt  # type: ignore[assignment]
+            lst.service = rt
             rt.listeners.append(lst)  # type: ignore[arg-type]
         self.services = new
         self._fit_descriptors()
