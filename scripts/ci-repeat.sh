@@ -8,7 +8,7 @@ commit=$(git -C "$repo" rev-parse "${1:-HEAD}")
 n=${2:-5}; m=${3:-2}
 log=${CI_REPEAT_LOG:-$repo/ci-repeat.log}
 for i in $(seq 1 $((n + m))); do
-  dir=$(mktemp -d /tmp/wiregate-ci.XXXXXX)
+  dir=$(mktemp -d /tmp/wiregate-ci.XXXXXX); chmod 755 "$dir"  # tests drop root to nobody: it must read the clone
   git clone -q "$repo" "$dir/w" && git -C "$dir/w" checkout -q "$commit"
   hog=""
   if [ "$i" -gt "$n" ]; then timeout 3600 python3 -c 'while True: pass' & hog=$!; fi

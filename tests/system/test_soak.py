@@ -42,6 +42,20 @@ def test_summary_puts_requests_in_the_window_they_started_and_losses_where_they_
     assert set(KINDS) <= set(base["requests"])
 
 
+def test_recovery_leaves_out_requests_still_open_when_the_next_fault_came():
+    """A UDP request sent just before the gateway is killed fails of the kill: it must not erase the recovery of the
+    window it started in (a clean-clone CI run failed so: roam's udp recovery missing)."""
+    windows = [Window("baseline", 0.0, t_end=10.0), Window("roam", 10.0, 10.0, 11.0, 15.0),
+               Window("gateway_kill", 15.0, 15.2, 16.0, 20.0, kills=("gateway",))]
+    late = {"k": "req", "kind": "udp", "t0": 14.9, "t1": 16.9, "ok": False, "err": "no answer", "corrupt": 0,
+            "wrong_client": False}
+    events = [_req("udp", 11.5), _req("udp", 12.0), late, _req("http_short", 11.2), _req("udp", 16.5)]
+    _, roam, kill = summarize(events, windows)
+    assert roam["requests"]["udp"] == {"attempted": 3, "succeeded": 2, "failed": 1}  # still counted
+    assert roam["recovery_s"] == {"udp": 0.6, "http_short": 0.3}
+    assert kill["recovery_s"] == {"udp": 0.6}
+
+
 def test_load_checks_every_byte_and_the_client_address():
     assert client_ip("::ffff:203.0.113.2") == "203.0.113.2"  # a mixed-family PROXY header maps IPv4 into IPv6
     assert mismatched(b"abcd", b"abcd") == 0

@@ -177,7 +177,10 @@ def summarize(events: list[dict], windows: list[Window]) -> list[dict[str, Any]]
             if not ev["ok"]:
                 key = f"{ev['kind']}: {ev['err'] or 'bad answer'}"
                 out[i]["errors"][key] = out[i]["errors"].get(key, 0) + 1
-            if ev["t0"] >= windows[i].t_heal and windows[i].name != "baseline":
+            # a request still open when the next fault was injected may have failed of that fault: it says
+            # nothing about recovering from this one (counted above, left out of the recovery time)
+            settled = i + 1 >= len(windows) or ev["t1"] <= windows[i + 1].t_inject
+            if ev["t0"] >= windows[i].t_heal and windows[i].name != "baseline" and settled:
                 after.setdefault((i, ev["kind"]), []).append(ev)
         elif ev.get("k") == "conn":
             i = index(ev["t1"])
@@ -191,7 +194,7 @@ def summarize(events: list[dict], windows: list[Window]) -> list[dict[str, Any]]
         out[i]["corrupted_bytes"] += ev.get("corrupt", 0)
         out[i]["wrong_client"] += bool(ev.get("wrong_client"))
     # recovery: from the end of the fault to the first success after the last failure (of requests started after
-    # the end), i.e. until that kind of request works and keeps working
+    # the end and settled before the next fault), i.e. until that kind of request works and keeps working
     for (i, kind), evs in after.items():
         evs.sort(key=lambda e: e["t0"])
         last_fail = max((k for k, e in enumerate(evs) if not e["ok"]), default=-1)
