@@ -286,16 +286,49 @@ class SpliceHalf(Half):
             self._set_pending(0)
 
 
-class BufferedHalf(Half):
+class RemainderHalf(Half):
+    """A half that copies through Python: keeps only what the destination refused (`rest`) and sends it when the
+    destination drains. Subclasses read the source (`on_readable`) and may act once the remainder is out
+    (`_drained`)."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, owner: Owner, loop: IO, src: socket.socket, dst: socket.socket) -> None:
+        super().__init__(owner, loop, src, dst)
+        self.rest: bytes = b""
+
+    def on_writable(self) -> None:
+        """Destination drained a little: send the remainder; once it is all out, `_drained()`."""
+        self.owner.active = True
+        try:
+            m = self.dst.send(self.rest)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.owner.fail(self, exc, False)
+            return
+        self.rest = self.rest[m:]
+        if not self.rest:
+            self._drained()
+
+    def _drained(self) -> None:
+        """Everything refused before is delivered: read the source again."""
+        self._unblocked()
+
+    def stop(self, unregister: bool = True) -> None:
+        super().stop(unregister)
+        self.rest = b""
+
+
+class BufferedHalf(RemainderHalf):
     """Portable copy through one shared scratch buffer; only an unsent remainder is kept per direction."""
 
-    __slots__ = ("scratch", "rest")
+    __slots__ = ("scratch",)
 
     def __init__(self, owner: Owner, loop: IO, src: socket.socket,
                  dst: socket.socket, scratch: memoryview) -> None:
         super().__init__(owner, loop, src, dst)
         self.scratch = scratch
-        self.rest: bytes = b""
 
     def on_readable(self) -> int:
         """Source readable: recv into the scratch buffer, send; keep only what the destination refused.
@@ -331,21 +364,3 @@ class BufferedHalf(Half):
             if n < SMALL_READ:
                 return moved
         return moved
-
-    def on_writable(self) -> None:
-        """Destination drained a little: send the remainder, then read the source again."""
-        self.owner.active = True
-        try:
-            m = self.dst.send(self.rest)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.owner.fail(self, exc, False)
-            return
-        self.rest = self.rest[m:]
-        if not self.rest:
-            self._unblocked()
-
-    def stop(self, unregister: bool = True) -> None:
-        super().stop(unregister)
-        self.rest = b""

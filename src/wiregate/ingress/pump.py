@@ -20,7 +20,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from wiregate.datapath.halves import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, SpliceHalf
+from wiregate.datapath.halves import HAVE_SPLICE, PIPE_SIZE, Half, PipePool, RemainderHalf, SpliceHalf
 from wiregate.datapath.poller import Poller
 
 __all__ = ["HAVE_SPLICE", "PIPE_SIZE", "POOL_KEEP", "CHUNK", "Transform", "Link", "Half", "PipePool", "SpliceHalf",
@@ -93,15 +93,14 @@ class Link:
         self.on_close(self)
 
 
-class CopyHalf(Half):
+class CopyHalf(RemainderHalf):
     """recv/send through Python, with an optional transform of each chunk (may end the connection)."""
 
-    __slots__ = ("transform", "rest", "closing")
+    __slots__ = ("transform", "closing")
 
     def __init__(self, link: Link, src: socket.socket, dst: socket.socket, transform: Transform | None = None) -> None:
         super().__init__(link, link.loop, src, dst)
         self.transform = transform
-        self.rest = b""
         self.closing: bytes | None = None  # reply to write to the source before closing
 
     def on_readable(self) -> int:
@@ -141,22 +140,12 @@ class CopyHalf(Half):
         elif self.closing is not None:
             self.refuse()
 
-    def on_writable(self) -> None:
-        """Destination drained a little: send the remainder, then read the source again (or refuse)."""
-        self.owner.active = True
-        try:
-            m = self.dst.send(self.rest)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.owner.fail(self, exc, False)
-            return
-        self.rest = self.rest[m:]
-        if not self.rest:
-            if self.closing is not None:
-                self.refuse()
-            else:
-                self._unblocked()
+    def _drained(self) -> None:
+        """The remainder is out: refuse when the transform ended the connection, else read the source again."""
+        if self.closing is not None:
+            self.refuse()
+        else:
+            self._unblocked()
 
     def refuse(self) -> None:
         """Write the reply to the source (best effort, it is small) and close the connection."""
@@ -165,11 +154,6 @@ class CopyHalf(Half):
         except OSError:
             pass
         self.owner.fail(self, OSError("refused by the transform"), False)
-
-    def stop(self, unregister: bool = True) -> None:
-        super().stop(unregister)
-        self.rest = b""
-
 
 class PausingHalf(CopyHalf):
     """A CopyHalf that stops reading its source while `hold()` says so (the HTTP forwarder holding a client's bytes
