@@ -7,7 +7,7 @@ DEBS   := haproxy nginx libnginx-mod-stream wireguard-go wireguard-tools iperf3 
 
 .PHONY: demo test bench venv debs clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml src/wiregate/datapath/_pump.c  # the C pump is built by the install
 	@sh scripts/install-debs.sh python3-venv  # Debian's python3 makes no venv without it
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip

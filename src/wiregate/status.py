@@ -127,6 +127,7 @@ class ServiceStatus:
 class RelayStatus:
     pid: int = 0
     data_path: str = ""  # splice / buffered
+    pump: str = ""  # c (wiregate.datapath._pump) / python
     event_loop: str | None = None
     closing: bool = False
     open_connections: int = 0

@@ -66,8 +66,11 @@ async def backends():
         await b.close()
 
 
-@pytest.fixture
-async def ingress():
+@pytest.fixture(params=["c", "python"])
+async def ingress(request, monkeypatch):
+    """Make and start Ingresses (closed at the end), on each data path: the C pump where built (the default:
+    wiregate.datapath.pump) and the Python one."""
+    monkeypatch.setenv("WIREGATE_DATAPATH", request.param)
     made: list[Ingress] = []
 
     async def make(*listeners) -> Ingress:

@@ -142,13 +142,44 @@ def many_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture(params=[(True, "epoll"), (False, "epoll"), (True, "loop")],
-                ids=["splice", "buffered", "splice-loop-io"])
+@pytest.fixture(params=[(True, "epoll", "c"), (True, "epoll", "python"), (False, "epoll", "python"),
+                        (True, "loop", "python")],
+                ids=["splice", "splice-python", "buffered", "splice-loop-io"])
 def splice(request, monkeypatch):
-    """Both data paths; and sockets watched by the private epoll set (default) or by the loop itself."""
-    use_splice, io = request.param
+    """Every data path: splice in C (the default where the extension is built: wiregate.datapath.pump), splice
+    and the buffered copy in Python; sockets watched by the private epoll set (default) or by the loop itself."""
+    use_splice, io, datapath = request.param
     monkeypatch.setenv("WIREGATE_RELAY_POLLER", io)
+    monkeypatch.setenv("WIREGATE_DATAPATH", datapath)
     return use_splice
+
+
+async def unanswering_listener() -> list[socket.socket]:
+    """[listener, fillers...]: a listener that never accepts, its one-slot queue full, so that the kernel drops
+    further SYNs and connects to it hang (close them all after use; the listener's address: [0].getsockname())."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    made = [hole]
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(hole.getsockname())
+        made.append(s)
+
+    def queue_full() -> bool:  # the first filler completed its handshake into the one-slot accept queue
+        try:
+            made[1].getpeername()
+            return True
+        except OSError:
+            return False
+    await eventually(queue_full, what="the hole's accept queue to fill")
+    return made
+
+
+def sockets_of(conn) -> list[socket.socket]:
+    """The client and backend sockets of a relayed connection, on either data path (duplicates: close them)."""
+    return [socket.socket(fileno=os.dup(fd)) for fd in conn.fds()]
 
 
 async def eventually(pred, timeout: float = 10.0, what: str = "condition", every: float = 0.02):

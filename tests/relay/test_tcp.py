@@ -16,7 +16,8 @@ from wiregate.errors import ConfigError, WiregateError
 from wiregate.proxyproto import PP2_TYPE_CRC32C, PP2_TYPE_UNIQUE_ID, Command
 from wiregate.relay import Backend, HealthCheck, RelayConfig
 
-from .conftest import EchoBackend, eventually, exchange, greeting, local_port, running, tcp_service
+from .conftest import (EchoBackend, eventually, exchange, greeting, local_port, running, sockets_of, tcp_service,
+                       unanswering_listener)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,24 +116,8 @@ async def test_failover_when_a_backend_dies():
 
 
 async def test_connect_timeout_retries_on_another_backend():
-    # A listener that never accepts, with its backlog full: the kernel drops further SYNs, so connects hang.
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(0)
-    fillers = []
-    for _ in range(3):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(hole.getsockname())
-        fillers.append(s)
-
-    def queue_full() -> bool:  # the first filler completed its handshake into the one-slot accept queue
-        try:
-            fillers[0].getpeername()
-            return True
-        except OSError:
-            return False
-    await eventually(queue_full, what="the hole's accept queue to fill")
+    made = await unanswering_listener()
+    hole = made[0]
     good = await EchoBackend("good", greet=True).start()
     port = local_port()
     cfg = RelayConfig((tcp_service(port, [Backend("127.0.0.1", hole.getsockname()[1], name="hole"), good.backend],
@@ -142,9 +127,8 @@ async def test_connect_timeout_retries_on_another_backend():
         names = [await greeting(port) for _ in range(2)]
         assert names == ["good", "good"]
         assert time.monotonic() - t0 < 3
-    for s in fillers:
+    for s in made:
         s.close()
-    hole.close()
     await good.stop()
 
 
@@ -297,11 +281,11 @@ async def test_a_slow_reader_does_not_stall_others_and_memory_stays_bounded(spli
         # kernel socket buffers on both legs plus one pipe (or one chunk) at most: far below what was offered
         assert stuck["sent"] < 48 << 20
         if splice:  # the blocked direction parks at most one pipe's worth, and the pool knows it
-            assert 0 < relay.pipes.held <= relay.pipes.size
+            assert 0 < relay.pipe_bytes_held <= relay.pipes.size
         stuck["done"] = True
         slow.close()
         thread.join(5)
-    assert relay.pipes.held == 0
+    assert relay.pipe_bytes_held == 0
     lsock.close()
     await echo.stop()
 
@@ -482,7 +466,7 @@ async def test_a_client_reset_is_passed_on_to_the_backend(splice):
     async with running(cfg) as relay:
         c = socket.create_connection(("127.0.0.1", port))
         c.sendall(b"x")
-        await eventually(lambda: any(conn.halves is not None for conn in relay.services["svc"].connections),
+        await eventually(lambda: any(conn.established for conn in relay.services["svc"].connections),
                          what="the relayed connection to be established")
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
@@ -560,8 +544,9 @@ async def test_both_sockets_of_a_relayed_connection_have_nodelay(splice):
         writer.write(b"x")
         assert await reader.readexactly(1) == b"x"
         [conn] = relay.services["svc"].connections
-        for sock in (conn.csock, conn.bsock):
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        for sock in sockets_of(conn):
+            with sock:
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         t0 = time.monotonic()
         for _ in range(20):  # ping-pong of 1-byte writes: Nagle + delayed ACK would cost ~40 ms a round
             writer.write(b"y")

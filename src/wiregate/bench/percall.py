@@ -41,17 +41,22 @@ def wrk_count(port: int, seconds: int, connections: int) -> int:
     return int(m.group(1))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its threads, from /proc/PID/stat."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a process and all its threads, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def cpu_per_connection(pid: int, port: int, seconds: int, connections: int) -> tuple[int, float]:
-    """(connections, CPU microseconds per connection) of `pid` while wrk runs through `port` (no tracer)."""
-    before = cpu_seconds(pid)
+def cpu_per_connection(pid: int | list[int], port: int, seconds: int, connections: int) -> tuple[int, float, float]:
+    """(connections, user and system CPU microseconds per connection) of `pid` while wrk runs through `port`
+    (no tracer). User time is the program's own work; system time the kernel's on its behalf (the system calls,
+    and on loopback much of the peer's TCP work too)."""
+    pids = pid if isinstance(pid, list) else [pid]
+    u0, s0 = (sum(x) for x in zip(*(cpu_seconds(p) for p in pids), strict=True))
     n = wrk_count(port, seconds, connections)
-    return n, (cpu_seconds(pid) - before) * 1e6 / max(1, n)
+    u1, s1 = (sum(x) for x in zip(*(cpu_seconds(p) for p in pids), strict=True))
+    return n, (u1 - u0) * 1e6 / max(1, n), (s1 - s0) * 1e6 / max(1, n)
 
 
 def parse_strace(text: str) -> dict[str, int]:
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=20, help="wrk connections in flight (20)")
     p.add_argument("--py-spy", action="store_true", help="also sample the Python processes with py-spy")
     p.add_argument("--only", choices=("relay", "ingress"), help="one lab only")
+    p.add_argument("--workers", type=int, default=1,
+                   help="relay lab: relay worker processes and HAProxy threads (1); CPU summed over all of them")
     args = p.parse_args(argv)
     from wiregate.bench import ingress as bi
     from wiregate.bench import relay as br
@@ -128,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             (d / "relay").mkdir()
             lab = br.Lab(d / "relay", quick=True)
             try:
-                lab.start(1)  # one relay worker (a single process), HAProxy nbthread 1
+                lab.start(args.workers)  # relay workers = HAProxy threads (1: a single process each)
                 for name in ("haproxy_default", "relay"):
                     br.wrk(lab.ports[name]["web"], 1, 10, 1)  # warm-up
                     pid, port = lab.pids[name][0], lab.ports[name]["web"]
-                    n, us = cpu_per_connection(pid, port, secs, conns)
-                    print(f"relay lab: {name}: {us:.0f} us CPU per connection ({n} connections, {n / secs:.0f}/s)")
+                    pids = lab.pids[name] if name == "relay" and args.workers > 1 else [pid]
+                    n, us, ss = cpu_per_connection(pids, port, secs, conns)
+                    print(f"relay lab: {name}: {us + ss:.0f} us CPU per connection (user {us:.0f}, system {ss:.0f}; "
+                          f"{n} connections, {n / secs:.0f}/s)")
                     report(f"relay lab: {name}", *count_syscalls(pid, port, secs, conns, d))
                 if args.py_spy:
                     n, lines = py_spy(lab.pids["relay"][0], lab.ports["relay"]["web"], secs, conns, d)
@@ -147,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                 for t in bi.TARGETS:
                     port = peers.ports[f"hap_{t}_http"]
                     bi.wrk(port, 1, 4)
-                    n, us = cpu_per_connection(peers.pid(t), port, secs, conns)
-                    print(f"ingress lab: {t}: {us:.0f} us CPU per connection ({n} connections, {n / secs:.0f}/s)")
+                    n, us, ss = cpu_per_connection(peers.pid(t), port, secs, conns)
+                    print(f"ingress lab: {t}: {us + ss:.0f} us CPU per connection (user {us:.0f}, system {ss:.0f}; "
+                          f"{n} connections, {n / secs:.0f}/s)")
                     report(f"ingress lab: {t}", *count_syscalls(peers.pid(t), port, secs, conns, d))
                 if args.py_spy:
                     n, lines = py_spy(peers.pid("ingress"), peers.ports["hap_ingress_http"], secs, conns, d)

@@ -13,6 +13,7 @@ import socket
 import ssl
 from dataclasses import replace
 
+from wiregate.datapath import pump as cpump
 from wiregate.datapath import waits
 from wiregate.datapath.loop import loop_name
 from wiregate.datapath.poller import HAVE_EPOLL, Poller
@@ -23,7 +24,8 @@ from wiregate.ingress.config import IngressConfig, Listener, Route
 from wiregate.ingress.http_forward import HttpForwarder
 from wiregate.ingress.policy import (ACME_HTTP01, HEALTH_CHECK, LIMIT, Accepted, HeadPhase, Refused, Rules,
                                      http_error)
-from wiregate.ingress.pump import HAVE_SPLICE, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf, new_pipe_pool
+from wiregate.ingress.pump import (HAVE_SPLICE, POOL_KEEP, AnswerHalf, CopyHalf, Link, PausingHalf, SpliceHalf,
+                                   new_pipe_pool)
 from wiregate.ingress.runtime import Runtime
 from wiregate.limits import NO_DESCRIPTORS, fit_warning, nofile, udp_flow_caps
 from wiregate.proxyproto import encode_v1, encode_v2
@@ -79,6 +81,8 @@ class Ingress:
         # where connection sockets are watched (head phase, connect, halves, UDP flows, task steps): the data path's
         # private epoll set on Linux, never the event loop itself (see wiregate.datapath.loop)
         self.io: Poller | asyncio.AbstractEventLoop | None = None
+        # the C data path for routes whose bytes Python need not see (wiregate.datapath.pump), where built
+        self.pump: cpump.Pump | None = None
         self._sweeper: asyncio.Task | None = None
         self.closing = False
 
@@ -88,8 +92,16 @@ class Ingress:
         """Bind every listener; WiregateError naming the address when one cannot be bound (none stay bound)."""
         self.loop = asyncio.get_running_loop()
         self.io = Poller(self.loop) if HAVE_EPOLL else self.loop
+        if isinstance(self.io, Poller) and cpump.wanted():
+            self.pump = cpump.attach(self.loop, POOL_KEEP)
         rts = [Runtime(lst, rules, tls) for lst, rules, tls in self._prepared]
-        await self._bind_all(rts)
+        try:
+            await self._bind_all(rts)
+        except BaseException:
+            if self.pump is not None:
+                cpump.detach(self.loop, self.pump)
+                self.pump = None
+            raise
         for rt in rts:
             self.runtimes[rt.key()] = rt
             self._serve(rt)
@@ -101,8 +113,8 @@ class Ingress:
                      fmt(rt.listener.listen), list(rt.listener.trusted) or "none",
                      [r.name for r in rt.listener.routes])
         self._fit_descriptors()
-        log.info("ingress: %d listener(s), %s data path, %s event loop", len(rts),
-                 "splice" if HAVE_SPLICE else "copy", loop_name(self.loop))
+        log.info("ingress: %d listener(s), %s data path, %s event loop, %s pump", len(rts),
+                 "splice" if HAVE_SPLICE else "copy", loop_name(self.loop), "c" if self.pump is not None else "python")
         self._sweeper = self.loop.create_task(self._sweep())
 
     def _fit_descriptors(self) -> None:
@@ -279,6 +291,9 @@ class Ingress:
         self.pipes.close()
         if isinstance(self.io, Poller) and not self.io.ep.closed:  # (close may be called twice)
             self.io.close()
+        if self.pump is not None:
+            cpump.detach(self.loop, self.pump)  # type: ignore[arg-type]
+            self.pump = None
         self.runtimes.clear()
         self.detached.clear()
 
@@ -379,6 +394,8 @@ class Ingress:
                 route.name in rt.tls or route.acme or self.acme is not None)) or \
                 (route.http_headers and ev.kind == "http"):
             return self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
+        if self.pump is not None:
+            return _Pumped(self, rt, ev).start(self.pump, sock, addr)
         _FastConnect(self, rt, sock, ev, addr).start()
 
     def _came_in_right(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> bool:
@@ -505,10 +522,7 @@ class Ingress:
                     pass
             return False
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
-            how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
-            via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
-            log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
-                     route.name, how, fmt(route.target))
+            _log_routed(rt, ev)
         try:
             fam, addr = await _resolve(loop, route.target)
             back = socket.socket(fam, _STREAM_NONBLOCK)
@@ -755,12 +769,8 @@ class _FastConnect:
 
     def _start(self) -> None:
         ev, rt = self.ev, self.rt
-        route = ev.route
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
-            how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
-            via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
-            log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
-                     route.name, how, fmt(route.target))
+            _log_routed(rt, ev)
         fam, addr = self.addr
         try:
             back = socket.socket(fam, _STREAM_NONBLOCK)
@@ -847,21 +857,10 @@ class _FastConnect:
         self._unreachable("timeout")
 
     def _unreachable(self, why: str) -> None:
-        ev, rt, sock, ing = self.ev, self.rt, self.sock, self.ing
-        route = ev.route
         if self.back is not None:
             self.back.close()
             self.back = None
-        rt.refused["backend_unreachable"] += 1
-        log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name,
-                    fmt(ev.client), route.name, fmt(route.target), why)
-        if ev.kind == "http":
-            try:
-                sock.send(http_error(502, "Bad Gateway", "service unavailable"))
-            except OSError:
-                pass
-        sock.close()
-        ing._connection_ended(rt)
+        _unreachable(self.ing, self.rt, self.ev, self.sock, why)
 
     def _connected(self, watched: bool) -> None:
         """The target answered: send the PROXY header and the bytes read so far, then start both halves."""
@@ -900,6 +899,84 @@ class _FastConnect:
             if watched:
                 io.remove_writer(back.fileno())
             link.start(up, down)
+
+
+class _Pumped:
+    """A routed connection on the C pump (`wiregate.datapath.pump`): the same outcomes as `_FastConnect` (502 to
+    an HTTP client when the target is unreachable, else the link), with the connect, the first send and both
+    directions in C. The pump's Link sits in `rt.links` from the connect on (the idle sweep and close() treat
+    it as any link); this object is its owner."""
+
+    __slots__ = ("ing", "rt", "ev", "fd", "family", "link")
+
+    def __init__(self, ing: Ingress, rt: Runtime, ev: Accepted) -> None:
+        self.ing, self.rt, self.ev = ing, rt, ev
+        self.fd = -1
+        self.family = socket.AF_INET
+        self.link: cpump.Link | None = None
+
+    def start(self, pump: cpump.Pump, sock: socket.socket, addr: tuple[int, tuple]) -> None:
+        ev, rt = self.ev, self.rt
+        route = ev.route
+        if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
+            _log_routed(rt, ev)
+        fam, target = addr
+        self.family = sock.family
+        try:
+            link = pump.connect(sock.fileno(), fam, target, proxy_header(route, ev) + ev.data, CONNECT_TIMEOUT, self)
+        except OSError as exc:
+            return _unreachable(self.ing, rt, ev, sock, exc.strerror or str(exc))
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", rt.listener.name, fmt(ev.peer))
+            sock.close()
+            return self.ing._connection_ended(rt)
+        self.fd = sock.detach()  # the pump's now (given back if the connect fails)
+        self.link = link
+        rt.links.add(link)
+        if link.connected:
+            rt.accepted += 1
+            link.start()
+
+    def _pump_connected(self, err: int) -> None:
+        if err == 0:
+            self.rt.accepted += 1
+            return
+        if self.link is not None:
+            self.rt.links.discard(self.link)
+        self.link = None
+        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, self.fd)
+        _unreachable(self.ing, self.rt, self.ev, sock, "timeout" if err == cpump.TIMED_OUT else os.strerror(err))
+
+    def _pump_closed(self) -> None:
+        if self.link is not None:
+            self.rt.links.discard(self.link)
+            self.link = None
+        self.ing._connection_ended(self.rt)
+
+
+
+def _log_routed(rt: Runtime, ev: Accepted) -> None:
+    """The INFO line naming the real client of a routed connection (either data path)."""
+    route = ev.route
+    how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
+    via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
+    log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
+             route.name, how, fmt(route.target))
+
+
+def _unreachable(ing: Ingress, rt: Runtime, ev: Accepted, sock: socket.socket, why: str) -> None:
+    """The route's target did not answer: count and log it, a 502 to an HTTP client, close (either data path)."""
+    route = ev.route
+    rt.refused["backend_unreachable"] += 1
+    log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name,
+                fmt(ev.client), route.name, fmt(route.target), why)
+    if ev.kind == "http":
+        try:
+            sock.send(http_error(502, "Bad Gateway", "service unavailable"))
+        except OSError:
+            pass
+    sock.close()
+    ing._connection_ended(rt)
 
 
 async def _resolve(loop: asyncio.AbstractEventLoop, target: tuple[str, int]) -> tuple[int, tuple]:

@@ -10,6 +10,7 @@ import asyncio
 from typing import Protocol
 
 from wiregate.datapath.halves import PipePool
+from wiregate.datapath.pump import Pump
 from wiregate.datapath.poller import Poller
 
 
@@ -19,6 +20,7 @@ class RelayHost(Protocol):
     loop: asyncio.AbstractEventLoop
     io: Poller | asyncio.AbstractEventLoop  # where connection sockets are watched
     pipes: PipePool  # splice pipes, shared by every connection
+    pump: Pump | None  # the C data path, where built and wanted (then new TCP connections take it)
     scratch: memoryview  # the copy buffer of the buffered data path
     closing: bool  # set once close() started: no resuming, no new connections
 

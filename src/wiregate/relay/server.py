@@ -11,6 +11,7 @@ from typing import Union
 
 from wiregate.datapath.halves import CHUNK, HAVE_SPLICE, PipePool
 from wiregate.datapath.loop import loop_name
+from wiregate.datapath import pump as cpump
 from wiregate.datapath.poller import HAVE_EPOLL, Poller
 from wiregate.errors import ConfigError, WiregateError
 from wiregate.limits import fit_warning, nofile, udp_flow_caps
@@ -42,6 +43,7 @@ class Relay:
         self.retired: list[TCPRuntime] = []  # services removed by a reload, kept until their connections end
         self.listeners: dict[tuple, Listener] = {}
         self.pipes = PipePool()
+        self.pump: cpump.Pump | None = None  # the C data path (set by start() where built and wanted)
         self.scratch = memoryview(bytearray(CHUNK))
         self.closing = False
         self.started = False
@@ -61,6 +63,16 @@ class Relay:
         return loop_name(self.loop)
 
     @property
+    def pipe_bytes_held(self) -> int:
+        """Bytes parked in splice pipes for slow destinations now, across all connections (either data path)."""
+        return self.pipes.held + (self.pump.stats["held"] if self.pump is not None else 0)
+
+    @property
+    def pump_name(self) -> str:
+        """Which data path moves TCP connections: "c" (wiregate.datapath._pump) or "python"."""
+        return "c" if self.pump is not None else "python"
+
+    @property
     def use_splice(self) -> bool:
         """True when new connections take the zero-copy path."""
         return self.config.splice and HAVE_SPLICE
@@ -72,17 +84,22 @@ class Relay:
             raise WiregateError("relay: already started")
         self.loop = asyncio.get_running_loop()
         self.io = self._make_io()
+        if self.use_splice and isinstance(self.io, Poller) and cpump.wanted():
+            self.pump = cpump.attach(self.loop)
         self._drained = asyncio.Event()
         try:
             await self._apply(self.config)
         except BaseException:
             if isinstance(self.io, Poller):  # nothing else was set up: _apply binds all or nothing
                 self.io.close()
+            if self.pump is not None:
+                cpump.detach(self.loop, self.pump)
+                self.pump = None
             raise
         self.started = True
         self._arm_sweeper()
-        log.info("relay: %d service(s), %s data path, %s event loop, pid %d", len(self.services),
-                 "splice" if self.use_splice else "buffered", self.event_loop, os.getpid())
+        log.info("relay: %d service(s), %s data path, %s event loop, pid %d, %s pump", len(self.services),
+                 "splice" if self.use_splice else "buffered", self.event_loop, os.getpid(), self.pump_name)
 
     async def reload(self, config: RelayConfig) -> None:
         """Switch to `config` without dropping open connections; on any error the running config stays."""
@@ -280,6 +297,8 @@ class Relay:
         self.pipes.close()
         if isinstance(self.io, Poller):
             self.io.close()
+        if self.pump is not None:  # (kept: its stats still answer; a closed pump takes no connection)
+            cpump.detach(self.loop, self.pump)
 
     # -- status --------------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -287,6 +306,7 @@ class Relay:
         return {
             "pid": os.getpid(),
             "data_path": "splice" if self.use_splice else "buffered",
+            "pump": self.pump_name,
             "event_loop": self.event_loop if self.started else None,
             "closing": self.closing,
             "open_connections": self.open_connections() if self.started else 0,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from wiregate import hostport
 from wiregate.datapath.halves import HAVE_SPLICE, BufferedHalf, Half, PipePool, SpliceHalf, is_reset, reset
 from wiregate.datapath.poller import Poller
+from wiregate.datapath.pump import TIMED_OUT, Link, Pump
 from wiregate.limits import NO_DESCRIPTORS, Backoff
 from wiregate.proxyproto import PP2_TYPE_UNIQUE_ID, TLV, Command, encode_v1, encode_v2
 from wiregate.relay.config import TCPService, format_addr
@@ -102,6 +103,9 @@ class TCPListener:
     def _on_accept(self) -> None:
         svc = self.service
         lsock = self.sock
+        pump = self.relay.pump
+        if pump is not None:
+            return self._on_accept_pump(pump, svc)
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, addr = lsock.accept()
@@ -119,6 +123,26 @@ class TCPListener:
             svc.accepted(sock, addr, self)
             if not self.accepting:  # the service filled up
                 return
+
+    def _on_accept_pump(self, pump: Pump, svc: "TCPRuntime | None") -> None:
+        """Accept a batch in C (raw descriptors, no socket objects); never more than the service has room for, so
+        that clients over max_connections wait in the backlog as they do on the Python path."""
+        room = ACCEPT_BATCH if svc is None else min(ACCEPT_BATCH, svc.limits.max_total - svc.limits.total)
+        if room <= 0:
+            return
+        try:
+            batch = pump.accept(self.sock.fileno(), room, self.local is None)
+        except OSError as exc:
+            if exc.errno in NO_DESCRIPTORS:
+                return self._out_of_descriptors(exc)
+            return
+        if self.backoff.delay and batch:
+            self.backoff.succeeded()
+        for item in batch:
+            if svc is None or not self.accepting:  # (a reload took the service away in the middle of a batch)
+                os.close(item[0])
+                continue
+            svc.accepted_fd(item[0], item[1], item[2] if len(item) > 2 else self.local, self)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """The client stays in the backlog, so the listener would fire again at once: pause, log once in a while."""
@@ -148,7 +172,7 @@ class TCPRuntime:
         self.relay = relay
         self.loop = relay.loop
         self.limits = SourceLimits(config.max_connections, config.max_per_source)
-        self.connections: set[TCPConnection] = set()
+        self.connections: set[TCPConnection | PumpedConnection] = set()
         self.totals = {"accepted": 0, "refused": 0, "failed": 0, "completed": 0}
         self.listeners: list[TCPListener] = []
         self.retired = False
@@ -214,7 +238,23 @@ class TCPRuntime:
         self.connections.add(conn)
         conn.connect()
 
-    def ended(self, conn: "TCPConnection") -> None:
+    def accepted_fd(self, fd: int, client: tuple[str, int], local: tuple[str, int] | None,
+                    listener: TCPListener) -> None:
+        """A client accepted by the C pump (a raw descriptor): the same limits, then connect on the pump."""
+        why = self.limits.admit(client[0])
+        if why is not None:
+            self.totals["refused"] += 1
+            log.info("%s: refused %s on %s: %s", self.config.name, format_addr(client), listener.addr, why)
+            os.close(fd)
+            return
+        self.totals["accepted"] += 1
+        if self.limits.full():
+            self.pause_all()
+        conn = PumpedConnection(self, fd, client, local or ("", 0), listener)
+        self.connections.add(conn)
+        conn.connect()
+
+    def ended(self, conn: "TCPConnection | PumpedConnection") -> None:
         """Bookkeeping when a connection closes (called once per connection)."""
         self.connections.discard(conn)
         was_full = self.limits.full()
@@ -291,6 +331,32 @@ class TCPRuntime:
         }
 
 
+def connect_failed(conn: "TCPConnection | PumpedConnection", why: str) -> None:
+    """A connect of `conn` failed (its backend socket is closed): tell the pool, log it (and the backend going
+    DOWN), then try the next backend unless the connection was closed meanwhile. Either data path."""
+    svc, pool, backend = conn.svc, conn.pool, conn.backend
+    assert pool is not None
+    st = pool.states[backend]
+    b = st.backend
+    was_up = st.up
+    pool.connect_failed(backend, svc.loop.time())
+    log.info("%s: connect to %s for %s failed: %s", svc.config.name, b.label, format_addr(conn.client), why)
+    if was_up and not st.up:
+        log.warning("%s: backend %s is DOWN (%d failed connects)", svc.config.name, b.label, st.failed_connects)
+    conn.backend = -1
+    if not conn.closed:
+        conn.connect()
+
+
+def give_up(conn: "TCPConnection | PumpedConnection", why: str) -> None:
+    """No backend is left for `conn` (its client socket is closed): count and log it. Either data path."""
+    svc = conn.svc
+    svc.totals["failed"] += 1
+    log.info("%s: dropped %s: %s", svc.config.name, format_addr(conn.client), why)
+    conn.closed = True
+    svc.ended(conn)
+
+
 class TCPConnection:
     """One client connection: connecting (with retries), then two Halves until both directions end."""
 
@@ -313,6 +379,15 @@ class TCPConnection:
         self.active = True  # set by the data path on every event; the idle sweeper clears it
         self.idle_since = 0.0
         self.closed = False
+
+    @property
+    def established(self) -> bool:
+        """Connected to a backend, bytes moving."""
+        return self.halves is not None
+
+    def fds(self) -> tuple[int, int]:
+        """The client's and the backend's socket descriptors."""
+        return self.csock.fileno(), self.bsock.fileno() if self.bsock is not None else -1
 
     # -- connecting ----------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -366,31 +441,14 @@ class TCPConnection:
         self._connect_failed(f"no answer within {self.svc.config.connect_timeout}s")
 
     def _connect_failed(self, why: str) -> None:
-        svc = self.svc
         if self.bsock is not None:
             self.bsock.close()
             self.bsock = None
-        pool = self.pool
-        assert pool is not None
-        st = pool.states[self.backend]
-        b = st.backend
-        was_up = st.up
-        pool.connect_failed(self.backend, svc.loop.time())
-        log.info("%s: connect to %s for %s failed: %s", svc.config.name, b.label, format_addr(self.client), why)
-        if was_up and not st.up:
-            log.warning("%s: backend %s is DOWN (%d failed connects)", svc.config.name, b.label, st.failed_connects)
-        self.backend = -1
-        if self.closed:
-            return
-        self.connect()
+        connect_failed(self, why)
 
     def _give_up(self, why: str) -> None:
-        svc = self.svc
-        svc.totals["failed"] += 1
-        log.info("%s: dropped %s: %s", svc.config.name, format_addr(self.client), why)
-        self.closed = True
         self.csock.close()
-        svc.ended(self)
+        give_up(self, why)
 
     def _connected(self) -> None:
         svc = self.svc
@@ -496,6 +554,144 @@ class TCPConnection:
         svc.ended(self)
 
 
+class PumpedConnection:
+    """One client connection on the C pump (`wiregate.datapath.pump`): the same decisions as TCPConnection (the
+    pool, retries, limits, logs, counts, the PROXY header), while the sockets and the bytes stay in C. The pump
+    calls `_pump_connected(err)` when a connect that did not complete at once ends and `_pump_closed()` once
+    both sockets are closed."""
+
+    __slots__ = ("svc", "fd", "client", "local", "listener", "backend", "pool", "bstate", "tried", "link",
+                 "header", "uid", "closed")
+
+    def __init__(self, svc: TCPRuntime, fd: int, client: tuple[str, int], local: tuple[str, int],
+                 listener: TCPListener) -> None:
+        self.svc = svc
+        self.fd = fd
+        self.client = client
+        self.local = local
+        self.listener = listener
+        self.backend = -1
+        self.pool: BackendPool | None = None
+        self.bstate: BackendState | None = None
+        self.tried: list[int] = []
+        self.link: Link | None = None
+        self.header: bytes | None = None
+        self.uid = ""
+        self.closed = False
+
+    # the idle sweeper's view (the pump sets `active` on every event)
+    @property
+    def active(self) -> bool:
+        return self.link is None or self.link.active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        if self.link is not None:
+            self.link.active = value
+
+    @property
+    def idle_since(self) -> float:
+        return self.link.idle_since if self.link is not None else 0.0
+
+    @idle_since.setter
+    def idle_since(self, value: float) -> None:
+        if self.link is not None:
+            self.link.idle_since = value
+
+    @property
+    def established(self) -> bool:
+        """Connected to a backend, bytes moving."""
+        return self.link is not None and self.link.linked
+
+    def fds(self) -> tuple[int, int]:
+        """The client's and the backend's socket descriptors."""
+        return self.fd, self.link.backend_fileno if self.link is not None else -1
+
+    def connect(self) -> None:
+        """Connect to the next backend the pool offers; refuse the client when none is left."""
+        svc = self.svc
+        cfg = svc.config
+        pump = svc.relay.pump
+        i = next_attempt(svc.pool, self.client[0], svc.loop.time(), self.tried, cfg.retries)
+        if isinstance(i, str) or pump is None:
+            return self._give_up(i if isinstance(i, str) else "relay closing")
+        self.backend = i
+        self.pool = svc.pool
+        self.tried.append(i)
+        addr = svc.addrs[i]
+        if self.header is None:
+            self.header, self.uid = svc.header_for(self.client, self.local)
+        try:
+            link = pump.connect(self.fd, socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, addr, self.header,
+                                cfg.connect_timeout, self, True, True)
+        except OSError as exc:
+            if exc.errno in NO_DESCRIPTORS:  # no socket for the backend: this client cannot be served now
+                self.tried.pop()
+                return self._give_up(f"cannot open a socket: {exc.strerror}")
+            return self._connect_failed(exc.strerror or str(exc))
+        self.link = link
+        if link.connected:  # loopback and local tunnels may complete the handshake inside connect()
+            self._up()
+            if not self.closed:
+                link.start()
+
+    def _pump_connected(self, err: int) -> None:
+        if err == 0:
+            return self._up()
+        self.link = None
+        why = f"no answer within {self.svc.config.connect_timeout}s" if err == TIMED_OUT else os.strerror(err)
+        self._connect_failed(why)
+
+    def _up(self) -> None:
+        svc = self.svc
+        assert self.pool is not None
+        self.pool.connect_ok(self.backend, svc.loop.time())
+        st = self.bstate = self.pool.states[self.backend]
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s: %s -> %s via %s%s", svc.config.name, format_addr(self.client), st.backend.label,
+                            format_addr(self.local), f" id={self.uid}" if self.uid else "")
+
+    def _connect_failed(self, why: str) -> None:
+        connect_failed(self, why)
+
+    def _give_up(self, why: str) -> None:
+        os.close(self.fd)
+        give_up(self, why)
+
+    def _pump_closed(self) -> None:
+        """Both sockets are closed (by either direction's end, an error or close())."""
+        link = self.link
+        if link is not None and link.error and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s: %s", self.svc.config.name, format_addr(self.client), os.strerror(link.error))
+        self.closed = True
+        if self.bstate is not None:
+            BackendPool.release_state(self.bstate)
+            self.bstate = None
+        svc = self.svc
+        svc.totals["completed"] += 1
+        svc.ended(self)
+
+    def close(self, reset_client: bool = False, reset_backend: bool = False) -> None:
+        """Close both sockets (optionally with a RST); idempotent."""
+        if self.closed:
+            return
+        link = self.link
+        if link is not None and not link.closed:
+            link.close(reset_client, reset_backend)  # calls _pump_closed
+            return
+        self.closed = True
+        (reset_fd if reset_client else os.close)(self.fd)
+        svc = self.svc
+        svc.totals["completed"] += 1
+        svc.ended(self)
+
+
+def reset_fd(fd: int) -> None:
+    """Close a raw descriptor so that the peer gets a TCP RST."""
+    s = socket.socket(fileno=fd)
+    reset(s)
+
+
 def _close(sock: socket.socket) -> None:
     sock.close()
 
@@ -505,4 +701,4 @@ def splice_available() -> bool:
     return HAVE_SPLICE
 
 
-__all__ = ["TCPConnection", "TCPListener", "TCPRuntime", "bind_socket", "plain_addr", "PipePool"]
+__all__ = ["PumpedConnection", "TCPConnection", "TCPListener", "TCPRuntime", "bind_socket", "plain_addr", "PipePool"]
