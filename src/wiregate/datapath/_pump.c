@@ -85,6 +85,8 @@ struct Pump {
     long created, links;
     int dispatching;
     PyObject *grave; /* links closed during run(), released after the batch */
+    char *rbuf;      /* accept(..., recv_size): the first read of each client lands here */
+    Py_ssize_t rbuf_size;
     PyObject *on_error;
 };
 
@@ -701,6 +703,7 @@ static void pump_close_fds(Pump *P) {
 static void Pump_dealloc(Pump *P) {
     pump_close_fds(P);
     PyMem_Free(P->pipes);
+    PyMem_Free(P->rbuf);
     Py_XDECREF(P->grave);
     Py_XDECREF(P->on_error);
     Py_TYPE(P)->tp_free((PyObject *)P);
@@ -777,9 +780,29 @@ static PyObject *addr_tuple(struct sockaddr_storage *ss) {
     return Py_BuildValue("(si)", host, port);
 }
 
+/* What a client sent with its connection, read at once: bytes (b"" at EOF), None (nothing yet) or an errno. */
+static PyObject *first_read(Pump *P, int fd, Py_ssize_t size) {
+    ssize_t n;
+    do n = recv(fd, P->rbuf, (size_t)size, 0); while (n < 0 && errno == EINTR);
+    if (n >= 0) return PyBytes_FromStringAndSize(P->rbuf, n);
+    if (errno == EAGAIN || errno == EWOULDBLOCK) Py_RETURN_NONE;
+    return PyLong_FromLong(errno);
+}
+
 static PyObject *Pump_accept(Pump *P, PyObject *args) {
     int lfd, max, want_local = 0;
-    if (!PyArg_ParseTuple(args, "ii|p", &lfd, &max, &want_local)) return NULL;
+    Py_ssize_t recv_size = 0;
+    if (!PyArg_ParseTuple(args, "ii|pn", &lfd, &max, &want_local, &recv_size)) return NULL;
+    if (recv_size < 0 || recv_size > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "pump: recv_size must be 0..1048576");
+        return NULL;
+    }
+    if (recv_size > P->rbuf_size) {
+        char *buf = PyMem_Realloc(P->rbuf, (size_t)recv_size);
+        if (buf == NULL) return PyErr_NoMemory();
+        P->rbuf = buf;
+        P->rbuf_size = recv_size;
+    }
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
     for (int i = 0; i < max; i++) {
@@ -795,19 +818,29 @@ static PyObject *Pump_accept(Pump *P, PyObject *args) {
             errno = err;
             return PyErr_SetFromErrno(PyExc_OSError);
         }
-        PyObject *peer = addr_tuple(&ss), *item;
+        PyObject *peer = addr_tuple(&ss), *local = NULL, *data = NULL, *item = NULL;
         if (want_local) {
             struct sockaddr_storage ls;
             socklen_t llen = sizeof ls;
-            PyObject *local;
             if (getsockname(fd, (struct sockaddr *)&ls, &llen) == 0) local = addr_tuple(&ls);
             else local = Py_BuildValue("(si)", "", 0);
-            item = (peer && local) ? Py_BuildValue("(iOO)", fd, peer, local) : NULL;
-            Py_XDECREF(local);
         } else {
-            item = peer ? Py_BuildValue("(iO)", fd, peer) : NULL;
+            Py_INCREF(Py_None);
+            local = Py_None;
+        }
+        if (recv_size > 0) data = first_read(P, fd, recv_size);
+        if (peer && local && (recv_size == 0 || data)) {
+            if (recv_size > 0) {
+                PyObject *fdobj = PyLong_FromLong(fd);
+                item = fdobj ? PyTuple_Pack(4, fdobj, peer, local, data) : NULL;
+                Py_XDECREF(fdobj);
+            }
+            else if (want_local) item = Py_BuildValue("(iOO)", fd, peer, local);
+            else item = Py_BuildValue("(iO)", fd, peer);
         }
         Py_XDECREF(peer);
+        Py_XDECREF(local);
+        Py_XDECREF(data);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             close(fd);
@@ -929,8 +962,10 @@ static PyMethodDef Pump_methods[] = {
     {"fileno", (PyCFunction)Pump_fileno, METH_NOARGS, "the epoll descriptor for the event loop to watch"},
     {"run", (PyCFunction)Pump_run, METH_NOARGS, "handle what is ready (call when fileno() is readable)"},
     {"accept", (PyCFunction)Pump_accept, METH_VARARGS,
-     "accept(listen_fd, max, want_local=False) -> [(fd, (host, port)[, (local_host, local_port)])]: up to max "
-     "clients, non-blocking; OSError when the first accept fails (out of descriptors)"},
+     "accept(listen_fd, max, want_local=False, recv_size=0) -> [(fd, (host, port)[, (local_host, local_port)])]: "
+     "up to max clients, non-blocking; OSError when the first accept fails (out of descriptors). With recv_size, "
+     "[(fd, peer, local or None, first)]: first = what the client sent already (bytes, b'' at EOF, None when "
+     "nothing yet, an int errno on error)"},
     {"connect", (PyCFunction)(void (*)(void))Pump_connect, METH_VARARGS | METH_KEYWORDS,
      "connect(client, family, addr, initial, timeout, owner, first_read=False, pass_resets=False) -> Link"},
     {"close", (PyCFunction)Pump_close, METH_NOARGS, "close the epoll set, the timer and the pooled pipes"},

@@ -320,6 +320,8 @@ class Ingress:
 
     def _on_accept(self, rt: Runtime) -> None:
         lsock = rt.sock
+        if self.pump is not None and lsock is not None:
+            return self._on_accept_pump(rt, self.pump, lsock)
         for _ in range(ACCEPT_BATCH):  # a burst of accepts per wake-up, then let established connections run
             if lsock is None:
                 return
@@ -350,6 +352,73 @@ class Ingress:
                 log.exception("listener %s: connection from %s failed", rt.listener.name, fmt(peer))
                 sock.close()
                 self._connection_ended(rt)
+
+    def _on_accept_pump(self, rt: Runtime, pump: cpump.Pump, lsock: socket.socket) -> None:
+        """The same as the loop above, with the accepts and each client's first read done in C: a connection
+        whose head decides at once and whose route the pump can serve never becomes a socket object."""
+        try:
+            batch = pump.accept(lsock.fileno(), ACCEPT_BATCH, rt.local is None, RECV)
+        except OSError as exc:
+            if exc.errno in NO_DESCRIPTORS:
+                return self._out_of_descriptors(rt, exc)
+            return
+        if rt.backoff.delay and batch:
+            rt.backoff.succeeded()
+        family = lsock.family
+        for fd, peer, local, first in batch:
+            if self.closing:  # (an earlier connection's callback closed the ingress)
+                os.close(fd)
+                continue
+            if rt.ifindex is not None and peer[0] in rt.rules.trust:
+                sock = _wrap(family, fd)
+                if not self._came_in_right(rt, sock, peer):
+                    continue
+                sock.detach()
+            if rt.open >= rt.listener.max_connections:
+                rt.refused[LIMIT] += 1
+                log.warning("listener %s: refused %s: %s: %d connections open (max_connections)",
+                            rt.listener.name, fmt(peer), LIMIT, rt.open)
+                os.close(fd)
+                continue
+            rt.open += 1
+            self._head_first(rt, pump, family, fd, peer, local or rt.local or ("", 0), first)
+
+    def _head_first(self, rt: Runtime, pump: cpump.Pump, family: int, fd: int, peer: tuple[str, int],
+                    local: tuple[str, int], first: bytes | int | None) -> None:
+        """`_head_now` for a raw descriptor whose first read the pump did; a socket object is made only for what
+        continues in Python (a head still coming, a refusal, a route that is not the pump's)."""
+        sock: socket.socket | None = None
+        try:
+            now = self.loop.time()  # type: ignore[union-attr]
+            phase = HeadPhase(rt.rules, peer, local, now)
+            ev: Accepted | Refused | None = phase.start(now)
+            if ev is None and first is not None:
+                if isinstance(first, int):
+                    ev = phase.receive_reset(os.strerror(first), now)
+                else:
+                    ev = phase.receive_eof(now) if not first else phase.receive_data(first, now)
+            if isinstance(ev, Accepted):
+                addr = _literal(ev.route.target)
+                if addr is not None and self._pumpable(rt, ev):
+                    fd, pumped = -1, fd  # handed on: _Pumped closes it on its own errors
+                    return _Pumped(self, rt, ev).start_fd(pump, pumped, family, addr)
+            sock = _wrap(family, fd)
+            if ev is None:
+                return _HeadWait(self, rt, sock, peer, phase).start()
+            self._decided(rt, sock, peer, phase, ev)
+        except Exception:  # a bug must cost this connection only
+            log.exception("listener %s: connection from %s failed", rt.listener.name, fmt(peer))
+            if sock is not None:
+                sock.close()
+            elif fd >= 0:
+                os.close(fd)
+            self._connection_ended(rt)
+
+    def _pumpable(self, rt: Runtime, ev: Accepted) -> bool:
+        """A route whose bytes Python need not see (`_decided` sends the others to a task)."""
+        route = ev.route
+        return not (route.name in rt.rules.internal or (ev.kind == "tls" and (
+            route.name in rt.tls or route.acme or self.acme is not None)) or (route.http_headers and ev.kind == "http"))
 
     def _spawn(self, rt: Runtime, coro) -> None:
         task = self.loop.create_task(coro)  # type: ignore[union-attr]
@@ -390,9 +459,7 @@ class Ingress:
         # the task path for what needs more than a connect: a name to resolve, TLS terminated here (files or
         # ACME), any TLS while ACME may have to answer a TLS-ALPN-01 validation, HTTP rewriting, and the
         # internal_only admission (decided there after the ACME answer: the CA validates from outside)
-        if addr is None or route.name in rt.rules.internal or (ev.kind == "tls" and (
-                route.name in rt.tls or route.acme or self.acme is not None)) or \
-                (route.http_headers and ev.kind == "http"):
+        if addr is None or not self._pumpable(rt, ev):
             return self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
         if self.pump is not None:
             return _Pumped(self, rt, ev).start(self.pump, sock, addr)
@@ -912,25 +979,28 @@ class _Pumped:
     def __init__(self, ing: Ingress, rt: Runtime, ev: Accepted) -> None:
         self.ing, self.rt, self.ev = ing, rt, ev
         self.fd = -1
-        self.family = socket.AF_INET
+        self.family: int = socket.AF_INET
         self.link: cpump.Link | None = None
 
     def start(self, pump: cpump.Pump, sock: socket.socket, addr: tuple[int, tuple]) -> None:
+        """Connect for a client socket object (it is detached: the descriptor is the pump's from here)."""
+        self.start_fd(pump, sock.detach(), sock.family, addr)
+
+    def start_fd(self, pump: cpump.Pump, fd: int, family: int, addr: tuple[int, tuple]) -> None:
+        """Connect for a client descriptor: the pump's once the connect succeeds (given back if it fails)."""
         ev, rt = self.ev, self.rt
-        route = ev.route
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
             _log_routed(rt, ev)
         fam, target = addr
-        self.family = sock.family
+        self.fd, self.family = fd, family
         try:
-            link = pump.connect(sock.fileno(), fam, target, proxy_header(route, ev) + ev.data, CONNECT_TIMEOUT, self)
+            link = pump.connect(fd, fam, target, proxy_header(ev.route, ev) + ev.data, CONNECT_TIMEOUT, self)
         except OSError as exc:
-            return _unreachable(self.ing, rt, ev, sock, exc.strerror or str(exc))
+            return _unreachable(self.ing, rt, ev, _wrap(family, fd), exc.strerror or str(exc))
         except Exception:  # a bug must cost this connection only
             log.exception("listener %s: connection from %s failed", rt.listener.name, fmt(ev.peer))
-            sock.close()
+            os.close(fd)
             return self.ing._connection_ended(rt)
-        self.fd = sock.detach()  # the pump's now (given back if the connect fails)
         self.link = link
         rt.links.add(link)
         if link.connected:
@@ -944,7 +1014,7 @@ class _Pumped:
         if self.link is not None:
             self.rt.links.discard(self.link)
         self.link = None
-        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, self.fd)
+        sock = _wrap(self.family, self.fd)
         _unreachable(self.ing, self.rt, self.ev, sock, "timeout" if err == cpump.TIMED_OUT else os.strerror(err))
 
     def _pump_closed(self) -> None:
@@ -953,6 +1023,13 @@ class _Pumped:
             self.link = None
         self.ing._connection_ended(self.rt)
 
+
+
+def _wrap(family: int, fd: int) -> socket.socket:
+    """A non-blocking socket object for a TCP descriptor the pump accepted."""
+    sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+    sock.setblocking(False)
+    return sock
 
 
 def _log_routed(rt: Runtime, ev: Accepted) -> None:
