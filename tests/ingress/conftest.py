@@ -18,6 +18,7 @@ class Backend:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.got = asyncio.Event()
+        self.ended = 0  # connections whose client side reached EOF (or failed) and were closed
 
     async def start(self) -> Backend:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -40,6 +41,7 @@ class Backend:
             pass
         finally:
             writer.close()
+            self.ended += 1
 
     async def wait_for(self, pred, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):

@@ -65,6 +65,7 @@ struct Link {
     int open_halves;
     int pass_resets;
     int first_read;
+    int sink_client; /* the client's bytes after the first ones are read and dropped, never forwarded */
     int error; /* the errno that ended the link (0: both directions ended normally) */
     int active;
     long idle_ticks;
@@ -353,6 +354,25 @@ static Py_ssize_t half_readable(Link *L, int h) {
     int sfd = L->end[h].fd, dfd = L->end[1 - h].fd;
     Py_ssize_t moved = 0;
     L->active = 1;
+    if (h == 0 && L->sink_client) {
+        char scratch[16384];
+        for (int round = 0; round < ROUNDS; round++) {
+            ssize_t n = recv(sfd, scratch, sizeof scratch, 0);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return moved;
+                if (errno == EINTR) continue;
+                link_fail(L, h, errno, 1);
+                return moved;
+            }
+            if (n == 0) {
+                H->eof = 1;
+                half_finish(L, h);
+                return moved;
+            }
+            moved += n;
+        }
+        return moved;
+    }
     if (H->pr < 0 && pipe_get(P, &H->pr, &H->pw) < 0) {
         link_fail(L, h, errno, 1); /* out of descriptors: drop this connection, not the relay */
         return 0;
@@ -512,7 +532,7 @@ static void expire(Pump *P) {
 /* ---- Link type --------------------------------------------------------------------------------------------- */
 
 static Link *link_new(Pump *P, int cfd, int bfd, PyObject *owner, PyObject *initial, int first_read,
-                      int pass_resets) {
+                      int pass_resets, int sink_client) {
     Link *L = PyObject_New(Link, &LinkType);
     if (L == NULL) return NULL;
     Py_INCREF(P);
@@ -532,6 +552,7 @@ static Link *link_new(Pump *P, int cfd, int bfd, PyObject *owner, PyObject *init
     L->open_halves = 2;
     L->pass_resets = pass_resets;
     L->first_read = first_read;
+    L->sink_client = sink_client;
     L->error = 0;
     L->active = 1;
     L->idle_ticks = 0;
@@ -895,12 +916,12 @@ bad:
 
 static PyObject *Pump_connect(Pump *P, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"client", "family", "addr", "initial", "timeout", "owner", "first_read",
-                             "pass_resets", NULL};
-    int cfd, family, first_read = 0, pass_resets = 0;
+                             "pass_resets", "sink_client", NULL};
+    int cfd, family, first_read = 0, pass_resets = 0, sink_client = 0;
     PyObject *addr, *initial, *owner;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOSdO|pp", kwlist, &cfd, &family, &addr, &initial, &timeout,
-                                     &owner, &first_read, &pass_resets))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOSdO|ppp", kwlist, &cfd, &family, &addr, &initial, &timeout,
+                                     &owner, &first_read, &pass_resets, &sink_client))
         return NULL;
     if (P->epfd < 0) {
         PyErr_SetString(PyExc_RuntimeError, "pump: closed");
@@ -921,7 +942,7 @@ static PyObject *Pump_connect(Pump *P, PyObject *args, PyObject *kw) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Link *L = link_new(P, cfd, bfd, owner, initial, first_read, pass_resets);
+    Link *L = link_new(P, cfd, bfd, owner, initial, first_read, pass_resets, sink_client);
     if (L == NULL) {
         close(bfd);
         return NULL;
@@ -967,7 +988,8 @@ static PyMethodDef Pump_methods[] = {
      "[(fd, peer, local or None, first)]: first = what the client sent already (bytes, b'' at EOF, None when "
      "nothing yet, an int errno on error)"},
     {"connect", (PyCFunction)(void (*)(void))Pump_connect, METH_VARARGS | METH_KEYWORDS,
-     "connect(client, family, addr, initial, timeout, owner, first_read=False, pass_resets=False) -> Link"},
+     "connect(client, family, addr, initial, timeout, owner, first_read=False, pass_resets=False, "
+     "sink_client=False) -> Link (sink_client: after `initial`, the client's bytes are read and dropped)"},
     {"close", (PyCFunction)Pump_close, METH_NOARGS, "close the epoll set, the timer and the pooled pipes"},
     {NULL},
 };

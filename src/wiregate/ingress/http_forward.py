@@ -92,6 +92,12 @@ class HttpForwarder:
         self._rscan = 0  # bytes of _rbuf already searched for the end of the answer's head
 
     @property
+    def between_messages(self) -> bool:
+        """Every byte fed so far was a whole request (head and body): nothing is held, no answer is awaited."""
+        return (self._state == "head" and not self._buf and not self._head.buf and not self.watching
+                and not self.tunnel)
+
+    @property
     def waiting(self) -> bool:
         """The Upgrade request was sent whole and its answer has not come: client bytes are held, unparsed."""
         return self._state == "await"

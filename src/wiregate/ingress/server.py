@@ -399,9 +399,10 @@ class Ingress:
                     ev = phase.receive_eof(now) if not first else phase.receive_data(first, now)
             if isinstance(ev, Accepted):
                 addr = _literal(ev.route.target)
-                if addr is not None and self._pumpable(rt, ev):
+                plan = self._pump_plan(rt, ev) if addr is not None else None
+                if addr is not None and plan is not None:
                     fd, pumped = -1, fd  # handed on: _Pumped closes it on its own errors
-                    return _Pumped(self, rt, ev).start_fd(pump, pumped, family, addr)
+                    return _Pumped(self, rt, ev).start_fd(pump, pumped, family, addr, *plan)
             sock = _wrap(family, fd)
             if ev is None:
                 return _HeadWait(self, rt, sock, peer, phase).start()
@@ -414,11 +415,29 @@ class Ingress:
                 os.close(fd)
             self._connection_ended(rt)
 
-    def _pumpable(self, rt: Runtime, ev: Accepted) -> bool:
-        """A route whose bytes Python need not see (`_decided` sends the others to a task)."""
+    def _pump_plan(self, rt: Runtime, ev: Accepted) -> tuple[bytes, bool] | None:
+        """How the C pump can carry a routed connection: (the bytes it sends after the PROXY header, whether the
+        client's later bytes are dropped); None when Python must see the bytes (`_decided` then runs a task):
+        TLS terminated here or any TLS while ACME may answer, `internal_only`, and HTTP with forwarding headers
+        except one case. That case: the connection's one request is whole in hand and closes the connection
+        (`Connection: close`, or HTTP/1.0 without keep-alive), so its rewritten head is all the backend may get;
+        bytes the client sends after it are dropped (a server answering a closing request ignores them too, and
+        an unrewritten pipelined head must not reach it)."""
         route = ev.route
-        return not (route.name in rt.rules.internal or (ev.kind == "tls" and (
-            route.name in rt.tls or route.acme or self.acme is not None)) or (route.http_headers and ev.kind == "http"))
+        if route.name in rt.rules.internal or (ev.kind == "tls" and (
+                route.name in rt.tls or route.acme or self.acme is not None)):
+            return None
+        if not (route.http_headers and ev.kind == "http"):
+            return ev.data, False
+        req = ev.request
+        if req is None or req.keep_alive or req.upgrade:
+            return None
+        fwd = HttpForwarder(ev.client, "http", ev.client_trusted, accepts=_same_route(rt, route),
+                            max_head=rt.listener.max_sniff_bytes)
+        fed = fwd.feed(ev.data)
+        if fed.refuse is not None or fwd.requests != 1 or not fwd.between_messages:
+            return None
+        return fed.to_backend, True
 
     def _spawn(self, rt: Runtime, coro) -> None:
         task = self.loop.create_task(coro)  # type: ignore[union-attr]
@@ -459,11 +478,13 @@ class Ingress:
         # the task path for what needs more than a connect: a name to resolve, TLS terminated here (files or
         # ACME), any TLS while ACME may have to answer a TLS-ALPN-01 validation, HTTP rewriting, and the
         # internal_only admission (decided there after the ACME answer: the CA validates from outside)
-        if addr is None or not self._pumpable(rt, ev):
-            return self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
-        if self.pump is not None:
-            return _Pumped(self, rt, ev).start(self.pump, sock, addr)
-        _FastConnect(self, rt, sock, ev, addr).start()
+        plan = self._pump_plan(rt, ev) if addr is not None else None
+        if addr is not None and plan is not None:
+            if self.pump is not None:
+                return _Pumped(self, rt, ev).start(self.pump, sock, addr, *plan)
+            if not plan[1]:  # (the Python path takes only connections it moves unchanged this way)
+                return _FastConnect(self, rt, sock, ev, addr).start()
+        self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
 
     def _came_in_right(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> bool:
         """A trusted address must have come in on trusted_interface: elsewhere it is spoofed (or misrouted)."""
@@ -982,19 +1003,23 @@ class _Pumped:
         self.family: int = socket.AF_INET
         self.link: cpump.Link | None = None
 
-    def start(self, pump: cpump.Pump, sock: socket.socket, addr: tuple[int, tuple]) -> None:
+    def start(self, pump: cpump.Pump, sock: socket.socket, addr: tuple[int, tuple], first: bytes,
+              sink: bool) -> None:
         """Connect for a client socket object (it is detached: the descriptor is the pump's from here)."""
-        self.start_fd(pump, sock.detach(), sock.family, addr)
+        self.start_fd(pump, sock.detach(), sock.family, addr, first, sink)
 
-    def start_fd(self, pump: cpump.Pump, fd: int, family: int, addr: tuple[int, tuple]) -> None:
-        """Connect for a client descriptor: the pump's once the connect succeeds (given back if it fails)."""
+    def start_fd(self, pump: cpump.Pump, fd: int, family: int, addr: tuple[int, tuple], first: bytes,
+                 sink: bool) -> None:
+        """Connect for a client descriptor: the pump's once the connect succeeds (given back if it fails). The
+        pump sends the PROXY header and `first`; `sink`: the client's later bytes are dropped."""
         ev, rt = self.ev, self.rt
         if log.isEnabledFor(logging.INFO):  # the real client of every connection (formatting skipped when off)
             _log_routed(rt, ev)
         fam, target = addr
         self.fd, self.family = fd, family
         try:
-            link = pump.connect(fd, fam, target, proxy_header(ev.route, ev) + ev.data, CONNECT_TIMEOUT, self)
+            link = pump.connect(fd, fam, target, proxy_header(ev.route, ev) + first, CONNECT_TIMEOUT, self,
+                                sink_client=sink)
         except OSError as exc:
             return _unreachable(self.ing, rt, ev, _wrap(family, fd), exc.strerror or str(exc))
         except Exception:  # a bug must cost this connection only
