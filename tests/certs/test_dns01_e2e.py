@@ -134,14 +134,7 @@ acme_challenge = "tls-alpn-01"
     wrong.write_secret(sl.home_dir / "tsig.key")
     sl.start_home()
 
-    def settled() -> bool:
-        c = {x["names"][0]: x for x in al.certificates()}
-        return len(c) == 2 and c["app.example"]["issued"] == 1 and bool(c["*.example.org"]["last_error"])
-
-    try:
-        wait_for(settled, 60)
-    except TimeoutError:
-        raise AssertionError(f"{al.certificates()}\n{sl.log_tail('home', 5000)}") from None
+    al.wait_issued_and_failed("app.example", "*.example.org")
     log = sl.log_tail("home", 1 << 20)
     lines = [ln for ln in log.splitlines() if "acme: certificate for *.example.org,example.org failed" in ln]
     print("\n" + lines[0])

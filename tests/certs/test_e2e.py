@@ -199,14 +199,7 @@ acme_challenge = "http-01"
     sl = al.sl
     sl.start_home()
 
-    def settled() -> bool:
-        c = {x["names"][0]: x for x in al.certificates()}
-        return len(c) == 2 and c["app.example"]["issued"] == 1 and bool(c["bad.example"]["last_error"])
-
-    try:
-        wait_for(settled, 60)
-    except TimeoutError:
-        raise AssertionError(f"{al.certificates()}\n{sl.log_tail('home', 5000)}") from None
+    al.wait_issued_and_failed("app.example", "bad.example")
     bad = next(c for c in al.certificates() if c["names"] == ["bad.example"])
     assert bad["not_after"] is None and "bad.example" in bad["last_error"] and "http-01 failed" in bad["last_error"]
     lines = [ln for ln in sl.log_tail("home", 200000).splitlines() if "acme: certificate for bad.example failed" in ln]

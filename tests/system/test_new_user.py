@@ -353,10 +353,9 @@ def _exec_argv(value: str, mainpid: int = 0) -> list[str]:
 @pytest.mark.timeout(60)
 def test_the_units_commands_run_as_systemd_runs_them_see_their_files(lab, tmp_path):
     import shutil
-    import socket
-    import time
 
     from wiregate.cli.install_service import hidden_by_unit
+    from wiregate.demo.system import start_ready
     from wiregate.testing.system import wait_for
 
     ns = lab.netns("u")
@@ -389,23 +388,14 @@ def test_the_units_commands_run_as_systemd_runs_them_see_their_files(lab, tmp_pa
                                   check=False)
             assert done.returncode == 0, (pre, done.stderr)
         assert "ok (gateway 'gateway'" in done.stdout
-        note = etc / "notify"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.bind(str(note))
-            s.settimeout(0.5)
-            log = tmp_path / "unit.log"
+        log = tmp_path / "unit.log"
+        (start,) = svc["ExecStart"]
+
+        def spawn(note: str) -> subprocess.Popen:
             with open(log, "wb") as out:
-                (start,) = svc["ExecStart"]
-                proc = lab.spawn(None, sandboxed(_exec_argv(start)), stdout=out, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, NOTIFY_SOCKET=str(note)))
-            deadline = time.monotonic() + 30
-            got = b""
-            while b"READY=1" not in got.split(b"\n"):
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                try:
-                    got = s.recv(4096)
-                except TimeoutError:
-                    pass
+                return lab.spawn(None, sandboxed(_exec_argv(start)), stdout=out, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, NOTIFY_SOCKET=note))
+        proc = start_ready(spawn, etc / "notify", "the unit's ExecStart", log, 30)
         (reload,) = svc["ExecReload"]
         subprocess.run(_exec_argv(reload, proc.pid), check=True, timeout=10)  # /bin/kill -HUP $MAINPID
         wait_for(lambda: "reload: applied" in log.read_text(), 10, 0.1)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from wiregate import hostport
+from wiregate.demo import system as sample
 from wiregate.errors import WiregateError
 
 FAULTS = ("bad_reload", "home_reload", "link_down", "loss", "roam", "gateway_kill")
@@ -63,55 +64,6 @@ FD_GROWTH_MAX = 16
 LOG_COUNTS = {"backend_down": ("gateway", "is DOWN"), "backend_up": ("gateway", "is UP"),
               "home_new_handshakes": ("home", "starting a new handshake")}
 RSS_GROWTH_MAX_KB = 48 * 1024
-
-GATEWAY_SERVICES = """
-[[services]]
-name = "http"
-listen = ["{vps}:80"]
-
-[[services]]
-name = "echo"
-listen = ["{vps}:7000"]
-
-[[services]]
-name = "udp"
-protocol = "udp"
-listen = ["{vps}:5300"]
-proxy_protocol = "v2"
-"""
-
-HOME_LISTENERS = """
-[[listeners]]
-name = "http"
-listen = "tunnel:80"
-
-[[listeners.routes]]
-name = "www"
-host = ["www.example"]
-target = "[{svc}]:8080"
-http_headers = true
-{alt}
-[[listeners]]
-name = "echo"
-listen = "tunnel:7000"
-default_route = "echo"
-
-[[listeners.routes]]
-name = "echo"
-target = "[{svc}]:7007"
-send_proxy = "{echo_proxy}"
-
-[[listeners]]
-name = "udp"
-listen = "tunnel:5300"
-protocol = "udp"
-
-[[listeners.routes]]
-name = "udp"
-target = "[{svc}]:5353"
-send_proxy = "v2"
-"""
-
 
 ALT_ROUTE = """
 [[listeners.routes]]
@@ -134,7 +86,8 @@ def home_listeners(variant: int) -> str:
     each home reload switches to the other. (Changing the `www` route itself would hit the bug that
     tests/ingress/test_reload_keep_alive.py shows: its open keep-alive connections get 421 and are closed.)"""
     alt = ALT_ROUTE.format(svc=SERVICE_IP) if variant else ""
-    return HOME_LISTENERS.format(alt=alt, svc=SERVICE_IP, echo_proxy="v2" if variant == 0 else "v1")
+    return sample.home_listeners(SERVICE_IP, https=False, udp="udp", http_routes=alt,
+                                 echo_proxy="v2" if variant == 0 else "v1")
 
 
 @dataclass
@@ -262,7 +215,7 @@ class Soak:
         if _pipe(self.box.stdout).readline().strip() != "ready":
             raise WiregateError("bench soak: the lossy middlebox did not start")
         sl.set_gateway_address(BOX_IP)
-        sl.add_sample_services(GATEWAY_SERVICES.format(vps=VPS_PUBLIC_IP), home_listeners(0))
+        sl.add_sample_services(sample.gateway_services(VPS_PUBLIC_IP, https=False, udp="udp"), home_listeners(0))
         self.good = {"gateway": sl.gateway_file.read_text(), "home": sl.home_file.read_text()}
         proc = self.lab.spawn(self.service, [sys.executable, "-m", "wiregate.testing.soakload", "serve",
                                              "--http", hostport.format((SERVICE_IP, 8080)),

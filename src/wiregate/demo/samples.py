@@ -69,6 +69,30 @@ async def read_proxy(reader: asyncio.StreamReader) -> tuple[tuple[str, int] | No
             return src, dec.rest
 
 
+def read_datagram_proxy(data: bytes) -> tuple[tuple[str, int] | None, bytes] | None:
+    """A datagram's PROXY v2 header: (client address or None for LOCAL, payload after it), or None when the header
+    is bad or cut (the datagram is dropped)."""
+    dec = Decoder(allow_v1=False)
+    try:
+        hdr = dec.feed(data)
+    except ProxyError:
+        return None
+    if hdr is None:
+        return None
+    return (hdr.source if isinstance(hdr.source, tuple) else None), dec.rest
+
+
+async def echo_back(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float | None = None) -> None:
+    """Write back what `reader` gives until its EOF, then half-close; `idle` bounds each read (None: unbounded)."""
+    while True:
+        data = await asyncio.wait_for(reader.read(65536), idle)
+        if not data:
+            break
+        writer.write(data)
+        await writer.drain()
+    writer.write_eof()
+
+
 class _Prefixed:
     """A reader that first returns bytes already read (after a PROXY header)."""
 
@@ -186,13 +210,7 @@ class Samples:
             client, rest = await self._client_addr(reader, writer)
             writer.write(f"echo client {client}\n".encode() + rest)
             await writer.drain()
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-            writer.write_eof()
+            await echo_back(reader, writer)
         except (TimeoutError, ConnectionError, ProxyError, OSError):
             pass
         finally:
@@ -209,16 +227,12 @@ class UdpEcho(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         client = hostport.format(addr)
         if self.proxy:
-            dec = Decoder(allow_v1=False)
-            try:
-                hdr = dec.feed(data)
-            except ProxyError:
+            got = read_datagram_proxy(data)
+            if got is None:
                 return  # a datagram with a bad header is dropped, nothing else
-            if hdr is None:
-                return
-            if isinstance(hdr.source, tuple):
-                client = hostport.format(hdr.source)
-            data = dec.rest
+            src, data = got
+            if src is not None:
+                client = hostport.format(src)
         self.transport.sendto(f"udp client {client} ".encode() + data[:1024], addr)
 
 

@@ -22,8 +22,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from wiregate import hostport
 from wiregate.config import pairing
 from wiregate.demo.netns import Lab, Netns
 
@@ -35,27 +37,38 @@ WG_PORT = 51820
 SAMPLE_NAMES = ("a.example", "b.example")
 _n = itertools.count()
 
-GATEWAY_SERVICES = f"""
+def gateway_services(public: str, *, https: bool = True, udp: str = "udp-echo") -> str:
+    """The sample gateway [[services]] on `public`: https :443 (with `https`), http :80, echo :7000 and UDP :5300
+    (named `udp`, PROXY v2 to the home)."""
+    text = f"""
 [[services]]
 name = "https"
-listen = ["{VPS_PUBLIC_IP}:443"]
-
+listen = ["{hostport.format((public, 443))}"]
+""" if https else ""
+    return text + f"""
 [[services]]
 name = "http"
-listen = ["{VPS_PUBLIC_IP}:80"]
+listen = ["{hostport.format((public, 80))}"]
 
 [[services]]
 name = "echo"
-listen = ["{VPS_PUBLIC_IP}:7000"]
+listen = ["{hostport.format((public, 7000))}"]
 
 [[services]]
-name = "udp-echo"
+name = "{udp}"
 protocol = "udp"
-listen = ["{VPS_PUBLIC_IP}:5300"]
+listen = ["{hostport.format((public, 5300))}"]
 proxy_protocol = "v2"
 """
 
-HOME_LISTENERS = """
+
+def home_listeners(service: str = "127.0.0.1", *, https: bool = True, udp: str = "udp-echo",
+                   http_routes: str = "", echo_proxy: str = "v2") -> str:
+    """The sample home [[listeners]] to the sample services at `service`: https :443 by SNI (with `https`), http :80
+    by Host (`www`, then `http_routes`), TCP echo :7000 with PROXY `echo_proxy`, UDP :5300 (named `udp`) with PROXY
+    v2."""
+    tls = hostport.format((service, 8443))
+    text = f"""
 [[listeners]]
 name = "https"
 listen = "tunnel:443"
@@ -63,15 +76,16 @@ listen = "tunnel:443"
 [[listeners.routes]]
 name = "site-a"
 sni = ["a.example"]
-target = "127.0.0.1:8443"
+target = "{tls}"
 send_proxy = "v2"
 
 [[listeners.routes]]
 name = "site-b"
 sni = ["b.example"]
-target = "127.0.0.1:8443"
+target = "{tls}"
 send_proxy = "v2"
-
+""" if https else ""
+    return text + f"""
 [[listeners]]
 name = "http"
 listen = "tunnel:80"
@@ -79,9 +93,9 @@ listen = "tunnel:80"
 [[listeners.routes]]
 name = "www"
 host = ["www.example"]
-target = "127.0.0.1:8080"
+target = "{hostport.format((service, 8080))}"
 http_headers = true
-
+{http_routes}
 [[listeners]]
 name = "echo"
 listen = "tunnel:7000"
@@ -89,19 +103,54 @@ default_route = "echo"
 
 [[listeners.routes]]
 name = "echo"
-target = "127.0.0.1:7007"
-send_proxy = "v2"
+target = "{hostport.format((service, 7007))}"
+send_proxy = "{echo_proxy}"
 
 [[listeners]]
-name = "udp-echo"
+name = "{udp}"
 listen = "tunnel:5300"
 protocol = "udp"
 
 [[listeners.routes]]
-name = "udp-echo"
-target = "127.0.0.1:5353"
+name = "{udp}"
+target = "{hostport.format((service, 5353))}"
 send_proxy = "v2"
 """
+
+
+GATEWAY_SERVICES = gateway_services(VPS_PUBLIC_IP)
+HOME_LISTENERS = home_listeners()
+
+
+def start_ready(spawn: Callable[[str], subprocess.Popen], note: Path, what: str, log: Path,
+                timeout: float) -> subprocess.Popen:
+    """`spawn(NOTIFY_SOCKET)` with a datagram socket bound at `note`; returns the process once it sent READY=1.
+    RuntimeError when it exits first, TimeoutError after `timeout`, each with the tail of `log` (the process is left
+    to its owner); the socket and `note` are removed either way."""
+    note.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(str(note))
+        proc = spawn(str(note))
+        deadline = time.monotonic() + timeout
+        sock.settimeout(0.2)
+        while True:
+            try:
+                if b"READY=1" in sock.recv(4096).split(b"\n"):
+                    return proc
+            except TimeoutError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not ready after {timeout}s:\n{_tail(log)}")
+    finally:
+        sock.close()
+        note.unlink(missing_ok=True)
+
+
+def _tail(log: Path, n: int = 3000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else ""
 
 
 class SystemLab:
@@ -171,41 +220,16 @@ class SystemLab:
 
     # -- processes -----------------------------------------------------------------------------------------
     def _run_node(self, ns: Netns, path: Path, name: str, timeout: float) -> subprocess.Popen:
-        note = self.dir / f"notify-{name}"
-        note.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(note))
-        env = dict(os.environ, NOTIFY_SOCKET=str(note), WIREGATE_HOSTS=str(self.hosts), PYTHONUNBUFFERED="1")
-        log = open(self.dir / f"{name}.log", "ab")
-        try:
-            proc = self.lab.spawn(ns, [sys.executable, "-m", "wiregate", "run", "--access-log", str(path)], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env)
-        finally:
-            log.close()
-        try:
-            self._wait_ready(sock, proc, name, timeout)
-        finally:
-            sock.close()
-            note.unlink(missing_ok=True)
-        return proc
-
-    def _wait_ready(self, sock: socket.socket, proc: subprocess.Popen, name: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        sock.settimeout(0.2)
-        while True:
-            try:
-                if b"READY=1" in sock.recv(4096).split(b"\n"):
-                    return
-            except TimeoutError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"wiregate run ({name}) exited with {proc.returncode}:\n{self.log_tail(name)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"wiregate run ({name}) not ready after {timeout}s:\n{self.log_tail(name)}")
+        def spawn(note: str) -> subprocess.Popen:
+            env = dict(os.environ, NOTIFY_SOCKET=note, WIREGATE_HOSTS=str(self.hosts), PYTHONUNBUFFERED="1")
+            with open(self.dir / f"{name}.log", "ab") as log:
+                return self.lab.spawn(ns, [sys.executable, "-m", "wiregate", "run", "--access-log", str(path)],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env)
+        return start_ready(spawn, self.dir / f"notify-{name}", f"wiregate run ({name})", self.dir / f"{name}.log",
+                           timeout)
 
     def log_tail(self, name: str, n: int = 3000) -> str:
-        p = self.dir / f"{name}.log"
-        return p.read_text(errors="replace")[-n:] if p.exists() else ""
+        return _tail(self.dir / f"{name}.log", n)
 
     def node(self, side: str) -> subprocess.Popen:
         """The `wiregate run` process of "gateway" or "home" (from start_gateway / start_home on)."""

@@ -270,6 +270,19 @@ class AcmeSystem:
         except Exception:  # noqa: BLE001 - not up yet
             return []
 
+    def wait_issued_and_failed(self, issued: str, failed: str, timeout: float = 60.0) -> None:
+        """Wait until there are two certificates: `issued` obtained once by this run, `failed` with an error (each
+        named by its first name)."""
+        from wiregate.testing.system import wait_for
+
+        def settled() -> bool:
+            c = {x["names"][0]: x for x in self.certificates()}
+            return len(c) == 2 and c[issued]["issued"] == 1 and bool(c[failed]["last_error"])
+        try:
+            wait_for(settled, timeout)
+        except TimeoutError:
+            raise AssertionError(f"{self.certificates()}\n{self.sl.log_tail('home', 5000)}") from None
+
     def wait_issued(self, n: int, timeout: float = 60.0, issued: int = 1) -> float:
         """Wait until `n` certificates have each been obtained `issued` times by this run, without an error."""
         from wiregate.testing.system import wait_for

@@ -33,8 +33,8 @@ import sys
 import time
 
 from wiregate import hostport
-from wiregate.proxyproto import Decoder, ProxyError
-from wiregate.testing.samples import read_proxy
+from wiregate.proxyproto import ProxyError
+from wiregate.testing.samples import echo_back, read_datagram_proxy, read_proxy
 
 MAX_HEAD = 16384
 PAYLOAD_REPEAT = 64  # body = path line + sha256(path) * 64 = 2,048 bytes after the line
@@ -126,13 +126,7 @@ async def serve_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         src, rest = await read_proxy(reader)
         writer.write(f"client {client_ip(src[0]) if src else 'local'}\n".encode() + rest)
         await writer.drain()
-        while True:
-            data = await asyncio.wait_for(reader.read(65536), 300.0)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        writer.write_eof()
+        await echo_back(reader, writer, idle=300.0)
     except (TimeoutError, ConnectionError, ProxyError, OSError):
         pass
     finally:
@@ -144,15 +138,12 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        dec = Decoder(allow_v1=False)
-        try:
-            hdr = dec.feed(data)
-        except ProxyError:
+        got = read_datagram_proxy(data)
+        if got is None:
             return  # a datagram with a bad header is dropped, nothing else
-        if hdr is None:
-            return
-        client = client_ip(hdr.source[0]) if isinstance(hdr.source, tuple) else "local"
-        self.transport.sendto(f"client {client} ".encode() + dec.rest[:2048], addr)
+        src, rest = got
+        client = client_ip(src[0]) if src is not None else "local"
+        self.transport.sendto(f"client {client} ".encode() + rest[:2048], addr)
 
 
 def _addr(text: str) -> tuple[str, int]:

@@ -15,13 +15,12 @@ Processes are the Lab's (ended by PID when it closes).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wiregate.demo.system import start_ready
 from wiregate.testing.netns import Lab, Netns
 
 # the binds happen inside the new mount namespace only; "$0" is the host's /run directory
@@ -66,28 +65,8 @@ class UserHost:
 
     def start_node(self, path: Path, log: Path, *args: str, timeout: float = 30.0) -> subprocess.Popen:
         """`wiregate run [ARGS] FILE` in the background (output to `log`); returns once it sent READY=1."""
-        note = log.with_suffix(".notify")
-        note.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(note))
-        try:
+        def spawn(note: str) -> subprocess.Popen:
             with open(log, "ab") as out:
-                proc = self.spawn([*wiregate_argv(), "run", *args, str(path)], stdout=out, stderr=subprocess.STDOUT,
-                                  env=dict(self.env, NOTIFY_SOCKET=str(note)))
-            deadline = time.monotonic() + timeout
-            sock.settimeout(0.2)
-            while True:
-                try:
-                    if b"READY=1" in sock.recv(4096).split(b"\n"):
-                        return proc
-                except TimeoutError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError(f"wiregate run {path} exited with {proc.returncode}:\n"
-                                       f"{log.read_text(errors='replace')[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"wiregate run {path}: not ready after {timeout}s:\n"
-                                       f"{log.read_text(errors='replace')[-3000:]}")
-        finally:
-            sock.close()
-            note.unlink(missing_ok=True)
+                return self.spawn([*wiregate_argv(), "run", *args, str(path)], stdout=out, stderr=subprocess.STDOUT,
+                                  env=dict(self.env, NOTIFY_SOCKET=note))
+        return start_ready(spawn, log.with_suffix(".notify"), f"wiregate run {path}", log, timeout)
