@@ -849,16 +849,13 @@ static PyObject *Pump_accept(Pump *P, PyObject *args) {
             Py_INCREF(Py_None);
             local = Py_None;
         }
-        if (recv_size > 0) data = first_read(P, fd, recv_size);
-        if (peer && local && (recv_size == 0 || data)) {
-            if (recv_size > 0) {
-                PyObject *fdobj = PyLong_FromLong(fd);
-                item = fdobj ? PyTuple_Pack(4, fdobj, peer, local, data) : NULL;
-                Py_XDECREF(fdobj);
-            }
-            else if (want_local) item = Py_BuildValue("(iOO)", fd, peer, local);
-            else item = Py_BuildValue("(iO)", fd, peer);
+        if (recv_size > 0) {
+            data = first_read(P, fd, recv_size);
+        } else {
+            Py_INCREF(Py_None);
+            data = Py_None;
         }
+        if (peer && local && data) item = Py_BuildValue("(iOOO)", fd, peer, local, data);
         Py_XDECREF(peer);
         Py_XDECREF(local);
         Py_XDECREF(data);
@@ -983,10 +980,10 @@ static PyMethodDef Pump_methods[] = {
     {"fileno", (PyCFunction)Pump_fileno, METH_NOARGS, "the epoll descriptor for the event loop to watch"},
     {"run", (PyCFunction)Pump_run, METH_NOARGS, "handle what is ready (call when fileno() is readable)"},
     {"accept", (PyCFunction)Pump_accept, METH_VARARGS,
-     "accept(listen_fd, max, want_local=False, recv_size=0) -> [(fd, (host, port)[, (local_host, local_port)])]: "
-     "up to max clients, non-blocking; OSError when the first accept fails (out of descriptors). With recv_size, "
-     "[(fd, peer, local or None, first)]: first = what the client sent already (bytes, b'' at EOF, None when "
-     "nothing yet, an int errno on error)"},
+     "accept(listen_fd, max, want_local=False, recv_size=0) -> [(fd, (host, port), local, first)]: up to max "
+     "clients, non-blocking; OSError when the first accept fails (out of descriptors). local: (host, port) with "
+     "want_local, else None; first (with recv_size): what the client sent already (bytes, b'' at EOF, None when "
+     "nothing yet, an int errno on error), else None"},
     {"connect", (PyCFunction)(void (*)(void))Pump_connect, METH_VARARGS | METH_KEYWORDS,
      "connect(client, family, addr, initial, timeout, owner, first_read=False, pass_resets=False, "
      "sink_client=False) -> Link (sink_client: after `initial`, the client's bytes are read and dropped)"},

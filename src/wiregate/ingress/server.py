@@ -415,14 +415,15 @@ class Ingress:
                 os.close(fd)
             self._connection_ended(rt)
 
-    def _pump_plan(self, rt: Runtime, ev: Accepted) -> tuple[bytes, bool] | None:
+    def _pump_plan(self, rt: Runtime, ev: Accepted, closing_http: bool = True) -> tuple[bytes, bool] | None:
         """How the C pump can carry a routed connection: (the bytes it sends after the PROXY header, whether the
         client's later bytes are dropped); None when Python must see the bytes (`_decided` then runs a task):
         TLS terminated here or any TLS while ACME may answer, `internal_only`, and HTTP with forwarding headers
         except one case. That case: the connection's one request is whole in hand and closes the connection
         (`Connection: close`, or HTTP/1.0 without keep-alive), so its rewritten head is all the backend may get;
         bytes the client sends after it are dropped (a server answering a closing request ignores them too, and
-        an unrewritten pipelined head must not reach it)."""
+        an unrewritten pipelined head must not reach it). `closing_http=False` (no pump: `_FastConnect` cannot
+        drop bytes) leaves that case to the task too, without building its forwarder here."""
         route = ev.route
         if route.name in rt.rules.internal or (ev.kind == "tls" and (
                 route.name in rt.tls or route.acme or self.acme is not None)):
@@ -430,7 +431,7 @@ class Ingress:
         if not (route.http_headers and ev.kind == "http"):
             return ev.data, False
         req = ev.request
-        if req is None or req.keep_alive or req.upgrade:
+        if not closing_http or req is None or req.keep_alive or req.upgrade:
             return None
         fwd = HttpForwarder(ev.client, "http", ev.client_trusted, accepts=_same_route(rt, route),
                             max_head=rt.listener.max_sniff_bytes)
@@ -478,12 +479,12 @@ class Ingress:
         # the task path for what needs more than a connect: a name to resolve, TLS terminated here (files or
         # ACME), any TLS while ACME may have to answer a TLS-ALPN-01 validation, HTTP rewriting, and the
         # internal_only admission (decided there after the ACME answer: the CA validates from outside)
-        plan = self._pump_plan(rt, ev) if addr is not None else None
+        pump = self.pump
+        plan = self._pump_plan(rt, ev, closing_http=pump is not None) if addr is not None else None
         if addr is not None and plan is not None:
-            if self.pump is not None:
-                return _Pumped(self, rt, ev).start(self.pump, sock, addr, *plan)
-            if not plan[1]:  # (the Python path takes only connections it moves unchanged this way)
-                return _FastConnect(self, rt, sock, ev, addr).start()
+            if pump is not None:
+                return _Pumped(self, rt, ev).start(pump, sock, addr, *plan)
+            return _FastConnect(self, rt, sock, ev, addr).start()
         self._spawn(rt, self._handle(rt, sock, peer, phase, ev))
 
     def _came_in_right(self, rt: Runtime, sock: socket.socket, peer: tuple[str, int]) -> bool:

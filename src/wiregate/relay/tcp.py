@@ -138,11 +138,11 @@ class TCPListener:
             return
         if self.backoff.delay and batch:
             self.backoff.succeeded()
-        for item in batch:
+        for fd, client, local, _ in batch:
             if svc is None or not self.accepting:  # (a reload took the service away in the middle of a batch)
-                os.close(item[0])
+                os.close(fd)
                 continue
-            svc.accepted_fd(item[0], item[1], item[2] if len(item) > 2 else self.local, self)
+            svc.accepted_fd(fd, client, local or self.local, self)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """The client stays in the backlog, so the listener would fire again at once: pause, log once in a while."""
@@ -221,18 +221,24 @@ class TCPRuntime:
             lst.resume()
 
     # -- accepting -----------------------------------------------------------------------------------------
-    def accepted(self, sock: socket.socket, addr: tuple, listener: TCPListener) -> None:
-        """A client connected: apply limits, then start connecting to a backend."""
-        client = plain_addr(addr)
+    def _admit(self, client: tuple[str, int], listener: TCPListener) -> bool:
+        """Apply the limits to a new client (counted, and the listeners paused when full); False: refused, logged."""
         why = self.limits.admit(client[0])
         if why is not None:
             self.totals["refused"] += 1
             log.info("%s: refused %s on %s: %s", self.config.name, format_addr(client), listener.addr, why)
-            sock.close()
-            return
+            return False
         self.totals["accepted"] += 1
         if self.limits.full():
             self.pause_all()
+        return True
+
+    def accepted(self, sock: socket.socket, addr: tuple, listener: TCPListener) -> None:
+        """A client connected: apply limits, then start connecting to a backend."""
+        client = plain_addr(addr)
+        if not self._admit(client, listener):
+            sock.close()
+            return
         sock.setblocking(False)
         conn = TCPConnection(self, sock, client, listener)
         self.connections.add(conn)
@@ -241,15 +247,9 @@ class TCPRuntime:
     def accepted_fd(self, fd: int, client: tuple[str, int], local: tuple[str, int] | None,
                     listener: TCPListener) -> None:
         """A client accepted by the C pump (a raw descriptor): the same limits, then connect on the pump."""
-        why = self.limits.admit(client[0])
-        if why is not None:
-            self.totals["refused"] += 1
-            log.info("%s: refused %s on %s: %s", self.config.name, format_addr(client), listener.addr, why)
+        if not self._admit(client, listener):
             os.close(fd)
             return
-        self.totals["accepted"] += 1
-        if self.limits.full():
-            self.pause_all()
         conn = PumpedConnection(self, fd, client, local or ("", 0), listener)
         self.connections.add(conn)
         conn.connect()
