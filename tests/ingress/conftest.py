@@ -68,10 +68,11 @@ async def backends():
         await b.close()
 
 
-@pytest.fixture(params=["c", "python"])
+@pytest.fixture(params=["c", "c-nofast", "python"])
 async def ingress(request, monkeypatch):
     """Make and start Ingresses (closed at the end), on each data path: the C pump where built (the default:
-    wiregate.datapath.pump) and the Python one."""
+    wiregate.datapath.pump) with its fast routes (a listener's common case routed without Python), the pump
+    with every decision in Python, and the Python data path."""
     monkeypatch.setenv("WIREGATE_DATAPATH", request.param)
     made: list[Ingress] = []
 

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from wiregate.proxyproto import Decoder, encode_v2
+from wiregate.proxyproto import Decoder, encode_v1, encode_v2
 from wiregate.testing.tls_hello import client_hello, records, sni_ext
 
 from wiregate.ingress import Listener, Route
@@ -80,8 +80,8 @@ async def test_a_bug_while_connecting_costs_that_connection_only(backends, ingre
     svc = await backends(echo)
     ing = await ingress(lst([Route("app", ("127.0.0.1", svc.port))], default_route="app"))
     port = ing.addresses["web"][1]
-    header = encode_v2(CLIENT, ("127.0.0.1", port))
-    real = server.proxy_header
+    header = encode_v1(CLIENT, ("127.0.0.1", port))  # v1: Python decides it on every data path (the fast route
+    real = server.proxy_header                       # takes v2 headers only, and calls no Python)
     calls = []
 
     def broken(route, ev):

@@ -20,13 +20,16 @@ import os
 from wiregate.datapath.halves import HAVE_SPLICE, PIPE_POOL_MAX, PIPE_SIZE
 
 try:
-    from wiregate.datapath._pump import Link, Pump
+    from wiregate.datapath._pump import Fast, Link, Pump
 except ImportError:  # not built here (optional extension): the Python data path does everything
-    Link = Pump = None  # type: ignore[assignment,misc]
+    Fast = Link = Pump = None  # type: ignore[assignment,misc]
 
-__all__ = ["Link", "Pump", "available", "wanted", "attach", "detach", "TIMED_OUT"]
+__all__ = ["Fast", "Link", "Pump", "available", "wanted", "fast_wanted", "attach", "detach", "TIMED_OUT",
+           "MAX_TRUSTED", "MAX_INTERFACES"]
 
 TIMED_OUT = -1  # `_pump_connected(err)`: the pump's own connect deadline passed
+MAX_TRUSTED = 256  # a Fast route matches at most this many trusted networks (more: Python decides each client)
+MAX_INTERFACES = 64  # and checks at most this many trusted_interface indexes
 
 
 def available() -> bool:
@@ -37,6 +40,12 @@ def available() -> bool:
 def wanted() -> bool:
     """True when new connections should take the C pump (`WIREGATE_DATAPATH=python` turns it off)."""
     return available() and os.environ.get("WIREGATE_DATAPATH", "c") != "python"
+
+
+def fast_wanted() -> bool:
+    """True when listeners may route in C without Python (`Fast`); `WIREGATE_DATAPATH=c-nofast` keeps the pump
+    but leaves every decision to Python (the tests run the ingress's suite that way too)."""
+    return wanted() and os.environ.get("WIREGATE_DATAPATH", "c") != "c-nofast"
 
 
 def attach(loop: asyncio.AbstractEventLoop, keep: int = PIPE_POOL_MAX) -> "Pump":

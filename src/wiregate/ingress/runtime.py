@@ -8,6 +8,7 @@ import collections
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from wiregate.hostport import unmap
 from wiregate.ingress.config import Listener
@@ -37,6 +38,21 @@ class Runtime:
     # on one of these interfaces
     wrong_if_logged: float = float("-inf")
     local: tuple[str, int] | None = None  # the bound address when it is not a wildcard (no getsockname per client)
+    # the C pump's fast route for this listener (wiregate.datapath._pump.Fast) and its callback object, when the
+    # pump is in use: connections it takes are counted there, not in `open` / `accepted`
+    fast: Any = None
+    fast_owner: object = None
+
+    def connections(self) -> int:
+        """Open connections, both those Python handles and those on the fast route."""
+        return self.open + (self.fast.open if self.fast is not None else 0)
+
+    def routed(self) -> int:
+        """Connections routed to a target that answered, ever (both paths)."""
+        return self.accepted + (self.fast.accepted if self.fast is not None else 0)
+
+    def fast_links(self) -> list:
+        return self.fast.links() if self.fast is not None else []
 
     def key(self) -> tuple[str, str, int]:
         return (self.listener.protocol, *self.listener.listen)

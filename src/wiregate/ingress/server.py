@@ -183,7 +183,41 @@ class Ingress:
             rt.udp.start()
         else:
             self._pin_interface(rt)
+            if self.pump is not None and cpump.fast_wanted():
+                rt.fast_owner = _FastOwner(self, rt, rt.sock.family)
+                rt.fast = cpump.Fast(rt.fast_owner)
+                self._configure_fast(rt)
             self.loop.add_reader(rt.sock.fileno(), self._on_accept, rt)
+
+    def _configure_fast(self, rt: Runtime) -> None:
+        """Let the pump route this listener's connections without Python when every one of them would go the same
+        way: each trusted peer must send a PROXY header (not proxy_optional) and every connection goes to the
+        default route (nothing to sniff), whose target is an IP address, whose bytes Python need not see (no TLS
+        here, no internal_only) and whose own PROXY header is none or v2; no ACME (an HTTP-01 request must be
+        seen). With trusted_interface the pump checks where each trusted peer came in, as `_came_in_right` does
+        (a peer that came in elsewhere is Python's to refuse and log). The pump takes only the
+        common case inside that (a v2 PROXY header for TCP, no TLVs); Python gets everything else with the bytes
+        read so far (`_FastOwner._pump_head`) and decides as it always does."""
+        fast = rt.fast
+        if fast is None:
+            return
+        lst, rules = rt.listener, rt.rules
+        route = rules.router.default
+        addr = _literal(route.target) if route is not None else None
+        if (route is None or addr is None or rules.router.needs_sniff or lst.proxy_optional or not lst.trusted
+                or rt.ifindex == frozenset() or self.acme is not None or rules.http01 is not None
+                or rules.http01_pending is not None or route.name in rules.internal or route.tls_cert
+                or route.acme or route.send_proxy not in ("none", "v2")
+                or len(rules.trust.nets) > cpump.MAX_TRUSTED or len(rt.ifindex or ()) > cpump.MAX_INTERFACES):
+            fast.enabled = False
+            return
+        family, target = addr
+        fast.configure(
+            [(socket.AF_INET if n.version == 4 else socket.AF_INET6, n.network_address.packed, n.prefixlen)
+             for n in rules.trust.nets],
+            family, target, route.send_proxy == "v2", lst.header_timeout, CONNECT_TIMEOUT, lst.max_header_bytes,
+            lst.max_connections, rt.local is None, log.isEnabledFor(logging.INFO),
+            None if rt.ifindex is None else sorted(rt.ifindex))
 
     def _pin_interface(self, rt: Runtime) -> None:
         """With trusted_interface, accepted sockets report where they came in (see ingress/udp.py)."""
@@ -245,7 +279,8 @@ class Ingress:
                     rt.udp.close()  # type: ignore[attr-defined]  # datagram flows have nothing to drain
                     continue
                 self.detached.append(rt)
-                log.info("listener %s: removed (%d open connections continue)", rt.listener.name, rt.open)
+                log.info("listener %s: removed (%d open connections continue)", rt.listener.name,
+                         rt.connections())
         for key, (rt, new_lst, new_rules, new_tls) in new_rts.items():
             if new_lst is not None and new_rules is not None and new_tls is not None:  # a kept listener
                 if rt.listener.listen != new_lst.listen:  # port 0 then its bound port: keep one key per socket
@@ -255,6 +290,7 @@ class Ingress:
                     rt.udp.reconfigure()  # type: ignore[attr-defined]
                 else:
                     self._pin_interface(rt)
+                    self._configure_fast(rt)
             else:
                 self._serve(rt)
                 log.info("listener %s: added on %s %s", rt.listener.name, rt.listener.protocol,
@@ -272,12 +308,12 @@ class Ingress:
             self._unserve(rt)
         if drain_timeout:
             deadline = self.loop.time() + drain_timeout  # type: ignore[union-attr]
-            while any(rt.open for rt in rts) and self.loop.time() < deadline:  # type: ignore[union-attr]
+            while any(rt.connections() for rt in rts) and self.loop.time() < deadline:  # type: ignore[union-attr]
                 await asyncio.sleep(0.05)
         for rt in rts:
             for pc in list(rt.pending):
                 pc.cancel()
-            for link in list(rt.links):
+            for link in [*rt.links, *rt.fast_links()]:
                 link.close()
             for t in list(rt.tasks):
                 t.cancel()
@@ -309,9 +345,9 @@ class Ingress:
                                     "path_prefix": r.path_prefix, "send_proxy": r.send_proxy,
                                     "http_headers": r.http_headers, "tls": bool(r.tls_cert) or r.acme}
                            for r in lst.routes},
-                "default_route": lst.default_route, "accepted": rt.accepted,
+                "default_route": lst.default_route, "accepted": rt.routed(),
                 # UDP: open flows (they are not connections: a drain does not wait for them)
-                "open": rt.udp.open if rt.udp is not None else rt.open,  # type: ignore[attr-defined]
+                "open": rt.udp.open if rt.udp is not None else rt.connections(),  # type: ignore[attr-defined]
                 "refused": dict(rt.refused), "health_checks": rt.health_checks,
             }
         return out
@@ -357,7 +393,7 @@ class Ingress:
         """The same as the loop above, with the accepts and each client's first read done in C: a connection
         whose head decides at once and whose route the pump can serve never becomes a socket object."""
         try:
-            batch = pump.accept(lsock.fileno(), ACCEPT_BATCH, rt.local is None, RECV)
+            batch = pump.accept(lsock.fileno(), ACCEPT_BATCH, rt.local is None, RECV, rt.fast, rt.open)
         except OSError as exc:
             if exc.errno in NO_DESCRIPTORS:
                 return self._out_of_descriptors(rt, exc)
@@ -374,29 +410,41 @@ class Ingress:
                 if not self._came_in_right(rt, sock, peer):
                     continue
                 sock.detach()
-            if rt.open >= rt.listener.max_connections:
+            if rt.connections() >= rt.listener.max_connections:
                 rt.refused[LIMIT] += 1
                 log.warning("listener %s: refused %s: %s: %d connections open (max_connections)",
-                            rt.listener.name, fmt(peer), LIMIT, rt.open)
+                            rt.listener.name, fmt(peer), LIMIT, rt.connections())
                 os.close(fd)
                 continue
             rt.open += 1
             self._head_first(rt, pump, family, fd, peer, local or rt.local or ("", 0), first)
 
     def _head_first(self, rt: Runtime, pump: cpump.Pump, family: int, fd: int, peer: tuple[str, int],
-                    local: tuple[str, int], first: bytes | int | None) -> None:
+                    local: tuple[str, int], first: bytes | int | None, since: float | None = None,
+                    end: int | None = None) -> None:
         """`_head_now` for a raw descriptor whose first read the pump did; a socket object is made only for what
-        continues in Python (a head still coming, a refusal, a route that is not the pump's)."""
+        continues in Python (a head still coming, a refusal, a route that is not the pump's). From the fast
+        route (`since`: when it accepted the client): `first` is what it read, and `end` how the client ended
+        before its header was whole (None: it did not; 0: EOF; an errno; TIMED_OUT: header_timeout passed)."""
         sock: socket.socket | None = None
         try:
             now = self.loop.time()  # type: ignore[union-attr]
-            phase = HeadPhase(rt.rules, peer, local, now)
+            phase = HeadPhase(rt.rules, peer, local, now if since is None else min(since, now))
             ev: Accepted | Refused | None = phase.start(now)
             if ev is None and first is not None:
                 if isinstance(first, int):
                     ev = phase.receive_reset(os.strerror(first), now)
-                else:
+                elif since is None:
                     ev = phase.receive_eof(now) if not first else phase.receive_data(first, now)
+                elif first:
+                    ev = phase.receive_data(first, now)
+            if ev is None and end is not None:
+                if end == 0:
+                    ev = phase.receive_eof(now)
+                elif end > 0:
+                    ev = phase.receive_reset(os.strerror(end), now)
+                else:
+                    ev = phase.handle_timer(max(now, phase.deadline))
             if isinstance(ev, Accepted):
                 addr = _literal(ev.route.target)
                 plan = self._pump_plan(rt, ev) if addr is not None else None
@@ -729,7 +777,7 @@ class Ingress:
             await asyncio.sleep(period)
             for rt in list(self.runtimes.values()) + self.detached:
                 ticks = max(1, round(rt.listener.idle_timeout / period))
-                for link in list(rt.links):
+                for link in [*rt.links, *(f for f in rt.fast_links() if not f.head)]:  # (a head has its timeout)
                     if link.active:
                         link.active, link.idle_ticks = False, 0
                     else:
@@ -737,7 +785,7 @@ class Ingress:
                         if link.idle_ticks >= ticks:
                             rt.refused["idle_timeout"] += 1
                             link.close()
-            self.detached = [rt for rt in self.detached if rt.open]
+            self.detached = [rt for rt in self.detached if rt.connections()]
 
 
 @functools.lru_cache(maxsize=1024)  # targets come from the config: parsed once, not per connection (~10 us)
@@ -988,6 +1036,41 @@ class _FastConnect:
             if watched:
                 io.remove_writer(back.fileno())
             link.start(up, down)
+
+
+class _FastOwner:
+    """What the pump's fast route of one listener tells Python (see `Ingress._configure_fast`): a client it hands
+    over, a target that did not answer, and (with INFO logging) each routed client."""
+
+    __slots__ = ("ing", "rt", "family", "__weakref__")
+
+    def __init__(self, ing: Ingress, rt: Runtime, family: int) -> None:
+        self.ing, self.rt, self.family = ing, rt, family
+
+    def _pump_head(self, fd: int, peer: tuple[str, int], local: tuple[str, int] | None, data: bytes,
+                   end: int | None, since: float) -> None:
+        ing, rt = self.ing, self.rt
+        if ing.closing or ing.pump is None:
+            os.close(fd)
+            return
+        rt.open += 1
+        ing._head_first(rt, ing.pump, self.family, fd, peer, local or rt.local or ("", 0), data, since, end)
+
+    def _pump_unreachable(self, client: tuple[str, int], peer: tuple[str, int], err: int) -> None:
+        rt = self.rt
+        route = rt.rules.router.default
+        rt.refused["backend_unreachable"] += 1
+        log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name, fmt(client),
+                    route.name if route else "?", fmt(route.target) if route else "?",
+                    "timeout" if err == cpump.TIMED_OUT else os.strerror(err))
+
+    def _pump_routed(self, client: tuple[str, int], peer: tuple[str, int]) -> None:
+        rt = self.rt
+        route = rt.rules.router.default
+        if route is not None:
+            via = f" via {fmt(peer)}" if client != peer else ""
+            log.info("listener %s: client %s%s -> route %s (unsniffed) %s", rt.listener.name, fmt(client), via,
+                     route.name, fmt(route.target))
 
 
 class _Pumped:
