@@ -218,3 +218,22 @@ async def test_proxy_optional_mode_warns_and_takes_trusted_peers_with_or_without
     async with asyncio.timeout(5):
         assert await r.readexactly(len(expected)) == expected
     w.close()
+
+
+async def test_a_lone_default_route_with_http_headers_gets_them_and_other_protocols_pass(backends, ingress):
+    """A listener whose only route is the default and has http_headers: plain HTTP is still recognised (sniffed)
+    so each request gets the client's address; TLS and other bytes go to the same route untouched."""
+    svc = await backends()
+    ing = await ingress(Listener(name="web", listen=("127.0.0.1", 0), trusted=("127.0.0.1",),
+                                 routes=(Route("app", ("127.0.0.1", svc.port), http_headers=True),),
+                                 default_route="app"))
+    port = ing.addresses["web"][1]
+    header = encode_v2(CLIENT, ("127.0.0.1", port))
+    request = b"GET / HTTP/1.1\r\nHost: www.example\r\nX-Forwarded-For: 10.6.6.6\r\nConnection: close\r\n\r\n"
+    hello = records(client_hello(sni_ext(b"www.example")))
+    for data in (request, hello, b"SSH-2.0-OpenSSH_9.2\r\n"):
+        await talk(port, header + data)
+    await svc.wait_for(lambda: len(svc.conns) == 3 and all(svc.conns))
+    got = {bytes(c[:3]): bytes(c) for c in svc.conns}
+    assert b"X-Forwarded-For: 203.0.113.7\r\n" in got[b"GET"] and b"10.6.6.6" not in got[b"GET"]
+    assert hello in got.values() and b"SSH-2.0-OpenSSH_9.2\r\n" in got.values()

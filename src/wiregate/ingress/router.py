@@ -32,8 +32,9 @@ class Router:
                 self._host.setdefault(n, []).append(r)
         for lst in self._host.values():
             lst.sort(key=lambda r: -len(r.path_prefix))  # stable: file order among equal prefixes
-        # a listener whose every connection goes to the default needs no sniffing (any protocol works)
-        self.needs_sniff = bool(self._sni or self._host)
+        # a listener whose every connection goes to the default needs no sniffing (any protocol works), unless that
+        # route adds the client's address to HTTP requests: plain HTTP must be recognised to get its headers
+        self.needs_sniff = bool(self._sni or self._host) or bool(self.default and self.default.http_headers)
 
     def for_sni(self, sni: str | None) -> Route | None:
         """Route for a TLS ClientHello's server name (None: no SNI or ECH) -> the named route or the default."""
