@@ -46,6 +46,12 @@ typedef struct Pump Pump;
 typedef struct Link Link;
 typedef struct Fast Fast;
 
+typedef union { /* an IPv4 or IPv6 socket address, without sockaddr_storage's 100 unused bytes per link */
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+} Addr;
+
 typedef struct {
     Link *link;
     int fd;
@@ -84,8 +90,8 @@ struct Link {
     char *head; /* HEAD: the bytes read so far (HEAD_MAX) */
     int head_len;
     double since; /* when the client was accepted */
-    struct sockaddr_storage peer;
-    struct sockaddr_storage client; /* the PROXY header's source */
+    Addr peer;
+    Addr client; /* the PROXY header's source */
 };
 
 typedef struct {
@@ -361,6 +367,13 @@ static void link_fail(Link *L, int h, int err, int reading) {
 
 static PyObject *addr_tuple(struct sockaddr_storage *ss);
 
+static PyObject *addr_tuple_a(const Addr *a) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, a, sizeof *a);
+    return addr_tuple(&ss);
+}
+
 /* A fast route's target did not answer: close the client (the route is not HTTP-aware: no 502) and tell the
    owner (_pump_unreachable(client, peer, err): it counts and logs). */
 static void fast_unreachable(Link *L, int err) {
@@ -372,7 +385,7 @@ static void fast_unreachable(Link *L, int err) {
     close(L->end[0].fd);
     L->end[0].fd = -1;
     L->end[0].mask = 0;
-    PyObject *args[3] = {addr_tuple(&L->client), addr_tuple(&L->peer), PyLong_FromLong(err)};
+    PyObject *args[3] = {addr_tuple_a(&L->client), addr_tuple_a(&L->peer), PyLong_FromLong(err)};
     Py_INCREF(L);
     release(L);
     if (args[0] && args[1] && args[2]) call_method(P, fast_owner(F), s_unreachable, args, 3);
@@ -606,7 +619,7 @@ static void fast_connected(Link *L) {
     if (!F->log_routed) return;
     PyObject *owner = fast_owner(F);
     if (owner == NULL) return;
-    PyObject *args[2] = {addr_tuple(&L->client), addr_tuple(&L->peer)};
+    PyObject *args[2] = {addr_tuple_a(&L->client), addr_tuple_a(&L->peer)};
     if (args[0] && args[1]) call_method(L->pump, owner, s_routed, args, 2);
     else PyErr_Clear();
     Py_XDECREF(args[0]);
@@ -687,7 +700,7 @@ static Link *link_alloc(Pump *P, PyObject *owner) {
     L->head = NULL;
     L->head_len = 0;
     L->since = 0;
-    L->peer.ss_family = L->client.ss_family = AF_UNSPEC;
+    L->peer.sa.sa_family = L->client.sa.sa_family = AF_UNSPEC;
     return L;
 }
 
@@ -988,7 +1001,7 @@ static int fast_parse(const Fast *F, const uint8_t *b, Py_ssize_t n, int *hlen) 
 }
 
 /* The header's source address (the real client), as a sockaddr. */
-static void fast_client(const uint8_t *b, struct sockaddr_storage *ss) {
+static void fast_client(const uint8_t *b, Addr *ss) {
     memset(ss, 0, sizeof *ss);
     if (b[13] == 0x11) {
         struct sockaddr_in *a = (struct sockaddr_in *)ss;
@@ -1078,7 +1091,8 @@ static Link *fast_link(Pump *P, Fast *F, int fd, const struct sockaddr_storage *
     Link *L = link_alloc(P, NULL);
     if (L == NULL) return NULL;
     L->end[0].fd = fd;
-    L->peer = *peer;
+    memset(&L->peer, 0, sizeof L->peer);
+    memcpy(&L->peer, peer, peer->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
     L->since = since;
     Py_INCREF(F);
     L->fast = F;
@@ -1224,7 +1238,7 @@ static void head_handoff(Link *L, int end) {
         local = Py_None;
     }
     PyObject *endobj = end == NOT_ENDED ? Py_NewRef(Py_None) : PyLong_FromLong(end);
-    PyObject *args[6] = {PyLong_FromLong(fd), addr_tuple(&L->peer), local,
+    PyObject *args[6] = {PyLong_FromLong(fd), addr_tuple_a(&L->peer), local,
                          PyBytes_FromStringAndSize(L->head, L->head_len), endobj, PyFloat_FromDouble(L->since)};
     if (L->head) {
         PyMem_Free(L->head);
