@@ -1104,7 +1104,8 @@ static Link *fast_link(Pump *P, Fast *F, int fd, const struct sockaddr_storage *
     return L;
 }
 
-/* Start the backend connect of a link whose first bytes are set: 0, or an errno (the backend socket closed). */
+/* Start the backend connect of a link whose first bytes are set (Pump.connect and the fast routes): 0, or an errno
+   (the backend socket closed). A handshake that completes inside connect() leaves the link CONNECTED. */
 static int link_connect(Link *L, const struct sockaddr *sa, socklen_t len, double timeout) {
     Pump *P = L->pump;
     int bfd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1467,47 +1468,18 @@ static PyObject *Pump_connect(Pump *P, PyObject *args, PyObject *kw) {
     struct sockaddr_storage ss;
     socklen_t len;
     if (parse_sockaddr(family, addr, &ss, &len) < 0) return NULL;
-    int bfd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (bfd < 0) return PyErr_SetFromErrno(PyExc_OSError);
-    int one = 1;
-    setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int rc;
-    do rc = connect(bfd, (struct sockaddr *)&ss, len); while (rc < 0 && errno == EINTR);
-    if (rc < 0 && errno != EINPROGRESS) {
-        int err = errno;
-        close(bfd);
+    Link *L = link_new(P, cfd, -1, owner, initial, first_read, pass_resets, sink_client);
+    if (L == NULL) return NULL;
+    int err = link_connect(L, (struct sockaddr *)&ss, len, timeout);
+    if (err) { /* no backend socket is left open; the client's stays the caller's */
+        L->end[0].fd = -1;
+        L->state = FAILED;
+        Py_DECREF(L);
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    Link *L = link_new(P, cfd, bfd, owner, initial, first_read, pass_resets, sink_client);
-    if (L == NULL) {
-        close(bfd);
-        return NULL;
     }
     Py_INCREF(L); /* the pump's reference, until closed or failed */
     P->links++;
-    if (rc == 0) { /* loopback and local tunnels may complete the handshake inside connect() */
-        L->state = CONNECTED;
-        return (PyObject *)L;
-    }
-    struct epoll_event ev;
-    ev.events = EPOLLOUT;
-    ev.data.ptr = &L->end[1];
-    if (epoll_ctl(P->epfd, EPOLL_CTL_ADD, bfd, &ev) < 0) {
-        int err = errno;
-        L->state = FAILED;
-        close(bfd);
-        L->end[1].fd = -1;
-        Py_CLEAR(L->owner);
-        P->links--;
-        Py_DECREF(L);
-        Py_DECREF(L);
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    L->end[1].mask = EPOLLOUT;
-    L->deadline = now_mono() + (timeout > 0 ? timeout : 0);
-    deadline_add(P, L);
     return (PyObject *)L;
 }
 
