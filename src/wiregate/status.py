@@ -148,6 +148,14 @@ class RouteStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class FastRouteStatus:
+    """A TCP listener's route taken in the C pump without Python (docs/ingress.md "The fast route")."""
+
+    enabled: bool = False  # on for the listener's current config
+    accepted: int = 0  # connections it routed (included in the listener's `accepted`)
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerStatus:
     """One ingress listener (the ingress status is {listener name: ListenerStatus})."""
 
@@ -161,6 +169,7 @@ class ListenerStatus:
     open: int = 0  # connections (TCP) or flows (UDP)
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count
     health_checks: int = 0
+    fast_route: FastRouteStatus | None = None  # None: UDP, or no C pump here
 
 
 # -- ACME --------------------------------------------------------------------------------------------------------

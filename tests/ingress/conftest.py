@@ -76,8 +76,8 @@ async def ingress(request, monkeypatch):
     monkeypatch.setenv("WIREGATE_DATAPATH", request.param)
     made: list[Ingress] = []
 
-    async def make(*listeners) -> Ingress:
-        ing = Ingress(IngressConfig(tuple(listeners)))
+    async def make(*listeners, acme=None) -> Ingress:
+        ing = Ingress(IngressConfig(tuple(listeners)), acme=acme)
         await ing.start()
         made.append(ing)
         return ing

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 
 import pytest
 
+from wiregate.acme.book import Book
 from wiregate.datapath import pump as cpump
 from wiregate.ingress import Ingress, IngressConfig, Listener, Route
 from wiregate.proxyproto import Command, Decoder, encode_v1, encode_v2
@@ -19,7 +21,8 @@ from wiregate.proxyproto import Command, Decoder, encode_v1, encode_v2
 CLIENT = ("203.0.113.7", 51234)
 CLIENT6 = ("2001:db8::7", 4433)
 pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(not cpump.available(), reason="the C pump is not built here (optional extension)"),
+              pytest.mark.skipif(not cpump.available() and os.environ.get("CI") != "true",
+                                 reason="the C pump is not built here (optional extension)"),
               pytest.mark.parametrize("ingress", ["c"], indirect=True)]  # the pump with its fast routes only
 
 
@@ -253,3 +256,27 @@ async def test_with_info_logging_each_client_is_named(backends, ingress, caplog)
     w.close()
     assert fast_of(ing).accepted == 1
     assert "client 203.0.113.7:51234 via 127.0.0.1:" in caplog.text and "-> route app" in caplog.text
+
+
+async def test_with_acme_the_fast_route_serves_and_steps_aside_while_an_http01_token_waits(backends, ingress):
+    """`wiregate run` at home always gives the ingress an ACME book: the fast route must work with one, and let
+    the CA's HTTP-01 request be seen while a token is pending (the listener sniffs then)."""
+    svc = await backends(echo)
+    book = Book()
+    ing = await ingress(lst(svc.port), acme=book)
+    port = ing.addresses["web"][1]
+    fast = fast_of(ing)
+    _, w = await echoed(port)
+    w.close()
+    assert fast.enabled and fast.accepted == 1
+    book.add_http01("tok", "tok.thumb")
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(encode_v2(CLIENT, ("127.0.0.1", port)) + b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a\r\n\r\n")
+    async with asyncio.timeout(5):
+        answer = await r.read(-1)
+    w.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"tok.thumb") and fast.accepted == 1
+    book.remove_http01("tok")
+    _, w = await echoed(port)
+    w.close()
+    assert fast.accepted == 2 and ing.status()["web"]["fast_route"] == {"enabled": True, "accepted": 2}

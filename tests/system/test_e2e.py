@@ -105,6 +105,10 @@ def test_real_client_address_reaches_each_kind_of_service(lab, tmp_path):
     r = sl.home.run([sys.executable, "-m", "wiregate", "status", "--json", str(sl.home_file)], check=False)
     home = json.loads(r.stdout)
     assert home["tunnel"]["peers"][0]["name"] == "gateway" and home["ingress"]["echo"]["accepted"] >= 1
+    # the echo listener as the files make it (default route, trusted gateway on the tunnel interface, PROXY v2 from
+    # the gateway) is routed by the C pump's fast route; the web listener (Host routes) by Python
+    assert home["ingress"]["echo"]["fast_route"] == {"enabled": True, "accepted": home["ingress"]["echo"]["accepted"]}
+    assert home["ingress"]["http"]["fast_route"]["enabled"] is False
 
 
 def test_real_client_address_through_wireguard_go_home_in_external_mode(lab, tmp_path):

@@ -193,11 +193,11 @@ class Ingress:
         """Let the pump route this listener's connections without Python when every one of them would go the same
         way: each trusted peer must send a PROXY header (not proxy_optional) and every connection goes to the
         default route (nothing to sniff), whose target is an IP address, whose bytes Python need not see (no TLS
-        here, no internal_only) and whose own PROXY header is none or v2; no ACME (an HTTP-01 request must be
-        seen). With trusted_interface the pump checks where each trusted peer came in, as `_came_in_right` does
-        (a peer that came in elsewhere is Python's to refuse and log). The pump takes only the
-        common case inside that (a v2 PROXY header for TCP, no TLVs); Python gets everything else with the bytes
-        read so far (`_FastOwner._pump_head`) and decides as it always does."""
+        here, no internal_only) and whose own PROXY header is none or v2 (while an ACME HTTP-01 token is pending,
+        `_on_accept_pump` leaves it aside so the CA's request is seen). With trusted_interface the pump checks
+        where each trusted peer came in, as `_came_in_right` does (a peer that came in elsewhere is Python's to
+        refuse and log). The pump takes only the common case inside that (a v2 PROXY header for TCP, no TLVs);
+        Python gets everything else with the bytes read so far (`_FastOwner._pump_head`) and decides as always."""
         fast = rt.fast
         if fast is None:
             return
@@ -205,8 +205,7 @@ class Ingress:
         route = rules.router.default
         addr = _literal(route.target) if route is not None else None
         if (route is None or addr is None or rules.router.needs_sniff or lst.proxy_optional or not lst.trusted
-                or rt.ifindex == frozenset() or self.acme is not None or rules.http01 is not None
-                or rules.http01_pending is not None or route.name in rules.internal or route.tls_cert
+                or rt.ifindex == frozenset() or route.name in rules.internal or route.tls_cert
                 or route.acme or route.send_proxy not in ("none", "v2")
                 or len(rules.trust.nets) > cpump.MAX_TRUSTED or len(rt.ifindex or ()) > cpump.MAX_INTERFACES):
             fast.enabled = False
@@ -349,6 +348,9 @@ class Ingress:
                 # UDP: open flows (they are not connections: a drain does not wait for them)
                 "open": rt.udp.open if rt.udp is not None else rt.connections(),  # type: ignore[attr-defined]
                 "refused": dict(rt.refused), "health_checks": rt.health_checks,
+                # the pump's fast route (docs/ingress.md): on for this config, and the connections it routed
+                # (included in "accepted"); None without the C pump
+                "fast_route": None if rt.fast is None else {"enabled": rt.fast.enabled, "accepted": rt.fast.accepted},
             }
         return out
 
@@ -392,8 +394,11 @@ class Ingress:
     def _on_accept_pump(self, rt: Runtime, pump: cpump.Pump, lsock: socket.socket) -> None:
         """The same as the loop above, with the accepts and each client's first read done in C: a connection
         whose head decides at once and whose route the pump can serve never becomes a socket object."""
+        fast, pending = rt.fast, rt.rules.http01_pending
+        if fast is not None and pending is not None and pending():
+            fast = None  # an ACME HTTP-01 token waits: this listener sniffs so the CA's request is seen (HeadPhase)
         try:
-            batch = pump.accept(lsock.fileno(), ACCEPT_BATCH, rt.local is None, RECV, rt.fast, rt.open)
+            batch = pump.accept(lsock.fileno(), ACCEPT_BATCH, rt.local is None, RECV, fast, rt.open)
         except OSError as exc:
             if exc.errno in NO_DESCRIPTORS:
                 return self._out_of_descriptors(rt, exc)
@@ -1057,20 +1062,18 @@ class _FastOwner:
         ing._head_first(rt, ing.pump, self.family, fd, peer, local or rt.local or ("", 0), data, since, end)
 
     def _pump_unreachable(self, client: tuple[str, int], peer: tuple[str, int], err: int) -> None:
-        rt = self.rt
-        route = rt.rules.router.default
-        rt.refused["backend_unreachable"] += 1
-        log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name, fmt(client),
-                    route.name if route else "?", fmt(route.target) if route else "?",
-                    "timeout" if err == cpump.TIMED_OUT else os.strerror(err))
+        route = self.rt.rules.router.default
+        why = "timeout" if err == cpump.TIMED_OUT else os.strerror(err)
+        if route is None:  # a reload removed the default route while this connection was connecting
+            self.rt.refused["backend_unreachable"] += 1
+            log.warning("listener %s: client %s: target unreachable: %s", self.rt.listener.name, fmt(client), why)
+        else:
+            _count_unreachable(self.rt, client, route, why)
 
     def _pump_routed(self, client: tuple[str, int], peer: tuple[str, int]) -> None:
-        rt = self.rt
-        route = rt.rules.router.default
+        route = self.rt.rules.router.default
         if route is not None:
-            via = f" via {fmt(peer)}" if client != peer else ""
-            log.info("listener %s: client %s%s -> route %s (unsniffed) %s", rt.listener.name, fmt(client), via,
-                     route.name, fmt(route.target))
+            _routed_line(self.rt, client, peer, route, "unsniffed")
 
 
 class _Pumped:
@@ -1143,19 +1146,25 @@ def _wrap(family: int, fd: int) -> socket.socket:
 
 def _log_routed(rt: Runtime, ev: Accepted) -> None:
     """The INFO line naming the real client of a routed connection (either data path)."""
-    route = ev.route
-    how = f"{ev.kind} {ev.name}" if ev.name else ev.kind
-    via = f" via {fmt(ev.peer)}" if ev.client != ev.peer else ""
-    log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(ev.client), via,
-             route.name, how, fmt(route.target))
+    _routed_line(rt, ev.client, ev.peer, ev.route, f"{ev.kind} {ev.name}" if ev.name else ev.kind)
+
+
+def _routed_line(rt: Runtime, client: tuple[str, int], peer: tuple[str, int], route: Route, how: str) -> None:
+    via = f" via {fmt(peer)}" if client != peer else ""
+    log.info("listener %s: client %s%s -> route %s (%s) %s", rt.listener.name, fmt(client), via, route.name, how,
+             fmt(route.target))
+
+
+def _count_unreachable(rt: Runtime, client: tuple[str, int], route: Route, why: str) -> None:
+    """Count and log a route's target that did not answer (every data path, the fast route's too)."""
+    rt.refused["backend_unreachable"] += 1
+    log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name, fmt(client),
+                route.name, fmt(route.target), why)
 
 
 def _unreachable(ing: Ingress, rt: Runtime, ev: Accepted, sock: socket.socket, why: str) -> None:
     """The route's target did not answer: count and log it, a 502 to an HTTP client, close (either data path)."""
-    route = ev.route
-    rt.refused["backend_unreachable"] += 1
-    log.warning("listener %s: client %s: route %s target %s unreachable: %s", rt.listener.name,
-                fmt(ev.client), route.name, fmt(route.target), why)
+    _count_unreachable(rt, ev.client, ev.route, why)
     if ev.kind == "http":
         try:
             sock.send(http_error(502, "Bad Gateway", "service unavailable"))
