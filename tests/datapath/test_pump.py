@@ -158,6 +158,94 @@ async def test_a_connect_that_gets_no_answer_times_out_on_the_pumps_timer():
         s.close()
 
 
+async def test_first_bytes_sent_at_once_find_a_loopback_connect_done_and_need_no_callback():
+    """On loopback the handshake completes inside connect(): the pump's first send finds it done, so the link is
+    connected on return (no readiness round trip, no `_pump_connected`) and the header leaves once, before the
+    client's bytes."""
+    loop = asyncio.get_running_loop()
+    pump = cpump.attach(loop)
+    front, back = listener(), listener()
+    at_once = 0
+    for i in range(20):  # (a machine busy enough to defer loopback's softirq work can make one connect wait)
+        owner = Owner()
+        client, server, link = await pumped_pair(pump, front, back, owner, b"HEAD%02d" % i, first_read=True)
+        await loop.sock_sendall(client, b"request")
+        assert await recv_all(server, 13) == b"HEAD%02drequest" % i
+        assert owner.connected in ([], [0])
+        at_once += owner.connected == []
+        client.close()
+        server.close()
+        await eventually(lambda o=owner: o.closed == 1, what="the close")
+    assert at_once >= 1 and pump.stats["connected_at_once"] == at_once
+    cpump.detach(loop, pump)
+    front.close()
+    back.close()
+
+
+async def test_a_connect_still_going_gets_its_first_bytes_once_and_misses_in_a_row_stop_the_early_send():
+    """Where the first send finds the connect still going (EAGAIN) the bytes wait for the connect as before,
+    and go exactly once; after 8 such misses in a row the pump stops trying it for a while."""
+    made = await unanswering_listener()
+    hole = made[0]
+    loop = asyncio.get_running_loop()
+    pump = cpump.attach(loop)
+    back = listener()
+    pairs = [socket.socketpair() for _ in range(8)]
+    owners = [Owner() for _ in pairs]
+    hanging = [pump.connect(a.detach(), socket.AF_INET, hole.getsockname(), b"HEADER", 30.0, o)
+               for (a, _), o in zip(pairs, owners, strict=True)]  # (the links own the client descriptors)
+    assert not any(link.connected for link in hanging) and pump.stats["connected_at_once"] == 0
+    # the next connect would complete at once on loopback, but is not tried early: it waits for readiness
+    a, b = socket.socketpair()
+    owner = Owner()
+    link = pump.connect(a.detach(), socket.AF_INET, back.getsockname(), b"HEADER", 5.0, owner)
+    assert not link.connected
+    await eventually(lambda: owner.connected == [0], what="the connect's callback")
+    server = await accept(back)
+    server.setblocking(False)
+    assert await recv_all(server, 6) == b"HEADER"
+    b.send(b"+more")
+    assert await recv_all(server, 5) == b"+more"
+    assert pump.stats["connected_at_once"] == 0
+    link.close()
+    server.close()
+    for h in hanging:
+        h.close()
+    cpump.detach(loop, pump)
+    for s in (*made, back, b, *(y for _, y in pairs)):
+        s.close()
+
+
+def tcp_info(sock: socket.socket) -> tuple[int, int]:
+    """(unacked, segs_in) from the kernel's struct tcp_info (linux/tcp.h: 8 bytes of u8 fields, then u32s from
+    tcpi_rto; tcpi_segs_in after the four u64 rates and byte counts)."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", raw, 24)[0], struct.unpack_from("I", raw, 140)[0]
+
+
+async def test_a_backends_last_bytes_and_its_fin_reach_the_client_in_one_segment():
+    """When the backend's FIN is already there as its last bytes are read (EPOLLRDHUP), the pump reads the EOF in
+    the same round and the FIN leaves with those bytes: one segment for the client instead of two."""
+    loop = asyncio.get_running_loop()
+    pump = cpump.attach(loop)
+    front, back = listener(), listener()
+    owner = Owner()
+    client, server, link = await pumped_pair(pump, front, back, owner, b"", first_read=True)
+    await loop.sock_sendall(client, b"request")
+    assert await recv_all(server, 7) == b"request"
+    await eventually(lambda: tcp_info(client)[0] == 0, what="the client's request to be acknowledged")
+    before = tcp_info(client)[1]
+    server.sendall(b"answer")  # both are there before the pump next looks (it runs on this loop)
+    server.close()
+    assert await recv_all(client, 7) == b"answer"  # and then EOF
+    assert tcp_info(client)[1] - before == 1
+    client.close()
+    await eventually(lambda: owner.closed == 1, what="the close")
+    cpump.detach(loop, pump)
+    front.close()
+    back.close()
+
+
 async def test_a_client_reset_is_passed_on_as_a_reset_when_asked():
     pump = cpump.attach(asyncio.get_running_loop())
     front, back = listener(), listener()

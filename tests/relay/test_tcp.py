@@ -115,6 +115,41 @@ async def test_failover_when_a_backend_dies():
     await b2.stop()
 
 
+async def test_bytes_sent_before_the_accept_reach_the_backend_after_a_retry(splice):
+    """A client that has sent its request and half-closed while waiting in the backlog (the C pump reads such bytes
+    at accept and sends them with the header): the first backend refuses, the second gets header + request + EOF
+    and its answer comes back."""
+    good = await EchoBackend("two", after_eof=b"|done").start()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: refused
+    port = local_port()
+    svc = tcp_service(port, [Backend("127.0.0.1", dead.getsockname()[1], name="one"), good.backend], retries=1,
+                      balance="roundrobin")
+    loop = asyncio.get_running_loop()
+    async with running(RelayConfig((svc,), splice=splice)) as relay:
+        rt = relay.services["svc"]
+        rt.pause_all()  # clients wait in the backlog, with their bytes
+        waiting = socket.create_connection(("127.0.0.1", port))
+        waiting_addr = waiting.getsockname()
+        waiting.sendall(b"request sent early")
+        waiting.shutdown(socket.SHUT_WR)
+        rt.resume_all()
+        waiting.setblocking(False)
+        answer = b""
+        while True:
+            chunk = await asyncio.wait_for(loop.sock_recv(waiting, 4096), 10)
+            if not chunk:
+                break
+            answer += chunk
+        assert answer == b"request sent early|done"
+        waiting.close()
+        assert [h.source for h in good.headers] == [waiting_addr]
+        st = relay.status()["services"]["svc"]["backends"]
+        assert st[0]["failed_connects"] == 1 and st[1]["total"] == 1
+    await good.stop()
+    dead.close()
+
+
 async def test_connect_timeout_retries_on_another_backend():
     made = await unanswering_listener()
     hole = made[0]

@@ -69,10 +69,13 @@ def parse_strace(text: str) -> dict[str, int]:
     return out
 
 
-def count_syscalls(pid: int, port: int, seconds: int, connections: int, workdir: Path) -> tuple[int, dict[str, int]]:
-    """(connections, syscall -> calls) for `pid` while wrk runs through `port`."""
-    out = workdir / f"strace-{pid}-{port}.txt"
-    st = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(out)], stderr=subprocess.DEVNULL)
+def count_syscalls(pid: int | list[int], port: int, seconds: int, connections: int,
+                   workdir: Path) -> tuple[int, dict[str, int]]:
+    """(connections, syscall -> calls) for `pid` (or every process in a list) while wrk runs through `port`."""
+    pids = pid if isinstance(pid, list) else [pid]
+    out = workdir / f"strace-{pids[0]}-{port}.txt"
+    attach = [a for p in pids for a in ("-p", str(p))]
+    st = subprocess.Popen(["strace", "-c", "-f", *attach, "-o", str(out)], stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)  # attach (every thread) before the load starts
         n = wrk_count(port, seconds, connections)
@@ -86,8 +89,9 @@ def py_spy(pid: int, port: int, seconds: int, connections: int, workdir: Path) -
     """(connections, top lines) from py-spy sampling `pid` while wrk runs."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = workdir / f"spy-{pid}.txt"
-    sp = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(seconds + 2), "-r", "500", "-f", "raw",
-                           "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --subprocesses: a relay with workers is a supervisor whose children do the work
+    sp = subprocess.Popen([spy, "record", "--subprocesses", "-p", str(pid), "-d", str(seconds + 2), "-r", "500",
+                           "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     n = wrk_count(port, seconds, connections)
     sp.wait(seconds + 30)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     n, us, ss = cpu_per_connection(pids, port, secs, conns)
                     print(f"relay lab: {name}: {us + ss:.0f} us CPU per connection (user {us:.0f}, system {ss:.0f}; "
                           f"{n} connections, {n / secs:.0f}/s)")
-                    report(f"relay lab: {name}", *count_syscalls(pid, port, secs, conns, d))
+                    report(f"relay lab: {name}", *count_syscalls(pids, port, secs, conns, d))
                 if args.py_spy:
                     n, lines = py_spy(lab.pids["relay"][0], lab.ports["relay"]["web"], secs, conns, d)
                     print(f"relay lab: relay py-spy over {n} connections")

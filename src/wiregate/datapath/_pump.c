@@ -34,6 +34,8 @@
 #define SMALL_READ (16 * 1024)      /* a shorter read ends the round without asking the source again */
 #define SMALL_PIPE_READ (64 * 1024) /* read size once the held budget is exceeded */
 #define BATCH 256                   /* events per run() */
+#define PROBE_MISSES 8              /* early sends that found the connect still going before the pump ... */
+#define PROBE_SKIP 256              /* ... leaves this many connects without one */
 #define HEAD_MAX 512                /* fast routes: bytes kept while a PROXY header is still coming */
 #define NOT_ENDED INT32_MIN         /* head_handoff: the client has not ended (its bytes are Python's to judge) */
 #define MAX_IFS 64                  /* fast routes: trusted_interface indexes */
@@ -135,6 +137,8 @@ struct Pump {
     int pipe_size;
     Py_ssize_t held, held_budget;
     long created, links;
+    long early;                   /* connects found complete by sending the first bytes at once */
+    int probe_misses, probe_skip; /* link_connect's early send: misses in a row; connects left without it */
     int dispatching;
     PyObject *grave; /* links closed during run(), released after the batch */
     char *rbuf;      /* accept(..., recv_size): the first read of each client lands here */
@@ -194,7 +198,7 @@ static void set_pending(Pump *P, Half *H, Py_ssize_t n) {
 /* Register what end `e` should be watched for now: its own half reading, the other half waiting to write. */
 static void update_end(Link *L, int e) {
     End *E = &L->end[e];
-    uint32_t want = (L->half[e].reading ? EPOLLIN : 0) | (L->half[1 - e].writing ? EPOLLOUT : 0);
+    uint32_t want = (L->half[e].reading ? EPOLLIN | EPOLLRDHUP : 0) | (L->half[1 - e].writing ? EPOLLOUT : 0);
     if (want == E->mask) return;
     struct epoll_event ev;
     ev.events = want;
@@ -461,8 +465,10 @@ static void half_unblocked(Link *L, int h) {
 }
 
 /* Source readable: move what is there through the pipe until the source is empty or the destination full.
-   Returns the bytes taken from the source. */
-static Py_ssize_t half_readable(Link *L, int h) {
+   `fin`: the source's FIN has arrived (EPOLLRDHUP), so once its bytes are read EOF follows: the last bytes go
+   out corked and the shutdown() that passes the EOF on sends the FIN in their segment (one segment fewer for
+   the destination, and EOF read in the same round instead of the next wake-up). Returns the bytes taken. */
+static Py_ssize_t half_readable(Link *L, int h, int fin) {
     Pump *P = L->pump;
     Half *H = &L->half[h];
     int sfd = L->end[h].fd, dfd = L->end[1 - h].fd;
@@ -492,6 +498,7 @@ static Py_ssize_t half_readable(Link *L, int h) {
         return 0;
     }
     size_t size = P->held < P->held_budget ? (size_t)P->pipe_size : SMALL_PIPE_READ;
+    int corked = 0;
     for (int round = 0; round < ROUNDS; round++) {
         ssize_t n = splice(sfd, NULL, H->pw, NULL, size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n < 0) {
@@ -505,9 +512,11 @@ static Py_ssize_t half_readable(Link *L, int h) {
             break;
         }
         moved += n;
+        int last = fin && n < (ssize_t)SMALL_READ; /* the source is drained and has ended: EOF is next */
         Py_ssize_t pending = n;
         while (pending) {
-            ssize_t m = splice(H->pr, NULL, dfd, NULL, (size_t)pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            ssize_t m = splice(H->pr, NULL, dfd, NULL, (size_t)pending,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (last ? SPLICE_F_MORE : 0));
             if (m < 0) {
                 if (errno == EINTR) continue;
                 int err = errno;
@@ -518,11 +527,17 @@ static Py_ssize_t half_readable(Link *L, int h) {
             }
             pending -= m;
         }
-        if (n < SMALL_READ) break; /* level-triggered: if more is there, we are called again */
+        corked |= last;
+        if (n < SMALL_READ && !last) break; /* level-triggered: if more is there, we are called again */
     }
     pipe_put(P, H->pr, H->pw);
     H->pr = H->pw = -1;
-    if (H->eof) half_finish(L, h);
+    if (H->eof) {
+        half_finish(L, h); /* shutdown() or close(): the FIN leaves with the corked bytes */
+    } else if (corked) { /* (not expected after a FIN, but the bytes must not wait): push them */
+        int one = 1;
+        setsockopt(dfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     return moved;
 }
 
@@ -575,15 +590,15 @@ static void link_start(Link *L) {
     L->state = LINKED;
     L->active = 1;
     if (up->rest) {
-        for (;;) {
-            ssize_t m = send(bfd, up->rest, (size_t)up->rest_len, MSG_NOSIGNAL | (L->first_read ? MSG_MORE : 0));
+        while (up->rest_off < up->rest_len) { /* (link_connect may have sent it already) */
+            ssize_t m = send(bfd, up->rest + up->rest_off, (size_t)(up->rest_len - up->rest_off),
+                             MSG_NOSIGNAL | (L->first_read ? MSG_MORE : 0));
             if (m < 0 && errno == EINTR) continue;
             if (m < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
                 link_fail(L, 0, errno, 0);
                 return;
             }
-            if (m < 0) m = 0;
-            up->rest_off = m;
+            if (m > 0) up->rest_off += m;
             break;
         }
         if (up->rest_off >= up->rest_len) {
@@ -603,7 +618,7 @@ static void link_start(Link *L) {
     update_end(L, 1);
     if (L->first_read) {
         Py_INCREF(L);
-        Py_ssize_t moved = half_readable(L, 0);
+        Py_ssize_t moved = half_readable(L, 0, 0);
         if (moved == 0 && corked && L->state == LINKED) {
             int one = 1; /* the client is silent (a server-first protocol): setting TCP_NODELAY pushes the header */
             setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -929,7 +944,7 @@ static PyObject *Pump_run(Pump *P, PyObject *unused) {
         int e = E->which;
         if ((ev & EPOLLIN) || (ev & (EPOLLERR | EPOLLHUP))) {
             if (L->half[e].reading) {
-                half_readable(L, e);
+                half_readable(L, e, (ev & EPOLLRDHUP) != 0);
                 if (L->state != LINKED) continue;
             }
         }
@@ -1123,6 +1138,35 @@ static int link_connect(Link *L, const struct sockaddr *sa, socklen_t len, doubl
     if (rc == 0) { /* loopback and local tunnels may complete the handshake inside connect() */
         L->state = CONNECTED;
         return 0;
+    }
+    /* EINPROGRESS; but on loopback the handshake has usually completed inside connect() all the same. Sending
+       the first bytes now tells (EAGAIN: still connecting) and, when it has, saves the connect's readiness
+       round trip: an epoll registration, a wake-up, getsockopt(SO_ERROR) and the owner's callback. Where
+       connects never complete at once (across a tunnel or a real network), the pump stops trying for a while. */
+    Half *up = &L->half[0];
+    if (up->rest && up->rest_off == 0) {
+        if (P->probe_skip > 0) {
+            P->probe_skip--;
+        } else {
+            ssize_t m;
+            do m = send(bfd, up->rest, (size_t)up->rest_len,
+                        MSG_NOSIGNAL | MSG_DONTWAIT | (L->first_read ? MSG_MORE : 0));
+            while (m < 0 && errno == EINTR);
+            if (m >= 0) {
+                up->rest_off = m; /* link_start sends what is left (and uncorks) */
+                P->probe_misses = 0;
+                P->early++;
+                L->state = CONNECTED;
+                return 0;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) { /* refused, unreachable: the connect failed */
+                int err = errno;
+                close(bfd);
+                L->end[1].fd = -1;
+                return err;
+            }
+            if (++P->probe_misses >= PROBE_MISSES) P->probe_skip = PROBE_SKIP; /* (one miss more: skip again) */
+        }
     }
     struct epoll_event ev;
     ev.events = EPOLLOUT;
@@ -1484,8 +1528,8 @@ static PyObject *Pump_connect(Pump *P, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *Pump_get_stats(Pump *P, void *c) {
-    return Py_BuildValue("{s:l,s:n,s:i,s:l}", "pipes_created", P->created, "held", P->held, "pipes_free",
-                         P->npipes, "links", P->links);
+    return Py_BuildValue("{s:l,s:n,s:i,s:l,s:l}", "pipes_created", P->created, "held", P->held, "pipes_free",
+                         P->npipes, "links", P->links, "connected_at_once", P->early);
 }
 
 static PyMethodDef Pump_methods[] = {

@@ -34,6 +34,9 @@ log = logging.getLogger("wiregate.relay")
 # --access-log`, `python -m wiregate.relay -v` turn it on; off, the line is not even formatted)
 access_log = logging.getLogger("wiregate.relay.access")
 ACCEPT_BATCH = 64  # accepts per readiness callback: amortises the loop round trip under connection storms
+# C pump: what a client has already sent is read at accept (one recv instead of two splices through a pipe) and
+# leaves with the PROXY header in one send; a client that has not spoken yet is read by the pump once linked
+FIRST_READ = 16384
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 # non-blocking from creation where the platform allows it (saves an ioctl per backend connection)
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
@@ -131,18 +134,21 @@ class TCPListener:
         if room <= 0:
             return
         try:
-            batch = pump.accept(self.sock.fileno(), room, self.local is None)
+            batch = pump.accept(self.sock.fileno(), room, self.local is None, FIRST_READ)
         except OSError as exc:
             if exc.errno in NO_DESCRIPTORS:
                 return self._out_of_descriptors(exc)
             return
         if self.backoff.delay and batch:
             self.backoff.succeeded()
-        for fd, client, local, _ in batch:
+        for fd, client, local, first in batch:
             if svc is None or not self.accepting:  # (a reload took the service away in the middle of a batch)
                 os.close(fd)
                 continue
-            svc.accepted_fd(fd, client, local or self.local, self)
+            if type(first) is int:  # the first read failed (a reset before we got to it): nothing to relay
+                os.close(fd)
+                continue
+            svc.accepted_fd(fd, client, local or self.local, self, first or None)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """The client stays in the backlog, so the listener would fire again at once: pause, log once in a while."""
@@ -245,12 +251,13 @@ class TCPRuntime:
         conn.connect()
 
     def accepted_fd(self, fd: int, client: tuple[str, int], local: tuple[str, int] | None,
-                    listener: TCPListener) -> None:
-        """A client accepted by the C pump (a raw descriptor): the same limits, then connect on the pump."""
+                    listener: TCPListener, first: bytes | None = None) -> None:
+        """A client accepted by the C pump (a raw descriptor; `first`: what it had sent by then, if anything):
+        the same limits, then connect on the pump."""
         if not self._admit(client, listener):
             os.close(fd)
             return
-        conn = PumpedConnection(self, fd, client, local or ("", 0), listener)
+        conn = PumpedConnection(self, fd, client, local or ("", 0), listener, first)
         self.connections.add(conn)
         conn.connect()
 
@@ -561,10 +568,10 @@ class PumpedConnection:
     both sockets are closed."""
 
     __slots__ = ("svc", "fd", "client", "local", "listener", "backend", "pool", "bstate", "tried", "link",
-                 "header", "uid", "closed")
+                 "header", "uid", "closed", "first")
 
     def __init__(self, svc: TCPRuntime, fd: int, client: tuple[str, int], local: tuple[str, int],
-                 listener: TCPListener) -> None:
+                 listener: TCPListener, first: bytes | None = None) -> None:
         self.svc = svc
         self.fd = fd
         self.client = client
@@ -578,6 +585,7 @@ class PumpedConnection:
         self.header: bytes | None = None
         self.uid = ""
         self.closed = False
+        self.first = first  # the client's bytes read at accept: sent after the header, to each backend tried
 
     # the idle sweeper's view (the pump sets `active` on every event)
     @property
@@ -621,9 +629,13 @@ class PumpedConnection:
         addr = svc.addrs[i]
         if self.header is None:
             self.header, self.uid = svc.header_for(self.client, self.local)
+        first = self.first
         try:
-            link = pump.connect(self.fd, socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, addr, self.header,
-                                cfg.connect_timeout, self, True, True)
+            # with the client's first bytes in hand the header and they leave in one send; without, the header
+            # waits (MSG_MORE) for what the pump reads from the client once linked (first_read)
+            link = pump.connect(self.fd, socket.AF_INET6 if len(addr) == 4 else socket.AF_INET, addr,
+                                self.header + first if first else self.header, cfg.connect_timeout, self,
+                                not first, True)
         except OSError as exc:
             if exc.errno in NO_DESCRIPTORS:  # no socket for the backend: this client cannot be served now
                 self.tried.pop()
@@ -644,6 +656,7 @@ class PumpedConnection:
 
     def _up(self) -> None:
         svc = self.svc
+        self.first = None  # (the link has them now)
         assert self.pool is not None
         self.pool.connect_ok(self.backend, svc.loop.time())
         st = self.bstate = self.pool.states[self.backend]
