@@ -216,6 +216,9 @@ async def test_a_connect_still_going_gets_its_first_bytes_once_and_misses_in_a_r
         s.close()
 
 
+TCP_CLOSE_WAIT = 8  # tcpi_state (linux/tcp_states.h): the peer's FIN has arrived
+
+
 def tcp_info(sock: socket.socket) -> tuple[int, int]:
     """(unacked, segs_in) from the kernel's struct tcp_info (linux/tcp.h: 8 bytes of u8 fields, then u32s from
     tcpi_rto; tcpi_segs_in after the four u64 rates and byte counts)."""
@@ -235,8 +238,16 @@ async def test_a_backends_last_bytes_and_its_fin_reach_the_client_in_one_segment
     assert await recv_all(server, 7) == b"request"
     await eventually(lambda: tcp_info(client)[0] == 0, what="the client's request to be acknowledged")
     before = tcp_info(client)[1]
-    server.sendall(b"answer")  # both are there before the pump next looks (it runs on this loop)
+    server.sendall(b"answer")
     server.close()
+    # the pump runs on this loop: hold it until the FIN (after the answer) has reached the pump's backend socket,
+    # which a busy machine may leave to ksoftirqd for a while
+    back_end = socket.socket(fileno=os.dup(link.backend_fileno))
+    deadline = time.monotonic() + 10
+    while back_end.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_CLOSE_WAIT:
+        assert time.monotonic() < deadline, "the backend's FIN did not arrive"
+        time.sleep(0.001)
+    back_end.close()
     assert await recv_all(client, 7) == b"answer"  # and then EOF
     assert tcp_info(client)[1] - before == 1
     client.close()
