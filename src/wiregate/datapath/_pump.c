@@ -1550,7 +1550,8 @@ static PyMethodDef Pump_methods[] = {
 };
 
 static PyGetSetDef Pump_getset[] = {
-    {"stats", (getter)Pump_get_stats, NULL, "pipes created, bytes held in pipes, free pipes, open links", NULL},
+    {"stats", (getter)Pump_get_stats, NULL,
+     "pipes created, bytes held in pipes, free pipes, open links, connects found complete by the first send", NULL},
     {NULL},
 };
 
